@@ -1,0 +1,5 @@
+//! Pure logic: no pgrx in here, unit-tested with plain `#[test]`.
+pub mod chat;
+pub mod error;
+pub mod tokenizer;
+pub mod window;
