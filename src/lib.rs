@@ -1,1 +1,41 @@
+//! memory_ext: conversation memory for AI agents inside PostgreSQL.
+//!
+//! `core` holds the pure logic (tokenizers, chat framing, the window algorithm); `api` holds the
+//! thin SQL wrappers; the tables, triggers, policies and SQL-language functions live in `sql/`.
+
+use pgrx::prelude::*;
+
+pub mod api;
 pub mod core;
+pub mod gucs;
+pub mod sql_error;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/tables.sql", name = "tables", requires = [api::identity::current_user_id, api::tokens::default_encoding]);
+extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["tables", api::tokens::message_tokens, api::tokens::resolve_encoding]);
+extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
+extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::define();
+    // SAFETY: reading a postmaster global during library load.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    if preloading && gucs::PRELOAD_TOKENIZERS.get() {
+        // Built once in the postmaster; every backend shares the tables copy-on-write.
+        for enc in [core::tokenizer::Encoding::Cl100kBase, core::tokenizer::Encoding::O200kBase] {
+            enc.preload();
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'memory_ext'"]
+    }
+}

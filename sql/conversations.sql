@@ -1,0 +1,103 @@
+-- Conversation functions (SPEC §4.2). SECURITY INVOKER: RLS decides what each caller sees,
+-- and someone else's conversation is reported exactly like one that does not exist.
+
+CREATE FUNCTION memory.create_conversation(
+    agent_id uuid,
+    title text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}',
+    encoding text DEFAULT NULL
+) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+    v_user uuid := memory.current_user_id();
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_user IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
+    END IF;
+    INSERT INTO memory.conversations AS c (agent_id, user_id, title, metadata, encoding)
+    VALUES ($1, v_user, $2, coalesce($3, '{}'), $4)
+    RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.add_message(
+    conversation_id uuid,
+    role text,
+    content text,
+    tool_calls jsonb DEFAULT NULL,
+    name text DEFAULT NULL,
+    tool_call_id text DEFAULT NULL,
+    metadata jsonb DEFAULT NULL
+) RETURNS memory.conversation_messages
+LANGUAGE sql VOLATILE AS $$
+    INSERT INTO memory.conversation_messages
+        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, seq, token_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)   -- seq and token_count are set by the trigger
+    RETURNING *;
+$$;
+
+CREATE FUNCTION memory.get_messages(
+    conversation_id uuid,
+    "limit" integer DEFAULT 50,
+    before_seq bigint DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = $1) THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    -- one row past the page tells whether there is more
+    WITH page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn
+          FROM (SELECT * FROM memory.conversation_messages m
+                 WHERE m.conversation_id = $1 AND ($3 IS NULL OR m.seq < $3)
+                 ORDER BY m.seq DESC
+                 LIMIT $2 + 1) m
+    )
+    SELECT jsonb_build_object(
+               'messages', coalesce(jsonb_agg(to_jsonb(p) - 'rn' - 'conversation_id' ORDER BY p.seq)
+                                    FILTER (WHERE p.rn <= $2), '[]'::jsonb),
+               'has_more', count(*) > $2,
+               'next_before_seq', CASE WHEN count(*) > $2 THEN min(p.seq) FILTER (WHERE p.rn <= $2) END)
+      INTO v_result
+      FROM page p;
+    RETURN v_result;
+END $$;
+
+CREATE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20
+) RETURNS SETOF memory.conversations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT c.* FROM memory.conversations c
+         WHERE c.user_id = memory.current_user_id() AND ($1 IS NULL OR c.agent_id = $1)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2;
+END $$;
+
+CREATE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = $1 RETURNING 1)
+    SELECT count(*) > 0 FROM gone;
+$$;

@@ -1,0 +1,77 @@
+-- Tables of memory_ext (SPEC §2). Everything lives in schema memory.
+
+CREATE TABLE memory.conversations (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    agent_id      uuid NOT NULL,
+    user_id       uuid NOT NULL DEFAULT memory.current_user_id(),
+    title         text,
+    encoding      text NOT NULL DEFAULT memory.default_encoding(),
+    total_tokens  bigint NOT NULL DEFAULT 0,
+    message_count integer NOT NULL DEFAULT 0,
+    metadata      jsonb NOT NULL DEFAULT '{}',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT conversations_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+);
+CREATE INDEX conversations_user_agent_idx ON memory.conversations (user_id, agent_id);
+CREATE INDEX conversations_user_updated_idx ON memory.conversations (user_id, updated_at DESC);
+
+CREATE TABLE memory.conversation_messages (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    seq             bigint NOT NULL,
+    role            text NOT NULL,
+    content         text NOT NULL,
+    name            text,
+    tool_calls      jsonb,
+    tool_call_id    text,
+    token_count     integer NOT NULL,
+    metadata        jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    -- build_context walks this index backwards: newest first, only the window's rows.
+    CONSTRAINT conversation_messages_seq_key UNIQUE (conversation_id, seq),
+    CONSTRAINT conversation_messages_role_check CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+    CONSTRAINT conversation_messages_tool_calls_check CHECK (tool_calls IS NULL OR role = 'assistant'),
+    CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL))
+);
+-- Finds an earlier call by id (tool results, duplicate call ids) without scanning the history.
+CREATE INDEX conversation_messages_tool_calls_idx ON memory.conversation_messages
+    USING gin (tool_calls jsonb_path_ops) WHERE tool_calls IS NOT NULL;
+-- Finds the result of a call (one result per call; results go with a deleted call).
+CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
+    WHERE tool_call_id IS NOT NULL;
+
+CREATE TABLE memory.conversation_summaries (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conversation_id    uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    covers_through_seq bigint NOT NULL CHECK (covers_through_seq >= 0),
+    content            text NOT NULL CHECK (content <> ''),
+    -- framed tokens of the summary system message build_context emits, in the conversation's encoding
+    token_count        integer NOT NULL,
+    -- stored tokens of the messages it covers: should_summarize stays O(1)
+    covered_tokens     bigint NOT NULL DEFAULT 0,
+    model              text NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
+
+CREATE TABLE memory.summary_jobs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    status          text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    run_after       timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+-- At most one pending job per conversation.
+CREATE UNIQUE INDEX summary_jobs_one_pending_idx ON memory.summary_jobs (conversation_id)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX summary_jobs_due_idx ON memory.summary_jobs (run_after) WHERE status = 'queued';
+
+-- pg_dump keeps user data of extension tables only when they are registered.
+SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.summary_jobs', '');

@@ -1,0 +1,186 @@
+//! `build_context` and `build_context_from` (SPEC §4.4): the window algorithm of
+//! `core::window` over rows read newest-first through the (conversation_id, seq) index.
+
+use std::collections::{HashSet, VecDeque};
+
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiCursor};
+use pgrx::{JsonB, PgSqlErrorCode, Uuid};
+
+use crate::core::chat::{parse_messages_json, RawMessage};
+use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary};
+use crate::sql_error::{fail, interrupt, required, OrRaise};
+
+const ROWS_SQL: &str = "SELECT seq, token_count, role, content, name, tool_calls::text, tool_call_id \
+     FROM memory.conversation_messages WHERE conversation_id = $1 ORDER BY seq DESC";
+
+/// Rows of one conversation, newest first, fetched in growing batches from a cursor so that
+/// only the window (plus one look-ahead batch) is read.
+struct IndexSource<'c> {
+    client: &'c SpiClient<'c>,
+    cursor: SpiCursor<'c>,
+    conversation_id: Uuid,
+    batch: i64,
+    pending: VecDeque<Row>,
+    done: bool,
+}
+
+impl IndexSource<'_> {
+    fn fetch(&mut self) {
+        let table = self.cursor.fetch(self.batch).unwrap_or_else(|e| spi_failed(e));
+        if table.is_empty() {
+            self.done = true;
+        }
+        for r in table {
+            let get_text = |i: usize| -> Option<String> { r.get::<String>(i).unwrap_or_else(|e| spi_failed(e)) };
+            let seq: i64 = r.get(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+            let tokens: i32 = r.get(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+            let role = get_text(3).unwrap_or_default();
+            let content = get_text(4).unwrap_or_default();
+            let name = get_text(5);
+            let tool_calls: Option<serde_json::Value> =
+                get_text(6).map(|t| serde_json::from_str(&t).expect("jsonb text is valid JSON"));
+            let tool_call_id = get_text(7);
+            let raw = RawMessage {
+                role: &role,
+                content: &content,
+                name: name.as_deref(),
+                tool_calls: tool_calls.as_ref(),
+                tool_call_id: tool_call_id.as_deref(),
+            };
+            // Stored rows were validated on insert; expanding them only parses, never counts.
+            let msg = raw.expand().or_raise();
+            self.pending.push_back(Row { seq, tokens: i64::from(tokens), msg });
+        }
+        self.batch = (self.batch * 2).min(4096);
+    }
+}
+
+impl RowSource for IndexSource<'_> {
+    fn next_row(&mut self) -> Option<Row> {
+        if self.pending.is_empty() && !self.done {
+            self.fetch();
+        }
+        self.pending.pop_front()
+    }
+
+    fn count_between(&mut self, lo: i64, hi: i64) -> i64 {
+        self.client
+            .select(
+                "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3",
+                None,
+                &[self.conversation_id.into(), lo.into(), hi.into()],
+            )
+            .and_then(|t| t.first().get_one::<i64>())
+            .unwrap_or_else(|e| spi_failed(e))
+            .unwrap_or(0)
+    }
+}
+
+fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+    fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("memory_ext: SPI failed: {e}"))
+}
+
+fn check_budget(max_tokens: Option<i32>) -> i64 {
+    let max = required(max_tokens, "max_tokens");
+    if max <= 0 {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("max_tokens must be positive, got {max}"));
+    }
+    i64::from(max)
+}
+
+/// The context window of a stored conversation: valid OpenAI chat messages, newest last, within
+/// `max_tokens` by exact count. Read-only: runs on a hot standby; RLS applies (someone else's
+/// conversation is reported exactly like one that does not exist).
+#[pg_extern(stable)]
+fn build_context(
+    conversation_id: Option<Uuid>,
+    max_tokens: default!(Option<i32>, 8000),
+    system_prompt: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    let id = required(conversation_id, "conversation_id");
+    let max = check_budget(max_tokens);
+    Spi::connect(|client| {
+        let conv = client
+            .select(
+                "SELECT encoding, total_tokens, message_count FROM memory.conversations WHERE id = $1",
+                Some(1),
+                &[id.into()],
+            )
+            .unwrap_or_else(|e| spi_failed(e));
+        if conv.is_empty() {
+            fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {id} does not exist"));
+        }
+        let conv = conv.first();
+        let encoding: String = conv.get(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+        let total_tokens: i64 = conv.get(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+        let total_rows: i32 = conv.get(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+        let enc = super::tokens::encoding(&encoding);
+
+        // A summary can only matter when the whole history does not fit.
+        let summary = if total_tokens + 3 > max {
+            let s = client
+                .select(
+                    "SELECT content, token_count, covers_through_seq FROM memory.conversation_summaries \
+                     WHERE conversation_id = $1 ORDER BY covers_through_seq DESC, created_at DESC LIMIT 1",
+                    Some(1),
+                    &[id.into()],
+                )
+                .unwrap_or_else(|e| spi_failed(e));
+            if s.is_empty() {
+                None
+            } else {
+                let s = s.first();
+                Some(Summary {
+                    content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+                    tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),
+                    covers_through_seq: s.get::<i64>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+                })
+            }
+        } else {
+            None
+        };
+
+        // First batch: about as many rows as the budget holds at this conversation's average size.
+        let avg = if total_rows > 0 { (total_tokens / i64::from(total_rows)).max(1) } else { 1 };
+        let batch = (max / avg + 2).clamp(8, 1024);
+        let cursor = client.open_cursor(ROWS_SQL, &[id.into()]);
+        let mut src = IndexSource { client: &client, cursor, conversation_id: id, batch, pending: VecDeque::new(), done: false };
+        let w = window::build(
+            &mut src,
+            Params {
+                max_tokens: max,
+                system_prompt,
+                encoding: enc,
+                total_rows: i64::from(total_rows),
+                total_tokens,
+                summary,
+                orphans: HashSet::new(),
+            },
+        )
+        .or_raise();
+        JsonB(w.to_json())
+    })
+}
+
+/// The same window over a given OpenAI-style messages array, for messages kept elsewhere.
+#[pg_extern(immutable, parallel_safe)]
+fn build_context_from(
+    messages: Option<JsonB>,
+    max_tokens: default!(Option<i32>, 8000),
+    system_prompt: default!(Option<&str>, "NULL"),
+    encoding: default!(Option<&str>, "'cl100k_base'"),
+) -> JsonB {
+    let messages = required(messages, "messages");
+    let max = check_budget(max_tokens);
+    let enc = super::tokens::encoding(required(encoding, "encoding"));
+    let parsed = parse_messages_json(&messages.0).or_raise();
+    let (mut src, total_tokens, orphans) = SliceSource::new(parsed, enc, &mut interrupt);
+    let total_rows = src.len() as i64;
+    let w = window::build(
+        &mut src,
+        Params { max_tokens: max, system_prompt, encoding: enc, total_rows, total_tokens, summary: None, orphans },
+    )
+    .or_raise();
+    JsonB(w.to_json())
+}

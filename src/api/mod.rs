@@ -1,0 +1,4 @@
+//! Thin `#[pg_extern]` wrappers over `crate::core`.
+pub mod context;
+pub mod identity;
+pub mod tokens;

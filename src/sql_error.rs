@@ -1,0 +1,40 @@
+//! Turning the pure modules' errors into Postgres errors with real SQLSTATEs.
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::core::error::{Code, MemError};
+
+pub fn raise(e: MemError) -> ! {
+    let code = match e.code {
+        Code::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Code::LimitExceeded => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+    };
+    fail(code, e.message)
+}
+
+/// Raises an ERROR with the given SQLSTATE; usable where an expression is expected.
+pub fn fail(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
+    let message: String = message.into();
+    ereport!(ERROR, code, message);
+}
+
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, MemError> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}
+
+/// Arguments that must not be NULL raise 22004 rather than silently returning NULL.
+pub fn required<T>(v: Option<T>, name: &str) -> T {
+    v.unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, format!("{name} must not be NULL")))
+}
+
+/// Lets a long tokenization be cancelled by statement_timeout or pg_cancel_backend.
+pub fn interrupt() {
+    pgrx::check_for_interrupts!();
+}
