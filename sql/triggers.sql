@@ -140,11 +140,14 @@ BEGIN
               FROM gone g GROUP BY g.conversation_id) d
      WHERE c.id = d.conversation_id;
     -- A deleted call takes its results with it: a result without its call is not a valid message.
-    DELETE FROM memory.conversation_messages m
-     USING gone g, jsonb_array_elements(g.tool_calls) AS call
-     WHERE g.tool_calls IS NOT NULL
-       AND m.conversation_id = g.conversation_id
-       AND m.tool_call_id = call->>'id';
+    -- (Results carry no calls, so the nested DELETE's own pass stops here.)
+    IF EXISTS (SELECT 1 FROM gone g WHERE g.tool_calls IS NOT NULL) THEN
+        DELETE FROM memory.conversation_messages m
+         USING gone g, jsonb_array_elements(g.tool_calls) AS call
+         WHERE g.tool_calls IS NOT NULL
+           AND m.conversation_id = g.conversation_id
+           AND m.tool_call_id = call->>'id';
+    END IF;
     RETURN NULL;
 END $$;
 

@@ -16,6 +16,7 @@ extension_sql_file!("../sql/tables.sql", name = "tables", requires = [api::ident
 extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["tables", api::tokens::message_tokens, api::tokens::resolve_encoding]);
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
+extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

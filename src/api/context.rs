@@ -4,31 +4,36 @@
 use std::collections::{HashSet, VecDeque};
 
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiCursor};
+use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 
 use crate::core::chat::{parse_messages_json, RawMessage};
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary};
 use crate::sql_error::{fail, interrupt, required, OrRaise};
 
+// Keyset pages with a LIMIT: the planner always walks the (conversation_id, seq) index
+// backwards, and stops after the page.
 const ROWS_SQL: &str = "SELECT seq, token_count, role, content, name, tool_calls::text, tool_call_id \
-     FROM memory.conversation_messages WHERE conversation_id = $1 ORDER BY seq DESC";
+     FROM memory.conversation_messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
 
-/// Rows of one conversation, newest first, fetched in growing batches from a cursor so that
-/// only the window (plus one look-ahead batch) is read.
+/// Rows of one conversation, newest first, fetched in growing batches so that only the window
+/// (plus the rest of its last batch) is read.
 struct IndexSource<'c> {
     client: &'c SpiClient<'c>,
-    cursor: SpiCursor<'c>,
     conversation_id: Uuid,
     batch: i64,
+    before_seq: i64,
     pending: VecDeque<Row>,
     done: bool,
 }
 
 impl IndexSource<'_> {
     fn fetch(&mut self) {
-        let table = self.cursor.fetch(self.batch).unwrap_or_else(|e| spi_failed(e));
-        if table.is_empty() {
+        let table = self
+            .client
+            .select(ROWS_SQL, None, &[self.conversation_id.into(), self.before_seq.into(), self.batch.into()])
+            .unwrap_or_else(|e| spi_failed(e));
+        if (table.len() as i64) < self.batch {
             self.done = true;
         }
         for r in table {
@@ -50,6 +55,7 @@ impl IndexSource<'_> {
             };
             // Stored rows were validated on insert; expanding them only parses, never counts.
             let msg = raw.expand().or_raise();
+            self.before_seq = seq;
             self.pending.push_back(Row { seq, tokens: i64::from(tokens), msg });
         }
         self.batch = (self.batch * 2).min(4096);
@@ -144,8 +150,14 @@ fn build_context(
         // First batch: about as many rows as the budget holds at this conversation's average size.
         let avg = if total_rows > 0 { (total_tokens / i64::from(total_rows)).max(1) } else { 1 };
         let batch = (max / avg + 2).clamp(8, 1024);
-        let cursor = client.open_cursor(ROWS_SQL, &[id.into()]);
-        let mut src = IndexSource { client: &client, cursor, conversation_id: id, batch, pending: VecDeque::new(), done: false };
+        let mut src = IndexSource {
+            client: &client,
+            conversation_id: id,
+            batch,
+            before_seq: i64::MAX,
+            pending: VecDeque::new(),
+            done: false,
+        };
         let w = window::build(
             &mut src,
             Params {

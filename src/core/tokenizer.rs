@@ -231,4 +231,47 @@ mod tests {
         Encoding::Cl100kBase.count_with(&text, &mut || calls += 1);
         assert!(calls >= 10, "interrupt called {calls} times");
     }
+
+    /// Bit-exact with Python tiktoken: tests/golden/tokens.json is written by
+    /// tests/golden/regenerate.py from tiktoken itself.
+    #[test]
+    fn golden() {
+        let golden: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/golden/tokens.json")).unwrap();
+        let cases = golden["cases"].as_array().unwrap();
+        assert!(cases.len() >= 70);
+        for case in cases {
+            let enc = Encoding::resolve(case["encoding"].as_str().unwrap()).unwrap();
+            let text = case["text"].as_str().unwrap();
+            let count = case["count"].as_u64().unwrap() as usize;
+            assert_eq!(enc.count(text), count, "{:?} case {}", enc, case["case"]);
+            if let Some(ids) = case.get("ids") {
+                let ids: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+                assert_eq!(enc.encode_with(text, &mut || {}).unwrap(), ids, "{:?} case {}", enc, case["case"]);
+            }
+        }
+    }
+
+    /// Agrees with tiktoken-rs (another port of tiktoken) on pseudo-random mixed text.
+    #[test]
+    fn agrees_with_tiktoken_rs() {
+        let pieces = ["the", " The", "  ", "\n", "\t", "don't", "123", "4567", "é", "日本", "😀", "{\"a\":", "]", "<|endoftext|>",
+                      "fn", "(", ")", ".", "?!", " \n ", "HTTPServer", "x_y", "ő", "\r\n", "   a"];
+        let cl = tiktoken_rs::cl100k_base().unwrap();
+        let o2 = tiktoken_rs::o200k_base().unwrap();
+        let mut state = 0x2545F4914F6CDD1Du64;
+        for _ in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            let ours = Encoding::Cl100kBase.encode_with(&text, &mut || {}).unwrap();
+            assert_eq!(ours, cl.encode_ordinary(&text), "cl100k {text:?}");
+            let ours = Encoding::O200kBase.encode_with(&text, &mut || {}).unwrap();
+            assert_eq!(ours, o2.encode_ordinary(&text), "o200k {text:?}");
+        }
+    }
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
+# PostgreSQL 15 with its server headers, clang (bindgen), sudo (the server runs as postgres),
+# cargo-pgrx 0.18.1, and the Python packages the tests use. Idempotent and quiet when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export USER=${USER:-$(id -un)}
+
+need_apt=()
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo; do
+    dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "== apt-get install ${need_apt[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+# Debian starts a system cluster on 5432; memory_ext never uses it.
+
+if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.1'; then
+    echo "== cargo install cargo-pgrx 0.18.1 (takes a few minutes)"
+    cargo install cargo-pgrx --version 0.18.1 --locked
+fi
+if ! grep -q 'pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+    cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
+fi
+
+if ! python3 -c 'import psycopg, pytest, tiktoken' 2>/dev/null; then
+    echo "== pip install -r tests/requirements.txt"
+    python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+fi

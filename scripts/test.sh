@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The whole test suite:
+#   1. unit tests of the pure modules and #[pg_test]s (cargo pgrx test, server run as postgres)
+#   2. pg_regress files under tests/pg_regress against a throwaway cluster with the library preloaded
+#   3. end-to-end tests (pytest, tests/e2e): RLS as PostgREST applies it, concurrency, bad input,
+#      token parity with Python tiktoken, read-only and hot-standby build_context, the worker
+# Exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export USER=${USER:-$(id -un)}
+scripts/setup.sh
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+TEST_ROOT=${MEMORY_EXT_TEST_ROOT:-/tmp/memory_ext-test}
+PORT=${MEMORY_EXT_TEST_PORT:-55433}
+
+echo "== unit tests and pg_tests"
+install -d -o postgres /tmp/memory_ext-pgrx-test
+cargo pgrx test pg15 --runas postgres --pgdata /tmp/memory_ext-pgrx-test/data
+
+echo "== install the extension"
+cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+
+cleanup() { scripts/cluster.sh stop "$TEST_ROOT/primary"; scripts/cluster.sh stop "$TEST_ROOT/replica"; }
+trap cleanup EXIT
+cleanup
+rm -rf "$TEST_ROOT"
+scripts/cluster.sh start "$TEST_ROOT/primary" "$PORT"
+
+echo "== pg_regress"
+REGRESS=$(dirname "$($PG_CONFIG --pgxs)")/../test/regress/pg_regress
+mkdir -p target/regress && chmod 777 target/regress
+tests=$(ls tests/pg_regress/sql | sed 's/\.sql$//' | sort)
+if ! "$REGRESS" --host=127.0.0.1 --port="$PORT" --user=postgres --inputdir=tests/pg_regress \
+        --outputdir=target/regress --dbname=memory_regress $tests; then
+    cat target/regress/regression.diffs || true
+    exit 1
+fi
+
+echo "== end-to-end tests"
+MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
+    python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"

@@ -1,0 +1,8 @@
+-- build_context must walk the (conversation_id, seq) index backwards and stop after the
+-- window, whatever the statistics say about the size of this conversation: with a small
+-- average conversation the planner would otherwise pick a bitmap scan plus a sort, which reads
+-- the whole history of a long one.
+ALTER FUNCTION memory.build_context(uuid, integer, text)
+    SET enable_sort = off
+    SET enable_bitmapscan = off
+    SET enable_seqscan = off;

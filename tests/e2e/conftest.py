@@ -1,0 +1,77 @@
+"""Fixtures for the end-to-end tests: a real PostgreSQL cluster on loopback (started by
+scripts/test.sh, or by these fixtures when run alone), one fresh database per test module."""
+import contextlib
+import json
+import os
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
+PORT = int(os.environ.get("MEMORY_EXT_TEST_PORT", "55433"))
+
+
+def dsn(dbname="postgres", user="postgres", port=PORT):
+    return f"host=127.0.0.1 port={port} dbname={dbname} user={user}"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Makes sure the primary cluster is up; creates the roles PostgREST/Supabase would have."""
+    try:
+        psycopg.connect(dsn(), connect_timeout=2).close()
+    except psycopg.OperationalError:
+        subprocess.run([os.path.join(ROOT, "scripts/cluster.sh"), "start", f"{TEST_ROOT}/primary", str(PORT)], check=True)
+    with psycopg.connect(dsn(), autocommit=True) as c:
+        for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN")):
+            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                c.execute(f"CREATE ROLE {role} {opts}")
+    return PORT
+
+
+@pytest.fixture(scope="module")
+def db(cluster, request):
+    """A fresh database with the extension, named after the test module."""
+    name = "e2e_" + request.module.__name__.split(".")[-1]
+    with psycopg.connect(dsn(), autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(dsn(name), autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext")
+        c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
+    return name
+
+
+def connect(db, user="postgres", **kw):
+    return psycopg.connect(dsn(db, user), autocommit=True, **kw)
+
+
+def new_user():
+    return str(uuid.uuid4())
+
+
+@contextlib.contextmanager
+def as_guc_user(db, user_id, role="app"):
+    """An application server: its own login role, identity in the memory.user_id setting."""
+    with connect(db, role) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user_id,))
+        yield c
+
+
+@contextlib.contextmanager
+def as_jwt_user(db, user_id, role="authenticated"):
+    """Exactly what PostgREST does per request: one transaction, SET LOCAL ROLE, claims as a
+    transaction-local setting. Everything run on the yielded cursor happens in that request."""
+    with connect(db) as c:
+        with c.transaction():
+            c.execute(f"SET LOCAL ROLE {role}")
+            claims = json.dumps({"sub": user_id, "role": role}) if user_id else json.dumps({"role": role})
+            c.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+            yield c
+
+
+def rpc(conn, sql, *args):
+    return conn.execute(sql, args).fetchone()[0]
