@@ -50,6 +50,9 @@ DECLARE
     v_encoding text;
     v_locked   text;
     v_clash    text;
+    v_total    bigint;
+    v_created  timestamptz;
+    v_threshold bigint := coalesce(current_setting('memory.summarize_threshold', true), '6000')::bigint;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -67,7 +70,7 @@ BEGIN
            total_tokens = c.total_tokens + NEW.token_count,
            updated_at = now()
      WHERE c.id = NEW.conversation_id
-    RETURNING c.encoding INTO v_locked;
+    RETURNING c.encoding, c.total_tokens, c.created_at INTO v_locked, v_total, v_created;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -104,6 +107,11 @@ BEGIN
 
     NEW.seq := coalesce((SELECT max(m.seq) FROM memory.conversation_messages m
                           WHERE m.conversation_id = NEW.conversation_id), 0) + 1;
+
+    -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
+    IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
+        PERFORM memory._enqueue_summary(NEW.conversation_id, v_created);
+    END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;

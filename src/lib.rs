@@ -13,7 +13,8 @@ pub mod sql_error;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", requires = [api::identity::current_user_id, api::tokens::default_encoding]);
-extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["tables", api::tokens::message_tokens, api::tokens::resolve_encoding]);
+extension_sql_file!("../sql/summaries.sql", name = "summaries", requires = ["tables", api::tokens::message_tokens]);
+extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["summaries", api::tokens::resolve_encoding]);
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
 extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
