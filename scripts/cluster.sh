@@ -25,7 +25,8 @@ start)
     ;;
 stop)
     if [ -f "$dir/data/postmaster.pid" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+        as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null ||
+            as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null || true
     fi
     ;;
 *)

@@ -9,6 +9,18 @@ pub static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 pub static TRUST_USER_ID_SETTING: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static PRELOAD_TOKENIZERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
+pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static LLM_BASE_URL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://api.groq.com/openai/v1"));
+pub static LLM_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
+pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static LLM_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static SUMMARY_KEEP_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static RETRY_BACKOFF: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
 pub fn define() {
     GucRegistry::define_string_guc(
@@ -51,6 +63,111 @@ pub fn define() {
         1,
         i32::MAX,
         GucContext::Userset,
+        GucFlags::default(),
+    );
+    define_worker();
+}
+
+/// Settings of the summary worker (read in the postmaster, changed by SIGHUP).
+fn define_worker() {
+    GucRegistry::define_bool_guc(
+        c"memory.worker_enabled",
+        c"Start the summary worker when memory_ext is preloaded.",
+        c"",
+        &WORKER_ENABLED,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.worker_database",
+        c"Database the summary worker connects to (where CREATE EXTENSION memory_ext ran).",
+        c"",
+        &WORKER_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.worker_naptime",
+        c"Milliseconds the summary worker sleeps when the queue is empty.",
+        c"",
+        &WORKER_NAPTIME,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.llm_base_url",
+        c"Base URL of the OpenAI-compatible API the worker calls (…/chat/completions is appended).",
+        c"",
+        &LLM_BASE_URL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.llm_model",
+        c"Model the worker asks for summaries.",
+        c"",
+        &LLM_MODEL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.llm_api_key",
+        c"API key for the LLM endpoint; empty means the built-in extractive summarizer.",
+        c"Set in postgresql.conf or with ALTER SYSTEM; only superusers can read it.",
+        &LLM_API_KEY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"memory.llm_timeout",
+        c"Milliseconds one LLM call may take in all (connect, send, answer).",
+        c"Also bounds how long shutdown waits for a worker in the middle of a call.",
+        &LLM_TIMEOUT,
+        100,
+        600_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.summary_max_tokens",
+        c"max_tokens of a summary.",
+        c"",
+        &SUMMARY_MAX_TOKENS,
+        16,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.summary_keep_tokens",
+        c"Tokens of the newest messages a summary leaves verbatim (at least the newest message or tool group).",
+        c"",
+        &SUMMARY_KEEP_TOKENS,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.max_attempts",
+        c"LLM attempts per summary job before it is marked failed.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.retry_backoff",
+        c"Milliseconds before the first retry of a failed job; doubles with each attempt (Retry-After wins).",
+        c"",
+        &RETRY_BACKOFF,
+        0,
+        3_600_000,
+        GucContext::Sighup,
         GucFlags::default(),
     );
 }

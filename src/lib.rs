@@ -9,6 +9,7 @@ pub mod api;
 pub mod core;
 pub mod gucs;
 pub mod sql_error;
+pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -24,11 +25,17 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::define();
     // SAFETY: reading a postmaster global during library load.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
-    if preloading && gucs::PRELOAD_TOKENIZERS.get() {
+    if !preloading {
+        return;
+    }
+    if gucs::PRELOAD_TOKENIZERS.get() {
         // Built once in the postmaster; every backend shares the tables copy-on-write.
         for enc in [core::tokenizer::Encoding::Cl100kBase, core::tokenizer::Encoding::O200kBase] {
             enc.preload();
         }
+    }
+    if gucs::WORKER_ENABLED.get() {
+        worker::register();
     }
 }
 

@@ -1,0 +1,250 @@
+//! Progressive summaries: where to cut, what to ask the LLM, how to read its answer, how long to
+//! wait after a failure, and the offline extractive summarizer. No pgrx, no I/O.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::chat::{ChatMessage, Role};
+use super::tokenizer::Encoding;
+use super::window::Row;
+
+pub const EXTRACTIVE_MODEL: &str = "memory_ext/extractive";
+
+const INSTRUCTIONS: &str = "You maintain the running summary of a conversation between a user and an AI \
+assistant. Write a concise summary in the third person that keeps every fact, decision, name, number, \
+open question and tool result the assistant may need later. Merge the previous summary with the new \
+messages into one text. Answer with the summary only.";
+
+/// The seq through which a new summary should cover: everything before the newest messages worth
+/// at least `keep_tokens` (always at least the newest message or tool group), cut only where no
+/// tool call is separated from its results. `rows` are the messages after the previous summary,
+/// oldest first. None when nothing can be summarized yet.
+pub fn choose_cut(rows: &[Row], keep_tokens: i64) -> Option<i64> {
+    let mut kept = 0i64;
+    let mut open: HashSet<&str> = HashSet::new();
+    for i in (1..rows.len()).rev() {
+        let r = &rows[i];
+        kept += r.tokens;
+        if let Some(a) = &r.msg.answers {
+            open.insert(a);
+        }
+        for c in &r.msg.calls {
+            open.remove(c.as_str());
+        }
+        // rows[i..] stay verbatim; rows[..i] are summarized
+        if open.is_empty() && kept >= keep_tokens {
+            return Some(rows[i - 1].seq);
+        }
+    }
+    None
+}
+
+/// One line per message, as the summarizer sees the transcript.
+fn transcript(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        for m in &r.msg.messages {
+            let who = match (&m.name, m.role) {
+                (Some(n), role) => format!("{} ({n})", role.as_str()),
+                (None, Role::Tool) => "tool result".to_owned(),
+                (None, role) => role.as_str().to_owned(),
+            };
+            if !m.content.is_empty() {
+                out.push_str(&format!("[{who}] {}\n", m.content));
+            }
+            for call in m.tool_calls.iter().flatten() {
+                let f = &call["function"];
+                out.push_str(&format!(
+                    "[{who} calls {}] {}\n",
+                    f["name"].as_str().unwrap_or("?"),
+                    f["arguments"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The chat request: previous summary plus only the new messages.
+pub fn request_body(model: &str, previous: Option<&str>, rows: &[Row], max_tokens: i32) -> Value {
+    let mut user = String::new();
+    if let Some(p) = previous {
+        user.push_str("Previous summary:\n");
+        user.push_str(p);
+        user.push_str("\n\n");
+    }
+    user.push_str("New messages:\n");
+    user.push_str(&transcript(rows));
+    json!({
+        "model": model,
+        "messages": [
+            ChatMessage::new(Role::System, INSTRUCTIONS).to_json(),
+            ChatMessage::new(Role::User, user).to_json(),
+        ],
+        "max_tokens": max_tokens,
+        "temperature": 0.2,
+    })
+}
+
+/// Why an LLM call did not give a summary; recorded in the job, never stored as a summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmError {
+    pub message: String,
+    /// The server's Retry-After, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+impl LlmError {
+    pub fn new(message: impl Into<String>) -> Self {
+        LlmError { message: message.into(), retry_after: None }
+    }
+}
+
+/// Reads an OpenAI-compatible `/chat/completions` answer.
+pub fn parse_response(status: u16, retry_after: Option<&str>, body: &str) -> Result<String, LlmError> {
+    let snippet: String = body.chars().take(200).collect();
+    if !(200..300).contains(&status) {
+        return Err(LlmError {
+            message: format!("HTTP {status} from the LLM endpoint: {snippet}"),
+            retry_after: retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs),
+        });
+    }
+    let v: Value = serde_json::from_str(body)
+        .map_err(|e| LlmError::new(format!("the LLM endpoint answered with invalid JSON ({e}): {snippet}")))?;
+    let content = v
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .and_then(|c| c.get("message"))
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("");
+    if content.is_empty() {
+        return Err(LlmError::new(format!("the LLM answer has no choices[0].message.content: {snippet}")));
+    }
+    Ok(content.to_owned())
+}
+
+/// Exponential backoff from `base`, doubling per attempt, capped at an hour; a server's
+/// Retry-After wins when it asks for longer.
+pub fn backoff(attempts: i32, base: Duration, retry_after: Option<Duration>) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1));
+    let d = exp.min(Duration::from_secs(3600));
+    match retry_after {
+        Some(r) if r > d => r,
+        _ => d,
+    }
+}
+
+/// The offline summarizer: the previous summary, then the first sentence of each new message,
+/// trimmed from the oldest side to `max_tokens`.
+pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_tokens: i32) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    for line in transcript(rows).lines() {
+        let (who, text) = line.split_once("] ").unwrap_or(("", line));
+        let first: String = text
+            .split_inclusive(['.', '!', '?', '\n'])
+            .next()
+            .unwrap_or(text)
+            .chars()
+            .take(200)
+            .collect();
+        lines.push(format!("- {}: {}", who.trim_start_matches('['), first.trim()));
+    }
+    let head = previous.map(|p| format!("Earlier: {p}"));
+    let render = |lines: &[String]| -> String {
+        let mut s = head.clone().map(|h| h + "\n").unwrap_or_default();
+        s.push_str("Key points, oldest first (extractive summary):\n");
+        s.push_str(&lines.join("\n"));
+        s
+    };
+    let mut start = 0;
+    let mut text = render(&lines[start..]);
+    while start + 1 < lines.len() && enc.count(&text) as i32 > max_tokens {
+        start += 1;
+        text = render(&lines[start..]);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::chat::parse_messages_json;
+
+    fn rows(msgs: Value) -> Vec<Row> {
+        parse_messages_json(&msgs)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, msg)| Row { seq: i as i64 + 11, tokens: msg.tokens(Encoding::Cl100kBase, &mut || {}), msg })
+            .collect()
+    }
+
+    #[test]
+    fn cut_keeps_newest_turns_and_tool_groups_whole() {
+        let r = rows(json!([
+            {"role": "user", "content": "one two three four five"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": "meanwhile"},
+            {"role": "tool", "tool_call_id": "a", "content": "result"},
+            {"role": "assistant", "content": "done"},
+        ]));
+        // keep just the newest message
+        assert_eq!(choose_cut(&r, 1), Some(14));
+        // keeping two messages would split the call (seq 12) from its result (seq 14)
+        let two = r[4].tokens + r[3].tokens;
+        assert_eq!(choose_cut(&r, two), Some(11));
+        // nothing before the newest group can be summarized
+        assert_eq!(choose_cut(&r, 10_000), None);
+        assert_eq!(choose_cut(&r[..1], 0), None);
+    }
+
+    #[test]
+    fn request_carries_previous_summary_and_new_messages_only() {
+        let r = rows(json!([{"role": "user", "content": "Book a table for 4"},
+                            {"role": "assistant", "content": "", "tool_calls": [{"id": "b", "type": "function", "function": {"name": "book", "arguments": "{\"n\":4}"}}]}]));
+        let body = request_body("m", Some("They talked about Rome."), &r, 300);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["max_tokens"], 300);
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert!(user.starts_with("Previous summary:\nThey talked about Rome."));
+        assert!(user.contains("[user] Book a table for 4"));
+        assert!(user.contains("[assistant calls book] {\"n\":4}"));
+    }
+
+    #[test]
+    fn parses_answers_and_classifies_failures() {
+        let ok = r#"{"choices":[{"message":{"role":"assistant","content":"  A summary. "}}]}"#;
+        assert_eq!(parse_response(200, None, ok).unwrap(), "A summary.");
+        let e = parse_response(429, Some("7"), "slow down").unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert!(e.message.starts_with("HTTP 429"));
+        assert!(parse_response(500, None, "boom").unwrap_err().message.contains("HTTP 500"));
+        assert!(parse_response(200, None, "<html>").unwrap_err().message.contains("invalid JSON"));
+        assert!(parse_response(200, None, r#"{"choices":[]}"#).unwrap_err().message.contains("no choices[0]"));
+        assert!(parse_response(200, None, r#"{"choices":[{"message":{"content":""}}]}"#).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_and_honours_retry_after() {
+        let base = Duration::from_millis(100);
+        assert_eq!(backoff(1, base, None), Duration::from_millis(100));
+        assert_eq!(backoff(3, base, None), Duration::from_millis(400));
+        assert_eq!(backoff(40, base, None), Duration::from_secs(3600).min(base * (1 << 19)));
+        assert_eq!(backoff(1, base, Some(Duration::from_secs(5))), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn extractive_summary_fits_its_budget() {
+        let msgs: Vec<Value> = (0..50).map(|i| json!({"role": "user", "content": format!("Point {i} is important. More detail follows here.")})).collect();
+        let r = rows(Value::Array(msgs));
+        let s = extractive(Some("Before that, greetings."), &r, Encoding::Cl100kBase, 120);
+        assert!(Encoding::Cl100kBase.count(&s) <= 120, "{s}");
+        assert!(s.starts_with("Earlier: Before that, greetings."));
+        assert!(s.contains("Point 49 is important."));
+        assert!(!s.contains("More detail"));
+    }
+}

@@ -1,0 +1,244 @@
+"""The summary worker end to end: a cluster of its own with the library preloaded, the worker
+calling a fake OpenAI-compatible server on 127.0.0.1."""
+import json
+import os
+import re
+import subprocess
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import ROOT, TEST_ROOT, dsn
+from fake_llm import FakeLLM
+
+API_KEY = "sk-test-4f9a1c2b7e"
+TIMEOUT_MS = 1500
+BACKOFF_MS = 300
+MAX_ATTEMPTS = 3
+
+
+@pytest.fixture(scope="module")
+def llm():
+    fake = FakeLLM()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def wk(cluster, llm):
+    """A cluster whose worker calls the fake LLM; yields its port."""
+    root, port = f"{TEST_ROOT}/worker", cluster + 2
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
+    subprocess.run(["rm", "-rf", root], check=True)
+    settings = {"memory.llm_base_url": f"http://127.0.0.1:{llm.port}/v1", "memory.llm_model": "fake-model",
+                "memory.llm_timeout": TIMEOUT_MS, "memory.retry_backoff": BACKOFF_MS, "memory.max_attempts": MAX_ATTEMPTS,
+                "memory.summary_max_tokens": 77, "memory.summary_keep_tokens": 40, "memory.worker_naptime": 100,
+                "memory.summarize_threshold": 150, "memory.llm_api_key": API_KEY}
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
+    with psycopg.connect(dsn(port=port), autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext")
+        for role in ("app", "enduser"):
+            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                c.execute(f"CREATE ROLE {role} LOGIN")
+        # in postgresql.auto.conf, so restarts keep them; the key is never on a command line
+        for name, value in settings.items():
+            c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
+    time.sleep(0.5)
+    yield port
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
+
+
+def admin(port):
+    return psycopg.connect(dsn(port=port), autocommit=True)
+
+
+def conversation(port, n_messages=8, words=30):
+    """A conversation of its own user, long enough to cross memory.summarize_threshold."""
+    user = str(uuid.uuid4())
+    with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        cid = c.execute("SELECT (memory.create_conversation(%s)).id", (str(uuid.uuid4()),)).fetchone()[0]
+        for i in range(n_messages):
+            role = "user" if i % 2 == 0 else "assistant"
+            c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, role, f"message {i}: " + "lorem ipsum " * words))
+    return cid
+
+
+def job(port, cid):
+    with admin(port) as c:
+        row = c.execute("SELECT id, status, attempts, last_error, extract(epoch FROM run_after - updated_at)::float8 FROM memory.summary_jobs WHERE conversation_id = %s ORDER BY id DESC LIMIT 1", (cid,)).fetchone()
+    return dict(zip(["id", "status", "attempts", "last_error", "wait"], row)) if row else None
+
+
+def summaries(port, cid):
+    with admin(port) as c:
+        return c.execute("SELECT covers_through_seq, content, model FROM memory.conversation_summaries WHERE conversation_id = %s ORDER BY id", (cid,)).fetchall()
+
+
+def wait_for(pred, timeout=20, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def test_summary_written_from_llm_answer(wk, llm):
+    llm.mode = "ok"
+    start = len(llm.requests)
+    t0 = time.monotonic()
+    cid = conversation(wk)
+    assert job(wk, cid)["status"] in ("queued", "running", "done")
+    wait_for(lambda: summaries(wk, cid))
+    latency = time.monotonic() - t0
+    (covers, content, model), = summaries(wk, cid)
+    assert model == "fake-model" and content.startswith("SUMMARY #")
+    assert job(wk, cid)["status"] == "done"
+    req = llm.requests[start]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["authorization"] == f"Bearer {API_KEY}"
+    body = req["json"]
+    assert body["model"] == "fake-model" and body["max_tokens"] == 77
+    prompt = body["messages"][1]["content"]
+    assert "Previous summary" not in prompt
+    assert "message 0:" in prompt and f"message {covers - 1}:" in prompt and f"message {covers}:" not in prompt
+    # the newest turns stay verbatim
+    assert covers < 8
+    print(f"threshold crossed -> summary stored: {latency * 1000:.0f} ms (including the inserts)")
+
+    # more messages: a progressive summary from the previous one plus only the new messages
+    user = None
+    with admin(wk) as c:
+        user = c.execute("SELECT user_id FROM memory.conversations WHERE id = %s", (cid,)).fetchone()[0]
+    with psycopg.connect(dsn(user="app", port=wk), autocommit=True) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (str(user),))
+        for i in range(8, 14):
+            c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, f"message {i}: " + "dolor sit " * 30))
+    wait_for(lambda: len(summaries(wk, cid)) == 2)
+    second = llm.requests[-1]["json"]["messages"][1]["content"]
+    assert second.startswith("Previous summary:\n" + content)
+    assert "message 0:" not in second and f"message {covers + 1}:" in second
+    # build_context uses the newest summary when not everything fits
+    with psycopg.connect(dsn(user="app", port=wk), autocommit=True) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (str(user),))
+        ctx = c.execute("SELECT memory.build_context(%s, 300)", (cid,)).fetchone()[0]
+    assert ctx["summary_included"] and ctx["messages"][0]["content"].startswith("Summary of the earlier conversation: SUMMARY #")
+
+
+@pytest.mark.parametrize("mode,text", [("500", "HTTP 500"), ("badjson", "invalid JSON"), ("empty", "no choices[0].message.content"),
+                                       ("hang", "timeout")])
+def test_failures_are_recorded_retried_and_never_stored(wk, llm, mode, text):
+    llm.mode = mode
+    llm.hang_seconds = 10
+    cid = conversation(wk)
+    first = wait_for(lambda: (j := job(wk, cid)) and j["attempts"] >= 1 and j["status"] == "queued" and j)
+    assert text in first["last_error"].lower() if mode == "hang" else text in first["last_error"]
+    assert first["wait"] == pytest.approx(BACKOFF_MS / 1000, abs=0.15)
+    second = wait_for(lambda: (j := job(wk, cid)) and j["attempts"] >= 2 and j["status"] == "queued" and j, timeout=30)
+    assert second["wait"] == pytest.approx(2 * BACKOFF_MS / 1000, abs=0.15)  # doubled
+    final = wait_for(lambda: (j := job(wk, cid)) and j["status"] == "failed" and j, timeout=30)
+    assert final["attempts"] == MAX_ATTEMPTS
+    assert summaries(wk, cid) == []
+    with admin(wk) as c:
+        assert c.execute("SELECT count(*) FROM memory.conversation_summaries WHERE content ILIKE '%%error%%' OR content ILIKE '%%http%%'").fetchone()[0] == 0
+    llm.mode = "ok"
+    # a new request after failure starts a fresh job that succeeds
+    with admin(wk) as c:
+        c.execute("SELECT memory._enqueue_summary(id, created_at) FROM memory.conversations WHERE id = %s", (cid,))
+    wait_for(lambda: summaries(wk, cid))
+
+
+def test_429_honours_retry_after(wk, llm):
+    llm.mode, llm.retry_after = "429", 3
+    cid = conversation(wk)
+    first = wait_for(lambda: (j := job(wk, cid)) and j["attempts"] >= 1 and j["status"] == "queued" and j)
+    assert "HTTP 429" in first["last_error"]
+    assert first["wait"] == pytest.approx(3, abs=0.15)
+    llm.mode = "ok"
+    wait_for(lambda: summaries(wk, cid), timeout=15)
+
+
+def test_deleted_conversation_ends_cleanly(wk, llm):
+    llm.mode, llm.hang_seconds = "hang", 1
+    cid = conversation(wk)
+    wait_for(lambda: (j := job(wk, cid)) and j["status"] == "running")
+    with admin(wk) as c:
+        c.execute("DELETE FROM memory.conversations WHERE id = %s", (cid,))
+    llm.mode = "ok"
+    time.sleep(2.5)
+    assert job(wk, cid) is None and summaries(wk, cid) == []
+    # the worker is still alive and working
+    other = conversation(wk)
+    wait_for(lambda: summaries(wk, other))
+
+
+def worker_pid(port):
+    with admin(port) as c:
+        row = c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'memory_ext summary worker'").fetchone()
+    return row[0] if row else None
+
+
+def test_terminated_worker_is_restarted(wk, llm):
+    llm.mode = "ok"
+    pid = wait_for(lambda: worker_pid(wk))
+    with admin(wk) as c:
+        c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    new = wait_for(lambda: (p := worker_pid(wk)) and p != pid and p, timeout=20)
+    assert new != pid
+    cid = conversation(wk)
+    wait_for(lambda: summaries(wk, cid), timeout=20)
+
+
+def test_shutdown_during_hanging_call_and_recovery(wk, llm):
+    llm.mode, llm.hang_seconds = "hang", 30
+    cid = conversation(wk)
+    wait_for(lambda: (j := job(wk, cid)) and j["status"] == "running")
+    root = f"{TEST_ROOT}/worker"
+    t = time.monotonic()
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
+    took = time.monotonic() - t
+    assert took < TIMEOUT_MS / 1000 + 3, took
+    llm.mode = "ok"
+    subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(wk)], check=True)
+    wait_for(lambda: summaries(wk, cid), timeout=30)
+    assert job(wk, cid)["status"] == "done"
+    print(f"fast shutdown with the worker inside a hanging LLM call took {took:.2f} s")
+
+
+def test_many_conversations_at_once(wk, llm):
+    llm.mode = "ok"
+    before = len(llm.requests)
+    cids = [conversation(wk, n_messages=6) for _ in range(15)]
+    wait_for(lambda: all(summaries(wk, c) for c in cids), timeout=60)
+    with admin(wk) as c:
+        rows = c.execute("SELECT conversation_id, count(*) FROM memory.conversation_summaries WHERE conversation_id = ANY(%s) GROUP BY 1", (cids,)).fetchall()
+        jobs = c.execute("SELECT conversation_id, count(*), bool_and(status = 'done') FROM memory.summary_jobs WHERE conversation_id = ANY(%s) GROUP BY 1", (cids,)).fetchall()
+    assert sorted(n for _, n in rows) == [1] * 15
+    assert all(n == 1 and done for _, n, done in jobs) and len(jobs) == 15
+    assert len(llm.requests) - before == 15
+
+
+def test_api_key_is_hidden_from_non_superusers(wk):
+    with psycopg.connect(dsn(user="enduser", port=wk), autocommit=True) as c:
+        for sql in ("SHOW memory.llm_api_key", "SELECT current_setting('memory.llm_api_key')"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(sql)
+            assert API_KEY not in str(e.value)
+        rows = c.execute("SELECT name, setting FROM pg_settings WHERE name LIKE 'memory.%%'").fetchall()
+        assert all(API_KEY not in (s or "") for _, s in rows) and "memory.llm_api_key" not in [n for n, _ in rows]
+        shown = c.execute("SHOW ALL").fetchall()
+        assert all(API_KEY not in str(r) for r in shown)
+        for sql in ("SET memory.llm_api_key = 'x'", "ALTER SYSTEM SET memory.llm_api_key = 'x'"):
+            with pytest.raises(psycopg.Error):
+                c.execute(sql)
+    with open(f"{TEST_ROOT}/worker/server.log", errors="replace") as f:
+        assert API_KEY not in f.read()
+    # the superuser can read it
+    with admin(wk) as c:
+        assert c.execute("SHOW memory.llm_api_key").fetchone()[0] == API_KEY
