@@ -22,7 +22,12 @@ pub static SUMMARY_KEEP_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static RETRY_BACKOFF: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
-pub fn define() {
+/// `preloading`: PostgreSQL accepts postmaster-level settings only from a library loaded by
+/// shared_preload_libraries; a library loaded later by a backend defines the others only.
+pub fn define(preloading: bool) {
+    if preloading {
+        define_postmaster();
+    }
     GucRegistry::define_string_guc(
         c"memory.default_encoding",
         c"Tokenizer of new conversations (cl100k_base, o200k_base, chars4 or a model name).",
@@ -47,14 +52,6 @@ pub fn define() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    GucRegistry::define_bool_guc(
-        c"memory.preload_tokenizers",
-        c"Build the tokenizers in the postmaster when memory_ext is in shared_preload_libraries.",
-        c"Saves ~50-120 ms on the first token count of every connection; costs memory in the postmaster.",
-        &PRELOAD_TOKENIZERS,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
     GucRegistry::define_int_guc(
         c"memory.summarize_threshold",
         c"Tokens not covered by the newest summary above which a conversation is summarized.",
@@ -68,8 +65,15 @@ pub fn define() {
     define_worker();
 }
 
-/// Settings of the summary worker (read in the postmaster, changed by SIGHUP).
-fn define_worker() {
+fn define_postmaster() {
+    GucRegistry::define_bool_guc(
+        c"memory.preload_tokenizers",
+        c"Build the tokenizers in the postmaster when memory_ext is in shared_preload_libraries.",
+        c"Saves ~50-120 ms on the first token count of every connection; costs memory in the postmaster.",
+        &PRELOAD_TOKENIZERS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"memory.worker_enabled",
         c"Start the summary worker when memory_ext is preloaded.",
@@ -86,6 +90,10 @@ fn define_worker() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+}
+
+/// Settings of the summary worker (read in the postmaster, changed by SIGHUP).
+fn define_worker() {
     GucRegistry::define_int_guc(
         c"memory.worker_naptime",
         c"Milliseconds the summary worker sleeps when the queue is empty.",

@@ -22,9 +22,9 @@ extension_sql_file!("../sql/context.sql", name = "context", requires = ["convers
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::define();
     // SAFETY: reading a postmaster global during library load.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    gucs::define(preloading);
     if !preloading {
         return;
     }
