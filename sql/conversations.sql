@@ -47,7 +47,11 @@ CREATE FUNCTION memory.get_messages(
     "limit" integer DEFAULT 50,
     before_seq bigint DEFAULT NULL
 ) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE
+-- walk the (conversation_id, seq) index backwards and stop after the page, even when the
+-- statistics think conversations are small (see build_context)
+SET search_path = pg_catalog, pg_temp SET enable_sort = off SET enable_bitmapscan = off SET enable_seqscan = off
+AS $$
 DECLARE
     v_result jsonb;
 BEGIN

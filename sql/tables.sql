@@ -8,6 +8,8 @@ CREATE TABLE memory.conversations (
     encoding      text NOT NULL DEFAULT memory.default_encoding(),
     total_tokens  bigint NOT NULL DEFAULT 0,
     message_count integer NOT NULL DEFAULT 0,
+    -- the highest seq ever given out: appends take the next one under the row lock, in O(1)
+    last_seq      bigint NOT NULL DEFAULT 0,
     metadata      jsonb NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
@@ -34,9 +36,15 @@ CREATE TABLE memory.conversation_messages (
     CONSTRAINT conversation_messages_tool_calls_check CHECK (tool_calls IS NULL OR role = 'assistant'),
     CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL))
 );
--- Finds an earlier call by id (tool results, duplicate call ids) without scanning the history.
-CREATE INDEX conversation_messages_tool_calls_idx ON memory.conversation_messages
-    USING gin (tool_calls jsonb_path_ops) WHERE tool_calls IS NOT NULL;
+-- "conversation/call id" keys of a message's tool calls: one GIN lookup finds an earlier call
+-- of the same conversation, however long the conversation and however common the id elsewhere.
+CREATE FUNCTION memory._tool_call_keys(conversation_id uuid, tool_calls jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT array_agg($1::text || '/' || (call->>'id'))
+      FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
+$$;
+CREATE INDEX conversation_messages_tool_call_keys_idx ON memory.conversation_messages
+    USING gin (memory._tool_call_keys(conversation_id, tool_calls)) WHERE tool_calls IS NOT NULL;
 -- Finds the result of a call (one result per call; results go with a deleted call).
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;

@@ -8,6 +8,7 @@ BEGIN
     -- counters belong to the triggers, whatever the INSERT said
     NEW.total_tokens := 0;
     NEW.message_count := 0;
+    NEW.last_seq := 0;
     NEW.metadata := coalesce(NEW.metadata, '{}');
     NEW.created_at := coalesce(NEW.created_at, now());
     NEW.updated_at := NEW.created_at;
@@ -32,8 +33,8 @@ BEGIN
     END IF;
     -- Only memory_ext's own triggers (one level down) maintain the counters.
     IF pg_trigger_depth() = 1 THEN
-        IF NEW.total_tokens IS DISTINCT FROM OLD.total_tokens OR NEW.message_count IS DISTINCT FROM OLD.message_count THEN
-            RAISE EXCEPTION 'total_tokens and message_count are maintained by memory_ext'
+        IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
+            RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         NEW.updated_at := now();
@@ -44,6 +45,31 @@ END $$;
 CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
 
+-- The id of an earlier tool call of this conversation among the ids in p_calls (only OpenAI-shaped
+-- calls when p_openai_only), or NULL. SECURITY DEFINER so that the GIN index serves the lookup:
+-- under RLS the planner may not use the non-leakproof containment operator as an index
+-- condition, and would filter the whole table instead. The caller proves it may see the
+-- conversation with its created_at (see summaries.sql); the answer is about that conversation only.
+CREATE FUNCTION memory._earlier_tool_call(p_conversation_id uuid, p_created_at timestamptz, p_calls jsonb, p_openai_only boolean)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_found text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id AND c.created_at = p_created_at) THEN
+        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT call->>'id' INTO v_found
+      FROM memory.conversation_messages m, jsonb_array_elements(m.tool_calls) AS call
+     WHERE m.tool_calls IS NOT NULL
+       AND memory._tool_call_keys(m.conversation_id, m.tool_calls) && memory._tool_call_keys(p_conversation_id, p_calls)
+       AND m.conversation_id = p_conversation_id
+       AND p_calls @> jsonb_build_array(jsonb_build_object('id', call->>'id'))
+       AND (NOT p_openai_only OR call->>'type' = 'function')
+     LIMIT 1;
+    RETURN v_found;
+END $$;
+
 CREATE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -52,6 +78,7 @@ DECLARE
     v_clash    text;
     v_total    bigint;
     v_created  timestamptz;
+    v_seq      bigint;
     v_threshold bigint := coalesce(current_setting('memory.summarize_threshold', true), '6000')::bigint;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
@@ -68,9 +95,10 @@ BEGIN
     UPDATE memory.conversations c
        SET message_count = c.message_count + 1,
            total_tokens = c.total_tokens + NEW.token_count,
+           last_seq = c.last_seq + 1,
            updated_at = now()
      WHERE c.id = NEW.conversation_id
-    RETURNING c.encoding, c.total_tokens, c.created_at INTO v_locked, v_total, v_created;
+    RETURNING c.encoding, c.total_tokens, c.created_at, c.last_seq INTO v_locked, v_total, v_created, v_seq;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -80,21 +108,15 @@ BEGIN
     END IF;
 
     IF NEW.tool_calls IS NOT NULL THEN
-        SELECT call->>'id' INTO v_clash
-          FROM jsonb_array_elements(NEW.tool_calls) AS call
-         WHERE EXISTS (SELECT 1 FROM memory.conversation_messages m
-                        WHERE m.conversation_id = NEW.conversation_id
-                          AND m.tool_calls @> jsonb_build_array(jsonb_build_object('id', call->>'id')))
-         LIMIT 1;
+        v_clash := memory._earlier_tool_call(NEW.conversation_id, v_created, NEW.tool_calls, false);
         IF v_clash IS NOT NULL THEN
             RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', v_clash
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
     IF NEW.role = 'tool' THEN
-        IF NOT EXISTS (SELECT 1 FROM memory.conversation_messages m
-                        WHERE m.conversation_id = NEW.conversation_id
-                          AND m.tool_calls @> jsonb_build_array(jsonb_build_object('id', NEW.tool_call_id, 'type', 'function'))) THEN
+        IF memory._earlier_tool_call(NEW.conversation_id, v_created,
+                                     jsonb_build_array(jsonb_build_object('id', NEW.tool_call_id)), true) IS NULL THEN
             RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', NEW.tool_call_id
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
@@ -105,8 +127,7 @@ BEGIN
         END IF;
     END IF;
 
-    NEW.seq := coalesce((SELECT max(m.seq) FROM memory.conversation_messages m
-                          WHERE m.conversation_id = NEW.conversation_id), 0) + 1;
+    NEW.seq := v_seq;
 
     -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
     IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
