@@ -36,16 +36,20 @@ CREATE TABLE memory.conversation_messages (
     CONSTRAINT conversation_messages_tool_calls_check CHECK (tool_calls IS NULL OR role = 'assistant'),
     CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL))
 );
--- "conversation/call id" keys of a message's tool calls: one GIN lookup finds an earlier call
--- of the same conversation, however long the conversation and however common the id elsewhere.
-CREATE FUNCTION memory._tool_call_keys(conversation_id uuid, tool_calls jsonb) RETURNS text[]
+-- Tool keys of a message: "<conversation>/c/<id>" for each OpenAI call it makes, "…/g/<id>" for
+-- each combined record, "…/r/<id>" for the call a tool message answers. One GIN lookup then
+-- answers "was this call made / answered before in this conversation?", however long the
+-- conversation and however common the id elsewhere.
+CREATE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT array_agg($1::text || '/' || (call->>'id'))
+    SELECT coalesce(array_agg($1::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
+           || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
       FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
 $$;
-CREATE INDEX conversation_messages_tool_call_keys_idx ON memory.conversation_messages
-    USING gin (memory._tool_call_keys(conversation_id, tool_calls)) WHERE tool_calls IS NOT NULL;
--- Finds the result of a call (one result per call; results go with a deleted call).
+CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
+    USING gin (memory._tool_keys(conversation_id, tool_calls, tool_call_id))
+    WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
+-- Finds the results of a deleted call (they go with it).
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;
 

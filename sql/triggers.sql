@@ -45,12 +45,12 @@ END $$;
 CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
 
--- The id of an earlier tool call of this conversation among the ids in p_calls (only OpenAI-shaped
--- calls when p_openai_only), or NULL. SECURITY DEFINER so that the GIN index serves the lookup:
--- under RLS the planner may not use the non-leakproof containment operator as an index
--- condition, and would filter the whole table instead. The caller proves it may see the
--- conversation with its created_at (see summaries.sql); the answer is about that conversation only.
-CREATE FUNCTION memory._earlier_tool_call(p_conversation_id uuid, p_created_at timestamptz, p_calls jsonb, p_openai_only boolean)
+-- The first of p_keys (see memory._tool_keys) that an earlier message of the conversation holds,
+-- or NULL. SECURITY DEFINER so that the GIN index serves the lookup: under RLS the planner may
+-- not use the non-leakproof && operator as an index condition and would filter the whole table
+-- instead. The caller proves it may see the conversation with its created_at (see
+-- summaries.sql), and the keys name that conversation only.
+CREATE FUNCTION memory._tool_key_taken(p_conversation_id uuid, p_created_at timestamptz, p_keys text[])
 RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -59,13 +59,14 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id AND c.created_at = p_created_at) THEN
         RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    SELECT call->>'id' INTO v_found
-      FROM memory.conversation_messages m, jsonb_array_elements(m.tool_calls) AS call
-     WHERE m.tool_calls IS NOT NULL
-       AND memory._tool_call_keys(m.conversation_id, m.tool_calls) && memory._tool_call_keys(p_conversation_id, p_calls)
-       AND m.conversation_id = p_conversation_id
-       AND p_calls @> jsonb_build_array(jsonb_build_object('id', call->>'id'))
-       AND (NOT p_openai_only OR call->>'type' = 'function')
+    IF EXISTS (SELECT 1 FROM unnest(p_keys) k WHERE NOT starts_with(k, p_conversation_id::text || '/')) THEN
+        RAISE EXCEPTION 'tool keys must name conversation %', p_conversation_id USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO v_found
+      FROM memory.conversation_messages m, unnest(p_keys) AS k
+     WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
+       AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
+       AND k = ANY (memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id))
      LIMIT 1;
     RETURN v_found;
 END $$;
@@ -108,20 +109,20 @@ BEGIN
     END IF;
 
     IF NEW.tool_calls IS NOT NULL THEN
-        v_clash := memory._earlier_tool_call(NEW.conversation_id, v_created, NEW.tool_calls, false);
+        v_clash := memory._tool_key_taken(NEW.conversation_id, v_created,
+            ARRAY(SELECT NEW.conversation_id::text || kind || (call->>'id')
+                    FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
         IF v_clash IS NOT NULL THEN
-            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', v_clash
+            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', substr(v_clash, 40)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
     IF NEW.role = 'tool' THEN
-        IF memory._earlier_tool_call(NEW.conversation_id, v_created,
-                                     jsonb_build_array(jsonb_build_object('id', NEW.tool_call_id)), true) IS NULL THEN
+        IF memory._tool_key_taken(NEW.conversation_id, v_created, ARRAY[NEW.conversation_id::text || '/c/' || NEW.tool_call_id]) IS NULL THEN
             RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', NEW.tool_call_id
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF EXISTS (SELECT 1 FROM memory.conversation_messages m
-                    WHERE m.conversation_id = NEW.conversation_id AND m.tool_call_id = NEW.tool_call_id) THEN
+        IF memory._tool_key_taken(NEW.conversation_id, v_created, ARRAY[NEW.conversation_id::text || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
             RAISE EXCEPTION 'tool call "%" already has a result', NEW.tool_call_id
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
