@@ -265,6 +265,24 @@ def bench_context(conn, convs, sizes, budgets, smoke):
     return rows
 
 
+def explain_plans(conn, convs, sizes):
+    """EXPLAIN (ANALYZE, BUFFERS) of build_context at each size, and of the keyset page it reads."""
+    out = {}
+    for n in sizes:
+        cid = convs[f"n{n}"]["cid"]
+        outer = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) SELECT memory.build_context(%s, 8000)", (cid,))]
+        out[n] = {"build_context": outer}
+    big = convs[f"n{sizes[-1]}"]["cid"]
+    with conn.transaction():
+        # the page query as build_context runs it (same planner settings, same role and RLS)
+        conn.execute("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+        inner = [r[0] for r in conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT seq, token_count, role, content, name, tool_calls::text, tool_call_id "
+            "FROM memory.conversation_messages WHERE conversation_id = %s AND seq < 9223372036854775807 ORDER BY seq DESC LIMIT 60", (big,))]
+    out["page_query"] = inner
+    return out
+
+
 def bench_counting(port, out_dir, smoke):
     rng = random.Random(7)
     n_rows = 300 if smoke else 8000
@@ -336,7 +354,7 @@ def bench_writes(port, smoke):
     pgbench = "/usr/lib/postgresql/15/bin/pgbench"
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
         c.execute("CREATE TABLE IF NOT EXISTS bench_convs (n int PRIMARY KEY, id uuid)")
-        c.execute("GRANT SELECT ON bench_convs TO bench")
+        c.execute("GRANT SELECT, INSERT, UPDATE ON bench_convs TO bench")
     conn = connect(port)
     for i in range(1, 5):
         cid = conn.execute("SELECT (memory.create_conversation(%s, 'writes')).id", (AGENT,)).fetchone()[0]
@@ -383,7 +401,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -398,7 +416,14 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets):
     for r in ctx:
         if r["method"] == "memory_ext":
             lines.append(f"| {r['messages_in_history']} | {r['budget']} | {r['server_median_ms']:.3f} |")
-    lines += ["", "![latency vs history size](context.png)", "",
+    lines += ["", "![latency vs history size](context.png)", "", "<a id=\"plan\"></a>", "## Plan", "",
+              "`EXPLAIN (ANALYZE, BUFFERS) SELECT memory.build_context(id, 8000)` — the buffers of the whole call stay flat as the history grows:", ""]
+    for n, p in plans.items():
+        if n == "page_query":
+            continue
+        lines += [f"{n} messages:", "", "```", *p["build_context"], "```", ""]
+    lines += [f"The page query inside it on the {max(k for k in plans if k != 'page_query')}-message conversation (first page, as the `bench` role under RLS):", "",
+              "```", *plans["page_query"], "```", "",
               f"## Exact token counting ({counting['megabytes']:.1f} MB of prose and code, one core)", "",
               "| encoding | memory_ext in SQL MB/s | raw Rust MB/s | Python tiktoken MB/s | × tiktoken | identical counts |", "|---|---:|---:|---:|---:|---|"]
     for enc in ("cl100k_base", "o200k_base"):
@@ -413,7 +438,7 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets):
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes}, f, indent=1)
+        json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -439,7 +464,8 @@ def main():
     cold = bench_cold_start(a.port, a.plain_port, a.smoke)
     print("== writes", flush=True)
     writes = bench_writes(a.port, a.smoke)
-    report(a.out, meta, ctx, counting, cold, writes, budgets)
+    plans = explain_plans(conn, convs, sizes)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

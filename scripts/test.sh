@@ -39,4 +39,8 @@ fi
 
 echo "== end-to-end tests"
 MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
-    python3 -m pytest -q -p no:cacheprovider tests/e2e "$@"
+    python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+echo "== benchmark smoke run (tiny sizes; the full run is bench/run.sh)"
+MEMORY_EXT_BENCH_ROOT="$TEST_ROOT/bench" MEMORY_EXT_BENCH_PORT=$((PORT + 20)) bench/run.sh --smoke
+echo "== all tests passed"

@@ -30,14 +30,22 @@ LANGUAGE sql STABLE AS $$
                                        ORDER BY s.covers_through_seq DESC LIMIT 1), 0);
 $$;
 
+-- Raises P0002 unless (id, created_at) names a conversation: the proof a SECURITY DEFINER helper
+-- asks of its caller before acting on a conversation.
+CREATE FUNCTION memory._check_visibility_proof(p_conversation_id uuid, p_created_at timestamptz) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id AND c.created_at = p_created_at) THEN
+        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+END $$;
+
 CREATE FUNCTION memory._enqueue_summary(p_conversation_id uuid, p_created_at timestamptz) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_job bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id AND c.created_at = p_created_at) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._check_visibility_proof(p_conversation_id, p_created_at);
     SELECT j.id INTO v_job FROM memory.summary_jobs j
      WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
     IF FOUND THEN

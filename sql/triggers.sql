@@ -56,9 +56,7 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_found text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id AND c.created_at = p_created_at) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._check_visibility_proof(p_conversation_id, p_created_at);
     IF EXISTS (SELECT 1 FROM unnest(p_keys) k WHERE NOT starts_with(k, p_conversation_id::text || '/')) THEN
         RAISE EXCEPTION 'tool keys must name conversation %', p_conversation_id USING ERRCODE = 'invalid_parameter_value';
     END IF;
