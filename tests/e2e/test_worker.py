@@ -57,14 +57,16 @@ def admin(port):
 
 
 def conversation(port, n_messages=8, words=30):
-    """A conversation of its own user, long enough to cross memory.summarize_threshold."""
+    """A conversation of its own user, long enough to cross memory.summarize_threshold, written in
+    one transaction: the job it enqueues sees all of its messages."""
     user = str(uuid.uuid4())
     with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
-        cid = c.execute("SELECT (memory.create_conversation(%s)).id", (str(uuid.uuid4()),)).fetchone()[0]
-        for i in range(n_messages):
-            role = "user" if i % 2 == 0 else "assistant"
-            c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, role, f"message {i}: " + "lorem ipsum " * words))
+        with c.transaction():
+            cid = c.execute("SELECT (memory.create_conversation(%s)).id", (str(uuid.uuid4()),)).fetchone()[0]
+            for i in range(n_messages):
+                role = "user" if i % 2 == 0 else "assistant"
+                c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, role, f"message {i}: " + "lorem ipsum " * words))
     return cid
 
 
@@ -118,8 +120,9 @@ def test_summary_written_from_llm_answer(wk, llm):
         user = c.execute("SELECT user_id FROM memory.conversations WHERE id = %s", (cid,)).fetchone()[0]
     with psycopg.connect(dsn(user="app", port=wk), autocommit=True) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (str(user),))
-        for i in range(8, 14):
-            c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, f"message {i}: " + "dolor sit " * 30))
+        with c.transaction():
+            for i in range(8, 14):
+                c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, f"message {i}: " + "dolor sit " * 30))
     wait_for(lambda: len(summaries(wk, cid)) == 2)
     second = llm.requests[-1]["json"]["messages"][1]["content"]
     assert second.startswith("Previous summary:\n" + content)
