@@ -17,7 +17,7 @@ scripts/cluster.sh stop "$DIR"
 rm -rf "$DIR"
 # a fast worker and a low threshold so the demo shows a summary appear within seconds
 scripts/cluster.sh start "$DIR" "$PORT" "memory.worker_naptime=200" "memory.worker_database=demo" \
-    "memory.summary_keep_tokens=150" "memory.summary_max_tokens=200"
+    "memory.summary_keep_tokens=150" "memory.summary_max_tokens=120"
 [ "${KEEP:-0}" = 1 ] || trap 'scripts/cluster.sh stop "$DIR"' EXIT
 psql -h 127.0.0.1 -p "$PORT" -U postgres -qc "CREATE DATABASE demo"
 echo "== running demo/demo.sql on 127.0.0.1:$PORT"

@@ -138,8 +138,9 @@ pub fn backoff(attempts: i32, base: Duration, retry_after: Option<Duration>) -> 
     }
 }
 
-/// The offline summarizer: the previous summary, then the first sentence of each new message,
-/// trimmed from the oldest side to `max_tokens`.
+/// The offline summarizer: the previous summary, then the first sentence of each new message;
+/// when that is over `max_tokens`, lines are dropped from the middle, so the oldest facts and the
+/// newest turns both survive.
 pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_tokens: i32) -> String {
     let mut lines: Vec<String> = Vec::new();
     for line in transcript(rows).lines() {
@@ -149,22 +150,31 @@ pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_token
             .next()
             .unwrap_or(text)
             .chars()
-            .take(200)
+            .take(160)
             .collect();
         lines.push(format!("- {}: {}", who.trim_start_matches('['), first.trim()));
     }
     let head = previous.map(|p| format!("Earlier: {p}"));
-    let render = |lines: &[String]| -> String {
+    let render = |lines: &[String], gap: bool| -> String {
         let mut s = head.clone().map(|h| h + "\n").unwrap_or_default();
         s.push_str("Key points, oldest first (extractive summary):\n");
-        s.push_str(&lines.join("\n"));
+        let (a, b) = lines.split_at(lines.len().div_ceil(2));
+        s.push_str(&a.join("\n"));
+        if gap {
+            s.push_str("\n- …");
+        }
+        if !b.is_empty() {
+            s.push('\n');
+            s.push_str(&b.join("\n"));
+        }
         s
     };
-    let mut start = 0;
-    let mut text = render(&lines[start..]);
-    while start + 1 < lines.len() && enc.count(&text) as i32 > max_tokens {
-        start += 1;
-        text = render(&lines[start..]);
+    let mut gap = false;
+    let mut text = render(&lines, gap);
+    while lines.len() > 1 && enc.count(&text) as i32 > max_tokens {
+        lines.remove(lines.len() / 2);
+        gap = true;
+        text = render(&lines, gap);
     }
     text
 }
@@ -244,7 +254,9 @@ mod tests {
         let s = extractive(Some("Before that, greetings."), &r, Encoding::Cl100kBase, 120);
         assert!(Encoding::Cl100kBase.count(&s) <= 120, "{s}");
         assert!(s.starts_with("Earlier: Before that, greetings."));
-        assert!(s.contains("Point 49 is important."));
+        assert!(s.contains("Point 0 is important."), "the oldest fact survives: {s}");
+        assert!(s.contains("Point 49 is important."), "the newest turn survives: {s}");
+        assert!(s.contains("- …"), "the gap is marked: {s}");
         assert!(!s.contains("More detail"));
     }
 }
