@@ -124,12 +124,9 @@ def test_messages_are_append_only(db, conv):
     assert state(db, cid) == before
 
 
-def test_deleting_messages_keeps_totals_and_takes_results_along(db):
-    user = new_user()
+def test_deleting_messages_keeps_totals_and_takes_results_along(db, conv):
+    user, cid = conv  # seq 1: user, seq 2: the call c1
     with as_guc_user(db, user) as c:
-        cid = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
-        c.execute("SELECT memory.add_message(%s, 'user', 'q')", (cid,))
-        c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, json.dumps(CALL)))
         c.execute("SELECT memory.add_message(%s, 'tool', 'r', tool_call_id => 'c1')", (cid,))
         c.execute("SELECT memory.add_message(%s, 'assistant', 'a')", (cid,))
         c.execute("DELETE FROM memory.conversation_messages WHERE conversation_id = %s AND seq = 2", (cid,))
