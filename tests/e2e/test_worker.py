@@ -245,3 +245,20 @@ def test_api_key_is_hidden_from_non_superusers(wk):
     # the superuser can read it
     with admin(wk) as c:
         assert c.execute("SHOW memory.llm_api_key").fetchone()[0] == API_KEY
+
+
+def test_sighup_reloads_settings(wk, llm):
+    llm.mode = "ok"
+    with admin(wk) as c:
+        c.execute("ALTER SYSTEM SET memory.llm_model = 'fake-model-reloaded'")
+        c.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)
+        cid = conversation(wk)
+        wait_for(lambda: summaries(wk, cid))
+        assert summaries(wk, cid)[0][2] == "fake-model-reloaded"
+        assert llm.requests[-1]["json"]["model"] == "fake-model-reloaded"
+    finally:
+        with admin(wk) as c:
+            c.execute("ALTER SYSTEM SET memory.llm_model = 'fake-model'")
+            c.execute("SELECT pg_reload_conf()")
