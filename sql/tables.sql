@@ -87,3 +87,6 @@ SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.summary_jobs', '');
+-- and the identity sequences, so ids continue after the restored ones
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.summary_jobs_id_seq', '');
