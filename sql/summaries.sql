@@ -108,6 +108,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv memory.conversations;
     v_summary jsonb;
+    v_uncovered bigint;
 BEGIN
     SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
     IF NOT FOUND THEN
@@ -119,12 +120,13 @@ BEGIN
       FROM memory.conversation_summaries s
      WHERE s.conversation_id = $1
      ORDER BY s.covers_through_seq DESC, s.id DESC LIMIT 1;
+    v_uncovered := memory._uncovered_tokens(v_conv.id, v_conv.total_tokens);
     RETURN jsonb_build_object(
         'conversation_id', v_conv.id,
         'total_tokens', v_conv.total_tokens,
-        'uncovered_tokens', memory._uncovered_tokens(v_conv.id, v_conv.total_tokens),
+        'uncovered_tokens', v_uncovered,
         'threshold', current_setting('memory.summarize_threshold')::bigint,
-        'should_summarize', memory._uncovered_tokens(v_conv.id, v_conv.total_tokens) > current_setting('memory.summarize_threshold')::bigint,
+        'should_summarize', v_uncovered > current_setting('memory.summarize_threshold')::bigint,
         'summary', v_summary,
         'job', memory._job_status(v_conv.id, v_conv.created_at));
 END $$;

@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::core::chat::RawMessage;
+use crate::api::stored::{message_row, MESSAGE_COLUMNS};
 use crate::core::llm::{complete, LlmConfig};
 use crate::core::summary::{backoff, choose_cut, extractive, request_body, LlmError, EXTRACTIVE_MODEL};
 use crate::core::tokenizer::Encoding;
@@ -140,30 +140,19 @@ fn claim_job() -> Option<Job> {
         };
         let msgs = c
             .select(
-                "SELECT seq, token_count, role, content, name, tool_calls::text, tool_call_id
-                   FROM memory.conversation_messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM memory.conversation_messages
+                      WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"
+                ),
                 None,
                 &[conversation_id.into(), covered.into()],
             )
             .expect("reading the messages to summarize");
-        let mut rows = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            let text = |i: usize| m.get::<String>(i).ok().flatten();
-            let (role, content, name, calls, call_id) = (text(3).unwrap_or_default(), text(4).unwrap_or_default(), text(5), text(6), text(7));
-            let calls: Option<serde_json::Value> = calls.and_then(|t| serde_json::from_str(&t).ok());
-            let raw = RawMessage {
-                role: &role,
-                content: &content,
-                name: name.as_deref(),
-                tool_calls: calls.as_ref(),
-                tool_call_id: call_id.as_deref(),
-            };
-            if let Ok(msg) = raw.expand() {
-                let seq: i64 = m.get(1).ok().flatten().unwrap_or_default();
-                let tokens: i32 = m.get(2).ok().flatten().unwrap_or_default();
-                rows.push(Row { seq, tokens: i64::from(tokens), msg });
-            }
-        }
+        // A stored message that no longer validates is left out of the summary, not fatal.
+        let rows: Vec<Row> = msgs
+            .into_iter()
+            .filter_map(|m| message_row(&m).expect("decoding a stored message").ok())
+            .collect();
         Some(Job { id, conversation_id, attempts, encoding, previous, rows })
     })
 }

@@ -7,14 +7,19 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 
-use crate::core::chat::{parse_messages_json, RawMessage};
+use super::stored::{message_row, MESSAGE_COLUMNS};
+use crate::core::chat::parse_messages_json;
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary};
 use crate::sql_error::{fail, interrupt, required, OrRaise};
 
 // Keyset pages with a LIMIT: the planner always walks the (conversation_id, seq) index
 // backwards, and stops after the page.
-const ROWS_SQL: &str = "SELECT seq, token_count, role, content, name, tool_calls::text, tool_call_id \
-     FROM memory.conversation_messages WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+fn rows_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM memory.conversation_messages \
+         WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+    )
+}
 
 /// Rows of one conversation, newest first, fetched in growing batches so that only the window
 /// (plus the rest of its last batch) is read.
@@ -31,32 +36,16 @@ impl IndexSource<'_> {
     fn fetch(&mut self) {
         let table = self
             .client
-            .select(ROWS_SQL, None, &[self.conversation_id.into(), self.before_seq.into(), self.batch.into()])
+            .select(&rows_sql(), None, &[self.conversation_id.into(), self.before_seq.into(), self.batch.into()])
             .unwrap_or_else(|e| spi_failed(e));
         if (table.len() as i64) < self.batch {
             self.done = true;
         }
         for r in table {
-            let get_text = |i: usize| -> Option<String> { r.get::<String>(i).unwrap_or_else(|e| spi_failed(e)) };
-            let seq: i64 = r.get(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
-            let tokens: i32 = r.get(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
-            let role = get_text(3).unwrap_or_default();
-            let content = get_text(4).unwrap_or_default();
-            let name = get_text(5);
-            let tool_calls: Option<serde_json::Value> =
-                get_text(6).map(|t| serde_json::from_str(&t).expect("jsonb text is valid JSON"));
-            let tool_call_id = get_text(7);
-            let raw = RawMessage {
-                role: &role,
-                content: &content,
-                name: name.as_deref(),
-                tool_calls: tool_calls.as_ref(),
-                tool_call_id: tool_call_id.as_deref(),
-            };
-            // Stored rows were validated on insert; expanding them only parses, never counts.
-            let msg = raw.expand().or_raise();
-            self.before_seq = seq;
-            self.pending.push_back(Row { seq, tokens: i64::from(tokens), msg });
+            // Stored rows were validated on insert; a failure here is raised.
+            let row = message_row(&r).unwrap_or_else(|e| spi_failed(e)).or_raise();
+            self.before_seq = row.seq;
+            self.pending.push_back(row);
         }
         self.batch = (self.batch * 2).min(4096);
     }

@@ -1,5 +1,6 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
 pub mod context;
 pub mod identity;
+pub mod stored;
 pub mod tests;
 pub mod tokens;
