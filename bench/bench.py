@@ -192,6 +192,8 @@ def setup_db(port, sizes, others):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
         c.execute("CREATE EXTENSION memory_ext")
         c.execute("GRANT CREATE ON SCHEMA public TO bench")
+        # the benchmark's login acts as an application server asserting memory.user_id
+        c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
     rng = random.Random(2024)
     conn = connect(port)
     from langchain_core.messages import messages_from_dict, message_to_dict  # noqa: F401

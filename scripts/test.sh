@@ -20,6 +20,8 @@ cargo pgrx test pg15 --runas postgres --pgdata /tmp/memory_ext-pgrx-test/data
 
 echo "== install the extension"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
+# the released install scripts, for the upgrade test (cargo pgrx installs the upgrade scripts)
+install -m 644 sql/memory_ext--0.1.0.sql "$($PG_CONFIG --sharedir)/extension/"
 
 cleanup() { scripts/cluster.sh stop "$TEST_ROOT/primary"; scripts/cluster.sh stop "$TEST_ROOT/replica"; }
 trap cleanup EXIT

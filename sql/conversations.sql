@@ -1,4 +1,4 @@
--- Conversation functions (SPEC §4.2). SECURITY INVOKER: RLS decides what each caller sees,
+-- Conversation functions. SECURITY INVOKER: RLS decides what each caller sees,
 -- and someone else's conversation is reported exactly like one that does not exist.
 
 CREATE FUNCTION memory.create_conversation(
@@ -35,7 +35,7 @@ CREATE FUNCTION memory.add_message(
     tool_call_id text DEFAULT NULL,
     metadata jsonb DEFAULT NULL
 ) RETURNS memory.conversation_messages
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO memory.conversation_messages
         (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, seq, token_count)
     VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)   -- seq and token_count are set by the trigger
@@ -65,21 +65,26 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = $1) THEN
         RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
     END IF;
-    -- one row past the page tells whether there is more
+    -- One row past the page tells whether there is more. A page also ends before it would pass
+    -- 64 MB of text (always at least one message), so that it fits in one jsonb value.
     WITH page AS (
-        SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn
+        SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn,
+               sum(octet_length(m.content) + coalesce(octet_length(m.tool_calls::text), 0)) OVER (ORDER BY m.seq DESC) AS bytes
           FROM (SELECT * FROM memory.conversation_messages m
                  WHERE m.conversation_id = $1 AND ($3 IS NULL OR m.seq < $3)
                  ORDER BY m.seq DESC
                  LIMIT $2 + 1) m
+    ), kept AS (
+        SELECT p.*, (p.rn <= $2 AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
     )
     SELECT jsonb_build_object(
-               'messages', coalesce(jsonb_agg(to_jsonb(p) - 'rn' - 'conversation_id' ORDER BY p.seq)
-                                    FILTER (WHERE p.rn <= $2), '[]'::jsonb),
-               'has_more', count(*) > $2,
-               'next_before_seq', CASE WHEN count(*) > $2 THEN min(p.seq) FILTER (WHERE p.rn <= $2) END)
+               'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' ORDER BY k.seq)
+                                    FILTER (WHERE k.on_page), '[]'::jsonb),
+               'has_more', bool_or(NOT k.on_page),
+               'next_before_seq', CASE WHEN bool_or(NOT k.on_page) THEN min(k.seq) FILTER (WHERE k.on_page) END)
       INTO v_result
-      FROM page p;
+      FROM kept k;
+    v_result := jsonb_set(v_result, '{has_more}', to_jsonb(coalesce((v_result->>'has_more')::boolean, false)));
     RETURN v_result;
 END $$;
 
@@ -95,13 +100,13 @@ BEGIN
     END IF;
     RETURN QUERY
         SELECT c.* FROM memory.conversations c
-         WHERE c.user_id = memory.current_user_id() AND ($1 IS NULL OR c.agent_id = $1)
+         WHERE memory._can_read_row(c.id, c.user_id) AND ($1 IS NULL OR c.agent_id = $1)
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2;
 END $$;
 
 CREATE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = $1 RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;

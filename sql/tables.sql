@@ -1,4 +1,4 @@
--- Tables of memory_ext (SPEC §2). Everything lives in schema memory.
+-- Tables of memory_ext. Everything lives in schema memory.
 
 CREATE TABLE memory.conversations (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -40,8 +40,10 @@ CREATE TABLE memory.conversation_messages (
 -- each combined record, "…/r/<id>" for the call a tool message answers. One GIN lookup then
 -- answers "was this call made / answered before in this conversation?", however long the
 -- conversation and however common the id elsewhere.
+-- Runs in index maintenance (as whoever inserts, and as the superuser during REINDEX): its
+-- search_path is pinned so that no one's functions or operators can stand in for the built-ins.
 CREATE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg($1::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
            || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
       FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
@@ -81,6 +83,13 @@ CREATE TABLE memory.summary_jobs (
 CREATE UNIQUE INDEX summary_jobs_one_pending_idx ON memory.summary_jobs (conversation_id)
     WHERE status IN ('queued', 'running');
 CREATE INDEX summary_jobs_due_idx ON memory.summary_jobs (run_after) WHERE status = 'queued';
+
+-- When the worker last took a job of each user: it takes the next job from the user served
+-- longest ago, so that one user's many jobs cannot starve everyone else's.
+CREATE TABLE memory.queue_turns (
+    user_id         uuid PRIMARY KEY,
+    last_claimed_at timestamptz NOT NULL
+);
 
 -- pg_dump keeps user data of extension tables only when they are registered.
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');

@@ -1,5 +1,15 @@
--- Triggers that make a plain INSERT complete (SPEC §4.2): seq, token_count, conversation
--- totals, updated_at, tool-call validation. They run as the caller, so RLS applies inside.
+-- Triggers that make a plain INSERT complete: seq, token_count, conversation totals,
+-- updated_at, tool-call validation, the auto-summary check.
+--
+-- The counters (total_tokens, message_count, last_seq) are written only by two SECURITY DEFINER
+-- triggers on messages, which run as the extension's owner (a superuser): the guard on
+-- conversations lets counters change only when the current role is a superuser, a state no
+-- ordinary login can reach (a trigger of its own, on a TEMP table or elsewhere, runs as itself).
+-- An insert passes first through messages_before_insert, which runs as the caller: it checks,
+-- under the caller's own RLS, that the caller may write the conversation, and validates and
+-- counts the message; only then does messages_before_insert_write (triggers fire in name order)
+-- take the conversation's lock and update its counters. No trigger function is executable by
+-- PUBLIC, so none can be called directly or attached to another table.
 
 CREATE FUNCTION memory._conversation_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -31,12 +41,12 @@ BEGIN
         END IF;
         NEW.encoding := memory.resolve_encoding(NEW.encoding);
     END IF;
-    -- Only memory_ext's own triggers (one level down) maintain the counters.
-    IF pg_trigger_depth() = 1 THEN
-        IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
+    IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
+        IF NOT memory._current_role_is_superuser() THEN
             RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
+    ELSE
         NEW.updated_at := now();
     END IF;
     RETURN NEW;
@@ -46,82 +56,93 @@ CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
 
 -- The first of p_keys (see memory._tool_keys) that an earlier message of the conversation holds,
--- or NULL. SECURITY DEFINER so that the GIN index serves the lookup: under RLS the planner may
--- not use the non-leakproof && operator as an index condition and would filter the whole table
--- instead. The caller proves it may see the conversation with its created_at (see
--- summaries.sql), and the keys name that conversation only.
-CREATE FUNCTION memory._tool_key_taken(p_conversation_id uuid, p_created_at timestamptz, p_keys text[])
-RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_found text;
-BEGIN
-    PERFORM memory._check_visibility_proof(p_conversation_id, p_created_at);
-    IF EXISTS (SELECT 1 FROM unnest(p_keys) k WHERE NOT starts_with(k, p_conversation_id::text || '/')) THEN
-        RAISE EXCEPTION 'tool keys must name conversation %', p_conversation_id USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT k INTO v_found
-      FROM memory.conversation_messages m, unnest(p_keys) AS k
-     WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
-       AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
-       AND k = ANY (memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id))
+-- or NULL. One GIN scan probes every key once (linear in the keys); only the matching rows'
+-- own keys are compared. Called by the insert trigger only, outside RLS, so that the GIN index
+-- can serve the lookup (under RLS the planner may not use the non-leakproof && operator as an
+-- index condition); p_keys all name the one conversation the trigger has checked.
+CREATE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT k
+      FROM (SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) AS keys
+              FROM memory.conversation_messages m
+             WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
+               AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
+             LIMIT 1) hit,
+           unnest(p_keys) AS k
+     WHERE k = ANY (hit.keys)
      LIMIT 1;
-    RETURN v_found;
-END $$;
+$$;
 
 CREATE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
-    v_locked   text;
-    v_clash    text;
-    v_total    bigint;
-    v_created  timestamptz;
-    v_seq      bigint;
-    v_threshold bigint := coalesce(current_setting('memory.summarize_threshold', true), '6000')::bigint;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT c.encoding INTO v_encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id;
+    -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
+    -- anywhere, everyone else where the authorization rule says. Someone else's conversation is
+    -- reported exactly like one that does not exist, before anything is locked or counted.
+    SELECT c.encoding INTO v_encoding FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id
+       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
+    -- cheap size checks before any parsing or counting
+    PERFORM memory._check_message_limits(
+        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0),
+        CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
+    -- change while the message was counted.
+    IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
+        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
 
-    -- Taking the conversation's row lock serialises appends to it: seq has no gaps or duplicates.
+-- The second half of an insert (see the top of this file), as the owner: counters, seq, the
+-- tool-call checks through the GIN index, the auto-summary check.
+CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_clash    text;
+    v_total    bigint;
+    v_seq      bigint;
+    v_threshold bigint := memory._summarize_threshold();
+    v_prefix   text := NEW.conversation_id::text;
+BEGIN
     UPDATE memory.conversations c
        SET message_count = c.message_count + 1,
            total_tokens = c.total_tokens + NEW.token_count,
            last_seq = c.last_seq + 1,
            updated_at = now()
      WHERE c.id = NEW.conversation_id
-    RETURNING c.encoding, c.total_tokens, c.created_at, c.last_seq INTO v_locked, v_total, v_created, v_seq;
+    RETURNING c.total_tokens, c.last_seq INTO v_total, v_seq;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    IF v_locked IS DISTINCT FROM v_encoding THEN
-        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
-            USING ERRCODE = 'serialization_failure';
-    END IF;
 
     IF NEW.tool_calls IS NOT NULL THEN
-        v_clash := memory._tool_key_taken(NEW.conversation_id, v_created,
-            ARRAY(SELECT NEW.conversation_id::text || kind || (call->>'id')
+        v_clash := memory._tool_key_taken(
+            ARRAY(SELECT v_prefix || kind || (call->>'id')
                     FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
         IF v_clash IS NOT NULL THEN
-            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', substr(v_clash, 40)
+            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', left(substr(v_clash, 40), 80)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
     IF NEW.role = 'tool' THEN
-        IF memory._tool_key_taken(NEW.conversation_id, v_created, ARRAY[NEW.conversation_id::text || '/c/' || NEW.tool_call_id]) IS NULL THEN
-            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', NEW.tool_call_id
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/c/' || NEW.tool_call_id]) IS NULL THEN
+            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', left(NEW.tool_call_id, 80)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF memory._tool_key_taken(NEW.conversation_id, v_created, ARRAY[NEW.conversation_id::text || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
-            RAISE EXCEPTION 'tool call "%" already has a result', NEW.tool_call_id
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
+            RAISE EXCEPTION 'tool call "%" already has a result', left(NEW.tool_call_id, 80)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
@@ -130,7 +151,7 @@ BEGIN
 
     -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
     IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
-        PERFORM memory._enqueue_summary(NEW.conversation_id, v_created);
+        PERFORM memory._enqueue_summary_job(NEW.conversation_id);
     END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
@@ -138,6 +159,8 @@ END $$;
 
 CREATE TRIGGER messages_before_insert BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert();
+CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
+    FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
 
 CREATE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -158,8 +181,10 @@ CREATE TRIGGER messages_before_update BEFORE UPDATE ON memory.conversation_messa
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_update();
 
 -- One statement-level pass per DELETE (including the cascade of a deleted conversation).
+-- SECURITY DEFINER: it keeps the counters (see the top of this file). It touches only the
+-- conversations the deleted rows belonged to, rows RLS let the caller delete.
 CREATE FUNCTION memory._messages_after_delete() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE memory.conversations c
        SET message_count = c.message_count - d.n,

@@ -7,6 +7,12 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 pub static DEFAULT_ENCODING: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"cl100k_base"));
 pub static USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static TRUST_USER_ID_SETTING: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static USER_ID_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWT_GATEWAY_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"authenticator"));
+pub static LOGIN_USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(4096);
+pub static MAX_TOOL_CALLS: GucSetting<i32> = GucSetting::<i32>::new(128);
+pub static MIN_SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static PRELOAD_TOKENIZERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -19,6 +25,7 @@ pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static LLM_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static SUMMARY_KEEP_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static SUMMARY_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16_000);
 pub static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static RETRY_BACKOFF: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 
@@ -46,9 +53,63 @@ pub fn define(preloading: bool) {
     );
     GucRegistry::define_bool_guc(
         c"memory.trust_user_id_setting",
-        c"Whether memory.current_user_id() falls back to the memory.user_id setting.",
-        c"Turn off where end users hold SQL logins: any role can SET memory.user_id.",
+        c"Whether memory.current_user_id() may use the memory.user_id setting at all.",
+        c"Even when on, only logins in memory.user_id_roles (and superusers) may use it.",
         &TRUST_USER_ID_SETTING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.user_id_roles",
+        c"Comma-separated roles whose member logins may assert an identity with memory.user_id.",
+        c"For an application server's pooled login. Empty: only superusers.",
+        &USER_ID_ROLES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.jwt_gateway_roles",
+        c"Comma-separated roles whose member logins may assert an identity with request.jwt.claims.",
+        c"PostgREST/Supabase log in as authenticator. Superusers always may.",
+        &JWT_GATEWAY_ROLES,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.login_user_id",
+        c"The identity (uuid) bound to a login: ALTER ROLE name SET memory.login_user_id = '...'.",
+        c"Overrides claims and memory.user_id; only superusers can set it.",
+        &LOGIN_USER_ID,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.max_message_size",
+        c"Largest message (content, tool calls and ids together) or summary accepted.",
+        c"",
+        &MAX_MESSAGE_SIZE_KB,
+        1,
+        65_536,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"memory.max_tool_calls",
+        c"Most tool calls one assistant message may carry.",
+        c"",
+        &MAX_TOOL_CALLS,
+        1,
+        10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.min_summarize_threshold",
+        c"Floor under memory.summarize_threshold: a session cannot ask for summaries more often than this.",
+        c"",
+        &MIN_SUMMARIZE_THRESHOLD,
+        1,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -159,6 +220,16 @@ fn define_worker() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"memory.summary_batch_tokens",
+        c"Most stored tokens of messages one summary job reads and sends to the summarizer.",
+        c"Longer backlogs are summarized in several progressive steps.",
+        &SUMMARY_BATCH_TOKENS,
+        100,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"memory.max_attempts",
         c"LLM attempts per summary job before it is marked failed.",
         c"",
@@ -178,6 +249,16 @@ fn define_worker() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+}
+
+/// Bytes of the largest message or summary accepted.
+pub fn max_message_bytes() -> i64 {
+    i64::from(MAX_MESSAGE_SIZE_KB.get()) * 1024
+}
+
+/// The summarize threshold in force: the session's choice, never below the operator's floor.
+pub fn summarize_threshold() -> i64 {
+    i64::from(SUMMARIZE_THRESHOLD.get().max(MIN_SUMMARIZE_THRESHOLD.get()))
 }
 
 pub fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {

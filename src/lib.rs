@@ -14,8 +14,17 @@ pub mod worker;
 ::pgrx::pg_module_magic!(name, version);
 
 extension_sql_file!("../sql/tables.sql", name = "tables", requires = [api::identity::current_user_id, api::tokens::default_encoding]);
-extension_sql_file!("../sql/summaries.sql", name = "summaries", requires = ["tables", api::tokens::message_tokens]);
-extension_sql_file!("../sql/triggers.sql", name = "triggers", requires = ["summaries", api::tokens::resolve_encoding]);
+extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::limits::_caller_bypasses_rls]);
+extension_sql_file!(
+    "../sql/summaries.sql",
+    name = "summaries",
+    requires = ["access", api::tokens::message_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
+);
+extension_sql_file!(
+    "../sql/triggers.sql",
+    name = "triggers",
+    requires = ["summaries", api::tokens::resolve_encoding, api::limits::_current_role_is_superuser]
+);
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
 extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);

@@ -19,6 +19,15 @@ pub fn fail(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
     ereport!(ERROR, code, message);
 }
 
+/// Raises an ERROR with a HINT that says what to do about it.
+pub fn fail_with_hint(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
+    let message: String = message.into();
+    pgrx::pg_sys::panic::ErrorReport::new(code, message, pgrx::function_name!())
+        .set_hint(hint)
+        .report(PgLogLevel::ERROR);
+    unreachable!("an ERROR report does not return")
+}
+
 pub trait OrRaise<T> {
     fn or_raise(self) -> T;
 }

@@ -1,7 +1,10 @@
-//! The summary worker (SPEC §5): claims a job in a short transaction, calls the LLM with no
+//! The summary worker: claims a job in a short transaction, calls the LLM with no
 //! transaction open, writes the summary in a new transaction. Failures are recorded in the job
-//! and retried with backoff; an error text is never stored as a summary.
+//! and retried with backoff; an error text is never stored as a summary. An error while handling
+//! one job is recorded in that job and never stops the worker.
 
+use std::collections::HashSet;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -9,9 +12,11 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::api::stored::{message_row, MESSAGE_COLUMNS};
+use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::llm::{complete, LlmConfig};
 use crate::core::summary::{backoff, choose_cut, extractive, request_body, LlmError, EXTRACTIVE_MODEL};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::PgTryBuilder;
 use crate::core::tokenizer::Encoding;
 use crate::core::window::Row;
 use crate::gucs;
@@ -26,13 +31,24 @@ pub fn register() {
         .load();
 }
 
-struct Job {
+/// A job marked `running` (committed): whatever happens next is recorded in it.
+struct Claimed {
     id: i64,
     conversation_id: Uuid,
     attempts: i32,
     encoding: Encoding,
+    total_tokens: i64,
+}
+
+struct Job {
+    encoding: Encoding,
     previous: Option<String>,
+    /// The first batch of messages after the previous summary, oldest first.
     rows: Vec<Row>,
+    /// Stored tokens of the messages after the batch.
+    tail_tokens: i64,
+    /// Calls made in the batch whose results come after it.
+    answered_later: HashSet<String>,
 }
 
 enum Outcome {
@@ -61,15 +77,70 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                 stopping = true;
                 break;
             }
-            let Some(job) = BackgroundWorker::transaction(claim_job) else { break };
-            let outcome = run(&job);
-            BackgroundWorker::transaction(|| finish(&job, outcome));
+            // A worker must not outlive a crashed postmaster: it would hold shared memory and
+            // block the restart.
+            if !postmaster_alive() {
+                log!("memory_ext summary worker: the postmaster died; exiting");
+                unsafe { pg_sys::proc_exit(1) };
+            }
+            let claimed = match try_transaction(claim_job) {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => break,
+                Err(e) => {
+                    warning!("memory_ext: claiming a summary job failed: {e}");
+                    break;
+                }
+            };
+            let result = try_transaction(|| load_job(&claimed))
+                .map(|job| run(&job))
+                .and_then(|outcome| try_transaction(|| finish(&claimed, outcome)));
+            if let Err(e) = result {
+                // Recorded in the job like an LLM failure: retried with backoff, then failed.
+                let failed = Outcome::Failed(LlmError::new(format!("summary job failed: {e}")));
+                if let Err(e2) = try_transaction(|| finish(&claimed, failed)) {
+                    warning!("memory_ext: recording the failure of summary job {} failed: {e2}", claimed.id);
+                }
+            }
         }
     }
     // Exit code 1 asks the postmaster for a restart after the restart time: a worker stopped by
     // pg_terminate_backend comes back; at server shutdown nothing is restarted anyway.
     log!("memory_ext summary worker stopped");
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// Runs `body` in a transaction of its own; an error inside aborts that transaction and comes
+/// back as its message instead of ending the worker.
+fn try_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> Result<R, String> {
+    // SAFETY: the worker's main loop holds no transaction between jobs.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = PgTryBuilder::new(|| Ok(body()))
+        .catch_others(|e| {
+            Err(match e {
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+            })
+        })
+        .execute();
+    unsafe {
+        if result.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    result
+}
+
+/// When the postmaster dies its children are re-parented.
+fn postmaster_alive() -> bool {
+    // SAFETY: PostmasterPid is set once at startup.
+    std::os::unix::process::parent_id() as i32 == unsafe { pg_sys::PostmasterPid }
 }
 
 fn installed(c: &SpiClient) -> bool {
@@ -96,7 +167,10 @@ fn recover_interrupted_jobs() {
     })
 }
 
-fn claim_job() -> Option<Job> {
+/// Marks the next due job `running`, taking it from the user whose jobs were served longest ago
+/// (fair between users). A job whose conversation cannot be read is ended here, never left
+/// `running`.
+fn claim_job() -> Option<Claimed> {
     Spi::connect_mut(|c| {
         if !installed(c) {
             return None;
@@ -106,11 +180,15 @@ fn claim_job() -> Option<Job> {
                 "UPDATE memory.summary_jobs j
                     SET status = 'running', attempts = j.attempts + 1, updated_at = now()
                   WHERE j.id = (SELECT q.id FROM memory.summary_jobs q
+                                  JOIN memory.conversations c ON c.id = q.conversation_id
+                                  LEFT JOIN memory.queue_turns t ON t.user_id = c.user_id
                                  WHERE q.status = 'queued' AND q.run_after <= now()
-                                 ORDER BY q.run_after, q.id
-                                 LIMIT 1 FOR UPDATE SKIP LOCKED)
+                                 ORDER BY t.last_claimed_at NULLS FIRST, q.run_after, q.id
+                                 LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
               RETURNING j.id, j.conversation_id, j.attempts,
-                        (SELECT c.encoding FROM memory.conversations c WHERE c.id = j.conversation_id)",
+                        (SELECT c.encoding FROM memory.conversations c WHERE c.id = j.conversation_id),
+                        (SELECT c.total_tokens FROM memory.conversations c WHERE c.id = j.conversation_id),
+                        (SELECT c.user_id FROM memory.conversations c WHERE c.id = j.conversation_id)",
                 None,
                 &[],
             )
@@ -119,47 +197,103 @@ fn claim_job() -> Option<Job> {
             return None;
         }
         let row = claimed.first();
-        let id: i64 = row.get(1).ok()??;
-        let conversation_id: Uuid = row.get(2).ok()??;
-        let attempts: i32 = row.get(3).ok()??;
-        let encoding = Encoding::resolve(&row.get::<String>(4).ok()??).ok()?;
-
-        let prev = c
-            .select(
-                "SELECT content, covers_through_seq FROM memory.conversation_summaries
-                  WHERE conversation_id = $1 ORDER BY covers_through_seq DESC, id DESC LIMIT 1",
+        let id: i64 = row.get(1).ok().flatten()?;
+        let loaded = (|| {
+            Some((
+                Claimed {
+                    id,
+                    conversation_id: row.get(2).ok()??,
+                    attempts: row.get(3).ok()??,
+                    encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
+                    total_tokens: row.get(5).ok()??,
+                },
+                row.get::<Uuid>(6).ok()??,
+            ))
+        })();
+        let Some((claimed, user_id)) = loaded else {
+            c.update(
+                "UPDATE memory.summary_jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
                 None,
-                &[conversation_id.into()],
+                &[id.into()],
             )
-            .expect("reading the previous summary");
-        let (previous, covered) = if prev.is_empty() {
-            (None, 0)
+            .expect("ending an unreadable summary job");
+            return None;
+        };
+        c.update(
+            "INSERT INTO memory.queue_turns AS t (user_id, last_claimed_at) VALUES ($1, clock_timestamp())
+             ON CONFLICT (user_id) DO UPDATE SET last_claimed_at = excluded.last_claimed_at",
+            None,
+            &[user_id.into()],
+        )
+        .expect("recording the user's turn");
+        Some(claimed)
+    })
+}
+
+/// The previous summary and the first batch of messages after it, bounded by
+/// `memory.summary_batch_tokens`: a long backlog is summarized in several progressive steps.
+fn load_job(claimed: &Claimed) -> Job {
+    Spi::connect(|c| {
+        let conversation_id = claimed.conversation_id;
+        let prev = c.select(NEWEST_SUMMARY, None, &[conversation_id.into()]).expect("reading the previous summary");
+        let (previous, covered, covered_tokens) = if prev.is_empty() {
+            (None, 0, 0)
         } else {
             let p = prev.first();
-            (p.get::<String>(1).ok().flatten(), p.get::<i64>(2).ok().flatten().unwrap_or(0))
+            (p.get::<String>(1).ok().flatten(), p.get::<i64>(3).ok().flatten().unwrap_or(0), p.get::<i64>(4).ok().flatten().unwrap_or(0))
         };
-        let msgs = c
-            .select(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM memory.conversation_messages
-                      WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"
-                ),
+
+        let limit = i64::from(gucs::SUMMARY_BATCH_TOKENS.get());
+        let (mut rows, mut batch_tokens, mut after) = (Vec::<Row>::new(), 0i64, covered);
+        'batches: loop {
+            let page = c
+                .select(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM memory.conversation_messages
+                          WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT 256"
+                    ),
+                    None,
+                    &[conversation_id.into(), after.into()],
+                )
+                .expect("reading the messages to summarize");
+            if page.is_empty() {
+                break;
+            }
+            for m in page {
+                after = m.get::<i64>(1).ok().flatten().unwrap_or(after + 1);
+                batch_tokens += m.get::<i32>(2).ok().flatten().map(i64::from).unwrap_or(0);
+                // A stored message that no longer validates is left out of the summary, not fatal.
+                if let Ok(row) = message_row(&m).expect("decoding a stored message") {
+                    rows.push(row);
+                }
+                if batch_tokens >= limit {
+                    break 'batches;
+                }
+            }
+        }
+        let tail_tokens = (claimed.total_tokens - covered_tokens - batch_tokens).max(0);
+        let calls: Vec<String> = rows.iter().flat_map(|r| r.msg.calls.iter().cloned()).collect();
+        let answered_later: HashSet<String> = if tail_tokens > 0 && !calls.is_empty() {
+            c.select(
+                "SELECT tool_call_id FROM memory.conversation_messages
+                  WHERE conversation_id = $1 AND seq > $2 AND tool_call_id = ANY ($3)",
                 None,
-                &[conversation_id.into(), covered.into()],
+                &[conversation_id.into(), after.into(), calls.into()],
             )
-            .expect("reading the messages to summarize");
-        // A stored message that no longer validates is left out of the summary, not fatal.
-        let rows: Vec<Row> = msgs
+            .expect("reading the results of the batch's calls")
             .into_iter()
-            .filter_map(|m| message_row(&m).expect("decoding a stored message").ok())
-            .collect();
-        Some(Job { id, conversation_id, attempts, encoding, previous, rows })
+            .filter_map(|r| r.get::<String>(1).ok().flatten())
+            .collect()
+        } else {
+            HashSet::new()
+        };
+        Job { encoding: claimed.encoding, previous, rows, tail_tokens, answered_later }
     })
 }
 
 /// Everything between claiming and finishing: no transaction is open here.
 fn run(job: &Job) -> Outcome {
-    let Some(cut) = choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get())) else {
+    let Some(cut) = choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), job.tail_tokens, &job.answered_later) else {
         return Outcome::NothingToDo;
     };
     let rows: Vec<Row> = job.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
@@ -183,7 +317,7 @@ fn run(job: &Job) -> Outcome {
     }
 }
 
-fn finish(job: &Job, outcome: Outcome) {
+fn finish(job: &Claimed, outcome: Outcome) {
     Spi::connect_mut(|c| {
         match outcome {
             Outcome::Summary { covers_through_seq, content, model } => {

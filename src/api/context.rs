@@ -1,4 +1,4 @@
-//! `build_context` and `build_context_from` (SPEC §4.4): the window algorithm of
+//! `build_context` and `build_context_from`: the window algorithm of
 //! `core::window` over rows read newest-first through the (conversation_id, seq) index.
 
 use std::collections::{HashSet, VecDeque};
@@ -7,8 +7,8 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 
-use super::stored::{message_row, MESSAGE_COLUMNS};
-use crate::core::chat::parse_messages_json;
+use super::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
+use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary};
 use crate::sql_error::{fail, interrupt, required, OrRaise};
 
@@ -112,26 +112,14 @@ fn build_context(
         let total_rows: i32 = conv.get(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
         let enc = super::tokens::encoding(&encoding);
 
-        // A summary can only matter when the whole history does not fit.
-        let summary = if total_tokens + 3 > max {
-            let s = client
-                .select(
-                    "SELECT content, token_count, covers_through_seq FROM memory.conversation_summaries \
-                     WHERE conversation_id = $1 ORDER BY covers_through_seq DESC, created_at DESC LIMIT 1",
-                    Some(1),
-                    &[id.into()],
-                )
-                .unwrap_or_else(|e| spi_failed(e));
-            if s.is_empty() {
-                None
-            } else {
-                let s = s.first();
-                Some(Summary {
-                    content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
-                    tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),
-                    covers_through_seq: s.get::<i64>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
-                })
-            }
+        // A summary can only matter when the history does not fit beside the system prompt.
+        let summary = if system_prompt.is_some() || total_tokens + REPLY_PRIMING > max {
+            let s = client.select(NEWEST_SUMMARY, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
+            s.into_iter().next().map(|s| Summary {
+                content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+                tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),
+                covers_through_seq: s.get::<i64>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+            })
         } else {
             None
         };

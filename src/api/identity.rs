@@ -1,10 +1,23 @@
-//! `memory.current_user_id()`: who the caller is, for RLS (SPEC §3).
+//! `memory.current_user_id()`: who the caller is, for RLS.
+//!
+//! Who may assert an identity depends on the login (the session user), never on settings a
+//! session can change for itself:
+//! 1. A login bound to one identity by the operator (`ALTER ROLE alice SET memory.login_user_id
+//!    = '…'`, a superuser-only setting) is that identity, whatever else the session sets.
+//! 2. JWT claims (`request.jwt.claims`, `request.jwt.claim.sub`) count only in sessions whose
+//!    login is a member of a role in `memory.jwt_gateway_roles` (PostgREST's `authenticator`),
+//!    or a superuser. When present there, they win.
+//! 3. `memory.user_id` counts only in sessions whose login is a member of a role in
+//!    `memory.user_id_roles` (an application server's pooled role), or a superuser, and only
+//!    while `memory.trust_user_id_setting` is on.
+//! 4. Otherwise: no identity (NULL), which sees nothing and writes nothing.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
 use pgrx::{PgSqlErrorCode, Uuid};
 
+use crate::core::error::clip;
 use crate::gucs;
 use crate::sql_error::fail;
 
@@ -26,27 +39,55 @@ fn parse_uuid(text: &str, source: &str) -> Uuid {
         .flatten();
     match bytes.and_then(|b| Uuid::from_slice(&b).ok()) {
         Some(u) => u,
-        None => fail(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("{source} is not a uuid: \"{text}\"")),
+        None => fail(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("{source} is not a uuid: \"{}\"", clip(text))),
     }
 }
 
-/// The `sub` claim PostgREST/Supabase put in `request.jwt.claims` (or the older
-/// `request.jwt.claim.sub`); else, when trusted, the `memory.user_id` setting; else NULL.
-/// Claims, when present, win: a request with claims but no `sub` is anonymous.
-#[pg_extern(stable, parallel_safe)]
-fn current_user_id() -> Option<Uuid> {
+/// Whether the session's login is a superuser or a member of one of the comma-separated roles.
+/// Roles that do not exist are skipped.
+fn login_is_member_of_any(roles: Option<String>) -> bool {
+    // SAFETY: plain catalog look-ups of the current backend's session user.
+    let login = unsafe { pg_sys::GetSessionUserId() };
+    if unsafe { pg_sys::superuser_arg(login) } {
+        return true;
+    }
+    let Some(roles) = roles else { return false };
+    roles.split(',').map(str::trim).filter(|r| !r.is_empty()).any(|r| {
+        let Ok(name) = CString::new(r) else { return false };
+        let role = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+        role != pg_sys::InvalidOid && unsafe { pg_sys::is_member_of_role(login, role) }
+    })
+}
+
+fn claims_sub() -> Option<Option<Uuid>> {
     if let Some(claims) = setting(c"request.jwt.claims") {
         let sub = serde_json::from_str::<serde_json::Value>(&claims)
             .ok()
             .and_then(|v| v.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
             .filter(|s| !s.is_empty());
-        return sub.map(|s| parse_uuid(&s, "the sub claim of request.jwt.claims"));
+        return Some(sub.map(|s| parse_uuid(&s, "the sub claim of request.jwt.claims")));
     }
-    if let Some(sub) = setting(c"request.jwt.claim.sub") {
-        return Some(parse_uuid(&sub, "request.jwt.claim.sub"));
+    setting(c"request.jwt.claim.sub").map(|sub| Some(parse_uuid(&sub, "request.jwt.claim.sub")))
+}
+
+/// The identity of the caller for row-level security (see the module comment for who may
+/// assert what). Claims, when trusted and present, win: a request with claims but no `sub` is
+/// anonymous.
+#[pg_extern(stable, parallel_safe)]
+fn current_user_id() -> Option<Uuid> {
+    if let Some(bound) = gucs::string(&gucs::LOGIN_USER_ID) {
+        return Some(parse_uuid(&bound, "memory.login_user_id"));
+    }
+    let has_claims = setting(c"request.jwt.claims").is_some() || setting(c"request.jwt.claim.sub").is_some();
+    if has_claims && login_is_member_of_any(gucs::string(&gucs::JWT_GATEWAY_ROLES)) {
+        return claims_sub().flatten();
     }
     if gucs::TRUST_USER_ID_SETTING.get() {
-        return gucs::string(&gucs::USER_ID).map(|s| parse_uuid(&s, "memory.user_id"));
+        if let Some(id) = gucs::string(&gucs::USER_ID) {
+            if login_is_member_of_any(gucs::string(&gucs::USER_ID_ROLES)) {
+                return Some(parse_uuid(&id, "memory.user_id"));
+            }
+        }
     }
     None
 }

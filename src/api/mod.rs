@@ -1,6 +1,7 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
 pub mod context;
 pub mod identity;
+pub mod limits;
 pub mod stored;
 pub mod tests;
 pub mod tokens;

@@ -7,6 +7,13 @@ use crate::core::chat::RawMessage;
 use crate::core::error::MemError;
 use crate::core::window::Row;
 
+/// The newest summary of conversation $1: the same definition as SQL's `memory._newest_summary`
+/// (highest covers_through_seq, then highest id). Written out rather than called so that the
+/// library also works against the previous version's SQL until `ALTER EXTENSION ... UPDATE`.
+pub const NEWEST_SUMMARY: &str = "SELECT content, token_count, covers_through_seq, covered_tokens \
+     FROM memory.conversation_summaries WHERE conversation_id = $1 \
+     ORDER BY covers_through_seq DESC, id DESC LIMIT 1";
+
 /// The columns `message_row` decodes, in its order.
 pub const MESSAGE_COLUMNS: &str = "seq, token_count, role, content, name, tool_calls::text, tool_call_id";
 

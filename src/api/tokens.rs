@@ -1,4 +1,4 @@
-//! SQL token functions (SPEC §4.1).
+//! SQL token functions.
 
 use pgrx::prelude::*;
 use pgrx::JsonB;

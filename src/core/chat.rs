@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::error::{MemError, Result};
+use super::error::{clip, MemError, Result};
 use super::tokenizer::Encoding;
 
 pub const TOKENS_PER_MESSAGE: i64 = 3;
@@ -34,7 +34,8 @@ impl Role {
             "assistant" => Ok(Role::Assistant),
             "tool" => Ok(Role::Tool),
             other => Err(MemError::invalid(format!(
-                "unknown role \"{other}\": role must be one of user, assistant, system, tool"
+                "unknown role \"{}\": role must be one of user, assistant, system, tool",
+                clip(other)
             ))),
         }
     }
@@ -238,7 +239,8 @@ fn validate_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(MemError::invalid(format!(
-            "invalid name \"{name}\": a participant name is 1 to 64 letters, digits, '_' or '-'"
+            "invalid name \"{}\": a participant name is 1 to 64 letters, digits, '_' or '-'",
+            clip(name)
         )))
     }
 }
@@ -287,7 +289,7 @@ fn parse_tool_calls(v: &Value) -> Result<ToolCalls> {
         };
         let id = non_empty_str(call, "id", i)?;
         if !seen.insert(id.to_owned()) {
-            return Err(MemError::invalid(format!("duplicate tool call id \"{id}\" in tool_calls")));
+            return Err(MemError::invalid(format!("duplicate tool call id \"{}\" in tool_calls", clip(id))));
         }
         if call.contains_key("function") {
             if call.get("type").and_then(Value::as_str) != Some("function") {

@@ -20,10 +20,17 @@ messages into one text. Answer with the summary only.";
 /// The seq through which a new summary should cover: everything before the newest messages worth
 /// at least `keep_tokens` (always at least the newest message or tool group), cut only where no
 /// tool call is separated from its results. `rows` are the messages after the previous summary,
-/// oldest first. None when nothing can be summarized yet.
-pub fn choose_cut(rows: &[Row], keep_tokens: i64) -> Option<i64> {
-    let mut kept = 0i64;
-    let mut open: HashSet<&str> = HashSet::new();
+/// oldest first: all of them, or a first batch of them, in which case `tail_tokens` are the stored
+/// tokens after the batch and `answered_later` the ids of the batch's calls whose results come
+/// after it. None when nothing can be summarized yet.
+pub fn choose_cut(rows: &[Row], keep_tokens: i64, tail_tokens: i64, answered_later: &HashSet<String>) -> Option<i64> {
+    let mut kept = tail_tokens;
+    let mut open: HashSet<&str> = answered_later.iter().map(String::as_str).collect();
+    // Messages after the batch stay verbatim anyway: the whole batch may go when they suffice.
+    let more_after_batch = tail_tokens > 0;
+    if more_after_batch && open.is_empty() && kept >= keep_tokens {
+        return rows.last().map(|r| r.seq);
+    }
     for i in (1..rows.len()).rev() {
         let r = &rows[i];
         kept += r.tokens;
@@ -33,12 +40,23 @@ pub fn choose_cut(rows: &[Row], keep_tokens: i64) -> Option<i64> {
         for c in &r.msg.calls {
             open.remove(c.as_str());
         }
-        // rows[i..] stay verbatim; rows[..i] are summarized
+        // rows[i..] (and whatever follows the batch) stay verbatim; rows[..i] are summarized
         if open.is_empty() && kept >= keep_tokens {
             return Some(rows[i - 1].seq);
         }
     }
     None
+}
+
+/// Characters of one message's text the summarizer is shown; the rest is marked as cut. Keeps
+/// every prompt bounded whatever one message holds.
+pub const PROMPT_CHARS_PER_MESSAGE: usize = 8_000;
+
+fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(PROMPT_CHARS_PER_MESSAGE) {
+        None => text.into(),
+        Some((end, _)) => format!("{} […{} more bytes cut]", &text[..end], text.len() - end).into(),
+    }
 }
 
 /// One line per message, as the summarizer sees the transcript.
@@ -52,14 +70,14 @@ fn transcript(rows: &[Row]) -> String {
                 (None, role) => role.as_str().to_owned(),
             };
             if !m.content.is_empty() {
-                out.push_str(&format!("[{who}] {}\n", m.content));
+                out.push_str(&format!("[{who}] {}\n", clipped(&m.content)));
             }
             for call in m.tool_calls.iter().flatten() {
                 let f = &call["function"];
                 out.push_str(&format!(
                     "[{who} calls {}] {}\n",
                     f["name"].as_str().unwrap_or("?"),
-                    f["arguments"].as_str().unwrap_or("")
+                    clipped(f["arguments"].as_str().unwrap_or(""))
                 ));
             }
         }
@@ -140,7 +158,8 @@ pub fn backoff(attempts: i32, base: Duration, retry_after: Option<Duration>) -> 
 
 /// The offline summarizer: the previous summary, then the first sentence of each new message;
 /// when that is over `max_tokens`, lines are dropped from the middle, so the oldest facts and the
-/// newest turns both survive.
+/// newest turns both survive. Linear in the input: each line is counted once, and the result is
+/// checked with one more count (rarely a few, when joining lines changes the tokenization).
 pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_tokens: i32) -> String {
     let mut lines: Vec<String> = Vec::new();
     for line in transcript(rows).lines() {
@@ -154,29 +173,59 @@ pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_token
             .collect();
         lines.push(format!("- {}: {}", who.trim_start_matches('['), first.trim()));
     }
-    let head = previous.map(|p| format!("Earlier: {p}"));
-    let render = |lines: &[String], gap: bool| -> String {
-        let mut s = head.clone().map(|h| h + "\n").unwrap_or_default();
-        s.push_str("Key points, oldest first (extractive summary):\n");
-        let (a, b) = lines.split_at(lines.len().div_ceil(2));
-        s.push_str(&a.join("\n"));
+    let mut head = previous.map(|p| format!("Earlier: {p}\n")).unwrap_or_default();
+    head.push_str("Key points, oldest first (extractive summary):");
+    let render = |front: &[String], back: &[String], gap: bool| -> String {
+        let mut s = head.clone();
+        for l in front {
+            s.push('\n');
+            s.push_str(l);
+        }
         if gap {
             s.push_str("\n- …");
         }
-        if !b.is_empty() {
+        for l in back {
             s.push('\n');
-            s.push_str(&b.join("\n"));
+            s.push_str(l);
         }
         s
     };
-    let mut gap = false;
-    let mut text = render(&lines, gap);
-    while lines.len() > 1 && enc.count(&text) as i32 > max_tokens {
-        lines.remove(lines.len() / 2);
-        gap = true;
-        text = render(&lines, gap);
+    let max = i64::from(max_tokens);
+    let all = render(&lines, &[], false);
+    if lines.len() <= 1 || enc.count(&all) as i64 <= max {
+        return all;
     }
-    text
+    // Take lines alternately from the oldest and the newest end while the estimate fits.
+    let cost: Vec<i64> = lines.iter().map(|l| enc.count(l) as i64 + 1).collect();
+    let mut budget = max - enc.count(&head) as i64 - 3;
+    let (mut lo, mut hi) = (0usize, lines.len());
+    let mut take_front = true;
+    while lo < hi {
+        let i = if take_front { lo } else { hi - 1 };
+        if cost[i] > budget {
+            break;
+        }
+        budget -= cost[i];
+        if take_front {
+            lo += 1;
+        } else {
+            hi -= 1;
+        }
+        take_front = !take_front;
+    }
+    let (mut front, mut back) = (lo.max(1), hi.min(lines.len() - 1).max(lo.max(1)));
+    loop {
+        let text = render(&lines[..front], &lines[back..], true);
+        if enc.count(&text) as i64 <= max || (front <= 1 && back >= lines.len()) {
+            return text;
+        }
+        // the estimate was a little short: drop one more line from the middle
+        if lines.len() - back > front - 1 {
+            back += 1;
+        } else {
+            front -= 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -203,13 +252,50 @@ mod tests {
             {"role": "assistant", "content": "done"},
         ]));
         // keep just the newest message
-        assert_eq!(choose_cut(&r, 1), Some(14));
+        let none = HashSet::new();
+        assert_eq!(choose_cut(&r, 1, 0, &none), Some(14));
         // keeping two messages would split the call (seq 12) from its result (seq 14)
         let two = r[4].tokens + r[3].tokens;
-        assert_eq!(choose_cut(&r, two), Some(11));
+        assert_eq!(choose_cut(&r, two, 0, &none), Some(11));
         // nothing before the newest group can be summarized
-        assert_eq!(choose_cut(&r, 10_000), None);
-        assert_eq!(choose_cut(&r[..1], 0), None);
+        assert_eq!(choose_cut(&r, 10_000, 0, &none), None);
+        assert_eq!(choose_cut(&r[..1], 0, 0, &none), None);
+    }
+
+    #[test]
+    fn cut_of_a_first_batch_respects_what_follows_it() {
+        let r = rows(json!([
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": "two"},
+        ]));
+        let none = HashSet::new();
+        // enough tokens after the batch: the whole batch can be summarized
+        assert_eq!(choose_cut(&r, 100, 100, &none), Some(13));
+        // the call at seq 12 is answered after the batch: cut before it
+        let later: HashSet<String> = ["a".to_owned()].into();
+        assert_eq!(choose_cut(&r, 100, 100, &later), Some(11));
+        // not enough after the batch: the batch's own newest rows are kept as well
+        assert_eq!(choose_cut(&r, r[2].tokens + 1, 1, &none), Some(12));
+    }
+
+    #[test]
+    fn extractive_summary_of_a_long_backlog_is_bounded_and_keeps_both_ends() {
+        let msgs: Vec<Value> = (0..12_000).map(|i| json!({"role": "user", "content": format!("Fact {i}. Detail.")})).collect();
+        let r = rows(Value::Array(msgs));
+        let s = extractive(None, &r, Encoding::Cl100kBase, 500);
+        assert!(Encoding::Cl100kBase.count(&s) <= 500);
+        assert!(s.contains("Fact 0."), "{s}");
+        assert!(s.contains("Fact 11999."), "{s}");
+    }
+
+    #[test]
+    fn prompts_clip_huge_messages() {
+        let r = rows(json!([{"role": "user", "content": "x".repeat(1_000_000)}]));
+        let body = request_body("m", None, &r, 300);
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert!(user.len() < PROMPT_CHARS_PER_MESSAGE + 200, "{}", user.len());
+        assert!(user.contains("more bytes cut"));
     }
 
     #[test]

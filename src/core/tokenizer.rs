@@ -31,7 +31,7 @@ impl Encoding {
             _ => model_encoding(&n),
         };
         enc.ok_or_else(|| {
-            MemError::invalid(format!("unknown encoding \"{name}\"; accepted: {ACCEPTED_NAMES}"))
+            MemError::invalid(format!("unknown encoding \"{}\"; accepted: {ACCEPTED_NAMES}", super::error::clip(name)))
         })
     }
 

@@ -1,4 +1,4 @@
-//! The token window (SPEC §4.4): the newest contiguous run of stored messages that fits the
+//! The token window: the newest contiguous run of stored messages that fits the
 //! budget next to the system prompt and, when not everything fits, the newest summary. Pure
 //! logic over a newest-first row source, shared by `build_context` (rows from the index) and
 //! `build_context_from` (rows from a given array).

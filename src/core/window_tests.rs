@@ -12,12 +12,16 @@ fn build_from(msgs: &Value, max: i64, system: Option<&str>) -> Result<Window> {
 }
 
 fn build_with_summary(msgs: &Value, max: i64, summary: &str, covers: i64) -> Window {
+    build_with_summary_and_prompt(msgs, max, summary, covers, None)
+}
+
+fn build_with_summary_and_prompt(msgs: &Value, max: i64, summary: &str, covers: i64, system: Option<&str>) -> Window {
     let parsed = parse_messages_json(msgs).unwrap();
     let (mut src, total, orphans) = SliceSource::new(parsed, ENC, &mut || {});
     let total_rows = src.len() as i64;
     let tokens = Summary::message(summary).tokens(ENC, &mut || {});
     let summary = Some(Summary { content: summary.into(), tokens, covers_through_seq: covers });
-    build(&mut src, Params { max_tokens: max, system_prompt: None, encoding: ENC, total_rows, total_tokens: total, summary, orphans }).unwrap()
+    build(&mut src, Params { max_tokens: max, system_prompt: system, encoding: ENC, total_rows, total_tokens: total, summary, orphans }).unwrap()
 }
 
 fn recount(w: &Window) -> i64 {
@@ -313,17 +317,32 @@ fn summary_properties_over_random_conversations() {
         let n = msgs.as_array().unwrap().len() as i64;
         if n == 0 { continue; }
         let covers = rng.below(n as u64) as i64;
-        let max = 40 + rng.below(500) as i64;
-        let w = build_with_summary(&msgs, max, "the story so far", covers);
-        let ctx = format!("case {case} max {max} covers {covers}: {msgs}");
+        let max = 100 + rng.below(500) as i64;
+        let system = if rng.below(2) == 0 { None } else { Some(words(rng.below(20) as usize)) };
+        let w = build_with_summary_and_prompt(&msgs, max, "the story so far", covers, system.as_deref());
+        let ctx = format!("case {case} max {max} covers {covers} system {system:?}: {msgs}");
         assert_eq!(w.token_count, recount(&w), "{ctx}");
         assert!(w.overflow || w.token_count <= max, "{ctx}");
         assert_valid_payload(&w.messages);
         if w.summary_included {
             assert!(w.unsummarized_omitted <= w.omitted_messages, "{} {} {:?} {ctx}", w.unsummarized_omitted, w.omitted_messages, w.included_seqs);
-            assert_eq!(w.messages[0]["content"], format!("{SUMMARY_PREFIX}the story so far"));
+            let at = usize::from(system.is_some());
+            assert_eq!(w.messages[at]["content"], format!("{SUMMARY_PREFIX}the story so far"), "{ctx}");
         } else {
             assert_eq!(w.unsummarized_omitted, w.omitted_messages, "{ctx}");
+        }
+        if let Some(p) = &system {
+            assert_eq!(w.messages[0]["content"], json!(p), "{ctx}");
+        }
+        // the system prompt counts when deciding whether the history fits: a window that omits
+        // messages the summary covers uses the summary whenever it and the newest row fit
+        // (without tool groups, whose results may not follow their calls, the summary is left out
+        // only when it does not fit beside the newest rows)
+        let plain = build_from(&msgs, max, system.as_deref()).unwrap();
+        let summary_tokens = Summary::message("the story so far").tokens(ENC, &mut || {});
+        let has_tools = msgs.as_array().unwrap().iter().any(|m| m.get("tool_calls").is_some() || m["role"] == "tool");
+        if !has_tools && plain.omitted_messages > 0 && !w.summary_included {
+            assert!(w.overflow || w.token_count + summary_tokens > max, "summary ignored: {ctx}");
         }
     }
 }

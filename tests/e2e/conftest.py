@@ -20,15 +20,18 @@ def dsn(dbname="postgres", user="postgres", port=PORT):
 
 @pytest.fixture(scope="session")
 def cluster():
-    """Makes sure the primary cluster is up; creates the roles PostgREST/Supabase would have."""
+    """Makes sure the primary cluster is up; creates the roles PostgREST/Supabase would have:
+    the gateway login `authenticator`, which may switch to `authenticated` and `anon`."""
     try:
         psycopg.connect(dsn(), connect_timeout=2).close()
     except psycopg.OperationalError:
         subprocess.run([os.path.join(ROOT, "scripts/cluster.sh"), "start", f"{TEST_ROOT}/primary", str(PORT)], check=True)
     with psycopg.connect(dsn(), autocommit=True) as c:
-        for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN")):
+        for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN"),
+                           ("authenticator", "LOGIN NOINHERIT")):
             if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
                 c.execute(f"CREATE ROLE {role} {opts}")
+        c.execute("GRANT authenticated, anon TO authenticator")
     return PORT
 
 
@@ -42,6 +45,8 @@ def db(cluster, request):
     with psycopg.connect(dsn(name), autocommit=True) as c:
         c.execute("CREATE EXTENSION memory_ext")
         c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
+        # the application server's pooled login may assert identities with memory.user_id
+        c.execute(f"ALTER DATABASE {name} SET memory.user_id_roles = 'app'")
     return name
 
 
@@ -63,9 +68,10 @@ def as_guc_user(db, user_id, role="app"):
 
 @contextlib.contextmanager
 def as_jwt_user(db, user_id, role="authenticated"):
-    """Exactly what PostgREST does per request: one transaction, SET LOCAL ROLE, claims as a
-    transaction-local setting. Everything run on the yielded cursor happens in that request."""
-    with connect(db) as c:
+    """Exactly what PostgREST does per request: logged in as `authenticator`, one transaction,
+    SET LOCAL ROLE, claims as a transaction-local setting. Everything run on the yielded cursor
+    happens in that request."""
+    with connect(db, "authenticator") as c:
         with c.transaction():
             c.execute(f"SET LOCAL ROLE {role}")
             claims = json.dumps({"sub": user_id, "role": role}) if user_id else json.dumps({"role": role})

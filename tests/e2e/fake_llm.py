@@ -11,6 +11,7 @@ class FakeLLM:
         self.mode = "ok"
         self.retry_after = 2
         self.hang_seconds = 30
+        self.delay = 0.0
         self.requests = []
         self.lock = threading.Lock()
         fake = self
@@ -37,6 +38,7 @@ class FakeLLM:
                     return self.reply(200, None, raw=b"<html>not json</html>")
                 if mode == "empty":
                     return self.reply(200, {"choices": []})
+                time.sleep(fake.delay)
                 return self.reply(200, {"id": f"chatcmpl-{n}", "object": "chat.completion",
                                         "choices": [{"index": 0, "message": {"role": "assistant", "content": f"SUMMARY #{n}: the user and the assistant talked."}, "finish_reason": "stop"}]})
 

@@ -143,6 +143,16 @@ def test_deleting_messages_keeps_totals_and_takes_results_along(db, conv):
 def test_huge_content_is_counted_and_cancellable(db, conv):
     user, cid = conv
     big = ("The quick brown fox jumps over the lazy dog. " * 110_000)  # ~5 MB
+    with connect(db) as c:  # over the default memory.max_message_size: the operator raised it
+        c.execute(f"ALTER DATABASE {db} SET memory.max_message_size = '64MB'")
+    try:
+        huge_content_is_counted_and_cancellable(db, user, cid, big)
+    finally:
+        with connect(db) as c:
+            c.execute(f"ALTER DATABASE {db} RESET memory.max_message_size")
+
+
+def huge_content_is_counted_and_cancellable(db, user, cid, big):
     with as_guc_user(db, user) as c:
         t = time.monotonic()
         n = rpc(c, "SELECT memory.estimate_tokens(%s)", big)

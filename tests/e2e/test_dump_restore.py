@@ -31,6 +31,7 @@ def test_dump_and_restore(db):
     with connect("postgres") as c:
         c.execute(f"DROP DATABASE IF EXISTS {target}")
         c.execute(f"CREATE DATABASE {target}")
+        c.execute(f"ALTER DATABASE {target} SET memory.user_id_roles = 'app'")
     # The insert triggers assign seq and counters; a restore must keep the dumped ones, so it runs
     # with session_replication_role = replica (as the README says).
     subprocess.run([f"{BIN}/psql", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres", "-d", target, "-q", "-v", "ON_ERROR_STOP=1"],

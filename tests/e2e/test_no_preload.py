@@ -19,6 +19,7 @@ def test_everything_works_without_preload(cluster):
         with psycopg.connect(dsn(port=port), autocommit=True) as c:
             c.execute("CREATE EXTENSION memory_ext")
             c.execute("CREATE ROLE app LOGIN")
+            c.execute("ALTER DATABASE postgres SET memory.user_id_roles = 'app'")
         with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
             t = time.perf_counter()
             assert c.execute("SELECT memory.estimate_tokens('hello world')").fetchone()[0] == 2

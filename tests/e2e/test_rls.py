@@ -107,13 +107,14 @@ def test_no_identity_sees_and_writes_nothing(db, mode):
 
 
 def test_claims_win_over_the_setting(db):
+    """In a session that may use both (here the superuser's), claims win; claims without sub are
+    anonymous, not the setting's user."""
     a, b = new_user(), new_user()
-    with connect(db, "app") as c:
+    with connect(db) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (a,))
         with c.transaction():
             c.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": b}),))
             assert str(rpc(c, "SELECT memory.current_user_id()")) == b
-            # claims without sub are anonymous, not the setting's user
             c.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"role": "anon"}),))
             assert rpc(c, "SELECT memory.current_user_id()") is None
         assert str(rpc(c, "SELECT memory.current_user_id()")) == a
@@ -121,6 +122,10 @@ def test_claims_win_over_the_setting(db):
         with c.transaction():
             c.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (b,))
             assert str(rpc(c, "SELECT memory.current_user_id()")) == b
+    # the gateway login, after SET ROLE, exactly as PostgREST runs a request
+    with as_jwt_user(db, b) as c:
+        assert str(rpc(c, "SELECT memory.current_user_id()")) == b
+        assert rpc(c, "SELECT current_user") == "authenticated"
 
 
 def test_bad_sub_is_an_error(db):
@@ -131,22 +136,24 @@ def test_bad_sub_is_an_error(db):
 
 def test_trust_user_id_setting_is_superuser_only_and_switches_guc_mode_off(db):
     a = new_user()
-    with connect(db, "enduser") as c:
+    with connect(db, "app") as c:
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("SET memory.trust_user_id_setting = off")
     with connect(db) as c:
-        c.execute(f"ALTER ROLE enduser IN DATABASE {db} SET memory.trust_user_id_setting = off")
+        c.execute(f"ALTER ROLE app IN DATABASE {db} SET memory.trust_user_id_setting = off")
     try:
-        with connect(db, "enduser") as c:
+        with connect(db, "app") as c:
             c.execute("SELECT set_config('memory.user_id', %s, false)", (a,))
             assert rpc(c, "SELECT memory.current_user_id()") is None
-            # claims still work: that is how PostgREST passes identity
-            with c.transaction():
-                c.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": a}),))
-                assert str(rpc(c, "SELECT memory.current_user_id()")) == a
+            # and the application's login is no gateway: its claims count neither
+            c.execute("SELECT set_config('request.jwt.claims', %s, false)", (json.dumps({"sub": a}),))
+            assert rpc(c, "SELECT memory.current_user_id()") is None
     finally:
         with connect(db) as c:
-            c.execute(f"ALTER ROLE enduser IN DATABASE {db} RESET memory.trust_user_id_setting")
+            c.execute(f"ALTER ROLE app IN DATABASE {db} RESET memory.trust_user_id_setting")
+    # PostgREST's identity is unaffected by the switch
+    with as_jwt_user(db, a) as c:
+        assert str(rpc(c, "SELECT memory.current_user_id()")) == a
 
 
 def test_counters_cannot_be_forged(db):

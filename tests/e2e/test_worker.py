@@ -35,7 +35,8 @@ def wk(cluster, llm):
     settings = {"memory.llm_base_url": f"http://127.0.0.1:{llm.port}/v1", "memory.llm_model": "fake-model",
                 "memory.llm_timeout": TIMEOUT_MS, "memory.retry_backoff": BACKOFF_MS, "memory.max_attempts": MAX_ATTEMPTS,
                 "memory.summary_max_tokens": 77, "memory.summary_keep_tokens": 40, "memory.worker_naptime": 100,
-                "memory.summarize_threshold": 150, "memory.llm_api_key": API_KEY}
+                "memory.summarize_threshold": 150, "memory.min_summarize_threshold": 100,
+                "memory.user_id_roles": "app", "memory.llm_api_key": API_KEY}
     subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
     with psycopg.connect(dsn(port=port), autocommit=True) as c:
         c.execute("CREATE EXTENSION memory_ext")
@@ -56,10 +57,11 @@ def admin(port):
     return psycopg.connect(dsn(port=port), autocommit=True)
 
 
-def conversation(port, n_messages=8, words=30):
-    """A conversation of its own user, long enough to cross memory.summarize_threshold, written in
-    one transaction: the job it enqueues sees all of its messages."""
-    user = str(uuid.uuid4())
+def conversation(port, n_messages=8, words=30, user=None):
+    """A conversation (of its own user unless one is given), long enough to cross
+    memory.summarize_threshold, written in one transaction: the job it enqueues sees all of its
+    messages."""
+    user = user or str(uuid.uuid4())
     with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
         with c.transaction():
@@ -153,7 +155,7 @@ def test_failures_are_recorded_retried_and_never_stored(wk, llm, mode, text):
     llm.mode = "ok"
     # a new request after failure starts a fresh job that succeeds
     with admin(wk) as c:
-        c.execute("SELECT memory._enqueue_summary(id, created_at) FROM memory.conversations WHERE id = %s", (cid,))
+        c.execute("SELECT memory.request_summary(%s)", (cid,))
     wait_for(lambda: summaries(wk, cid))
 
 
@@ -262,3 +264,101 @@ def test_sighup_reloads_settings(wk, llm):
         with admin(wk) as c:
             c.execute("ALTER SYSTEM SET memory.llm_model = 'fake-model'")
             c.execute("SELECT pg_reload_conf()")
+
+
+# Findings of the security review that concern the worker ----------------------------------
+
+def test_a_failing_job_is_recorded_and_the_worker_goes_on(wk, llm):
+    """Whatever makes storing one job's result fail (0.1.0: summary ids squatted by another user)
+    is recorded in that job; the worker keeps its process and serves everyone else."""
+    llm.mode = "ok"
+    pid = wait_for(lambda: worker_pid(wk))
+    victim = conversation(wk, n_messages=3, words=20)  # below the threshold: no job yet
+    assert job(wk, victim) is None
+    with admin(wk) as c:
+        c.execute(f"""CREATE FUNCTION public.fail_store() RETURNS trigger LANGUAGE plpgsql AS $$
+                      BEGIN IF NEW.conversation_id = '{victim}' THEN RAISE EXCEPTION 'simulated storage failure'; END IF;
+                      RETURN NEW; END $$""")
+        c.execute("CREATE TRIGGER zz_fail_store BEFORE INSERT ON memory.conversation_summaries FOR EACH ROW EXECUTE FUNCTION public.fail_store()")
+    try:
+        cid = conversation(wk)
+        c2 = conversation(wk)
+        with admin(wk) as c:
+            c.execute("SELECT memory.request_summary(%s)", (victim,))
+        wait_for(lambda: summaries(wk, cid) and summaries(wk, c2), timeout=30)
+        j = wait_for(lambda: (j := job(wk, victim)) and j["attempts"] >= 1 and j["status"] in ("queued", "failed") and j, timeout=30)
+        assert "simulated storage failure" in j["last_error"]
+        assert worker_pid(wk) == pid
+    finally:
+        with admin(wk) as c:
+            c.execute("DROP TRIGGER zz_fail_store ON memory.conversation_summaries")
+            c.execute("DROP FUNCTION public.fail_store()")
+
+
+def test_offline_summarizer_takes_a_long_backlog_in_bounded_steps(wk, llm):
+    """12,000 short messages (0.1.0 needed 266 s and ignored termination meanwhile): the
+    extractive summarizer reads one bounded batch per job and answers at once."""
+    with admin(wk) as c:
+        c.execute("ALTER SYSTEM RESET memory.llm_api_key")
+        c.execute("SELECT pg_reload_conf()")
+    try:
+        time.sleep(0.5)
+        user = str(uuid.uuid4())
+        with psycopg.connect(dsn(user="app", port=wk), autocommit=True) as c:
+            c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+            cid = c.execute("SELECT (memory.create_conversation(%s)).id", (str(uuid.uuid4()),)).fetchone()[0]
+            c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content)
+                         SELECT %s, CASE WHEN g %% 2 = 0 THEN 'user' ELSE 'assistant' END, 'Fact ' || g || '. Detail.'
+                           FROM generate_series(0, 11999) g""", (cid,))
+        t = time.monotonic()
+        (covers, content, model), = wait_for(lambda: summaries(wk, cid), timeout=30)
+        took = time.monotonic() - t
+        assert model == "memory_ext/extractive"
+        assert "Fact 0." in content and 0 < covers < 12000
+        # one batch of at most memory.summary_batch_tokens stored tokens
+        with admin(wk) as c:
+            covered = c.execute("SELECT covered_tokens FROM memory.conversation_summaries WHERE conversation_id = %s", (cid,)).fetchone()[0]
+        assert covered <= 16000 + 100
+        # the next job continues from there
+        with admin(wk) as c:
+            c.execute("SELECT memory.request_summary(%s)", (cid,))
+        wait_for(lambda: len(summaries(wk, cid)) == 2, timeout=30)
+        assert summaries(wk, cid)[1][0] > covers
+        print(f"extractive summary of a 12,000-message backlog: {took:.2f} s")
+    finally:
+        with admin(wk) as c:
+            c.execute(f"ALTER SYSTEM SET memory.llm_api_key = '{API_KEY}'")
+            c.execute("SELECT pg_reload_conf()")
+        time.sleep(0.5)
+
+
+def test_prompts_are_bounded_whatever_a_message_holds(wk, llm):
+    llm.mode = "ok"
+    start = len(llm.requests)
+    user = str(uuid.uuid4())
+    with psycopg.connect(dsn(user="app", port=wk), autocommit=True) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        with c.transaction():
+            cid = c.execute("SELECT (memory.create_conversation(%s, encoding => 'chars4')).id", (str(uuid.uuid4()),)).fetchone()[0]
+            c.execute("SELECT memory.add_message(%s, 'user', repeat('huge tool output ', 200000))", (cid,))
+            for i in range(6):
+                c.execute("SELECT memory.add_message(%s, 'assistant', %s)", (cid, f"reply {i} " + "word " * 20))
+    wait_for(lambda: summaries(wk, cid), timeout=30)
+    prompt = llm.requests[start]["json"]["messages"][1]["content"]
+    assert len(prompt) < 20_000 and "more bytes cut" in prompt
+
+
+def test_jobs_are_fair_between_users(wk, llm):
+    """One user with many queued jobs does not make another user wait for all of them."""
+    llm.mode, llm.delay = "ok", 0.3
+    try:
+        heavy = str(uuid.uuid4())
+        many = [conversation(wk, n_messages=4, user=heavy) for _ in range(10)]
+        light = conversation(wk, n_messages=4)
+        wait_for(lambda: summaries(wk, light), timeout=30)
+        with admin(wk) as c:
+            done = c.execute("SELECT count(DISTINCT conversation_id) FROM memory.conversation_summaries WHERE conversation_id = ANY(%s)", (many,)).fetchone()[0]
+        assert done <= 4, done
+        wait_for(lambda: all(summaries(wk, m) for m in many), timeout=60)
+    finally:
+        llm.delay = 0.0

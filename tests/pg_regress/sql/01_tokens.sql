@@ -1,5 +1,5 @@
--- Exact token counting (SPEC §4.1)
-CREATE EXTENSION memory_ext;
+-- Exact token counting
+\i tests/pg_regress/setup.psql
 SELECT memory.estimate_tokens('tiktoken is great!');
 SELECT memory.tokenize('tiktoken is great!');
 SELECT memory.detokenize(ARRAY[83, 1609, 5963, 374, 2294, 0]);

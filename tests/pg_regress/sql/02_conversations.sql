@@ -1,5 +1,5 @@
--- Conversations and messages (SPEC §4.2, §4.3), as an application server uses them
-CREATE ROLE regress_app;
+-- Conversations and messages, as an application server uses them
+\i tests/pg_regress/setup.psql
 SET ROLE regress_app;
 -- no identity: nothing visible, nothing writable
 SELECT memory.current_user_id();

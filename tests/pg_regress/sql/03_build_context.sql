@@ -1,4 +1,5 @@
--- build_context: the token window (SPEC §4.4)
+-- build_context: the token window
+\i tests/pg_regress/setup.psql
 SET memory.user_id = '00000000-0000-0000-0000-000000000001';
 CREATE TEMP TABLE c AS SELECT id FROM memory.create_conversation('00000000-0000-0000-0000-00000000a9e7');
 SELECT count(*) FROM (
@@ -44,3 +45,26 @@ SELECT memory.build_context('00000000-0000-0000-0000-000000000404');
 SELECT memory.build_context_from('{"role": "user"}');
 \set VERBOSITY default
 DROP TABLE c;
+-- The system prompt counts when deciding whether the history fits: a conversation whose history
+-- fits alone but not beside the prompt uses its summary.
+SELECT id AS sid FROM memory.create_conversation('00000000-0000-0000-0000-00000000a9e7') \gset
+SELECT count(*) FROM (
+  SELECT memory.add_message(:'sid', CASE WHEN i % 2 = 1 THEN 'user' ELSE 'assistant' END, 'turn ' || i || ': ' || repeat('word ', 20))
+    FROM generate_series(1, 20) i) s;
+INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model)
+VALUES (:'sid', 10, 'The first ten turns were about words.', 'manual');
+SELECT total_tokens + 3 AS history, memory.message_tokens('system', repeat('Be brief. ', 40)) AS prompt
+  FROM memory.conversations WHERE id = :'sid' \gset
+-- one token short of everything: the summary stands in for turns 1..10
+SELECT r->'summary_included' AS summary, r->'included_messages' AS included, r->'omitted_messages' AS omitted,
+       r->'unsummarized_omitted' AS unsummarized, (r->>'token_count')::int <= :history + :prompt - 1 AS within,
+       (r->>'token_count')::int = memory.count_message_tokens(r->'messages') AS exact
+  FROM memory.build_context(:'sid', :history + :prompt - 1, repeat('Be brief. ', 40)) r;
+-- exactly at the limit: everything fits, no summary
+SELECT r->'summary_included' AS summary, r->'included_messages' AS included, (r->>'token_count')::int = :history + :prompt AS exact_fit
+  FROM memory.build_context(:'sid', :history + :prompt, repeat('Be brief. ', 40)) r;
+-- a summary that covers everything but the newest message
+INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model)
+VALUES (:'sid', 19, 'Nineteen turns about words.', 'manual');
+SELECT jsonb_path_query_array(r, '$.messages[*].role') AS roles, r->'included_messages' AS included, r->'summary_included' AS summary
+  FROM memory.build_context(:'sid', :prompt + 80, repeat('Be brief. ', 40)) r;

@@ -1,0 +1,491 @@
+-- memory_ext 0.1.0 -> 0.2.0
+--
+-- Security: identity is asserted only by trusted logins (settings in the library), every
+-- function pins search_path, SECURITY DEFINER helpers check the one authorization rule
+-- themselves instead of taking a forgeable proof, summary ids cannot be chosen, summaries are
+-- validated and immutable, counters are guarded by role rather than trigger depth, message size
+-- and tool calls per message are bounded, the summarize threshold has an operator's floor, and
+-- the worker takes jobs fairly between users.
+
+-- New functions of the library -----------------------------------------------------------------
+CREATE FUNCTION memory."_caller_bypasses_rls"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_caller_bypasses_rls_wrapper';
+
+CREATE FUNCTION memory."_check_message_limits"(
+	"bytes" bigint,
+	"tool_calls" INT
+) RETURNS void
+STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_check_message_limits_wrapper';
+
+CREATE FUNCTION memory."_current_role_is_superuser"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_current_role_is_superuser_wrapper';
+
+CREATE FUNCTION memory."_summarize_threshold"() RETURNS bigint
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_summarize_threshold_wrapper';
+
+-- Tables ---------------------------------------------------------------------------------------
+-- Index maintenance (and REINDEX as the superuser) runs this one: pin its search_path.
+ALTER FUNCTION memory._tool_keys(uuid, jsonb, text) SET search_path = pg_catalog, pg_temp;
+
+CREATE TABLE memory.queue_turns (
+    user_id         uuid PRIMARY KEY,
+    last_claimed_at timestamptz NOT NULL
+);
+
+-- The one authorization rule -------------------------------------------------------------------
+-- The one authorization rule. Every policy, public function and SECURITY DEFINER helper asks
+-- these two questions and nothing else, so that who may read or write a conversation is decided
+-- in exactly one place.
+--
+-- _can_read_row/_can_write_row judge a conversation row (its id and owner). They are plain SQL
+-- that PostgreSQL inlines into the policies, so the owner test stays an index condition; for
+-- that they cannot pin search_path, and instead qualify every function and operator.
+CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) memory.current_user_id()
+$$;
+
+CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) memory.current_user_id()
+$$;
+
+-- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
+-- callers who want to ask. A role that bypasses RLS (superuser, Supabase's service_role) may, as
+-- RLS lets it. Reveals nothing: false for a conversation that does not exist and for one the
+-- caller may not see alike.
+CREATE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_read_row(c.id, c.user_id)));
+$$;
+
+CREATE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_write_row(c.id, c.user_id)));
+$$;
+
+-- Summaries and their queue --------------------------------------------------------------------
+-- "The newest summary" of a conversation, one definition for build_context, the worker and
+-- summary_status: the highest covers_through_seq, then the highest id.
+CREATE FUNCTION memory._newest_summary(p_conversation_id uuid) RETURNS memory.conversation_summaries
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.* FROM memory.conversation_summaries s
+     WHERE s.conversation_id = p_conversation_id
+     ORDER BY s.covers_through_seq DESC, s.id DESC
+     LIMIT 1;
+$$;
+
+-- Validates an inserted summary and sets what memory_ext maintains: it must cover messages that
+-- exist, fit the size limit, and its counts are computed here (users cannot choose them).
+CREATE OR REPLACE FUNCTION memory._summary_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_encoding text;
+    v_last_seq bigint;
+BEGIN
+    PERFORM memory._check_message_limits(octet_length(NEW.content), 0);
+    SELECT c.encoding, c.last_seq INTO v_encoding, v_last_seq FROM memory.conversations c WHERE c.id = NEW.conversation_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NEW.covers_through_seq IS NULL OR NEW.covers_through_seq < 1 OR NEW.covers_through_seq > v_last_seq THEN
+        RAISE EXCEPTION 'covers_through_seq must name a message of the conversation (1..%), got %',
+            v_last_seq, coalesce(NEW.covers_through_seq::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- what build_context will emit for it, counted once here
+    NEW.token_count := memory.message_tokens('system', 'Summary of the earlier conversation: ' || NEW.content, NULL, NULL, v_encoding);
+    NEW.covered_tokens := coalesce((SELECT sum(m.token_count) FROM memory.conversation_messages m
+                                     WHERE m.conversation_id = NEW.conversation_id AND m.seq <= NEW.covers_through_seq), 0);
+    NEW.created_at := now();
+    RETURN NEW;
+END $$;
+
+-- Tokens of a conversation not covered by its newest summary: two index probes.
+CREATE OR REPLACE FUNCTION memory._uncovered_tokens(p_conversation_id uuid, p_total_tokens bigint) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
+$$;
+
+-- Queues a summary job for a conversation (idempotent: the pending job's id when there is one).
+-- Not callable by users: request_summary and the insert trigger check access first.
+CREATE FUNCTION memory._enqueue_summary_job(p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job bigint;
+BEGIN
+    SELECT j.id INTO v_job FROM memory.summary_jobs j
+     WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    IF FOUND THEN
+        RETURN v_job;
+    END IF;
+    INSERT INTO memory.summary_jobs (conversation_id) VALUES (p_conversation_id)
+    ON CONFLICT (conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
+    RETURNING id INTO v_job;
+    IF v_job IS NULL THEN  -- a concurrent request won the race
+        SELECT j.id INTO v_job FROM memory.summary_jobs j
+         WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    END IF;
+    -- ids only: a hint to listeners, never content
+    PERFORM pg_notify('memory_summary_jobs', v_job::text);
+    RETURN v_job;
+END $$;
+
+-- request_summary's way into the queue: checks that the caller may write the conversation.
+CREATE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT memory.can_write(p_conversation_id) THEN
+        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN memory._enqueue_summary_job(p_conversation_id);
+END $$;
+
+-- The newest job of a conversation the caller may read, or NULL.
+CREATE FUNCTION memory._summary_job_status(p_conversation_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object('id', j.id, 'status', j.status, 'attempts', j.attempts,
+                              'last_error', j.last_error, 'run_after', j.run_after,
+                              'created_at', j.created_at, 'updated_at', j.updated_at)
+      FROM memory.summary_jobs j
+     WHERE j.conversation_id = p_conversation_id AND memory.can_read(p_conversation_id)
+     ORDER BY j.id DESC LIMIT 1;
+$$;
+
+CREATE OR REPLACE FUNCTION memory.should_summarize(conversation_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_total bigint;
+BEGIN
+    SELECT c.total_tokens INTO v_total FROM memory.conversations c WHERE c.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN memory._uncovered_tokens($1, v_total) > memory._summarize_threshold();
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.request_summary(conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN memory._request_summary($1);
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.summary_status(conversation_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_conv memory.conversations;
+    v_summary memory.conversation_summaries;
+    v_uncovered bigint;
+    v_threshold bigint := memory._summarize_threshold();
+BEGIN
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    v_summary := memory._newest_summary($1);
+    v_uncovered := v_conv.total_tokens - coalesce(v_summary.covered_tokens, 0);
+    RETURN jsonb_build_object(
+        'conversation_id', v_conv.id,
+        'total_tokens', v_conv.total_tokens,
+        'uncovered_tokens', v_uncovered,
+        'threshold', v_threshold,
+        'should_summarize', v_uncovered > v_threshold,
+        'summary', CASE WHEN v_summary.id IS NOT NULL THEN
+                       jsonb_build_object('id', v_summary.id, 'covers_through_seq', v_summary.covers_through_seq,
+                                          'content', v_summary.content, 'token_count', v_summary.token_count,
+                                          'model', v_summary.model, 'created_at', v_summary.created_at) END,
+        'job', memory._summary_job_status(v_conv.id));
+END $$;
+
+-- Triggers -------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION memory._conversation_before_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.id IS DISTINCT FROM OLD.id THEN
+        RAISE EXCEPTION 'the id of a conversation cannot change' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF NEW.encoding IS DISTINCT FROM OLD.encoding THEN
+        IF OLD.message_count > 0 THEN
+            RAISE EXCEPTION 'cannot change the encoding of conversation % : its % messages were counted in %',
+                OLD.id, OLD.message_count, OLD.encoding USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        NEW.encoding := memory.resolve_encoding(NEW.encoding);
+    END IF;
+    IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
+        IF NOT memory._current_role_is_superuser() THEN
+            RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    ELSE
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- The first of p_keys (see memory._tool_keys) that an earlier message of the conversation holds,
+-- or NULL. One GIN scan probes every key once (linear in the keys); only the matching rows'
+-- own keys are compared. Called by the insert trigger only, outside RLS, so that the GIN index
+-- can serve the lookup (under RLS the planner may not use the non-leakproof && operator as an
+-- index condition); p_keys all name the one conversation the trigger has checked.
+CREATE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT k
+      FROM (SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) AS keys
+              FROM memory.conversation_messages m
+             WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
+               AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
+             LIMIT 1) hit,
+           unnest(p_keys) AS k
+     WHERE k = ANY (hit.keys)
+     LIMIT 1;
+$$;
+
+CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_encoding text;
+BEGIN
+    IF NEW.conversation_id IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
+    -- anywhere, everyone else where the authorization rule says. Someone else's conversation is
+    -- reported exactly like one that does not exist, before anything is locked or counted.
+    SELECT c.encoding INTO v_encoding FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id
+       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- cheap size checks before any parsing or counting
+    PERFORM memory._check_message_limits(
+        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0),
+        CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
+    -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
+    NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
+    -- change while the message was counted.
+    IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
+        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN NEW;
+END $$;
+
+-- The second half of an insert (see the top of this file), as the owner: counters, seq, the
+-- tool-call checks through the GIN index, the auto-summary check.
+CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_clash    text;
+    v_total    bigint;
+    v_seq      bigint;
+    v_threshold bigint := memory._summarize_threshold();
+    v_prefix   text := NEW.conversation_id::text;
+BEGIN
+    UPDATE memory.conversations c
+       SET message_count = c.message_count + 1,
+           total_tokens = c.total_tokens + NEW.token_count,
+           last_seq = c.last_seq + 1,
+           updated_at = now()
+     WHERE c.id = NEW.conversation_id
+    RETURNING c.total_tokens, c.last_seq INTO v_total, v_seq;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+
+    IF NEW.tool_calls IS NOT NULL THEN
+        v_clash := memory._tool_key_taken(
+            ARRAY(SELECT v_prefix || kind || (call->>'id')
+                    FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
+        IF v_clash IS NOT NULL THEN
+            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', left(substr(v_clash, 40), 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF NEW.role = 'tool' THEN
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/c/' || NEW.tool_call_id]) IS NULL THEN
+            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', left(NEW.tool_call_id, 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
+            RAISE EXCEPTION 'tool call "%" already has a result', left(NEW.tool_call_id, 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    NEW.seq := v_seq;
+
+    -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
+    IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
+        PERFORM memory._enqueue_summary_job(NEW.conversation_id);
+    END IF;
+    NEW.created_at := coalesce(NEW.created_at, now());
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
+    FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
+
+-- One statement-level pass per DELETE (including the cascade of a deleted conversation).
+-- SECURITY DEFINER: it keeps the counters (see the top of this file). It touches only the
+-- conversations the deleted rows belonged to, rows RLS let the caller delete.
+CREATE OR REPLACE FUNCTION memory._messages_after_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE memory.conversations c
+       SET message_count = c.message_count - d.n,
+           total_tokens = c.total_tokens - d.t
+      FROM (SELECT g.conversation_id, count(*) AS n, sum(g.token_count) AS t
+              FROM gone g GROUP BY g.conversation_id) d
+     WHERE c.id = d.conversation_id;
+    -- A deleted call takes its results with it: a result without its call is not a valid message.
+    -- (Results carry no calls, so the nested DELETE's own pass stops here.)
+    IF EXISTS (SELECT 1 FROM gone g WHERE g.tool_calls IS NOT NULL) THEN
+        DELETE FROM memory.conversation_messages m
+         USING gone g, jsonb_array_elements(g.tool_calls) AS call
+         WHERE g.tool_calls IS NOT NULL
+           AND m.conversation_id = g.conversation_id
+           AND m.tool_call_id = call->>'id';
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- The helpers that took a conversation's created_at as proof of access are gone.
+DROP FUNCTION memory._tool_key_taken(uuid, timestamptz, text[]);
+DROP FUNCTION memory._enqueue_summary(uuid, timestamptz);
+DROP FUNCTION memory._job_status(uuid, timestamptz);
+DROP FUNCTION memory._check_visibility_proof(uuid, timestamptz);
+
+-- Row-level security and privileges ------------------------------------------------------------
+ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
+
+ALTER POLICY conversations_owner ON memory.conversations
+    USING (memory._can_read_row(id, user_id))
+    WITH CHECK (memory._can_write_row(id, user_id));
+
+ALTER POLICY messages_owner ON memory.conversation_messages
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+
+ALTER POLICY summaries_owner ON memory.conversation_summaries
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+
+REVOKE INSERT, UPDATE ON memory.conversation_summaries FROM PUBLIC;
+GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
+REVOKE ALL ON memory.queue_turns FROM PUBLIC;
+
+REVOKE EXECUTE ON FUNCTION
+    memory._conversation_before_insert(), memory._conversation_before_update(),
+    memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
+    memory._messages_after_delete(),
+    memory._summary_before_insert(),
+    memory._tool_key_taken(text[]), memory._enqueue_summary_job(uuid)
+FROM PUBLIC;
+
+-- Conversation functions -----------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION memory.add_message(
+    conversation_id uuid,
+    role text,
+    content text,
+    tool_calls jsonb DEFAULT NULL,
+    name text DEFAULT NULL,
+    tool_call_id text DEFAULT NULL,
+    metadata jsonb DEFAULT NULL
+) RETURNS memory.conversation_messages
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO memory.conversation_messages
+        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, seq, token_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)   -- seq and token_count are set by the trigger
+    RETURNING *;
+$$;
+
+CREATE OR REPLACE FUNCTION memory.get_messages(
+    conversation_id uuid,
+    "limit" integer DEFAULT 50,
+    before_seq bigint DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+-- walk the (conversation_id, seq) index backwards and stop after the page, even when the
+-- statistics think conversations are small (see build_context)
+SET search_path = pg_catalog, pg_temp SET enable_sort = off SET enable_bitmapscan = off SET enable_seqscan = off
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = $1) THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    -- One row past the page tells whether there is more. A page also ends before it would pass
+    -- 64 MB of text (always at least one message), so that it fits in one jsonb value.
+    WITH page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn,
+               sum(octet_length(m.content) + coalesce(octet_length(m.tool_calls::text), 0)) OVER (ORDER BY m.seq DESC) AS bytes
+          FROM (SELECT * FROM memory.conversation_messages m
+                 WHERE m.conversation_id = $1 AND ($3 IS NULL OR m.seq < $3)
+                 ORDER BY m.seq DESC
+                 LIMIT $2 + 1) m
+    ), kept AS (
+        SELECT p.*, (p.rn <= $2 AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
+    )
+    SELECT jsonb_build_object(
+               'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' ORDER BY k.seq)
+                                    FILTER (WHERE k.on_page), '[]'::jsonb),
+               'has_more', bool_or(NOT k.on_page),
+               'next_before_seq', CASE WHEN bool_or(NOT k.on_page) THEN min(k.seq) FILTER (WHERE k.on_page) END)
+      INTO v_result
+      FROM kept k;
+    v_result := jsonb_set(v_result, '{has_more}', to_jsonb(coalesce((v_result->>'has_more')::boolean, false)));
+    RETURN v_result;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20
+) RETURNS SETOF memory.conversations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT c.* FROM memory.conversations c
+         WHERE memory._can_read_row(c.id, c.user_id) AND ($1 IS NULL OR c.agent_id = $1)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = $1 RETURNING 1)
+    SELECT count(*) > 0 FROM gone;
+$$;
+
+-- build_context reads through SPI: pin its search_path too.
+ALTER FUNCTION memory.build_context(uuid, integer, text) SET search_path = pg_catalog, pg_temp;

@@ -1,0 +1,62 @@
+//! Limits that keep one user's input from costing everyone (message size, tool calls per
+//! message, the summarize threshold's floor) and the role checks the triggers rely on.
+//! Pure Rust over settings and the role catalog: these functions run no SQL, so no search_path
+//! can change what they do.
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use crate::gucs;
+use crate::sql_error::fail_with_hint;
+
+/// Raises 54000 (program_limit_exceeded) when a message or summary is larger than
+/// `memory.max_message_size` or carries more than `memory.max_tool_calls` calls. Called by the
+/// insert triggers before anything is parsed or counted.
+#[pg_extern(stable, parallel_safe)]
+fn _check_message_limits(bytes: Option<i64>, tool_calls: Option<i32>) {
+    let max = gucs::max_message_bytes();
+    let bytes = bytes.unwrap_or(0);
+    if bytes > max {
+        fail_with_hint(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("message too large: {bytes} bytes, the limit is {max} bytes"),
+            "Store large documents elsewhere and reference them; the operator can raise memory.max_message_size.",
+        );
+    }
+    let calls = tool_calls.unwrap_or(0);
+    let max_calls = gucs::MAX_TOOL_CALLS.get();
+    if calls > max_calls {
+        fail_with_hint(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("too many tool calls in one message: {calls}, the limit is {max_calls}"),
+            "Split the calls over several assistant turns; the operator can raise memory.max_tool_calls.",
+        );
+    }
+}
+
+/// The summarize threshold in force: `memory.summarize_threshold`, never below the operator's
+/// `memory.min_summarize_threshold`.
+#[pg_extern(stable, parallel_safe)]
+fn _summarize_threshold() -> i64 {
+    gucs::summarize_threshold()
+}
+
+/// Whether the current role (inside a SECURITY DEFINER function: its owner) is a superuser.
+/// The counter guard uses it: only memory_ext's own definer triggers run as the owner.
+#[pg_extern(stable, parallel_safe)]
+fn _current_role_is_superuser() -> bool {
+    // SAFETY: a catalog look-up of the current role.
+    unsafe { pg_sys::superuser() }
+}
+
+/// Whether the role the caller acts as (its SET ROLE role, also inside SECURITY DEFINER
+/// functions) bypasses row-level security: a superuser, or a BYPASSRLS role such as Supabase's
+/// `service_role`. The authorization rule lets such roles at every conversation, as RLS does.
+#[pg_extern(stable, parallel_safe)]
+fn _caller_bypasses_rls() -> bool {
+    // SAFETY: catalog look-ups of the outer role of this backend.
+    unsafe {
+        let role = pg_sys::GetOuterUserId();
+        pg_sys::superuser_arg(role) || pg_sys::has_bypassrls_privilege(role)
+    }
+}

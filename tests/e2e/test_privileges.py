@@ -1,0 +1,133 @@
+"""The reviewed list of every function and table privilege of memory_ext, checked against the
+catalog: a new function cannot slip in without being listed here with its security mode, how
+its search_path is made safe, and who may execute it."""
+import re
+
+from conftest import connect
+
+# kind: "pinned"  — runs with search_path = pg_catalog, pg_temp
+#       "pure-c"  — Rust that runs no SQL: nothing a search_path could redirect
+#       "inlined" — SQL inlined into the policies (a SET clause would prevent that): every
+#                   function and operator in its body is schema-qualified
+# definer: SECURITY DEFINER; public: whether PUBLIC may execute it
+REVIEWED = {
+    # tokens and framing
+    "estimate_tokens(text,text)": ("pure-c", False, True),
+    "tokenize(text,text)": ("pure-c", False, True),
+    "detokenize(integer[],text)": ("pure-c", False, True),
+    "resolve_encoding(text)": ("pure-c", False, True),
+    "default_encoding()": ("pure-c", False, True),
+    "message_tokens(text,text,jsonb,text,text,text)": ("pure-c", False, True),
+    "count_message_tokens(jsonb,text)": ("pure-c", False, True),
+    "build_context_from(jsonb,integer,text,text)": ("pure-c", False, True),
+    # identity, limits and the authorization rule
+    "current_user_id()": ("pure-c", False, True),
+    "_caller_bypasses_rls()": ("pure-c", False, True),
+    "_current_role_is_superuser()": ("pure-c", False, True),
+    "_check_message_limits(bigint,integer)": ("pure-c", False, True),
+    "_summarize_threshold()": ("pure-c", False, True),
+    "_can_read_row(uuid,uuid)": ("inlined", False, True),
+    "_can_write_row(uuid,uuid)": ("inlined", False, True),
+    "can_read(uuid)": ("pinned", False, True),
+    "can_write(uuid)": ("pinned", False, True),
+    # conversations and the window
+    "create_conversation(uuid,text,jsonb,text)": ("pinned", False, True),
+    "add_message(uuid,text,text,jsonb,text,text,jsonb)": ("pinned", False, True),
+    "get_messages(uuid,integer,bigint)": ("pinned", False, True),
+    "list_conversations(uuid,integer)": ("pinned", False, True),
+    "delete_conversation(uuid)": ("pinned", False, True),
+    "build_context(uuid,integer,text)": ("pinned", False, True),
+    "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),
+    # summaries
+    "should_summarize(uuid)": ("pinned", False, True),
+    "request_summary(uuid)": ("pinned", False, True),
+    "summary_status(uuid)": ("pinned", False, True),
+    "_newest_summary(uuid)": ("pinned", False, True),
+    "_uncovered_tokens(uuid,bigint)": ("pinned", False, True),
+    "_request_summary(uuid)": ("pinned", True, True),       # checks can_write itself
+    "_summary_job_status(uuid)": ("pinned", True, True),    # checks can_read itself
+    "_enqueue_summary_job(uuid)": ("pinned", False, False),
+    "_tool_key_taken(text[])": ("pinned", False, False),
+    # triggers: never callable, never attachable elsewhere
+    "_conversation_before_insert()": ("pinned", False, False),
+    "_conversation_before_update()": ("pinned", False, False),
+    "_message_before_insert()": ("pinned", False, False),
+    "_message_before_insert_write()": ("pinned", True, False),
+    "_message_before_update()": ("pinned", False, False),
+    "_messages_after_delete()": ("pinned", True, False),
+    "_summary_before_insert()": ("pinned", False, False),
+}
+
+TABLES = {
+    # table: privileges of PUBLIC (column-level ones as table(column list))
+    "conversations": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "conversation_messages": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "conversation_summaries": {"SELECT", "DELETE", "INSERT(content,conversation_id,covers_through_seq,model)"},
+    "summary_jobs": set(),
+    "queue_turns": set(),
+}
+
+
+def functions(db):
+    with connect(db) as c:
+        return c.execute("""
+            SELECT regexp_replace(p.oid::regprocedure::text, '^memory\\.', ''), l.lanname, p.prosecdef,
+                   coalesce(p.proconfig, '{}'), has_function_privilege('public', p.oid, 'EXECUTE'), p.prosrc
+              FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+             WHERE p.pronamespace = 'memory'::regnamespace""").fetchall()
+
+
+def test_every_function_is_reviewed(db):
+    found = {row[0] for row in functions(db)}
+    assert found - REVIEWED.keys() == set(), "functions not yet reviewed in this file"
+    assert REVIEWED.keys() - found == set(), "reviewed functions that no longer exist"
+
+
+def test_security_mode_search_path_and_execute_grants(db):
+    for name, lang, definer, config, public, src in functions(db):
+        kind, want_definer, want_public = REVIEWED[name]
+        assert definer == want_definer, f"{name}: SECURITY DEFINER is {definer}"
+        assert public == want_public, f"{name}: EXECUTE for PUBLIC is {public}"
+        if definer:
+            assert name.startswith("_"), f"{name}: a definer helper is internal (memory._…)"
+        pinned = "search_path=pg_catalog, pg_temp" in config
+        if kind == "pinned":
+            assert pinned, f"{name}: search_path not pinned ({config})"
+        elif kind == "pure-c":
+            assert lang == "c" and not definer, f"{name}: only Rust without SQL may go unpinned"
+        else:
+            assert lang == "sql" and not pinned, name
+            body = re.sub(r"OPERATOR\(pg_catalog\.[^)]+\)", " ", src)
+            assert not re.search(r"[=<>|+*/~!@#%^&?-]", body), f"{name}: an unqualified operator in {src!r}"
+            calls = re.findall(r"([\w.]+)\s*\(", body)
+            assert all("." in f for f in calls), f"{name}: an unqualified function in {src!r}"
+
+
+def test_definer_functions_pin_search_path(db):
+    """Belt and braces for the rule above: no SECURITY DEFINER function without a pinned path."""
+    for name, _lang, definer, config, _public, _src in functions(db):
+        if definer:
+            assert "search_path=pg_catalog, pg_temp" in config, name
+
+
+def test_table_privileges(db):
+    with connect(db) as c:
+        rows = c.execute("""
+            SELECT c.relname, a.privilege_type
+              FROM pg_class c, aclexplode(c.relacl) a
+             WHERE c.relnamespace = 'memory'::regnamespace AND c.relkind = 'r' AND a.grantee = 0""").fetchall()
+        cols = c.execute("""
+            SELECT c.relname, a.privilege_type, string_agg(att.attname, ',' ORDER BY att.attname)
+              FROM pg_class c JOIN pg_attribute att ON att.attrelid = c.oid, aclexplode(att.attacl) a
+             WHERE c.relnamespace = 'memory'::regnamespace AND a.grantee = 0
+             GROUP BY 1, 2""").fetchall()
+        tables = {r[0] for r in c.execute("SELECT relname FROM pg_class WHERE relnamespace = 'memory'::regnamespace AND relkind = 'r'")}
+    got = {t: set() for t in tables}
+    for t, p in rows:
+        got[t].add(p)
+    for t, p, names in cols:
+        got[t].add(f"{p}({names})")
+    assert got == TABLES
+    with connect(db) as c:
+        rls = dict(c.execute("SELECT relname, relrowsecurity FROM pg_class WHERE relnamespace = 'memory'::regnamespace AND relkind = 'r'").fetchall())
+    assert all(rls.values()), rls

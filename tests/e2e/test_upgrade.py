@@ -1,0 +1,165 @@
+"""Upgrades: a database made with the released 0.1.0 and upgraded with ALTER EXTENSION UPDATE has
+exactly the catalog of a fresh install of this version, and its data keeps working. Released
+install scripts never change."""
+import hashlib
+import json
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import ROOT, connect, dsn
+
+RELEASED = {
+    # file under sql/ -> sha256 of the released text; a released script is never edited
+    "memory_ext--0.1.0.sql": "64c83e79968547d54fdcd2691a70cfcdebce8c20759f72f5597f641dcd20f6fe",
+}
+
+# Everything an extension defines, as text that must be equal between the two databases.
+CATALOG = {
+    "functions": """
+        SELECT p.proname || '(' || pg_get_function_arguments(p.oid) || ')', pg_get_function_result(p.oid),
+               l.lanname, p.prosecdef, p.provolatile, p.proparallel, p.proisstrict, p.procost, p.prorows,
+               p.proleakproof, p.proconfig::text, p.prosrc, p.probin, p.proacl::text
+          FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+         WHERE p.pronamespace = 'memory'::regnamespace""",
+    "relations": """
+        SELECT c.relname, c.relkind, c.relpersistence, c.relrowsecurity, c.relforcerowsecurity,
+               c.relacl::text, c.reloptions::text
+          FROM pg_class c WHERE c.relnamespace = 'memory'::regnamespace""",
+    "columns": """
+        SELECT c.relname, row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum), a.attname,
+               format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+               a.attidentity, a.attgenerated, a.attacl::text, a.attcollation::regcollation::text
+          FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+          LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+         WHERE c.relnamespace = 'memory'::regnamespace AND c.relkind IN ('r', 'v', 'm', 'c')
+           AND a.attnum > 0 AND NOT a.attisdropped""",
+    "indexes": """
+        SELECT c.relname, pg_get_indexdef(i.indexrelid)
+          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relnamespace = 'memory'::regnamespace""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
+          FROM pg_constraint WHERE connamespace = 'memory'::regnamespace""",
+    "policies": """
+        SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check
+          FROM pg_policies WHERE schemaname = 'memory'""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(t.oid), tgenabled
+          FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = 'memory'::regnamespace AND NOT t.tgisinternal""",
+    "sequences": """
+        SELECT sequencename, data_type::text, start_value, increment_by, max_value, cycle
+          FROM pg_sequences WHERE schemaname = 'memory'""",
+    "types": """
+        SELECT t.typname, t.typtype FROM pg_type t
+         WHERE t.typnamespace = 'memory'::regnamespace AND t.typrelid = 0""",
+    "schema": """SELECT nspname, nspacl::text FROM pg_namespace WHERE nspname = 'memory'""",
+    "extension": """
+        SELECT e.extversion, e.extrelocatable,
+               (SELECT array_agg(x::regclass::text ORDER BY x::regclass::text) FROM unnest(e.extconfig) x)::text,
+               e.extcondition::text
+          FROM pg_extension e WHERE e.extname = 'memory_ext'""",
+    "members": """
+        SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
+          FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid AND d.refclassid = 'pg_extension'::regclass
+         WHERE e.extname = 'memory_ext' AND d.deptype = 'e'""",
+    "init_privileges": """
+        SELECT pg_describe_object(classoid, objoid, objsubid), privtype, initprivs::text
+          FROM pg_init_privs
+         WHERE (classoid = 'pg_proc'::regclass AND objoid IN (SELECT oid FROM pg_proc WHERE pronamespace = 'memory'::regnamespace))
+            OR (classoid = 'pg_class'::regclass AND objoid IN (SELECT oid FROM pg_class WHERE relnamespace = 'memory'::regnamespace))
+            OR (classoid = 'pg_namespace'::regclass AND objoid = 'memory'::regnamespace)""",
+}
+
+
+def catalog(dbname):
+    with connect(dbname) as c:
+        return {name: sorted(tuple(str(v) for v in row) for row in c.execute(sql).fetchall()) for name, sql in CATALOG.items()}
+
+
+def catalog_diff(a, b):
+    """Human-readable differences: what only the upgraded and only the fresh database have."""
+    out = []
+    for name in CATALOG:
+        only_a = [r for r in a[name] if r not in b[name]]
+        only_b = [r for r in b[name] if r not in a[name]]
+        out += [f"{name}: only upgraded: {r}" for r in only_a] + [f"{name}: only fresh: {r}" for r in only_b]
+    return out
+
+
+def fresh_db(name, version=None):
+    with connect("postgres") as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        c.execute(f"CREATE DATABASE {name}")
+    with connect(name) as c:
+        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else ""))
+        c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
+        c.execute(f"ALTER DATABASE {name} SET memory.user_id_roles = 'app'")
+
+
+def test_released_scripts_are_unchanged():
+    for name, digest in RELEASED.items():
+        with open(os.path.join(ROOT, "sql", name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, f"{name} was released and must never change"
+
+
+def load_010_data(dbname, user):
+    """Conversations, tool calls, summaries and queued jobs written through the 0.1.0 API."""
+    with connect(dbname, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        c.execute("SET memory.summarize_threshold = 200")
+        cids = []
+        for k in range(3):
+            cid = c.execute("SELECT (memory.create_conversation(%s, %s, '{\"k\": 1}')).id", (str(uuid.uuid4()), f"conv {k}")).fetchone()[0]
+            cids.append(cid)
+            for i in range(10):
+                c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 15))
+            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""", (cid,))
+            c.execute("SELECT memory.add_message(%s, 'tool', 'found it', tool_call_id => 'u1')", (cid,))
+            c.execute("""SELECT memory.add_message(%s, 'assistant', 'booked', '[{"id":"g1","tool":"book","input":{"n":2},"output":"ok"}]')""", (cid,))
+        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 6, 'six turns', 'app')", (cids[0],))
+        c.execute("SELECT memory.request_summary(%s)", (cids[1],))
+    return cids
+
+
+def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
+    up, fresh = "upgrade_from_010", "upgrade_fresh"
+    fresh_db(up, "0.1.0")
+    user = str(uuid.uuid4())
+    cids = load_010_data(up, user)
+
+    def window(cid, budget):
+        with connect(up, "app") as c:
+            c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+            return c.execute("SELECT memory.build_context(%s, %s, 'be brief')", (cid, budget)).fetchone()[0]
+
+    before = {(cid, b): window(cid, b) for cid in cids for b in (120, 400, 8000)}
+    with connect(up) as c:
+        jobs_before = c.execute("SELECT conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall()
+        c.execute("ALTER EXTENSION memory_ext UPDATE")
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == "0.2.0"
+    fresh_db(fresh)
+    diff = catalog_diff(catalog(up), catalog(fresh))
+    assert diff == [], "\n".join(diff)
+
+    # the old data works as before
+    assert {k: window(*k) for k in before} == before
+    with connect(up) as c:
+        assert c.execute("SELECT conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall() == jobs_before
+    with connect(up, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        for cid in cids:
+            last = c.execute("SELECT last_seq FROM memory.conversations WHERE id = %s", (cid,)).fetchone()[0]
+            assert c.execute("SELECT (memory.add_message(%s, 'user', 'after the upgrade')).seq", (cid,)).fetchone()[0] == last + 1
+        status = c.execute("SELECT memory.summary_status(%s)", (cids[1],)).fetchone()[0]
+        assert status["job"]["status"] == "queued"
+        assert c.execute("SELECT memory.summary_status(%s)", (cids[0],)).fetchone()[0]["summary"]["covers_through_seq"] == 6
+        # a tool result for a call made before the upgrade is still checked against it
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("SELECT memory.add_message(%s, 'tool', 'again', tool_call_id => 'u1')", (cids[0],))
+    with connect("postgres") as c:
+        c.execute(f"DROP DATABASE {up} WITH (FORCE)")
+        c.execute(f"DROP DATABASE {fresh} WITH (FORCE)")
