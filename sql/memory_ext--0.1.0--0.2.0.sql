@@ -5,7 +5,8 @@
 -- themselves instead of taking a forgeable proof, summary ids cannot be chosen, summaries are
 -- validated and immutable, counters are guarded by role rather than trigger depth, message size
 -- and tool calls per message are bounded, the summarize threshold has an operator's floor, and
--- the worker takes jobs fairly between users.
+-- the worker takes jobs fairly between users. The summary queue becomes the generic job queue
+-- memory.jobs (kind 'summary' today).
 
 -- New functions of the library -----------------------------------------------------------------
 CREATE FUNCTION memory."_caller_bypasses_rls"() RETURNS bool
@@ -39,6 +40,37 @@ CREATE TABLE memory.queue_turns (
     user_id         uuid PRIMARY KEY,
     last_claimed_at timestamptz NOT NULL
 );
+
+-- One queue for every kind of background job. The summary jobs move in with their ids.
+CREATE TABLE memory.jobs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind            text NOT NULL CHECK (kind IN ('summary')),
+    conversation_id uuid REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    user_id         uuid,
+    payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    status          text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    last_error      text,
+    run_after       timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX jobs_one_pending_idx ON memory.jobs (kind, conversation_id)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX jobs_due_idx ON memory.jobs (run_after) WHERE status = 'queued';
+CREATE INDEX jobs_conversation_idx ON memory.jobs (conversation_id, id);
+
+INSERT INTO memory.jobs (id, kind, conversation_id, user_id, status, attempts, last_error, run_after, created_at, updated_at)
+OVERRIDING SYSTEM VALUE
+SELECT j.id, 'summary', j.conversation_id, c.user_id, j.status, j.attempts, j.last_error, j.run_after, j.created_at, j.updated_at
+  FROM memory.summary_jobs j JOIN memory.conversations c ON c.id = j.conversation_id;
+SELECT pg_catalog.setval('memory.jobs_id_seq', coalesce(max(id), 1), max(id) IS NOT NULL) FROM memory.summary_jobs;
+-- (leave the dump list first: dropping a table would leave its oid there)
+ALTER EXTENSION memory_ext DROP SEQUENCE memory.summary_jobs_id_seq;
+ALTER EXTENSION memory_ext DROP TABLE memory.summary_jobs;
+DROP TABLE memory.summary_jobs;
+SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');
 
 -- The one authorization rule -------------------------------------------------------------------
 -- The one authorization rule. Every policy, public function and SECURITY DEFINER helper asks
@@ -117,27 +149,29 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
 
--- Queues a summary job for a conversation (idempotent: the pending job's id when there is one).
--- Not callable by users: request_summary and the insert trigger check access first.
-CREATE FUNCTION memory._enqueue_summary_job(p_conversation_id uuid) RETURNS bigint
+-- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
+-- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
+-- and the insert trigger check access first.
+CREATE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_job bigint;
 BEGIN
-    SELECT j.id INTO v_job FROM memory.summary_jobs j
-     WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    SELECT j.id INTO v_job FROM memory.jobs j
+     WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
     IF FOUND THEN
         RETURN v_job;
     END IF;
-    INSERT INTO memory.summary_jobs (conversation_id) VALUES (p_conversation_id)
-    ON CONFLICT (conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
+    INSERT INTO memory.jobs (kind, conversation_id, user_id)
+    SELECT p_kind, c.id, c.user_id FROM memory.conversations c WHERE c.id = p_conversation_id
+    ON CONFLICT (kind, conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
     RETURNING id INTO v_job;
     IF v_job IS NULL THEN  -- a concurrent request won the race
-        SELECT j.id INTO v_job FROM memory.summary_jobs j
-         WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+        SELECT j.id INTO v_job FROM memory.jobs j
+         WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
     END IF;
     -- ids only: a hint to listeners, never content
-    PERFORM pg_notify('memory_summary_jobs', v_job::text);
+    PERFORM pg_notify('memory_' || p_kind || '_jobs', v_job::text);
     RETURN v_job;
 END $$;
 
@@ -148,17 +182,17 @@ BEGIN
     IF NOT memory.can_write(p_conversation_id) THEN
         RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN memory._enqueue_summary_job(p_conversation_id);
+    RETURN memory._enqueue_job('summary', p_conversation_id);
 END $$;
 
--- The newest job of a conversation the caller may read, or NULL.
+-- The newest summary job of a conversation the caller may read, or NULL.
 CREATE FUNCTION memory._summary_job_status(p_conversation_id uuid) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('id', j.id, 'status', j.status, 'attempts', j.attempts,
                               'last_error', j.last_error, 'run_after', j.run_after,
                               'created_at', j.created_at, 'updated_at', j.updated_at)
-      FROM memory.summary_jobs j
-     WHERE j.conversation_id = p_conversation_id AND memory.can_read(p_conversation_id)
+      FROM memory.jobs j
+     WHERE j.kind = 'summary' AND j.conversation_id = p_conversation_id AND memory.can_read(p_conversation_id)
      ORDER BY j.id DESC LIMIT 1;
 $$;
 
@@ -331,7 +365,7 @@ BEGIN
 
     -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
     IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
-        PERFORM memory._enqueue_summary_job(NEW.conversation_id);
+        PERFORM memory._enqueue_job('summary', NEW.conversation_id);
     END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
@@ -372,6 +406,7 @@ DROP FUNCTION memory._check_visibility_proof(uuid, timestamptz);
 
 -- Row-level security and privileges ------------------------------------------------------------
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 
 ALTER POLICY conversations_owner ON memory.conversations
     USING (memory._can_read_row(id, user_id))
@@ -391,14 +426,14 @@ ALTER POLICY summaries_owner ON memory.conversation_summaries
 
 REVOKE INSERT, UPDATE ON memory.conversation_summaries FROM PUBLIC;
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
-REVOKE ALL ON memory.queue_turns FROM PUBLIC;
+REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
     memory._conversation_before_insert(), memory._conversation_before_update(),
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
     memory._messages_after_delete(),
     memory._summary_before_insert(),
-    memory._tool_key_taken(text[]), memory._enqueue_summary_job(uuid)
+    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid)
 FROM PUBLIC;
 
 -- Conversation functions -----------------------------------------------------------------------

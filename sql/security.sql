@@ -4,7 +4,7 @@
 ALTER TABLE memory.conversations ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.conversation_messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
-ALTER TABLE memory.summary_jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY conversations_owner ON memory.conversations
@@ -23,7 +23,7 @@ CREATE POLICY summaries_owner ON memory.conversation_summaries
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
                          WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
 
--- summary_jobs and queue_turns have no policy: ordinary roles reach them only through memory's
+-- jobs and queue_turns have no policy: ordinary roles reach them only through memory's
 -- functions.
 
 GRANT USAGE ON SCHEMA memory TO PUBLIC;
@@ -33,7 +33,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
-REVOKE ALL ON memory.summary_jobs, memory.queue_turns FROM PUBLIC;
+REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 
 -- Trigger functions and internal helpers are not for callers: without EXECUTE nobody can call
 -- them or attach them to a table of their own (triggers fire without that privilege).
@@ -42,5 +42,5 @@ REVOKE EXECUTE ON FUNCTION
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
     memory._messages_after_delete(),
     memory._summary_before_insert(),
-    memory._tool_key_taken(text[]), memory._enqueue_summary_job(uuid)
+    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid)
 FROM PUBLIC;

@@ -47,27 +47,29 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
 
--- Queues a summary job for a conversation (idempotent: the pending job's id when there is one).
--- Not callable by users: request_summary and the insert trigger check access first.
-CREATE FUNCTION memory._enqueue_summary_job(p_conversation_id uuid) RETURNS bigint
+-- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
+-- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
+-- and the insert trigger check access first.
+CREATE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_job bigint;
 BEGIN
-    SELECT j.id INTO v_job FROM memory.summary_jobs j
-     WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    SELECT j.id INTO v_job FROM memory.jobs j
+     WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
     IF FOUND THEN
         RETURN v_job;
     END IF;
-    INSERT INTO memory.summary_jobs (conversation_id) VALUES (p_conversation_id)
-    ON CONFLICT (conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
+    INSERT INTO memory.jobs (kind, conversation_id, user_id)
+    SELECT p_kind, c.id, c.user_id FROM memory.conversations c WHERE c.id = p_conversation_id
+    ON CONFLICT (kind, conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
     RETURNING id INTO v_job;
     IF v_job IS NULL THEN  -- a concurrent request won the race
-        SELECT j.id INTO v_job FROM memory.summary_jobs j
-         WHERE j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+        SELECT j.id INTO v_job FROM memory.jobs j
+         WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
     END IF;
     -- ids only: a hint to listeners, never content
-    PERFORM pg_notify('memory_summary_jobs', v_job::text);
+    PERFORM pg_notify('memory_' || p_kind || '_jobs', v_job::text);
     RETURN v_job;
 END $$;
 
@@ -78,17 +80,17 @@ BEGIN
     IF NOT memory.can_write(p_conversation_id) THEN
         RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN memory._enqueue_summary_job(p_conversation_id);
+    RETURN memory._enqueue_job('summary', p_conversation_id);
 END $$;
 
--- The newest job of a conversation the caller may read, or NULL.
+-- The newest summary job of a conversation the caller may read, or NULL.
 CREATE FUNCTION memory._summary_job_status(p_conversation_id uuid) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('id', j.id, 'status', j.status, 'attempts', j.attempts,
                               'last_error', j.last_error, 'run_after', j.run_after,
                               'created_at', j.created_at, 'updated_at', j.updated_at)
-      FROM memory.summary_jobs j
-     WHERE j.conversation_id = p_conversation_id AND memory.can_read(p_conversation_id)
+      FROM memory.jobs j
+     WHERE j.kind = 'summary' AND j.conversation_id = p_conversation_id AND memory.can_read(p_conversation_id)
      ORDER BY j.id DESC LIMIT 1;
 $$;
 

@@ -69,9 +69,16 @@ CREATE TABLE memory.conversation_summaries (
 );
 CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
 
-CREATE TABLE memory.summary_jobs (
+-- The background work queue, claimed by the worker with FOR UPDATE SKIP LOCKED. `kind` says what
+-- to do ('summary' today); `payload` carries what a kind needs beyond its conversation; `user_id`
+-- is whose work it is (the worker serves users in turn). At most one pending job of a kind per
+-- conversation.
+CREATE TABLE memory.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    kind            text NOT NULL CHECK (kind IN ('summary')),
+    conversation_id uuid REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    user_id         uuid,
+    payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
     status          text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'done', 'failed')),
     attempts        integer NOT NULL DEFAULT 0,
     last_error      text,
@@ -79,10 +86,11 @@ CREATE TABLE memory.summary_jobs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
--- At most one pending job per conversation.
-CREATE UNIQUE INDEX summary_jobs_one_pending_idx ON memory.summary_jobs (conversation_id)
+CREATE UNIQUE INDEX jobs_one_pending_idx ON memory.jobs (kind, conversation_id)
     WHERE status IN ('queued', 'running');
-CREATE INDEX summary_jobs_due_idx ON memory.summary_jobs (run_after) WHERE status = 'queued';
+CREATE INDEX jobs_due_idx ON memory.jobs (run_after) WHERE status = 'queued';
+-- a conversation's jobs: its newest job's status, and the cascade when it is deleted
+CREATE INDEX jobs_conversation_idx ON memory.jobs (conversation_id, id);
 
 -- When the worker last took a job of each user: it takes the next job from the user served
 -- longest ago, so that one user's many jobs cannot starve everyone else's.
@@ -95,7 +103,7 @@ CREATE TABLE memory.queue_turns (
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
-SELECT pg_catalog.pg_extension_config_dump('memory.summary_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
 -- and the identity sequences, so ids continue after the restored ones
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries_id_seq', '');
-SELECT pg_catalog.pg_extension_config_dump('memory.summary_jobs_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');

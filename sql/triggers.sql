@@ -151,7 +151,7 @@ BEGIN
 
     -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
     IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
-        PERFORM memory._enqueue_summary_job(NEW.conversation_id);
+        PERFORM memory._enqueue_job('summary', NEW.conversation_id);
     END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;

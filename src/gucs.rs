@@ -157,7 +157,7 @@ fn define_postmaster() {
 fn define_worker() {
     GucRegistry::define_int_guc(
         c"memory.worker_naptime",
-        c"Milliseconds the summary worker sleeps when the queue is empty.",
+        c"Milliseconds the worker sleeps when the job queue is empty.",
         c"",
         &WORKER_NAPTIME,
         10,
@@ -175,7 +175,7 @@ fn define_worker() {
     );
     GucRegistry::define_string_guc(
         c"memory.llm_model",
-        c"Model the worker asks for summaries.",
+        c"Model of every LLM call (summaries today).",
         c"",
         &LLM_MODEL,
         GucContext::Sighup,
@@ -231,7 +231,7 @@ fn define_worker() {
     );
     GucRegistry::define_int_guc(
         c"memory.max_attempts",
-        c"LLM attempts per summary job before it is marked failed.",
+        c"Attempts per job (every kind) before it is marked failed.",
         c"",
         &MAX_ATTEMPTS,
         1,

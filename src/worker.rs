@@ -1,7 +1,8 @@
-//! The summary worker: claims a job in a short transaction, calls the LLM with no
-//! transaction open, writes the summary in a new transaction. Failures are recorded in the job
-//! and retried with backoff; an error text is never stored as a summary. An error while handling
-//! one job is recorded in that job and never stops the worker.
+//! The background worker: claims a job of the queue (`memory.jobs`) in a short transaction and
+//! dispatches on its kind. A summary job calls the LLM with no transaction open and writes the
+//! summary in a new transaction. Failures are recorded in the job and retried with backoff; an
+//! error text is never stored as a summary. An error while handling one job is recorded in that
+//! job and never stops the worker.
 
 use std::collections::HashSet;
 use std::panic::{RefUnwindSafe, UnwindSafe};
@@ -34,6 +35,7 @@ pub fn register() {
 /// A job marked `running` (committed): whatever happens next is recorded in it.
 struct Claimed {
     id: i64,
+    kind: String,
     conversation_id: Uuid,
     attempts: i32,
     encoding: Encoding,
@@ -87,18 +89,21 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => break,
                 Err(e) => {
-                    warning!("memory_ext: claiming a summary job failed: {e}");
+                    warning!("memory_ext: claiming a job failed: {e}");
                     break;
                 }
             };
-            let result = try_transaction(|| load_job(&claimed))
-                .map(|job| run(&job))
-                .and_then(|outcome| try_transaction(|| finish(&claimed, outcome)));
+            let result = match claimed.kind.as_str() {
+                "summary" => try_transaction(|| load_job(&claimed))
+                    .map(|job| run(&job))
+                    .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
+                other => Err(format!("unknown job kind \"{other}\"")),
+            };
             if let Err(e) = result {
                 // Recorded in the job like an LLM failure: retried with backoff, then failed.
-                let failed = Outcome::Failed(LlmError::new(format!("summary job failed: {e}")));
+                let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", claimed.kind)));
                 if let Err(e2) = try_transaction(|| finish(&claimed, failed)) {
-                    warning!("memory_ext: recording the failure of summary job {} failed: {e2}", claimed.id);
+                    warning!("memory_ext: recording the failure of job {} failed: {e2}", claimed.id);
                 }
             }
         }
@@ -157,13 +162,13 @@ fn recover_interrupted_jobs() {
             return;
         }
         c.update(
-            "UPDATE memory.summary_jobs SET status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,
+            "UPDATE memory.jobs SET status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,
                     last_error = 'interrupted: the worker stopped during this attempt', updated_at = now()
               WHERE status = 'running'",
             None,
             &[gucs::MAX_ATTEMPTS.get().into()],
         )
-        .expect("recovering interrupted summary jobs");
+        .expect("recovering interrupted jobs");
     })
 }
 
@@ -177,22 +182,21 @@ fn claim_job() -> Option<Claimed> {
         }
         let claimed = c
             .update(
-                "UPDATE memory.summary_jobs j
+                "UPDATE memory.jobs j
                     SET status = 'running', attempts = j.attempts + 1, updated_at = now()
-                  WHERE j.id = (SELECT q.id FROM memory.summary_jobs q
-                                  JOIN memory.conversations c ON c.id = q.conversation_id
-                                  LEFT JOIN memory.queue_turns t ON t.user_id = c.user_id
+                  WHERE j.id = (SELECT q.id FROM memory.jobs q
+                                  LEFT JOIN memory.queue_turns t ON t.user_id = q.user_id
                                  WHERE q.status = 'queued' AND q.run_after <= now()
                                  ORDER BY t.last_claimed_at NULLS FIRST, q.run_after, q.id
                                  LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
               RETURNING j.id, j.conversation_id, j.attempts,
                         (SELECT c.encoding FROM memory.conversations c WHERE c.id = j.conversation_id),
                         (SELECT c.total_tokens FROM memory.conversations c WHERE c.id = j.conversation_id),
-                        (SELECT c.user_id FROM memory.conversations c WHERE c.id = j.conversation_id)",
+                        j.user_id, j.kind",
                 None,
                 &[],
             )
-            .expect("claiming a summary job");
+            .expect("claiming a job");
         if claimed.is_empty() {
             return None;
         }
@@ -202,6 +206,7 @@ fn claim_job() -> Option<Claimed> {
             Some((
                 Claimed {
                     id,
+                    kind: row.get::<String>(7).ok()??,
                     conversation_id: row.get(2).ok()??,
                     attempts: row.get(3).ok()??,
                     encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
@@ -211,12 +216,13 @@ fn claim_job() -> Option<Claimed> {
             ))
         })();
         let Some((claimed, user_id)) = loaded else {
+            // (today every kind belongs to a conversation)
             c.update(
-                "UPDATE memory.summary_jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
+                "UPDATE memory.jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
                 None,
                 &[id.into()],
             )
-            .expect("ending an unreadable summary job");
+            .expect("ending an unreadable job");
             return None;
         };
         c.update(
@@ -332,7 +338,7 @@ fn finish(job: &Claimed, outcome: Outcome) {
                 )
                 .expect("storing the summary");
                 c.update(
-                    "UPDATE memory.summary_jobs SET status = 'done', last_error = NULL, updated_at = now() WHERE id = $1",
+                    "UPDATE memory.jobs SET status = 'done', last_error = NULL, updated_at = now() WHERE id = $1",
                     None,
                     &[job.id.into()],
                 )
@@ -340,7 +346,7 @@ fn finish(job: &Claimed, outcome: Outcome) {
             }
             Outcome::NothingToDo => {
                 c.update(
-                    "UPDATE memory.summary_jobs SET status = 'done', last_error = 'nothing to summarize: every message is among the newest kept verbatim', updated_at = now() WHERE id = $1",
+                    "UPDATE memory.jobs SET status = 'done', last_error = 'nothing to summarize: every message is among the newest kept verbatim', updated_at = now() WHERE id = $1",
                     None,
                     &[job.id.into()],
                 )
@@ -348,9 +354,9 @@ fn finish(job: &Claimed, outcome: Outcome) {
             }
             Outcome::Failed(e) => {
                 let wait = backoff(job.attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
-                warning!("memory_ext: summary job {} attempt {} failed: {}", job.id, job.attempts, e.message);
+                warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, job.attempts, e.message);
                 c.update(
-                    "UPDATE memory.summary_jobs
+                    "UPDATE memory.jobs
                         SET status = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END,
                             last_error = $3,
                             run_after = now() + make_interval(secs => $4),

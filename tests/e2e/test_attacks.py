@@ -159,7 +159,7 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
     with pytest.raises(errors.NoDataFound):
         with mode(db, attacker) as c:
             c.execute("SELECT memory._request_summary(%s)", (cid,))
-    for sql, args in (("SELECT memory._enqueue_summary_job(%s)", (cid,)),
+    for sql, args in (("SELECT memory._enqueue_job('summary', %s)", (cid,)),
                       ("SELECT memory._tool_key_taken(ARRAY[%s])", (f"{cid}/c/v1",))):
         with pytest.raises(errors.InsufficientPrivilege):
             with mode(db, attacker) as c:

@@ -46,7 +46,7 @@ REVIEWED = {
     "_uncovered_tokens(uuid,bigint)": ("pinned", False, True),
     "_request_summary(uuid)": ("pinned", True, True),       # checks can_write itself
     "_summary_job_status(uuid)": ("pinned", True, True),    # checks can_read itself
-    "_enqueue_summary_job(uuid)": ("pinned", False, False),
+    "_enqueue_job(text,uuid)": ("pinned", False, False),
     "_tool_key_taken(text[])": ("pinned", False, False),
     # triggers: never callable, never attachable elsewhere
     "_conversation_before_insert()": ("pinned", False, False),
@@ -63,7 +63,7 @@ TABLES = {
     "conversations": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "conversation_messages": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "conversation_summaries": {"SELECT", "DELETE", "INSERT(content,conversation_id,covers_through_seq,model)"},
-    "summary_jobs": set(),
+    "jobs": set(),
     "queue_turns": set(),
 }
 

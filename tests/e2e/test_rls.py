@@ -82,7 +82,7 @@ def test_other_user_can_do_nothing(db, mode):
         assert c.execute("DELETE FROM memory.conversations WHERE id = %s", (cid,)).rowcount == 0
         assert rpc(c, "SELECT memory.delete_conversation(%s)", cid) is False
         with pytest.raises(errors.InsufficientPrivilege):
-            c.execute("SELECT * FROM memory.summary_jobs")
+            c.execute("SELECT * FROM memory.jobs")
     # B cannot hand a conversation of its own to A either
     with pytest.raises(errors.InsufficientPrivilege):
         with mode(db, b) as c:

@@ -138,7 +138,7 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
 
     before = {(cid, b): window(cid, b) for cid in cids for b in (120, 400, 8000)}
     with connect(up) as c:
-        jobs_before = c.execute("SELECT conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall()
+        jobs_before = c.execute("SELECT id, conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall()
         c.execute("ALTER EXTENSION memory_ext UPDATE")
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == "0.2.0"
     fresh_db(fresh)
@@ -148,7 +148,12 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
     # the old data works as before
     assert {k: window(*k) for k in before} == before
     with connect(up) as c:
-        assert c.execute("SELECT conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall() == jobs_before
+        # the summary queue became the generic one, ids and states kept
+        jobs_after = c.execute("SELECT id, conversation_id, status FROM memory.jobs WHERE kind = 'summary' ORDER BY id").fetchall()
+        assert jobs_after == jobs_before and jobs_before
+        assert c.execute("SELECT count(*) FROM memory.jobs WHERE user_id IS NULL").fetchone()[0] == 0
+        next_id = c.execute("SELECT nextval('memory.jobs_id_seq')").fetchone()[0]
+        assert next_id > max(j[0] for j in jobs_before)
     with connect(up, "app") as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
         for cid in cids:

@@ -74,7 +74,7 @@ def conversation(port, n_messages=8, words=30, user=None):
 
 def job(port, cid):
     with admin(port) as c:
-        row = c.execute("SELECT id, status, attempts, last_error, extract(epoch FROM run_after - updated_at)::float8 FROM memory.summary_jobs WHERE conversation_id = %s ORDER BY id DESC LIMIT 1", (cid,)).fetchone()
+        row = c.execute("SELECT id, status, attempts, last_error, extract(epoch FROM run_after - updated_at)::float8 FROM memory.jobs WHERE kind = 'summary' AND conversation_id = %s ORDER BY id DESC LIMIT 1", (cid,)).fetchone()
     return dict(zip(["id", "status", "attempts", "last_error", "wait"], row)) if row else None
 
 
@@ -223,7 +223,7 @@ def test_many_conversations_at_once(wk, llm):
     wait_for(lambda: all(summaries(wk, c) for c in cids), timeout=60)
     with admin(wk) as c:
         rows = c.execute("SELECT conversation_id, count(*) FROM memory.conversation_summaries WHERE conversation_id = ANY(%s) GROUP BY 1", (cids,)).fetchall()
-        jobs = c.execute("SELECT conversation_id, count(*), bool_and(status = 'done') FROM memory.summary_jobs WHERE conversation_id = ANY(%s) GROUP BY 1", (cids,)).fetchall()
+        jobs = c.execute("SELECT conversation_id, count(*), bool_and(status = 'done') FROM memory.jobs WHERE kind = 'summary' AND conversation_id = ANY(%s) GROUP BY 1", (cids,)).fetchall()
     assert sorted(n for _, n in rows) == [1] * 15
     assert all(n == 1 and done for _, n, done in jobs) and len(jobs) == 15
     assert len(llm.requests) - before == 15

@@ -4,7 +4,8 @@ SET memory.user_id = '00000000-0000-0000-0000-000000000001';
 -- the operator's floor (superuser-only) under the session's threshold
 SET memory.min_summarize_threshold = 100;
 SET memory.summarize_threshold = 100;
-SELECT id AS cid FROM memory.create_conversation('00000000-0000-0000-0000-00000000a9e7') \gset
+INSERT INTO memory.conversations (id, agent_id) VALUES ('00000000-0000-0000-0000-0000000c0001', '00000000-0000-0000-0000-00000000a9e7')
+RETURNING id AS cid \gset
 SELECT (memory.add_message(:'cid', 'user', 'short question')).seq;
 SELECT memory.should_summarize(:'cid');
 SELECT s->'job' AS job, s->'summary' AS summary, s->'uncovered_tokens' AS uncovered FROM memory.summary_status(:'cid') s;
@@ -20,18 +21,18 @@ SET memory.summarize_threshold = 1;
 SELECT memory.summary_status(:'cid')->'threshold' AS threshold;
 RESET memory.summarize_threshold;
 SET memory.min_summarize_threshold = 100;
--- the queue itself is not for users, and its helpers reveal nothing of someone else's conversation
+-- the queue (one table for every kind of background job) is not for users, and its helpers reveal nothing of someone else's conversation
 \set VERBOSITY terse
-SELECT count(*) FROM memory.summary_jobs;
+SELECT kind, count(*) FROM memory.jobs GROUP BY kind;
 SET ROLE regress_app;
 SET memory.user_id = '00000000-0000-0000-0000-000000000002';
-SELECT count(*) FROM memory.summary_jobs;
+SELECT count(*) FROM memory.jobs;
 SELECT memory.request_summary(:'cid');
 SELECT memory.request_summary('00000000-0000-0000-0000-000000000404');
 SELECT memory._request_summary(:'cid');
 SELECT memory._summary_job_status(:'cid') IS NULL AS nothing;
 SELECT memory.can_read(:'cid') AS can_read, memory.can_write(:'cid') AS can_write;
-SELECT memory._enqueue_summary_job(:'cid');
+SELECT memory._enqueue_job('summary', :'cid');
 RESET ROLE;
 SET memory.user_id = '00000000-0000-0000-0000-000000000001';
 \set VERBOSITY default
