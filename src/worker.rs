@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::panic::{RefUnwindSafe, UnwindSafe};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -314,12 +315,38 @@ fn run(job: &Job) -> Outcome {
                 timeout: Duration::from_millis(gucs::LLM_TIMEOUT.get() as u64),
             };
             let body = request_body(&model, job.previous.as_deref(), &rows, max_tokens);
-            complete(&cfg, &body).map(|content| (content, model))
+            wait_interruptibly(move || complete(&cfg, &body)).map(|content| (content, model))
         }
     };
     match result {
         Ok((content, model)) => Outcome::Summary { covers_through_seq: cut, content, model },
         Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Runs the HTTP call (plain Rust, no Postgres inside) on a thread of its own while the main thread
+/// watches for postmaster death and SIGTERM: neither waits for the LLM. The job is then left
+/// `running`, and a restarted worker queues it again.
+fn wait_interruptibly(call: impl FnOnce() -> Result<String, LlmError> + Send + 'static) -> Result<String, LlmError> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(call());
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if !postmaster_alive() {
+                    log!("memory_ext summary worker: the postmaster died during an LLM call; exiting");
+                    unsafe { pg_sys::proc_exit(1) };
+                }
+                if BackgroundWorker::sigterm_received() {
+                    log!("memory_ext summary worker stopped during an LLM call; its job will be redone");
+                    unsafe { pg_sys::proc_exit(1) };
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(LlmError::new("the LLM call ended without an answer")),
+        }
     }
 }
 

@@ -362,3 +362,38 @@ def test_jobs_are_fair_between_users(wk, llm):
         wait_for(lambda: all(summaries(wk, m) for m in many), timeout=60)
     finally:
         llm.delay = 0.0
+
+
+def test_postmaster_crash_during_a_hanging_llm_call_does_not_block_restart(wk, llm):
+    """kill -9 of the postmaster while the worker waits on a hanging LLM (20 s timeout) with more
+    jobs queued: the worker notices at once and exits, so the cluster accepts connections again
+    within 5 s, and the interrupted job is redone."""
+    root = f"{TEST_ROOT}/worker"
+    with admin(wk) as c:
+        c.execute("ALTER SYSTEM SET memory.llm_timeout = 20000")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    llm.mode, llm.hang_seconds = "hang", 60
+    try:
+        cids = [conversation(wk) for _ in range(3)]
+        wait_for(lambda: any((j := job(wk, c)) and j["status"] == "running" for c in cids))
+        with admin(wk) as c:  # the test clusters commit asynchronously: make the writes durable first
+            c.execute("CHECKPOINT")
+        with open(f"{root}/data/postmaster.pid") as f:
+            postmaster = int(f.readline())
+        os.kill(postmaster, 9)
+        t = time.monotonic()
+        started = False
+        while not started and time.monotonic() - t < 15:
+            started = subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(wk)], capture_output=True).returncode == 0
+            if not started:
+                time.sleep(0.2)
+        took = time.monotonic() - t
+        assert started and took < 5, f"restart took {took:.1f} s"
+        print(f"kill -9 of the postmaster during a hanging LLM call: accepting connections again after {took:.2f} s")
+    finally:
+        llm.mode = "ok"
+        with admin(wk) as c:
+            c.execute(f"ALTER SYSTEM SET memory.llm_timeout = {TIMEOUT_MS}")
+            c.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: all(summaries(wk, c) for c in cids), timeout=60)
