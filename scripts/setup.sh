@@ -17,6 +17,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian starts a system cluster on 5432; memory_ext never uses it.
 
+for component in clippy rustfmt; do
+    cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+done
+
 if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.1'; then
     echo "== cargo install cargo-pgrx 0.18.1 (takes a few minutes)"
     cargo install cargo-pgrx --version 0.18.1 --locked

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite:
+#   0. lint: cargo fmt --check, cargo clippy -D warnings
 #   1. unit tests of the pure modules and #[pg_test]s (cargo pgrx test, server run as postgres)
 #   2. pg_regress files under tests/pg_regress against a throwaway cluster with the library preloaded
 #   3. end-to-end tests (pytest, tests/e2e): RLS as PostgREST applies it, concurrency, bad input,
@@ -13,6 +14,10 @@ scripts/setup.sh
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 TEST_ROOT=${MEMORY_EXT_TEST_ROOT:-/tmp/memory_ext-test}
 PORT=${MEMORY_EXT_TEST_PORT:-55433}
+
+echo "== lint: rustfmt and clippy (warnings are errors)"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== unit tests and pg_tests"
 install -d -o postgres /tmp/memory_ext-pgrx-test

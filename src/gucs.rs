@@ -20,7 +20,8 @@ pub static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static LLM_BASE_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"https://api.groq.com/openai/v1"));
-pub static LLM_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
+pub static LLM_MODEL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
 pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static LLM_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);

@@ -13,12 +13,17 @@ pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
-extension_sql_file!("../sql/tables.sql", name = "tables", requires = [api::identity::current_user_id, api::tokens::default_encoding]);
+extension_sql_file!(
+    "../sql/tables.sql",
+    name = "tables",
+    requires = [api::identity::current_user_id, api::tokens::default_encoding]
+);
 extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::limits::_caller_bypasses_rls]);
 extension_sql_file!(
     "../sql/summaries.sql",
     name = "summaries",
-    requires = ["access", api::tokens::message_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
+    requires =
+        ["access", api::tokens::message_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
 );
 extension_sql_file!(
     "../sql/triggers.sql",

@@ -17,11 +17,11 @@ use pgrx::Uuid;
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::llm::{complete, LlmConfig};
 use crate::core::summary::{backoff, choose_cut, extractive, request_body, LlmError, EXTRACTIVE_MODEL};
-use pgrx::pg_sys::panic::CaughtError;
-use pgrx::PgTryBuilder;
 use crate::core::tokenizer::Encoding;
 use crate::core::window::Row;
 use crate::gucs;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::PgTryBuilder;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("memory_ext summary worker")
@@ -247,7 +247,11 @@ fn load_job(claimed: &Claimed) -> Job {
             (None, 0, 0)
         } else {
             let p = prev.first();
-            (p.get::<String>(1).ok().flatten(), p.get::<i64>(3).ok().flatten().unwrap_or(0), p.get::<i64>(4).ok().flatten().unwrap_or(0))
+            (
+                p.get::<String>(1).ok().flatten(),
+                p.get::<i64>(3).ok().flatten().unwrap_or(0),
+                p.get::<i64>(4).ok().flatten().unwrap_or(0),
+            )
         };
 
         let limit = i64::from(gucs::SUMMARY_BATCH_TOKENS.get());
@@ -288,7 +292,6 @@ fn load_job(claimed: &Claimed) -> Job {
                 &[conversation_id.into(), after.into(), calls.into()],
             )
             .expect("reading the results of the batch's calls")
-            .into_iter()
             .filter_map(|r| r.get::<String>(1).ok().flatten())
             .collect()
         } else {
@@ -300,7 +303,9 @@ fn load_job(claimed: &Claimed) -> Job {
 
 /// Everything between claiming and finishing: no transaction is open here.
 fn run(job: &Job) -> Outcome {
-    let Some(cut) = choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), job.tail_tokens, &job.answered_later) else {
+    let Some(cut) =
+        choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), job.tail_tokens, &job.answered_later)
+    else {
         return Outcome::NothingToDo;
     };
     let rows: Vec<Row> = job.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
@@ -345,7 +350,9 @@ fn wait_interruptibly(call: impl FnOnce() -> Result<String, LlmError> + Send + '
                     unsafe { pg_sys::proc_exit(1) };
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err(LlmError::new("the LLM call ended without an answer")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(LlmError::new("the LLM call ended without an answer"))
+            }
         }
     }
 }
@@ -380,7 +387,8 @@ fn finish(job: &Claimed, outcome: Outcome) {
                 .expect("finishing the summary job");
             }
             Outcome::Failed(e) => {
-                let wait = backoff(job.attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
+                let wait =
+                    backoff(job.attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
                 warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, job.attempts, e.message);
                 c.update(
                     "UPDATE memory.jobs

@@ -128,7 +128,7 @@ fn build_context(
         let avg = if total_rows > 0 { (total_tokens / i64::from(total_rows)).max(1) } else { 1 };
         let batch = (max / avg + 2).clamp(8, 1024);
         let mut src = IndexSource {
-            client: &client,
+            client,
             conversation_id: id,
             batch,
             before_seq: i64::MAX,

@@ -39,7 +39,10 @@ fn parse_uuid(text: &str, source: &str) -> Uuid {
         .flatten();
     match bytes.and_then(|b| Uuid::from_slice(&b).ok()) {
         Some(u) => u,
-        None => fail(PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION, format!("{source} is not a uuid: \"{}\"", clip(text))),
+        None => fail(
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("{source} is not a uuid: \"{}\"", clip(text)),
+        ),
     }
 }
 

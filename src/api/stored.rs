@@ -24,7 +24,8 @@ pub fn message_row(r: &SpiHeapTupleData) -> Result<Result<Row, MemError>, SpiErr
     let text = |i: usize| r.get::<String>(i);
     let seq: i64 = r.get(1)?.unwrap_or_default();
     let tokens: i32 = r.get(2)?.unwrap_or_default();
-    let (role, content, name, calls, call_id) = (text(3)?.unwrap_or_default(), text(4)?.unwrap_or_default(), text(5)?, text(6)?, text(7)?);
+    let (role, content, name, calls, call_id) =
+        (text(3)?.unwrap_or_default(), text(4)?.unwrap_or_default(), text(5)?, text(6)?, text(7)?);
     let calls: Option<serde_json::Value> = match calls.map(|t| serde_json::from_str(&t)).transpose() {
         Ok(v) => v,
         Err(e) => return Ok(Err(MemError::invalid(format!("stored tool_calls of seq {seq} are not JSON: {e}")))),

@@ -13,10 +13,15 @@ mod tests {
     fn estimate_tokens_counts_exactly() {
         assert_eq!(Spi::get_one::<i32>("SELECT memory.estimate_tokens('hello world')").unwrap(), Some(2));
         assert_eq!(Spi::get_one::<i32>("SELECT memory.estimate_tokens('hello world', 'gpt-4o')").unwrap(), Some(2));
-        assert_eq!(Spi::get_one::<String>("SELECT memory.detokenize(memory.tokenize('héllo 世界'))").unwrap().as_deref(), Some("héllo 世界"));
+        assert_eq!(
+            Spi::get_one::<String>("SELECT memory.detokenize(memory.tokenize('héllo 世界'))").unwrap().as_deref(),
+            Some("héllo 世界")
+        );
     }
 
-    #[pg_test(error = "unknown encoding \"nope\"; accepted: cl100k_base, o200k_base, chars4, or a model name (gpt-4o, gpt-4o-mini, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4-mini, gpt-4, gpt-4-turbo, gpt-3.5-turbo, text-embedding-3-small/large, text-embedding-ada-002, llama-3*)")]
+    #[pg_test(
+        error = "unknown encoding \"nope\"; accepted: cl100k_base, o200k_base, chars4, or a model name (gpt-4o, gpt-4o-mini, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4-mini, gpt-4, gpt-4-turbo, gpt-3.5-turbo, text-embedding-3-small/large, text-embedding-ada-002, llama-3*)"
+    )]
     fn unknown_encoding_is_an_error() {
         Spi::get_one::<i32>("SELECT memory.estimate_tokens('x', 'nope')").unwrap();
     }
@@ -24,7 +29,8 @@ mod tests {
     #[pg_test]
     fn insert_trigger_sets_seq_tokens_and_totals() {
         as_user("00000000-0000-0000-0000-0000000000aa");
-        let cid = Spi::get_one::<pgrx::Uuid>("SELECT (memory.create_conversation(gen_random_uuid())).id").unwrap().unwrap();
+        let cid =
+            Spi::get_one::<pgrx::Uuid>("SELECT (memory.create_conversation(gen_random_uuid())).id").unwrap().unwrap();
         Spi::run(&format!("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES ('{cid}', 'user', 'hello world')")).unwrap();
         Spi::run(&format!("SELECT memory.add_message('{cid}', 'assistant', 'hi there')")).unwrap();
         let seqs = Spi::get_one::<String>(&format!(
@@ -33,14 +39,18 @@ mod tests {
         .unwrap();
         // 3 framing + "user" + 2 content; 3 framing + "assistant" + 2 content
         assert_eq!(seqs.as_deref(), Some("1:6,2:6"));
-        let totals = Spi::get_two::<i64, i32>(&format!("SELECT total_tokens, message_count FROM memory.conversations WHERE id = '{cid}'")).unwrap();
+        let totals = Spi::get_two::<i64, i32>(&format!(
+            "SELECT total_tokens, message_count FROM memory.conversations WHERE id = '{cid}'"
+        ))
+        .unwrap();
         assert_eq!(totals, (Some(12), Some(2)));
     }
 
     #[pg_test]
     fn build_context_agrees_with_build_context_from() {
         as_user("00000000-0000-0000-0000-0000000000bb");
-        let cid = Spi::get_one::<pgrx::Uuid>("SELECT (memory.create_conversation(gen_random_uuid())).id").unwrap().unwrap();
+        let cid =
+            Spi::get_one::<pgrx::Uuid>("SELECT (memory.create_conversation(gen_random_uuid())).id").unwrap().unwrap();
         Spi::run(&format!(
             "SELECT memory.add_message('{cid}', CASE WHEN i % 2 = 0 THEN 'user' ELSE 'assistant' END, 'message ' || i || repeat(' word', i % 13)) FROM generate_series(1, 60) i"
         ))

@@ -67,9 +67,8 @@ impl ChatMessage {
 
     /// Framed tokens of this message (see the module comment).
     pub fn tokens(&self, enc: Encoding, interrupt: &mut dyn FnMut()) -> i64 {
-        let mut n = TOKENS_PER_MESSAGE
-            + enc.count(self.role.as_str()) as i64
-            + enc.count_with(&self.content, interrupt) as i64;
+        let mut n =
+            TOKENS_PER_MESSAGE + enc.count(self.role.as_str()) as i64 + enc.count_with(&self.content, interrupt) as i64;
         if let Some(name) = &self.name {
             n += TOKENS_PER_NAME + enc.count(name) as i64;
         }
@@ -168,11 +167,16 @@ impl RawMessage<'_> {
         }
         match (role, self.tool_call_id) {
             (Role::Tool, None) => {
-                return Err(MemError::invalid("a tool message needs tool_call_id: the id of the assistant tool call it answers"))
+                return Err(MemError::invalid(
+                    "a tool message needs tool_call_id: the id of the assistant tool call it answers",
+                ))
             }
             (Role::Tool, Some("")) => return Err(MemError::invalid("tool_call_id must not be empty")),
             (r, Some(_)) if r != Role::Tool => {
-                return Err(MemError::invalid(format!("tool_call_id belongs on tool messages only, not on a {} message", r.as_str())))
+                return Err(MemError::invalid(format!(
+                    "tool_call_id belongs on tool messages only, not on a {} message",
+                    r.as_str()
+                )))
             }
             _ => {}
         }
@@ -330,7 +334,9 @@ fn parse_tool_calls(v: &Value) -> Result<ToolCalls> {
     match (openai.is_empty(), guide.is_empty()) {
         (false, true) => Ok(ToolCalls::OpenAi { calls: items.clone(), ids: openai }),
         (true, false) => Ok(ToolCalls::Guide(guide)),
-        _ => Err(MemError::invalid("tool_calls mixes OpenAI calls and combined tool records; use one shape per message")),
+        _ => {
+            Err(MemError::invalid("tool_calls mixes OpenAI calls and combined tool records; use one shape per message"))
+        }
     }
 }
 
@@ -346,8 +352,7 @@ pub fn parse_message_json(v: &Value, index: usize) -> Result<Expanded> {
             Some(_) => Err(MemError::invalid(format!("messages[{index}].{key} must be a string"))),
         }
     };
-    let role = text("role")?
-        .ok_or_else(|| MemError::invalid(format!("messages[{index}] needs a \"role\"")))?;
+    let role = text("role")?.ok_or_else(|| MemError::invalid(format!("messages[{index}] needs a \"role\"")))?;
     let raw = RawMessage {
         role,
         content: text("content")?.unwrap_or(""),
@@ -413,8 +418,10 @@ mod tests {
             .expand()
             .unwrap();
         assert_eq!(e.messages.len(), 2);
-        assert_eq!(e.messages[0].tool_calls.as_ref().unwrap()[0],
-                   json!({"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{\"q\":\"rust\"}"}}));
+        assert_eq!(
+            e.messages[0].tool_calls.as_ref().unwrap()[0],
+            json!({"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{\"q\":\"rust\"}"}})
+        );
         assert_eq!(e.messages[1].role, Role::Tool);
         assert_eq!(e.messages[1].tool_call_id.as_deref(), Some("c1"));
         assert_eq!(e.messages[1].content, "found 3");
@@ -435,9 +442,13 @@ mod tests {
     #[test]
     fn token_count_ignores_key_order() {
         let a = json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
-        let b: Value = serde_json::from_str(r#"[{"function": {"arguments": "{}", "name": "f"}, "type": "function", "id": "a"}]"#).unwrap();
-        let ta = RawMessage { role: "assistant", content: "", tool_calls: Some(&a), ..Default::default() }.expand().unwrap();
-        let tb = RawMessage { role: "assistant", content: "", tool_calls: Some(&b), ..Default::default() }.expand().unwrap();
+        let b: Value =
+            serde_json::from_str(r#"[{"function": {"arguments": "{}", "name": "f"}, "type": "function", "id": "a"}]"#)
+                .unwrap();
+        let ta =
+            RawMessage { role: "assistant", content: "", tool_calls: Some(&a), ..Default::default() }.expand().unwrap();
+        let tb =
+            RawMessage { role: "assistant", content: "", tool_calls: Some(&b), ..Default::default() }.expand().unwrap();
         assert_eq!(ta.tokens(Encoding::Cl100kBase, &mut || {}), tb.tokens(Encoding::Cl100kBase, &mut || {}));
     }
 
@@ -446,18 +457,30 @@ mod tests {
         let bad = |raw: RawMessage| raw.expand().unwrap_err().message;
         assert!(bad(RawMessage { role: "robot", ..Default::default() }).contains("unknown role"));
         assert!(bad(RawMessage { role: "tool", content: "x", ..Default::default() }).contains("needs tool_call_id"));
-        assert!(bad(RawMessage { role: "user", tool_call_id: Some("x"), ..Default::default() }).contains("tool messages only"));
-        assert!(bad(RawMessage { role: "user", name: Some("has space"), ..Default::default() }).contains("invalid name"));
+        assert!(bad(RawMessage { role: "user", tool_call_id: Some("x"), ..Default::default() })
+            .contains("tool messages only"));
+        assert!(
+            bad(RawMessage { role: "user", name: Some("has space"), ..Default::default() }).contains("invalid name")
+        );
         let cases = [
             (json!({"id": "a"}), "JSON array"),
             (json!([1]), "must be an object"),
             (json!([{"type": "function", "function": {"name": "f", "arguments": "{}"}}]), "\"id\""),
             (json!([{"id": "a", "type": "function", "function": {"arguments": "{}"}}]), "\"name\""),
-            (json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": {}}}]), "arguments must be a string"),
+            (
+                json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": {}}}]),
+                "arguments must be a string",
+            ),
             (json!([{"id": "a", "function": {"name": "f", "arguments": "{}"}}]), "type must be"),
             (json!([{"id": "a", "tool": "t", "input": {}}]), "needs its \"output\""),
-            (json!([{"id": "a", "tool": "t", "output": 1}, {"id": "a", "tool": "t", "output": 2}]), "duplicate tool call id"),
-            (json!([{"id": "a", "tool": "t", "output": 1}, {"id": "b", "type": "function", "function": {"name": "f", "arguments": ""}}]), "mixes"),
+            (
+                json!([{"id": "a", "tool": "t", "output": 1}, {"id": "a", "tool": "t", "output": 2}]),
+                "duplicate tool call id",
+            ),
+            (
+                json!([{"id": "a", "tool": "t", "output": 1}, {"id": "b", "type": "function", "function": {"name": "f", "arguments": ""}}]),
+                "mixes",
+            ),
             (json!([{"id": "a", "name": "f"}]), "neither"),
         ];
         for (calls, expect) in cases {
@@ -465,17 +488,22 @@ mod tests {
             assert!(msg.contains(expect), "{calls}: {msg}");
         }
         let calls = json!([{"id": "a", "tool": "t", "output": 1}]);
-        assert!(bad(RawMessage { role: "user", tool_calls: Some(&calls), ..Default::default() }).contains("assistant messages only"));
+        assert!(bad(RawMessage { role: "user", tool_calls: Some(&calls), ..Default::default() })
+            .contains("assistant messages only"));
     }
 
     #[test]
     fn parses_message_arrays() {
         assert!(parse_messages_json(&json!({"role": "user"})).is_err());
         assert!(parse_messages_json(&json!([{"content": "x"}])).unwrap_err().message.contains("needs a \"role\""));
-        assert!(parse_messages_json(&json!([{"role": "user", "content": 5}])).unwrap_err().message.contains("content must be a string"));
+        assert!(parse_messages_json(&json!([{"role": "user", "content": 5}]))
+            .unwrap_err()
+            .message
+            .contains("content must be a string"));
         let ok = parse_messages_json(&json!([{"role": "assistant", "content": null, "tool_calls": [
             {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-            {"role": "tool", "tool_call_id": "a", "content": "42"}])).unwrap();
+            {"role": "tool", "tool_call_id": "a", "content": "42"}]))
+        .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].answers.as_deref(), Some("a"));
     }

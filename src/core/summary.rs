@@ -164,13 +164,8 @@ pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_token
     let mut lines: Vec<String> = Vec::new();
     for line in transcript(rows).lines() {
         let (who, text) = line.split_once("] ").unwrap_or(("", line));
-        let first: String = text
-            .split_inclusive(['.', '!', '?', '\n'])
-            .next()
-            .unwrap_or(text)
-            .chars()
-            .take(160)
-            .collect();
+        let first: String =
+            text.split_inclusive(['.', '!', '?', '\n']).next().unwrap_or(text).chars().take(160).collect();
         lines.push(format!("- {}: {}", who.trim_start_matches('['), first.trim()));
     }
     let mut head = previous.map(|p| format!("Earlier: {p}\n")).unwrap_or_default();
@@ -281,7 +276,8 @@ mod tests {
 
     #[test]
     fn extractive_summary_of_a_long_backlog_is_bounded_and_keeps_both_ends() {
-        let msgs: Vec<Value> = (0..12_000).map(|i| json!({"role": "user", "content": format!("Fact {i}. Detail.")})).collect();
+        let msgs: Vec<Value> =
+            (0..12_000).map(|i| json!({"role": "user", "content": format!("Fact {i}. Detail.")})).collect();
         let r = rows(Value::Array(msgs));
         let s = extractive(None, &r, Encoding::Cl100kBase, 500);
         assert!(Encoding::Cl100kBase.count(&s) <= 500);
@@ -335,7 +331,9 @@ mod tests {
 
     #[test]
     fn extractive_summary_fits_its_budget() {
-        let msgs: Vec<Value> = (0..50).map(|i| json!({"role": "user", "content": format!("Point {i} is important. More detail follows here.")})).collect();
+        let msgs: Vec<Value> = (0..50)
+            .map(|i| json!({"role": "user", "content": format!("Point {i} is important. More detail follows here.")}))
+            .collect();
         let r = rows(Value::Array(msgs));
         let s = extractive(Some("Before that, greetings."), &r, Encoding::Cl100kBase, 120);
         assert!(Encoding::Cl100kBase.count(&s) <= 120, "{s}");

@@ -8,7 +8,18 @@ fn build_from(msgs: &Value, max: i64, system: Option<&str>) -> Result<Window> {
     let parsed = parse_messages_json(msgs)?;
     let (mut src, total, orphans) = SliceSource::new(parsed, ENC, &mut || {});
     let total_rows = src.len() as i64;
-    build(&mut src, Params { max_tokens: max, system_prompt: system, encoding: ENC, total_rows, total_tokens: total, summary: None, orphans })
+    build(
+        &mut src,
+        Params {
+            max_tokens: max,
+            system_prompt: system,
+            encoding: ENC,
+            total_rows,
+            total_tokens: total,
+            summary: None,
+            orphans,
+        },
+    )
 }
 
 fn build_with_summary(msgs: &Value, max: i64, summary: &str, covers: i64) -> Window {
@@ -21,21 +32,41 @@ fn build_with_summary_and_prompt(msgs: &Value, max: i64, summary: &str, covers: 
     let total_rows = src.len() as i64;
     let tokens = Summary::message(summary).tokens(ENC, &mut || {});
     let summary = Some(Summary { content: summary.into(), tokens, covers_through_seq: covers });
-    build(&mut src, Params { max_tokens: max, system_prompt: system, encoding: ENC, total_rows, total_tokens: total, summary, orphans }).unwrap()
+    build(
+        &mut src,
+        Params {
+            max_tokens: max,
+            system_prompt: system,
+            encoding: ENC,
+            total_rows,
+            total_tokens: total,
+            summary,
+            orphans,
+        },
+    )
+    .unwrap()
 }
 
 fn recount(w: &Window) -> i64 {
     count_messages(&parse_messages_json(&Value::Array(w.messages.clone())).unwrap(), ENC, &mut || {})
 }
 
-fn user(text: &str) -> Value { json!({"role": "user", "content": text}) }
-fn assistant(text: &str) -> Value { json!({"role": "assistant", "content": text}) }
+fn user(text: &str) -> Value {
+    json!({"role": "user", "content": text})
+}
+fn assistant(text: &str) -> Value {
+    json!({"role": "assistant", "content": text})
+}
 fn call(ids: &[&str]) -> Value {
     json!({"role": "assistant", "content": "", "tool_calls": ids.iter().map(|id|
         json!({"id": id, "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":\"x\"}"}})).collect::<Vec<_>>()})
 }
-fn result(id: &str, text: &str) -> Value { json!({"role": "tool", "tool_call_id": id, "content": text}) }
-fn words(n: usize) -> String { "lorem ipsum ".repeat(n).trim_end().to_owned() }
+fn result(id: &str, text: &str) -> Value {
+    json!({"role": "tool", "tool_call_id": id, "content": text})
+}
+fn words(n: usize) -> String {
+    "lorem ipsum ".repeat(n).trim_end().to_owned()
+}
 
 /// Checks the payload rules an OpenAI endpoint enforces on tool messages.
 fn assert_valid_payload(msgs: &[Value]) {
@@ -45,7 +76,9 @@ fn assert_valid_payload(msgs: &[Value]) {
         let m = &msgs[i];
         let role = m["role"].as_str().unwrap();
         assert!(role != "tool", "tool message not directly after its call at {i}: {msgs:#?}");
-        if role != "system" { seen_non_system = true; }
+        if role != "system" {
+            seen_non_system = true;
+        }
         if let Some(calls) = m.get("tool_calls") {
             let calls = calls.as_array().unwrap();
             assert!(!calls.is_empty());
@@ -112,7 +145,8 @@ fn empty_conversation_gives_system_only() {
 
 #[test]
 fn tool_group_kept_or_dropped_together() {
-    let msgs = json!([user(&words(5)), call(&["a", "b"]), result("a", &words(30)), result("b", &words(30)), user("thanks")]);
+    let msgs =
+        json!([user(&words(5)), call(&["a", "b"]), result("a", &words(30)), result("b", &words(30)), user("thanks")]);
     let all = build_from(&msgs, 10_000, None).unwrap();
     assert_eq!(all.included_messages, 5);
     // a budget that fits the last user message and one result but not the whole group
@@ -245,7 +279,9 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn below(&mut self, n: u64) -> u64 { self.next() % n }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }
 
 fn random_conversation(rng: &mut Rng) -> Value {
@@ -261,7 +297,12 @@ fn random_conversation(rng: &mut Rng) -> Value {
             5 => out.push(json!({"role": "system", "content": text(rng)})),
             6 => {
                 let k = 1 + rng.below(3);
-                let ids: Vec<String> = (0..k).map(|_| { call_no += 1; format!("call_{call_no}") }).collect();
+                let ids: Vec<String> = (0..k)
+                    .map(|_| {
+                        call_no += 1;
+                        format!("call_{call_no}")
+                    })
+                    .collect();
                 let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
                 out.push(call(&refs));
                 pending.extend(ids);
@@ -315,7 +356,9 @@ fn summary_properties_over_random_conversations() {
     for case in 0..1000 {
         let msgs = random_conversation(&mut rng);
         let n = msgs.as_array().unwrap().len() as i64;
-        if n == 0 { continue; }
+        if n == 0 {
+            continue;
+        }
         let covers = rng.below(n as u64) as i64;
         let max = 100 + rng.below(500) as i64;
         let system = if rng.below(2) == 0 { None } else { Some(words(rng.below(20) as usize)) };
@@ -325,7 +368,13 @@ fn summary_properties_over_random_conversations() {
         assert!(w.overflow || w.token_count <= max, "{ctx}");
         assert_valid_payload(&w.messages);
         if w.summary_included {
-            assert!(w.unsummarized_omitted <= w.omitted_messages, "{} {} {:?} {ctx}", w.unsummarized_omitted, w.omitted_messages, w.included_seqs);
+            assert!(
+                w.unsummarized_omitted <= w.omitted_messages,
+                "{} {} {:?} {ctx}",
+                w.unsummarized_omitted,
+                w.omitted_messages,
+                w.included_seqs
+            );
             let at = usize::from(system.is_some());
             assert_eq!(w.messages[at]["content"], format!("{SUMMARY_PREFIX}the story so far"), "{ctx}");
         } else {
