@@ -26,6 +26,9 @@ BEGIN
     RETURN v_row;
 END $$;
 
+-- idempotency_key: a client's key for this append. A retry with the same key and the same message
+-- returns the message stored the first time instead of appending it again; the same key with a
+-- different message is an error (23505).
 CREATE FUNCTION memory.add_message(
     conversation_id uuid,
     role text,
@@ -33,14 +36,24 @@ CREATE FUNCTION memory.add_message(
     tool_calls jsonb DEFAULT NULL,
     name text DEFAULT NULL,
     tool_call_id text DEFAULT NULL,
-    metadata jsonb DEFAULT NULL
+    metadata jsonb DEFAULT NULL,
+    idempotency_key text DEFAULT NULL
 ) RETURNS memory.conversation_messages
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO memory.conversation_messages
-        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, seq, token_count)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)   -- seq and token_count are set by the trigger
-    RETURNING *;
-$$;
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversation_messages;
+BEGIN
+    -- seq and token_count are set by the triggers
+    INSERT INTO memory.conversation_messages AS m
+        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, idempotency_key, seq, token_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0)
+    RETURNING m.* INTO v_row;
+    IF NOT FOUND THEN  -- the insert trigger found this append already stored under the key
+        SELECT m.* INTO v_row FROM memory.conversation_messages m
+         WHERE m.conversation_id = $1 AND m.idempotency_key = $8;
+    END IF;
+    RETURN v_row;
+END $$;
 
 CREATE FUNCTION memory.get_messages(
     conversation_id uuid,

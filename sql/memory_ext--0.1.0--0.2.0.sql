@@ -72,6 +72,12 @@ DROP TABLE memory.summary_jobs;
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');
 
+-- Idempotent appends: a client's key per message, unique per conversation.
+ALTER TABLE memory.conversation_messages
+    ADD COLUMN idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200);
+CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversation_messages (conversation_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
 -- The one authorization rule -------------------------------------------------------------------
 -- The one authorization rule. Every policy, public function and SECURITY DEFINER helper asks
 -- these two questions and nothing else, so that who may read or write a conversation is decided
@@ -291,6 +297,7 @@ CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
+    v_prev     memory.conversation_messages;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -315,6 +322,21 @@ BEGIN
     IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
         RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
             USING ERRCODE = 'serialization_failure';
+    END IF;
+    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
+    -- lock, so concurrent retries see each other.
+    IF NEW.idempotency_key IS NOT NULL THEN
+        SELECT m.* INTO v_prev FROM memory.conversation_messages m
+         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
+               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
+                RETURN NULL;
+            END IF;
+            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
+                left(NEW.idempotency_key, 80), v_prev.seq
+                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
+        END IF;
     END IF;
     RETURN NEW;
 END $$;
@@ -370,6 +392,22 @@ BEGIN
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;
+
+CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
+       IS DISTINCT FROM
+       (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
+        RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'add a new message, or delete the conversation';
+    END IF;
+    RETURN NEW;
+END $$;
+
 
 CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
@@ -436,22 +474,36 @@ REVOKE EXECUTE ON FUNCTION
     memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid)
 FROM PUBLIC;
 
--- Conversation functions -----------------------------------------------------------------------
-CREATE OR REPLACE FUNCTION memory.add_message(
+DROP FUNCTION memory.add_message(uuid, text, text, jsonb, text, text, jsonb);
+-- idempotency_key: a client's key for this append. A retry with the same key and the same message
+-- returns the message stored the first time instead of appending it again; the same key with a
+-- different message is an error (23505).
+CREATE FUNCTION memory.add_message(
     conversation_id uuid,
     role text,
     content text,
     tool_calls jsonb DEFAULT NULL,
     name text DEFAULT NULL,
     tool_call_id text DEFAULT NULL,
-    metadata jsonb DEFAULT NULL
+    metadata jsonb DEFAULT NULL,
+    idempotency_key text DEFAULT NULL
 ) RETURNS memory.conversation_messages
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO memory.conversation_messages
-        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, seq, token_count)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0)   -- seq and token_count are set by the trigger
-    RETURNING *;
-$$;
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversation_messages;
+BEGIN
+    -- seq and token_count are set by the triggers
+    INSERT INTO memory.conversation_messages AS m
+        (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, idempotency_key, seq, token_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0)
+    RETURNING m.* INTO v_row;
+    IF NOT FOUND THEN  -- the insert trigger found this append already stored under the key
+        SELECT m.* INTO v_row FROM memory.conversation_messages m
+         WHERE m.conversation_id = $1 AND m.idempotency_key = $8;
+    END IF;
+    RETURN v_row;
+END $$;
+
 
 CREATE OR REPLACE FUNCTION memory.get_messages(
     conversation_id uuid,

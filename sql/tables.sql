@@ -34,8 +34,12 @@ CREATE TABLE memory.conversation_messages (
     CONSTRAINT conversation_messages_seq_key UNIQUE (conversation_id, seq),
     CONSTRAINT conversation_messages_role_check CHECK (role IN ('user', 'assistant', 'system', 'tool')),
     CONSTRAINT conversation_messages_tool_calls_check CHECK (tool_calls IS NULL OR role = 'assistant'),
-    CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL))
+    CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL)),
+    -- a client's key for one append: a retry with the same key returns the stored message
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200)
 );
+CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversation_messages (conversation_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 -- Tool keys of a message: "<conversation>/c/<id>" for each OpenAI call it makes, "…/g/<id>" for
 -- each combined record, "…/r/<id>" for the call a tool message answers. One GIN lookup then
 -- answers "was this call made / answered before in this conversation?", however long the

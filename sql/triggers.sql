@@ -77,6 +77,7 @@ CREATE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
+    v_prev     memory.conversation_messages;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -101,6 +102,21 @@ BEGIN
     IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
         RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
             USING ERRCODE = 'serialization_failure';
+    END IF;
+    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
+    -- lock, so concurrent retries see each other.
+    IF NEW.idempotency_key IS NOT NULL THEN
+        SELECT m.* INTO v_prev FROM memory.conversation_messages m
+         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
+               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
+                RETURN NULL;
+            END IF;
+            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
+                left(NEW.idempotency_key, 80), v_prev.seq
+                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
+        END IF;
     END IF;
     RETURN NEW;
 END $$;
@@ -166,10 +182,10 @@ CREATE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
-        NEW.tool_call_id, NEW.token_count, NEW.created_at)
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
        IS DISTINCT FROM
        (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
-        OLD.tool_call_id, OLD.token_count, OLD.created_at) THEN
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
         RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'add a new message, or delete the conversation';

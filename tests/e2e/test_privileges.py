@@ -32,7 +32,7 @@ REVIEWED = {
     "can_write(uuid)": ("pinned", False, True),
     # conversations and the window
     "create_conversation(uuid,text,jsonb,text)": ("pinned", False, True),
-    "add_message(uuid,text,text,jsonb,text,text,jsonb)": ("pinned", False, True),
+    "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
     "list_conversations(uuid,integer)": ("pinned", False, True),
     "delete_conversation(uuid)": ("pinned", False, True),

@@ -56,3 +56,14 @@ SELECT count(*) FROM memory.conversation_messages;
 RESET ROLE;
 DROP TABLE c;
 
+-- Idempotent appends: a retry with the same key returns the stored message
+SET ROLE regress_app;
+SET memory.user_id = '00000000-0000-0000-0000-000000000001';
+SELECT id AS icid FROM memory.create_conversation('00000000-0000-0000-0000-00000000a9e7') \gset
+SELECT seq, content FROM memory.add_message(:'icid', 'user', 'hello', idempotency_key => 'req-1');
+SELECT seq, content FROM memory.add_message(:'icid', 'user', 'hello', idempotency_key => 'req-1');
+SELECT message_count FROM memory.conversations WHERE id = :'icid';
+\set VERBOSITY terse
+SELECT seq FROM memory.add_message(:'icid', 'user', 'something else', idempotency_key => 'req-1');
+\set VERBOSITY default
+RESET ROLE;
