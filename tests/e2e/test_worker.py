@@ -397,3 +397,26 @@ def test_postmaster_crash_during_a_hanging_llm_call_does_not_block_restart(wk, l
             c.execute(f"ALTER SYSTEM SET memory.llm_timeout = {TIMEOUT_MS}")
             c.execute("SELECT pg_reload_conf()")
     wait_for(lambda: all(summaries(wk, c) for c in cids), timeout=60)
+
+
+def test_worker_killed_mid_call_redoes_the_job_exactly_once(wk, llm):
+    """kill -9 of the worker while it waits on the LLM: the postmaster restarts the cluster, the
+    job left `running` is queued again and redone, and exactly one summary is written."""
+    llm.mode, llm.hang_seconds = "hang", 5
+    cid = conversation(wk)
+    wait_for(lambda: (j := job(wk, cid)) and j["status"] == "running")
+    with admin(wk) as c:  # the test clusters commit asynchronously: make the writes durable first
+        c.execute("CHECKPOINT")
+    os.kill(worker_pid(wk), 9)
+    llm.mode = "ok"
+
+    def settled():
+        try:
+            return summaries(wk, cid) and job(wk, cid)["status"] == "done"
+        except psycopg.OperationalError:  # the cluster is restarting after the crash
+            return False
+
+    wait_for(settled, timeout=60, step=0.3)
+    time.sleep(1)
+    assert len(summaries(wk, cid)) == 1
+    assert job(wk, cid)["attempts"] == 2
