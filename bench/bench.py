@@ -183,6 +183,19 @@ def connect(port, db="bench", user="bench"):
     return conn
 
 
+def setup_writes_db(port):
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS bench")
+        c.execute("CREATE DATABASE bench")
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
+            c.execute("CREATE ROLE bench LOGIN")
+    # MEMORY_EXT_BENCH_VERSION=0.1.0 measures a released version's SQL (with its library installed)
+    version = os.environ.get("MEMORY_EXT_BENCH_VERSION")
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else ""))
+        c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
+
+
 def setup_db(port, sizes, others):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
         c.execute("DROP DATABASE IF EXISTS bench")
@@ -360,6 +373,13 @@ def bench_writes(port, smoke):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
         c.execute("CREATE TABLE IF NOT EXISTS bench_convs (n int PRIMARY KEY, id uuid)")
         c.execute("GRANT SELECT, INSERT, UPDATE ON bench_convs TO bench")
+        # the floor: a plain table of the same rows with the same unique key, no triggers, no RLS
+        c.execute("""CREATE TABLE IF NOT EXISTS bench_plain (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), conversation_id uuid NOT NULL,
+                     seq bigint NOT NULL, role text NOT NULL, content text NOT NULL, token_count int, created_at timestamptz DEFAULT now(),
+                     UNIQUE (conversation_id, seq))""")
+        c.execute("CREATE SEQUENCE IF NOT EXISTS bench_plain_seq")
+        c.execute("GRANT SELECT, INSERT ON bench_plain TO bench")
+        c.execute("GRANT USAGE ON SEQUENCE bench_plain_seq TO bench")
     conn = connect(port)
     for i in range(1, 5):
         cid = conn.execute("SELECT (memory.create_conversation(%s, 'writes')).id", (AGENT,)).fetchone()[0]
@@ -368,6 +388,7 @@ def bench_writes(port, smoke):
     scripts = {
         "add_message": "SELECT memory.add_message((SELECT id FROM bench_convs WHERE n = :client_id), 'user', 'What is the weather in Paris this weekend? I would like to plan a walk along the river.');\n",
         "INSERT": "INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count) SELECT id, 'assistant', 'Saturday looks sunny in Paris, from 14 to 23 degrees: a good day for a walk along the Seine.', 0, 0 FROM bench_convs WHERE n = :client_id;\n",
+        "plain table": "INSERT INTO bench_plain (conversation_id, seq, role, content) SELECT id, nextval('bench_plain_seq'), 'user', 'What is the weather in Paris this weekend? I would like to plan a walk along the river.' FROM bench_convs WHERE n = :client_id;\n",
     }
     res = {}
     env = dict(os.environ, PGOPTIONS=f"-c memory.user_id={USER_ID} -c memory.summarize_threshold=2000000000")
@@ -437,9 +458,12 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
     lines += ["", "## New connections (median)", "", "| server | connect ms | unrelated query ms | first estimate_tokens (cl100k) ms | first o200k call ms |", "|---|---:|---:|---:|---:|"]
     for k, r in cold.items():
         lines.append(f"| {k} | {r['connect_ms']:.2f} | {r['unrelated_query_ms']:.2f} | {r['first_cl100k_call_ms']:.2f} | {r['first_o200k_call_ms']:.2f} |")
-    lines += ["", "## Writes with all triggers (pgbench, one conversation per client)", "", "| workload | messages/s |", "|---|---:|"]
+    lines += ["", "## Writes with all triggers (pgbench, one conversation per client)", "",
+              "The floor is a plain table of the same rows with the same unique key and no triggers or RLS.", "",
+              "| workload | messages/s | × plain table |", "|---|---:|---:|"]
     for k, v in writes.items():
-        lines.append(f"| {k} | {v:.0f} |")
+        floor = writes.get("plain table, " + k.split(", ")[1])
+        lines.append(f"| {k} | {v:.0f} | {v / floor:.2f} |" if floor else f"| {k} | {v:.0f} | |")
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
@@ -453,7 +477,12 @@ def main():
     ap.add_argument("--plain-port", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
     a = ap.parse_args()
+    if a.writes_only:
+        setup_writes_db(a.port)
+        bench_writes(a.port, a.smoke)
+        return
     sizes = [100, 1000] if a.smoke else [1000, 10_000, 100_000]
     budgets = [8000, 32000]
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

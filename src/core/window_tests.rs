@@ -5,21 +5,7 @@ use serde_json::json;
 const ENC: Encoding = Encoding::Cl100kBase;
 
 fn build_from(msgs: &Value, max: i64, system: Option<&str>) -> Result<Window> {
-    let parsed = parse_messages_json(msgs)?;
-    let (mut src, total, orphans) = SliceSource::new(parsed, ENC, &mut || {});
-    let total_rows = src.len() as i64;
-    build(
-        &mut src,
-        Params {
-            max_tokens: max,
-            system_prompt: system,
-            encoding: ENC,
-            total_rows,
-            total_tokens: total,
-            summary: None,
-            orphans,
-        },
-    )
+    build_over(msgs, max, system, None)
 }
 
 fn build_with_summary(msgs: &Value, max: i64, summary: &str, covers: i64) -> Window {
@@ -27,11 +13,15 @@ fn build_with_summary(msgs: &Value, max: i64, summary: &str, covers: i64) -> Win
 }
 
 fn build_with_summary_and_prompt(msgs: &Value, max: i64, summary: &str, covers: i64, system: Option<&str>) -> Window {
-    let parsed = parse_messages_json(msgs).unwrap();
+    let tokens = Summary::message(summary).tokens(ENC, &mut || {});
+    build_over(msgs, max, system, Some(Summary { content: summary.into(), tokens, covers_through_seq: covers }))
+        .unwrap()
+}
+
+fn build_over(msgs: &Value, max: i64, system: Option<&str>, summary: Option<Summary>) -> Result<Window> {
+    let parsed = parse_messages_json(msgs)?;
     let (mut src, total, orphans) = SliceSource::new(parsed, ENC, &mut || {});
     let total_rows = src.len() as i64;
-    let tokens = Summary::message(summary).tokens(ENC, &mut || {});
-    let summary = Some(Summary { content: summary.into(), tokens, covers_through_seq: covers });
     build(
         &mut src,
         Params {
@@ -44,7 +34,6 @@ fn build_with_summary_and_prompt(msgs: &Value, max: i64, summary: &str, covers: 
             orphans,
         },
     )
-    .unwrap()
 }
 
 fn recount(w: &Window) -> i64 {
