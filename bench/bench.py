@@ -11,6 +11,7 @@ import random
 import re
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 import uuid
@@ -263,6 +264,16 @@ def bench_context(conn, convs, sizes, budgets, smoke):
             for _ in range(1 if smoke else 9):
                 p = conn.execute("EXPLAIN (ANALYZE) SELECT memory.build_context(%s, %s)", (c["cid"], budget)).fetchall()
                 servers += [float(re.search(r"([\d.]+) ms", r[0]).group(1)) for r in p if r[0].startswith("Execution Time")]
+            # the floor: the bare backward index scan returning the same stored rows as JSON, one
+            # query, same role and RLS
+            included = int(conn.execute("SELECT memory.build_context(%s, %s)->>'included_messages'", (c["cid"], budget)).fetchone()[0])
+            floors = []
+            for _ in range(1 if smoke else 9):
+                p = conn.execute("EXPLAIN (ANALYZE) SELECT jsonb_agg(jsonb_build_object('role', role, 'content', content, 'tool_calls', tool_calls, "
+                                 "'tool_call_id', tool_call_id) ORDER BY seq) FROM (SELECT seq, role, content, tool_calls, tool_call_id "
+                                 "FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq DESC LIMIT %s) t",
+                                 (c["cid"], included)).fetchall()
+                floors += [float(re.search(r"([\d.]+) ms", r[0]).group(1)) for r in p if r[0].startswith("Execution Time")]
             results = {"memory_ext": (mx, mx_out)}
             results["guide chars/4 loop"] = timed(lambda: guide_chars4(conn, c["cid"], budget), max(1, reps // 3))
             results["psycopg + tiktoken loop"] = timed(lambda: tiktoken_loop(conn, c["cid"], budget), max(1, reps // 3))
@@ -273,10 +284,12 @@ def bench_context(conn, convs, sizes, budgets, smoke):
                              "ratio_vs_memory_ext": t["median_ms"] / mx["median_ms"],
                              "returned_messages": len(out), "tokens": toks, "fits": toks <= budget,
                              "valid_payload": valid_payload(out),
-                             "server_median_ms": statistics.median(servers) if method == "memory_ext" else None})
+                             "server_median_ms": statistics.median(servers) if method == "memory_ext" else None,
+                             "floor_server_median_ms": statistics.median(floors) if method == "memory_ext" else None})
                 print(f"  {n:>6} msgs, budget {budget:>5}: {method:<36} median {t['median_ms']:9.2f} ms "
                       f"x{t['median_ms'] / mx['median_ms']:8.1f}  {len(out):>4} msgs {toks:>6} tokens fits={toks <= budget} valid={valid_payload(out)}", flush=True)
-            print(f"  {n:>6} msgs, budget {budget:>5}: memory_ext server time median {statistics.median(servers):.3f} ms", flush=True)
+            print(f"  {n:>6} msgs, budget {budget:>5}: memory_ext server time median {statistics.median(servers):.3f} ms, "
+                  f"floor (index scan of the same {included} rows as JSON) {statistics.median(floors):.3f} ms", flush=True)
     return rows
 
 
@@ -402,6 +415,18 @@ def bench_writes(port, smoke):
             tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
             res[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = tps
             print(f"  {name:<12} {clients} client(s): {tps:8.0f} messages/s", flush=True)
+    # latency under concurrent load: 8 clients on 4 conversations, every transaction logged
+    logdir = tempfile.mkdtemp(prefix="memory_ext_bench_")
+    with open("/tmp/memory_ext_bench_concurrent.sql", "w") as f:
+        f.write(scripts["add_message"].replace(":client_id", "(:client_id % 4)"))
+    subprocess.run([pgbench, "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "-f", "/tmp/memory_ext_bench_concurrent.sql",
+                    "-c", "8", "-j", "2", "-T", "2" if smoke else "15", "-l", "--log-prefix", f"{logdir}/tx", "bench"],
+                   capture_output=True, text=True, env=env, check=True, cwd=logdir)
+    lat = sorted(int(line.split()[2]) / 1000 for fn in os.listdir(logdir) for line in open(os.path.join(logdir, fn)))
+    res["add_message, 8 clients on 4 conversations: p50 ms"] = lat[len(lat) // 2]
+    res["add_message, 8 clients on 4 conversations: p99 ms"] = lat[int(len(lat) * 0.99)]
+    print(f"  add_message 8 clients on 4 conversations: p50 {lat[len(lat) // 2]:.2f} ms, p99 {lat[int(len(lat) * 0.99)]:.2f} ms "
+          f"({len(lat)} appends)", flush=True)
     return res
 
 
@@ -437,11 +462,13 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
         lines.append(f"| {r['messages_in_history']} | {r['budget']} | {r['method']} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | "
                      f"{r['ratio_vs_memory_ext']:.1f} | {r['returned_messages']} | {r['tokens']} | {'yes' if r['fits'] else '**no**'} | "
                      f"{'yes' if r['valid_payload'] else '**no**'} |")
-    lines += ["", "memory_ext server time (EXPLAIN ANALYZE execution time, median):", "",
-              "| messages | budget | server ms |", "|---:|---:|---:|"]
+    lines += ["", "memory_ext server time (EXPLAIN ANALYZE execution time, median) next to the floor: the bare backward",
+              "index scan that returns the same stored rows as JSON in one query, same role and RLS:", "",
+              "| messages | budget | server ms | floor ms | × floor |", "|---:|---:|---:|---:|---:|"]
     for r in ctx:
         if r["method"] == "memory_ext":
-            lines.append(f"| {r['messages_in_history']} | {r['budget']} | {r['server_median_ms']:.3f} |")
+            lines.append(f"| {r['messages_in_history']} | {r['budget']} | {r['server_median_ms']:.3f} | {r['floor_server_median_ms']:.3f} | "
+                         f"{r['server_median_ms'] / r['floor_server_median_ms']:.1f} |")
     lines += ["", "![latency vs history size](context.png)", "", "<a id=\"plan\"></a>", "## Plan", "",
               "`EXPLAIN (ANALYZE, BUFFERS) SELECT memory.build_context(id, 8000)` — the buffers of the whole call stay flat as the history grows:", ""]
     for n, p in plans.items():
@@ -462,13 +489,81 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
               "The floor is a plain table of the same rows with the same unique key and no triggers or RLS.", "",
               "| workload | messages/s | × plain table |", "|---|---:|---:|"]
     for k, v in writes.items():
-        floor = writes.get("plain table, " + k.split(", ")[1])
-        lines.append(f"| {k} | {v:.0f} | {v / floor:.2f} |" if floor else f"| {k} | {v:.0f} | |")
+        floor = writes.get("plain table, " + k.split(", ")[1]) if "ms" not in k else None
+        lines.append(f"| {k} | {v:.0f} | {v / floor:.2f} |" if floor else f"| {k} | {v:.2f} | |")
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
+
+
+def rss_kb(pid):
+    """Private (anonymous) resident memory: shared buffers a backend touches are not its own."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+
+def soak(port, seconds):
+    """Writers, readers and the worker together for a fixed time: latency percentiles per
+    operation, and the resident memory of the backends and the worker before and after."""
+    import threading
+    setup_writes_db(port)
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
+        c.execute("ALTER DATABASE bench SET memory.min_summarize_threshold = 500")
+    conns = {"writer": [connect(port) for _ in range(4)], "reader": [connect(port) for _ in range(2)]}
+    for c in conns["writer"] + conns["reader"]:
+        c.execute("SET memory.summarize_threshold = 500")
+    cids = [conns["writer"][0].execute("SELECT (memory.create_conversation(%s, 'soak')).id", (AGENT,)).fetchone()[0] for _ in range(8)]
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as admin:
+        def pids():
+            rows = admin.execute("SELECT pid, backend_type FROM pg_stat_activity WHERE datname = 'bench' AND pid <> pg_backend_pid() "
+                                 "OR backend_type = 'memory_ext summary worker'").fetchall()
+            return {pid: kind for pid, kind in rows}
+        deadline = time.monotonic() + 15  # the worker (re)connects once the database exists
+        while "memory_ext summary worker" not in pids().values() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before = {pid: rss_kb(pid) for pid in pids()}
+        lat = {"add_message": [], "build_context 8k": []}
+        stop = time.monotonic() + seconds
+        rng = random.Random(7)
+
+        def writer(c, w):
+            i = 0
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                c.execute("SELECT memory.add_message(%s, %s, %s)", (cids[(w + i) % 8], "user" if i % 2 == 0 else "assistant",
+                                                                       f"turn {i} of writer {w}: " + "words " * rng.randint(5, 60)))
+                lat["add_message"].append((time.perf_counter() - t) * 1000)
+                i += 1
+
+        def reader(c, r):
+            i = 0
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                c.execute("SELECT memory.build_context(%s, 8000)", (cids[(r + i) % 8],)).fetchone()
+                lat["build_context 8k"].append((time.perf_counter() - t) * 1000)
+                i += 1
+
+        threads = [threading.Thread(target=writer, args=(c, w)) for w, c in enumerate(conns["writer"])]
+        threads += [threading.Thread(target=reader, args=(c, r)) for r, c in enumerate(conns["reader"])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        after = {pid: rss_kb(pid) for pid in pids() if pid in before}
+        done = admin.execute("SELECT count(*) FROM memory.conversation_summaries").fetchone()[0]
+        jobs = dict(admin.execute("SELECT status, count(*) FROM memory.jobs GROUP BY 1").fetchall())
+        kinds = pids()
+    print(f"== soak: {seconds} s, 4 writers, 2 readers, the worker (extractive summaries)")
+    for op, xs in lat.items():
+        xs.sort()
+        print(f"  {op:<18} {len(xs):>7} calls  p50 {xs[len(xs) // 2]:7.2f} ms  p99 {xs[int(len(xs) * 0.99)]:7.2f} ms")
+    for pid in sorted(after):
+        print(f"  {kinds.get(pid, '?'):<28} pid {pid:>7}: private RSS {before[pid] / 1024:6.1f} MB before, {after[pid] / 1024:6.1f} MB after")
+    print(f"  summaries written: {done}; jobs: {jobs}")
+    for c in conns["writer"] + conns["reader"]:
+        c.close()
 
 
 def main():
@@ -478,7 +573,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
+    ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     a = ap.parse_args()
+    if a.soak:
+        soak(a.port, a.soak)
+        return
     if a.writes_only:
         setup_writes_db(a.port)
         bench_writes(a.port, a.smoke)

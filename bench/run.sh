@@ -2,6 +2,7 @@
 # Benchmarks memory_ext side by side with what applications use otherwise (see bench/README.md).
 #   bench/run.sh            full run (1k/10k/100k-message conversations), writes bench/results/
 #   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs
+#   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -11,6 +12,7 @@ if ! python3 -c 'import langchain_core, langchain_postgres, matplotlib' 2>/dev/n
     python3 -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 fi
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+SOAK=0; [ "${1:-}" = "--soak" ] && SOAK=${2:-60}
 DIR=${MEMORY_EXT_BENCH_ROOT:-/tmp/memory_ext-bench}
 PORT=${MEMORY_EXT_BENCH_PORT:-55450}
 OUT=${MEMORY_EXT_BENCH_OUT:-bench/results}
@@ -21,10 +23,15 @@ echo "== building memory_ext (release)"
 cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
 cargo build --release --example count_bench -q 2>/dev/null || cargo build --release --example count_bench
 
-stop() { scripts/cluster.sh stop "$DIR/preload"; scripts/cluster.sh stop "$DIR/plain"; }
+stop() { scripts/cluster.sh stop "$DIR/preload"; scripts/cluster.sh stop "$DIR/plain"; scripts/cluster.sh stop "$DIR/soak"; }
 trap stop EXIT
 stop
 rm -rf "$DIR"
+if [ "$SOAK" != 0 ]; then
+    scripts/cluster.sh start "$DIR/soak" "$PORT" "shared_buffers=1GB" "memory.worker_database=bench" "memory.worker_naptime=100"
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --soak "$SOAK"
+    exit 0
+fi
 scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
 NO_PRELOAD=1 scripts/cluster.sh start "$DIR/plain" "$((PORT + 1))" "shared_buffers=256MB"
 python3 bench/bench.py --port "$PORT" --plain-port "$((PORT + 1))" --out "$OUT" $([ $SMOKE = 1 ] && echo --smoke)
