@@ -61,17 +61,22 @@ CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
 -- can serve the lookup (under RLS the planner may not use the non-leakproof && operator as an
 -- index condition); p_keys all name the one conversation the trigger has checked.
 CREATE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT k
-      FROM (SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) AS keys
-              FROM memory.conversation_messages m
-             WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
-               AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
-             LIMIT 1) hit,
-           unnest(p_keys) AS k
-     WHERE k = ANY (hit.keys)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_keys text[];
+BEGIN
+    -- PL/pgSQL keeps this plan (with the GIN index) across calls; a SQL function would be planned
+    -- anew on each call, with guessed selectivity, and could scan the whole table.
+    SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) INTO v_keys
+      FROM memory.conversation_messages m
+     WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
+       AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
      LIMIT 1;
-$$;
+    IF v_keys IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN (SELECT k FROM unnest(p_keys) AS k WHERE k = ANY (v_keys) LIMIT 1);
+END $$;
 
 CREATE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
