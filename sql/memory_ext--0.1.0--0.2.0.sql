@@ -281,12 +281,12 @@ END $$;
 -- can serve the lookup (under RLS the planner may not use the non-leakproof && operator as an
 -- index condition); p_keys all name the one conversation the trigger has checked.
 CREATE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
     v_keys text[];
 BEGIN
-    -- PL/pgSQL keeps this plan (with the GIN index) across calls; a SQL function would be planned
-    -- anew on each call, with guessed selectivity, and could scan the whole table.
+    -- Always the GIN index (enable_seqscan = off): a plan made while the table was small, or with
+    -- a guessed selectivity, would otherwise scan every message on every append.
     SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) INTO v_keys
       FROM memory.conversation_messages m
      WHERE (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
