@@ -113,7 +113,7 @@ BEGIN
     END IF;
     RETURN QUERY
         SELECT c.* FROM memory.conversations c
-         WHERE memory._can_read_row(c.id, c.user_id) AND ($1 IS NULL OR c.agent_id = $1)
+         WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2;
 END $$;

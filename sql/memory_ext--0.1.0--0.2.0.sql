@@ -83,17 +83,18 @@ CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversa
 -- these two questions and nothing else, so that who may read or write a conversation is decided
 -- in exactly one place.
 --
--- _can_read_row/_can_write_row judge a conversation row (its id and owner). They are plain SQL
--- that PostgreSQL inlines into the policies, so the owner test stays an index condition; for
--- that they cannot pin search_path, and instead qualify every function and operator.
-CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT $2 OPERATOR(pg_catalog.=) memory.current_user_id()
+-- _can_read_row/_can_write_row judge a conversation row (its id and owner) for a caller. They are
+-- plain SQL that PostgreSQL inlines into the policies, so the owner test stays an index condition;
+-- for that they cannot pin search_path, and instead qualify every operator. The policies pass the
+-- caller as (SELECT memory.current_user_id()), computed once per query, not once per row.
+CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) $3
 $$;
 
-CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT $2 OPERATOR(pg_catalog.=) memory.current_user_id()
+CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) $3
 $$;
 
 -- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
@@ -103,13 +104,13 @@ $$;
 CREATE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_read_row(c.id, c.user_id)));
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_read_row(c.id, c.user_id, memory.current_user_id())));
 $$;
 
 CREATE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_write_row(c.id, c.user_id)));
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_write_row(c.id, c.user_id, memory.current_user_id())));
 $$;
 
 -- Summaries and their queue --------------------------------------------------------------------
@@ -312,7 +313,7 @@ BEGIN
     -- reported exactly like one that does not exist, before anything is locked or counted.
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
      WHERE c.id = NEW.conversation_id
-       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id));
+       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id, memory.current_user_id()));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -452,20 +453,20 @@ ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 
 ALTER POLICY conversations_owner ON memory.conversations
-    USING (memory._can_read_row(id, user_id))
-    WITH CHECK (memory._can_write_row(id, user_id));
+    USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id())))
+    WITH CHECK (memory._can_write_row(id, user_id, (SELECT memory.current_user_id())));
 
 ALTER POLICY messages_owner ON memory.conversation_messages
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
 
 ALTER POLICY summaries_owner ON memory.conversation_summaries
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
 
 REVOKE INSERT, UPDATE ON memory.conversation_summaries FROM PUBLIC;
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
@@ -568,7 +569,7 @@ BEGIN
     END IF;
     RETURN QUERY
         SELECT c.* FROM memory.conversations c
-         WHERE memory._can_read_row(c.id, c.user_id) AND ($1 IS NULL OR c.agent_id = $1)
+         WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2;
 END $$;

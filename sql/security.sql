@@ -8,20 +8,20 @@ ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY conversations_owner ON memory.conversations
-    USING (memory._can_read_row(id, user_id))
-    WITH CHECK (memory._can_write_row(id, user_id));
+    USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id())))
+    WITH CHECK (memory._can_write_row(id, user_id, (SELECT memory.current_user_id())));
 
 CREATE POLICY messages_owner ON memory.conversation_messages
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
 
 CREATE POLICY summaries_owner ON memory.conversation_summaries
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id)))
+                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id)));
+                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
 
 -- jobs and queue_turns have no policy: ordinary roles reach them only through memory's
 -- functions.

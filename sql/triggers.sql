@@ -92,7 +92,7 @@ BEGIN
     -- reported exactly like one that does not exist, before anything is locked or counted.
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
      WHERE c.id = NEW.conversation_id
-       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id));
+       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id, memory.current_user_id()));
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;

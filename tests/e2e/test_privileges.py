@@ -26,8 +26,8 @@ REVIEWED = {
     "_current_role_is_superuser()": ("pure-c", False, True),
     "_check_message_limits(bigint,integer)": ("pure-c", False, True),
     "_summarize_threshold()": ("pure-c", False, True),
-    "_can_read_row(uuid,uuid)": ("inlined", False, True),
-    "_can_write_row(uuid,uuid)": ("inlined", False, True),
+    "_can_read_row(uuid,uuid,uuid)": ("inlined", False, True),
+    "_can_write_row(uuid,uuid,uuid)": ("inlined", False, True),
     "can_read(uuid)": ("pinned", False, True),
     "can_write(uuid)": ("pinned", False, True),
     # conversations and the window
