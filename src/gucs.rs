@@ -193,7 +193,7 @@ fn define_worker() {
     GucRegistry::define_int_guc(
         c"memory.llm_timeout",
         c"Milliseconds one LLM call may take in all (connect, send, answer).",
-        c"Also bounds how long shutdown waits for a worker in the middle of a call.",
+        c"Shutdown and postmaster death do not wait for it: the worker watches for both during a call.",
         &LLM_TIMEOUT,
         100,
         600_000,
