@@ -96,6 +96,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
+    -- the caller's messages-per-minute limit (PT429), when one is set
+    IF memory._message_limit_applies() THEN
+        PERFORM memory._take_message_quota();
+    END IF;
     -- cheap size checks before any parsing or counting
     PERFORM memory._check_message_limits(
         octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0),
@@ -127,14 +131,19 @@ BEGIN
 END $$;
 
 -- The second half of an insert (see the top of this file), as the owner: counters, seq, the
--- tool-call checks through the GIN index, the auto-summary check.
+-- tool-call checks through the GIN index, the auto-summary check, the agent's auto-reply, and
+-- the NOTIFY on channel memory_messages.
 CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_clash    text;
     v_total    bigint;
     v_seq      bigint;
-    v_threshold bigint := memory._summarize_threshold();
+    v_agent    uuid;
+    v_owner    uuid;
+    v_threshold bigint;
+    v_agent_threshold integer;
+    v_auto_reply boolean;
     v_prefix   text := NEW.conversation_id::text;
 BEGIN
     UPDATE memory.conversations c
@@ -143,10 +152,14 @@ BEGIN
            last_seq = c.last_seq + 1,
            updated_at = now()
      WHERE c.id = NEW.conversation_id
-    RETURNING c.total_tokens, c.last_seq INTO v_total, v_seq;
+    RETURNING c.total_tokens, c.last_seq, c.agent_id, c.user_id INTO v_total, v_seq, v_agent, v_owner;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
+    -- the conversation's agent, when one of its owner's agents has that id (see agents.sql)
+    SELECT a.summarize_threshold, a.auto_reply INTO v_agent_threshold, v_auto_reply
+      FROM memory.agents a WHERE a.id = v_agent AND a.user_id = v_owner;
+    v_threshold := memory._summarize_threshold(v_agent_threshold);
 
     IF NEW.tool_calls IS NOT NULL THEN
         v_clash := memory._tool_key_taken(
@@ -174,6 +187,15 @@ BEGIN
     IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
         PERFORM memory._enqueue_job('summary', NEW.conversation_id);
     END IF;
+    -- A user message to an auto-reply agent queues its answer (not inside memory.chat, which
+    -- answers it itself); over the owner's daily token limit the message is refused (PT429).
+    IF v_auto_reply AND NEW.role = 'user' AND NOT memory._auto_reply_suppressed() THEN
+        PERFORM memory._check_token_quota_of(v_owner);
+        PERFORM memory._enqueue_job('reply', NEW.conversation_id);
+    END IF;
+    -- ids only: anyone may LISTEN, and only RLS decides who reads the row
+    PERFORM pg_notify('memory_messages',
+        json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;

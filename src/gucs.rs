@@ -12,6 +12,8 @@ pub static JWT_GATEWAY_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<
 pub static LOGIN_USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_TOOL_CALLS: GucSetting<i32> = GucSetting::<i32>::new(128);
+pub static MAX_MESSAGES_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static MAX_LLM_TOKENS_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MIN_SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static PRELOAD_TOKENIZERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
@@ -105,6 +107,26 @@ pub fn define(preloading: bool) {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"memory.max_messages_per_minute",
+        c"Most messages one user may append per minute, by any route; 0 means no limit.",
+        c"Over it an insert fails with SQLSTATE PT429 (HTTP 429 through PostgREST).",
+        &MAX_MESSAGES_PER_MINUTE,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.max_llm_tokens_per_day",
+        c"Most LLM tokens (as the provider reports them) one user's chat turns and replies may use per UTC day; 0 means no limit.",
+        c"Checked before each call: over it memory.chat, request_reply and auto-replied inserts fail with SQLSTATE PT429.",
+        &MAX_LLM_TOKENS_PER_DAY,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"memory.min_summarize_threshold",
         c"Floor under memory.summarize_threshold: a session cannot ask for summaries more often than this.",
         c"",
@@ -168,7 +190,7 @@ fn define_worker() {
     );
     GucRegistry::define_string_guc(
         c"memory.llm_base_url",
-        c"Base URL of the OpenAI-compatible API the worker calls (…/chat/completions is appended).",
+        c"Base URL of the OpenAI-compatible API (…/chat/completions is appended) for summaries, chat turns and replies.",
         c"",
         &LLM_BASE_URL,
         GucContext::Sighup,
@@ -176,7 +198,7 @@ fn define_worker() {
     );
     GucRegistry::define_string_guc(
         c"memory.llm_model",
-        c"Model of every LLM call (summaries today).",
+        c"Model of summaries, and of chat turns whose agent names none.",
         c"",
         &LLM_MODEL,
         GucContext::Sighup,
@@ -259,7 +281,12 @@ pub fn max_message_bytes() -> i64 {
 
 /// The summarize threshold in force: the session's choice, never below the operator's floor.
 pub fn summarize_threshold() -> i64 {
-    i64::from(SUMMARIZE_THRESHOLD.get().max(MIN_SUMMARIZE_THRESHOLD.get()))
+    agent_summarize_threshold(None)
+}
+
+/// The threshold of a conversation whose agent may set its own, never below the operator's floor.
+pub fn agent_summarize_threshold(agent: Option<i32>) -> i64 {
+    i64::from(agent.unwrap_or_else(|| SUMMARIZE_THRESHOLD.get()).max(MIN_SUMMARIZE_THRESHOLD.get()))
 }
 
 pub fn string(setting: &GucSetting<Option<CString>>) -> Option<String> {

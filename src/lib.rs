@@ -33,6 +33,20 @@ extension_sql_file!(
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
 extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
+extension_sql_file!(
+    "../sql/agents.sql",
+    name = "agents",
+    requires = [
+        "context",
+        api::limits::_max_messages_per_minute,
+        api::limits::_max_llm_tokens_per_day,
+        api::limits::_message_limit_applies,
+        api::limits::_in_chat_turn,
+        api::turn::_suppress_auto_reply,
+        api::turn::_auto_reply_suppressed,
+        api::turn::_chat_answer
+    ]
+);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -1,12 +1,13 @@
 //! The background worker: claims a job of the queue (`memory.jobs`) in a short transaction and
 //! dispatches on its kind. A summary job calls the LLM with no transaction open and writes the
-//! summary in a new transaction. Failures are recorded in the job and retried with backoff; an
+//! summary in a new transaction; a reply job does the same with the agent's turn and appends the
+//! assistant's message, unless the conversation changed meanwhile (then it recomputes). Every
+//! LLM call is recorded in `memory.llm_calls`. Failures are recorded in the job and retried with backoff; an
 //! error text is never stored as a summary. An error while handling one job is recorded in that
 //! job and never stops the worker.
 
 use std::collections::HashSet;
 use std::panic::{RefUnwindSafe, UnwindSafe};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
@@ -14,10 +15,13 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
+use crate::api::context::{load_conversation, window_of};
+use crate::api::llm_thread::{call_waiting, config};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
-use crate::core::llm::{complete, LlmConfig};
-use crate::core::summary::{backoff, choose_cut, extractive, request_body, LlmError, EXTRACTIVE_MODEL};
+use crate::core::llm::{Answer, LlmError};
+use crate::core::summary::{backoff, choose_cut, extractive, request_body, summary_content, EXTRACTIVE_MODEL};
 use crate::core::tokenizer::Encoding;
+use crate::core::turn::{self, parse_reply, Reply, Usage};
 use crate::core::window::Row;
 use crate::gucs;
 use pgrx::pg_sys::panic::CaughtError;
@@ -38,6 +42,7 @@ struct Claimed {
     id: i64,
     kind: String,
     conversation_id: Uuid,
+    user_id: Uuid,
     attempts: i32,
     encoding: Encoding,
     total_tokens: i64,
@@ -54,10 +59,30 @@ struct Job {
     answered_later: HashSet<String>,
 }
 
+/// A reply job's turn, read in the load transaction.
+struct ReplyJob {
+    agent: Option<Uuid>,
+    model: String,
+    body: serde_json::Value,
+    local_prompt: i64,
+    /// The conversation's last seq when the window was built: the answer is stale when it moved.
+    last_seq: i64,
+}
+
+/// One LLM call, for `memory.llm_calls`.
+struct Call {
+    model: String,
+    agent: Option<Uuid>,
+    usage: Usage,
+    local_prompt: Option<i64>,
+    latency_ms: f64,
+}
+
 enum Outcome {
-    Summary { covers_through_seq: i64, content: String, model: String },
-    NothingToDo,
-    Failed(LlmError),
+    Summary { covers_through_seq: i64, content: String, model: String, call: Option<Call> },
+    Reply { reply: Reply, last_seq: i64, call: Call },
+    NothingToDo(&'static str),
+    Failed(LlmError, Option<Call>),
 }
 
 #[pg_guard]
@@ -98,11 +123,14 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                 "summary" => try_transaction(|| load_job(&claimed))
                     .map(|job| run(&job))
                     .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
+                "reply" => try_transaction(|| load_reply(&claimed))
+                    .map(|job| job.map_or(Outcome::NothingToDo("the newest message is already an answer"), run_reply))
+                    .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
                 other => Err(format!("unknown job kind \"{other}\"")),
             };
             if let Err(e) = result {
                 // Recorded in the job like an LLM failure: retried with backoff, then failed.
-                let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", claimed.kind)));
+                let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", claimed.kind)), None);
                 if let Err(e2) = try_transaction(|| finish(&claimed, failed)) {
                     warning!("memory_ext: recording the failure of job {} failed: {e2}", claimed.id);
                 }
@@ -204,19 +232,17 @@ fn claim_job() -> Option<Claimed> {
         let row = claimed.first();
         let id: i64 = row.get(1).ok().flatten()?;
         let loaded = (|| {
-            Some((
-                Claimed {
-                    id,
-                    kind: row.get::<String>(7).ok()??,
-                    conversation_id: row.get(2).ok()??,
-                    attempts: row.get(3).ok()??,
-                    encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
-                    total_tokens: row.get(5).ok()??,
-                },
-                row.get::<Uuid>(6).ok()??,
-            ))
+            Some(Claimed {
+                id,
+                kind: row.get::<String>(7).ok()??,
+                conversation_id: row.get(2).ok()??,
+                attempts: row.get(3).ok()??,
+                encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
+                total_tokens: row.get(5).ok()??,
+                user_id: row.get::<Uuid>(6).ok()??,
+            })
         })();
-        let Some((claimed, user_id)) = loaded else {
+        let Some(claimed) = loaded else {
             // (today every kind belongs to a conversation)
             c.update(
                 "UPDATE memory.jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
@@ -230,7 +256,7 @@ fn claim_job() -> Option<Claimed> {
             "INSERT INTO memory.queue_turns AS t (user_id, last_claimed_at) VALUES ($1, clock_timestamp())
              ON CONFLICT (user_id) DO UPDATE SET last_claimed_at = excluded.last_claimed_at",
             None,
-            &[user_id.into()],
+            &[claimed.user_id.into()],
         )
         .expect("recording the user's turn");
         Some(claimed)
@@ -301,66 +327,146 @@ fn load_job(claimed: &Claimed) -> Job {
     })
 }
 
+/// The turn of a reply job: the agent's window as it stands now. None when the newest message
+/// is already a plain assistant answer (nothing to reply to).
+fn load_reply(claimed: &Claimed) -> Option<ReplyJob> {
+    Spi::connect_mut(|c| {
+        let conv = load_conversation(c, claimed.conversation_id)?;
+        let newest = c
+            .select(
+                "SELECT role = 'assistant' AND tool_calls IS NULL FROM memory.conversation_messages
+                  WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1",
+                None,
+                &[claimed.conversation_id.into()],
+            )
+            .expect("reading the newest message");
+        if newest.first().get_one::<bool>().ok().flatten().unwrap_or(true) {
+            return None;
+        }
+        // over the owner's daily token limit: an error, recorded in the job and retried later
+        c.update("SELECT memory._check_token_quota_of($1)", None, &[claimed.user_id.into()])
+            .expect("checking the daily token limit");
+        let budget = conv.turn_budget();
+        let window = window_of(c, &conv, budget, conv.settings.system_prompt.as_deref());
+        Some(ReplyJob {
+            agent: conv.agent,
+            model: conv.settings.model.clone(),
+            body: turn::request_body(&conv.settings, &serde_json::Value::Array(window.messages)),
+            local_prompt: window.token_count + conv.tools_tokens(),
+            last_seq: conv.last_seq,
+        })
+    })
+}
+
+/// The worker's way to wait for an LLM call: neither shutdown nor postmaster death waits for
+/// it. The job is then left `running`, and a restarted worker queues it again.
+fn call_llm(body: serde_json::Value) -> Result<Answer, LlmError> {
+    call_waiting(config(), body, || {
+        if !postmaster_alive() {
+            log!("memory_ext summary worker: the postmaster died during an LLM call; exiting");
+            unsafe { pg_sys::proc_exit(1) };
+        }
+        if BackgroundWorker::sigterm_received() {
+            log!("memory_ext summary worker stopped during an LLM call; its job will be redone");
+            unsafe { pg_sys::proc_exit(1) };
+        }
+    })
+}
+
+fn run_reply(job: ReplyJob) -> Outcome {
+    let ReplyJob { agent, model, body, local_prompt, last_seq } = job;
+    let call = |usage: Usage, latency_ms: f64| Call {
+        model: model.clone(),
+        agent,
+        usage,
+        local_prompt: Some(local_prompt),
+        latency_ms,
+    };
+    match call_llm(body) {
+        Err(e) => Outcome::Failed(e, Some(call(Usage::default(), 0.0))),
+        Ok(answer) => {
+            let ms = answer.latency.as_secs_f64() * 1000.0;
+            match parse_reply(&answer.json, &answer.text) {
+                Ok(reply) => {
+                    let usage = reply.usage.clone();
+                    Outcome::Reply { reply, last_seq, call: call(usage, ms) }
+                }
+                Err(e) => Outcome::Failed(e, Some(call(turn::Usage::from_answer(&answer.json), ms))),
+            }
+        }
+    }
+}
+
 /// Everything between claiming and finishing: no transaction is open here.
 fn run(job: &Job) -> Outcome {
     let Some(cut) =
         choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), job.tail_tokens, &job.answered_later)
     else {
-        return Outcome::NothingToDo;
+        return Outcome::NothingToDo("nothing to summarize: every message is among the newest kept verbatim");
     };
     let rows: Vec<Row> = job.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
     let max_tokens = gucs::SUMMARY_MAX_TOKENS.get();
     let model = gucs::string(&gucs::LLM_MODEL).unwrap_or_default();
-    let result = match gucs::string(&gucs::LLM_API_KEY) {
-        None => Ok((extractive(job.previous.as_deref(), &rows, job.encoding, max_tokens), EXTRACTIVE_MODEL.to_owned())),
-        Some(api_key) => {
-            let cfg = LlmConfig {
-                base_url: gucs::string(&gucs::LLM_BASE_URL).unwrap_or_default(),
-                api_key,
-                timeout: Duration::from_millis(gucs::LLM_TIMEOUT.get() as u64),
-            };
-            let body = request_body(&model, job.previous.as_deref(), &rows, max_tokens);
-            wait_interruptibly(move || complete(&cfg, &body)).map(|content| (content, model))
-        }
+    if gucs::string(&gucs::LLM_API_KEY).is_none() {
+        let content = extractive(job.previous.as_deref(), &rows, job.encoding, max_tokens);
+        return Outcome::Summary { covers_through_seq: cut, content, model: EXTRACTIVE_MODEL.to_owned(), call: None };
+    }
+    let body = request_body(&model, job.previous.as_deref(), &rows, max_tokens);
+    let call = |usage: Usage, latency_ms: f64| Call {
+        model: model.clone(),
+        agent: None,
+        usage,
+        local_prompt: None,
+        latency_ms,
     };
-    match result {
-        Ok((content, model)) => Outcome::Summary { covers_through_seq: cut, content, model },
-        Err(e) => Outcome::Failed(e),
+    match call_llm(body) {
+        Err(e) => Outcome::Failed(e, Some(call(Usage::default(), 0.0))),
+        Ok(answer) => {
+            let c = call(Usage::from_answer(&answer.json), answer.latency.as_secs_f64() * 1000.0);
+            match summary_content(&answer.json, &answer.text) {
+                Ok(content) => {
+                    Outcome::Summary { covers_through_seq: cut, content, model: model.clone(), call: Some(c) }
+                }
+                Err(e) => Outcome::Failed(e, Some(c)),
+            }
+        }
     }
 }
 
-/// Runs the HTTP call (plain Rust, no Postgres inside) on a thread of its own while the main thread
-/// watches for postmaster death and SIGTERM: neither waits for the LLM. The job is then left
-/// `running`, and a restarted worker queues it again.
-fn wait_interruptibly(call: impl FnOnce() -> Result<String, LlmError> + Send + 'static) -> Result<String, LlmError> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(call());
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(result) => return result,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if !postmaster_alive() {
-                    log!("memory_ext summary worker: the postmaster died during an LLM call; exiting");
-                    unsafe { pg_sys::proc_exit(1) };
-                }
-                if BackgroundWorker::sigterm_received() {
-                    log!("memory_ext summary worker stopped during an LLM call; its job will be redone");
-                    unsafe { pg_sys::proc_exit(1) };
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(LlmError::new("the LLM call ended without an answer"))
-            }
-        }
-    }
+fn record_call(c: &mut SpiClient, job: &Claimed, call: &Call, status: &str, error: Option<&str>) {
+    let n = |v: Option<i64>| v.map(|v| v.min(i64::from(i32::MAX)) as i32);
+    c.update(
+        "INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, job_id, kind, model, prompt_tokens,
+                                       completion_tokens, total_tokens, local_prompt_tokens, latency_ms, status, error)
+         SELECT c.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
+           FROM memory.conversations c WHERE c.id = $1",
+        None,
+        &[
+            job.conversation_id.into(),
+            job.user_id.into(),
+            call.agent.into(),
+            job.id.into(),
+            job.kind.clone().into(),
+            call.model.clone().into(),
+            n(call.usage.prompt_tokens).into(),
+            n(call.usage.completion_tokens).into(),
+            n(call.usage.total_tokens).into(),
+            n(call.local_prompt).into(),
+            call.latency_ms.into(),
+            status.into(),
+            error.into(),
+        ],
+    )
+    .expect("recording the LLM call");
 }
 
 fn finish(job: &Claimed, outcome: Outcome) {
     Spi::connect_mut(|c| {
         match outcome {
-            Outcome::Summary { covers_through_seq, content, model } => {
+            Outcome::Summary { covers_through_seq, content, model, call } => {
+                if let Some(call) = &call {
+                    record_call(c, job, call, "ok", None);
+                }
                 // FOR KEY SHARE: a conversation deleted meanwhile (its job went with it) ends
                 // cleanly with nothing written; one being deleted waits for this commit.
                 c.update(
@@ -378,15 +484,19 @@ fn finish(job: &Claimed, outcome: Outcome) {
                 )
                 .expect("finishing the summary job");
             }
-            Outcome::NothingToDo => {
+            Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, last_seq, &call),
+            Outcome::NothingToDo(why) => {
                 c.update(
-                    "UPDATE memory.jobs SET status = 'done', last_error = 'nothing to summarize: every message is among the newest kept verbatim', updated_at = now() WHERE id = $1",
+                    "UPDATE memory.jobs SET status = 'done', last_error = $2, updated_at = now() WHERE id = $1",
                     None,
-                    &[job.id.into()],
+                    &[job.id.into(), why.into()],
                 )
-                .expect("finishing the summary job");
+                .expect("finishing the job");
             }
-            Outcome::Failed(e) => {
+            Outcome::Failed(e, call) => {
+                if let Some(call) = &call {
+                    record_call(c, job, call, "error", Some(&e.message));
+                }
                 let wait =
                     backoff(job.attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
                 warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, job.attempts, e.message);
@@ -404,4 +514,53 @@ fn finish(job: &Claimed, outcome: Outcome) {
             }
         }
     })
+}
+
+/// Appends the answer, unless a message arrived after the window was built: then the answer is
+/// stale (it would ignore that message), recorded as discarded, and the job is queued again at
+/// once without spending an attempt, to answer the conversation as it now stands.
+fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: Reply, last_seq: i64, call: &Call) {
+    let now_seq = c
+        .update(
+            "SELECT last_seq FROM memory.conversations WHERE id = $1 FOR NO KEY UPDATE",
+            None,
+            &[job.conversation_id.into()],
+        )
+        .expect("locking the conversation");
+    let Some(now_seq) = now_seq.first().get_one::<i64>().ok().flatten() else {
+        // deleted meanwhile: its jobs went with it
+        return;
+    };
+    if now_seq != last_seq {
+        record_call(c, job, call, "discarded", Some("the conversation changed while the LLM answered"));
+        c.update(
+            "UPDATE memory.jobs SET status = 'queued', attempts = attempts - 1, run_after = now(), updated_at = now(),
+                    last_error = 'recomputing: a message arrived while the LLM answered'
+              WHERE id = $1",
+            None,
+            &[job.id.into()],
+        )
+        .expect("queueing the reply again");
+        return;
+    }
+    let id = c
+        .update(
+            "INSERT INTO memory.conversation_messages (conversation_id, role, content, tool_calls, seq, token_count)
+             VALUES ($1, 'assistant', $2, $3, 0, 0) RETURNING id",
+            None,
+            &[job.conversation_id.into(), reply.content.into(), reply.tool_calls.map(pgrx::JsonB).into()],
+        )
+        .expect("storing the reply")
+        .first()
+        .get_one::<Uuid>()
+        .expect("reading the reply's id");
+    record_call(c, job, call, "ok", None);
+    c.update(
+        "UPDATE memory.jobs SET status = 'done', last_error = NULL, updated_at = now(),
+                payload = payload || jsonb_build_object('message_id', $2::uuid)
+          WHERE id = $1",
+        None,
+        &[job.id.into(), id.into()],
+    )
+    .expect("finishing the reply job");
 }

@@ -9,7 +9,13 @@ use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 
 use super::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
-use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary};
+use crate::core::tokenizer::Encoding;
+use crate::core::turn::{
+    context_budget, tools_tokens, TurnSettings, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+};
+use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary, Window};
+use crate::gucs;
 use crate::sql_error::{fail, interrupt, required, OrRaise};
 
 // Keyset pages with a LIMIT: the planner always walks the (conversation_id, seq) index
@@ -72,7 +78,7 @@ impl RowSource for IndexSource<'_> {
     }
 }
 
-fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+pub fn spi_failed(e: pgrx::spi::SpiError) -> ! {
     fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("memory_ext: SPI failed: {e}"))
 }
 
@@ -84,71 +90,151 @@ fn check_budget(max_tokens: Option<i32>) -> i64 {
     i64::from(max)
 }
 
+/// A stored conversation with the settings of its agent (the defaults when it has none).
+pub struct Conversation {
+    pub id: Uuid,
+    pub encoding: Encoding,
+    pub total_tokens: i64,
+    pub total_rows: i64,
+    pub last_seq: i64,
+    pub owner: Option<Uuid>,
+    /// The agents row that applies, if any.
+    pub agent: Option<Uuid>,
+    pub settings: TurnSettings,
+}
+
+impl Conversation {
+    /// Tokens of the agent's tool definitions in this conversation's encoding.
+    pub fn tools_tokens(&self) -> i64 {
+        tools_tokens(&self.settings.tools, self.encoding)
+    }
+
+    /// The window a turn sends: the agent's budget minus the reply's room and the tools.
+    pub fn turn_budget(&self) -> i64 {
+        context_budget(&self.settings, self.tools_tokens())
+            .unwrap_or_else(|m| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m))
+    }
+}
+
+/// Whether this database has the agents table (the library may be newer than the installed SQL
+/// until `ALTER EXTENSION memory_ext UPDATE`). Only a positive answer is remembered.
+fn agents_installed(client: &SpiClient) -> bool {
+    thread_local!(static KNOWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if KNOWN.get() {
+        return true;
+    }
+    let found = client
+        .select("SELECT to_regclass('memory.agents') IS NOT NULL", None, &[])
+        .and_then(|t| t.first().get_one::<bool>())
+        .unwrap_or_else(|e| spi_failed(e))
+        .unwrap_or(false);
+    KNOWN.set(found);
+    found
+}
+
+/// Reads a conversation (RLS applies to the caller) and its agent; None when it cannot be seen.
+pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
+    let agent_columns = if agents_installed(client) {
+        "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
+         a.temperature::text::float8 FROM memory.conversations c \
+         LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
+    } else {
+        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8 FROM memory.conversations c"
+    };
+    let sql = format!(
+        "SELECT c.encoding, c.total_tokens, c.message_count, c.last_seq, c.user_id, {agent_columns} WHERE c.id = $1"
+    );
+    let t = client.select(&sql, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
+    let r = t.into_iter().next()?;
+    let get = |e: Result<Option<String>, pgrx::spi::SpiError>| e.unwrap_or_else(|e| spi_failed(e));
+    let tools = get(r.get::<String>(9))
+        .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::Array(vec![])))
+        .unwrap_or(serde_json::Value::Array(vec![]));
+    let int = |i: usize| r.get::<i32>(i).unwrap_or_else(|e| spi_failed(e)).map(i64::from);
+    let agent = r.get::<Uuid>(6).unwrap_or_else(|e| spi_failed(e));
+    Some(Conversation {
+        id,
+        agent,
+        encoding: super::tokens::encoding(&get(r.get::<String>(1)).unwrap_or_default()),
+        total_tokens: r.get::<i64>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+        total_rows: int(3).unwrap_or_default(),
+        last_seq: r.get::<i64>(4).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+        owner: r.get::<Uuid>(5).unwrap_or_else(|e| spi_failed(e)),
+        settings: TurnSettings {
+            agent_id: agent.map(|a| a.to_string()),
+            system_prompt: get(r.get::<String>(7)),
+            model: get(r.get::<String>(8)).or_else(|| gucs::string(&gucs::LLM_MODEL)).unwrap_or_default(),
+            tools,
+            max_context_tokens: int(10).unwrap_or(DEFAULT_MAX_CONTEXT_TOKENS),
+            reply_max_tokens: int(11).unwrap_or(DEFAULT_REPLY_MAX_TOKENS),
+            temperature: r.get::<f64>(12).unwrap_or_else(|e| spi_failed(e)).unwrap_or(DEFAULT_TEMPERATURE),
+        },
+    })
+}
+
+/// The window of a loaded conversation within `max` tokens.
+pub fn window_of(client: &SpiClient, conv: &Conversation, max: i64, system_prompt: Option<&str>) -> Window {
+    let id = conv.id;
+    // A summary can only matter when the history does not fit beside the system prompt.
+    let summary = if system_prompt.is_some() || conv.total_tokens + REPLY_PRIMING > max {
+        let s = client.select(NEWEST_SUMMARY, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
+        s.into_iter().next().map(|s| Summary {
+            content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+            tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),
+            covers_through_seq: s.get::<i64>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+        })
+    } else {
+        None
+    };
+    // First batch: about as many rows as the budget holds at this conversation's average size.
+    let avg = if conv.total_rows > 0 { (conv.total_tokens / conv.total_rows).max(1) } else { 1 };
+    let batch = (max / avg + 2).clamp(8, 1024);
+    let mut src =
+        IndexSource { client, conversation_id: id, batch, before_seq: i64::MAX, pending: VecDeque::new(), done: false };
+    window::build(
+        &mut src,
+        Params {
+            max_tokens: max,
+            system_prompt,
+            encoding: conv.encoding,
+            total_rows: conv.total_rows,
+            total_tokens: conv.total_tokens,
+            summary,
+            orphans: HashSet::new(),
+        },
+    )
+    .or_raise()
+}
+
+pub fn not_found(id: Uuid) -> ! {
+    fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {id} does not exist"))
+}
+
 /// The context window of a stored conversation: valid OpenAI chat messages, newest last, within
-/// `max_tokens` by exact count. Read-only: runs on a hot standby; RLS applies (someone else's
-/// conversation is reported exactly like one that does not exist).
+/// `max_tokens` by exact count. Without `system_prompt` the conversation's agent's prompt is
+/// used; without `max_tokens` the budget of the agent's turns (its max_context_tokens minus
+/// reply_max_tokens and its tools), or 8000 for a conversation without an agent. Read-only:
+/// runs on a hot standby; RLS applies (someone else's conversation is reported exactly like one
+/// that does not exist).
 #[pg_extern(stable)]
 fn build_context(
     conversation_id: Option<Uuid>,
-    max_tokens: default!(Option<i32>, 8000),
+    max_tokens: default!(Option<i32>, "NULL"),
     system_prompt: default!(Option<&str>, "NULL"),
 ) -> JsonB {
     let id = required(conversation_id, "conversation_id");
-    let max = check_budget(max_tokens);
+    if let Some(m) = max_tokens {
+        check_budget(Some(m));
+    }
     Spi::connect(|client| {
-        let conv = client
-            .select(
-                "SELECT encoding, total_tokens, message_count FROM memory.conversations WHERE id = $1",
-                Some(1),
-                &[id.into()],
-            )
-            .unwrap_or_else(|e| spi_failed(e));
-        if conv.is_empty() {
-            fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {id} does not exist"));
-        }
-        let conv = conv.first();
-        let encoding: String = conv.get(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
-        let total_tokens: i64 = conv.get(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
-        let total_rows: i32 = conv.get(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
-        let enc = super::tokens::encoding(&encoding);
-
-        // A summary can only matter when the history does not fit beside the system prompt.
-        let summary = if system_prompt.is_some() || total_tokens + REPLY_PRIMING > max {
-            let s = client.select(NEWEST_SUMMARY, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
-            s.into_iter().next().map(|s| Summary {
-                content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
-                tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),
-                covers_through_seq: s.get::<i64>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
-            })
-        } else {
-            None
+        let conv = load_conversation(client, id).unwrap_or_else(|| not_found(id));
+        let max = match max_tokens {
+            Some(m) => i64::from(m),
+            None if conv.settings.agent_id.is_some() => conv.turn_budget(),
+            None => DEFAULT_MAX_CONTEXT_TOKENS,
         };
-
-        // First batch: about as many rows as the budget holds at this conversation's average size.
-        let avg = if total_rows > 0 { (total_tokens / i64::from(total_rows)).max(1) } else { 1 };
-        let batch = (max / avg + 2).clamp(8, 1024);
-        let mut src = IndexSource {
-            client,
-            conversation_id: id,
-            batch,
-            before_seq: i64::MAX,
-            pending: VecDeque::new(),
-            done: false,
-        };
-        let w = window::build(
-            &mut src,
-            Params {
-                max_tokens: max,
-                system_prompt,
-                encoding: enc,
-                total_rows: i64::from(total_rows),
-                total_tokens,
-                summary,
-                orphans: HashSet::new(),
-            },
-        )
-        .or_raise();
-        JsonB(w.to_json())
+        let prompt = system_prompt.or(conv.settings.system_prompt.as_deref());
+        JsonB(window_of(client, &conv, max, prompt).to_json())
     })
 }
 

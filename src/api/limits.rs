@@ -34,11 +34,37 @@ fn _check_message_limits(bytes: Option<i64>, tool_calls: Option<i32>) {
     }
 }
 
-/// The summarize threshold in force: `memory.summarize_threshold`, never below the operator's
-/// `memory.min_summarize_threshold`.
+/// The summarize threshold in force: the agent's own when it has one, else
+/// `memory.summarize_threshold`, never below the operator's `memory.min_summarize_threshold`.
 #[pg_extern(stable, parallel_safe)]
-fn _summarize_threshold() -> i64 {
-    gucs::summarize_threshold()
+fn _summarize_threshold(agent_threshold: default!(Option<i32>, "NULL")) -> i64 {
+    gucs::agent_summarize_threshold(agent_threshold)
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn _max_messages_per_minute() -> i32 {
+    gucs::MAX_MESSAGES_PER_MINUTE.get()
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn _max_llm_tokens_per_day() -> i64 {
+    i64::from(gucs::MAX_LLM_TOKENS_PER_DAY.get())
+}
+
+/// Whether an inserted message counts against `memory.max_messages_per_minute`: a limit is set,
+/// and the message is not written by memory_ext itself (its SECURITY DEFINER code and the
+/// worker run as a superuser) nor is memory.chat's stored answer.
+#[pg_extern(stable, parallel_safe)]
+fn _message_limit_applies() -> bool {
+    gucs::MAX_MESSAGES_PER_MINUTE.get() > 0 && !_current_role_is_superuser() && !crate::api::turn::in_chat_turn()
+}
+
+/// Whether memory.chat of this backend is writing its answer: its own SQL helper refuses to work
+/// otherwise, and the answer does not count against the messages-per-minute limit. A
+/// backend-local flag of the library: no setting or SQL can raise it.
+#[pg_extern(stable, parallel_safe)]
+fn _in_chat_turn() -> bool {
+    crate::api::turn::in_chat_turn()
 }
 
 /// Whether the current role (inside a SECURITY DEFINER function: its owner) is a superuser.

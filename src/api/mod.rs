@@ -2,6 +2,8 @@
 pub mod context;
 pub mod identity;
 pub mod limits;
+pub mod llm_thread;
 pub mod stored;
 pub mod tests;
 pub mod tokens;
+pub mod turn;

@@ -1,19 +1,77 @@
-//! The OpenAI-compatible `POST {base_url}/chat/completions` call, with a bounded timeout.
-//! Plain Rust: the worker calls it with no transaction open, from its main thread.
+//! The OpenAI-compatible `POST {base_url}/chat/completions` call, with a bounded timeout, and the
+//! classification of its failures. Plain Rust: the worker calls it with no transaction open, and
+//! `memory.chat` on a thread of its own while the backend watches for cancellation.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::summary::{parse_response, LlmError};
-
 pub struct LlmConfig {
     pub base_url: String,
-    pub api_key: String,
+    /// None: no Authorization header (a local server that needs no key).
+    pub api_key: Option<String>,
     pub timeout: Duration,
 }
 
-pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<String, LlmError> {
+/// What kind of failure an LLM call ended in; the synchronous chat maps it to a SQLSTATE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The endpoint could not be reached (refused, DNS, TLS, reset).
+    Connect,
+    /// `memory.llm_timeout` passed before the whole answer arrived.
+    Timeout,
+    /// The endpoint answered with this non-2xx status.
+    Http(u16),
+    /// 2xx, but not a usable answer (not JSON, no choices, no message).
+    Malformed,
+    /// The model declined (`message.refusal`).
+    Refused,
+    Other,
+}
+
+/// Why an LLM call gave nothing usable; recorded in a job or raised, never stored as a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmError {
+    pub message: String,
+    /// The server's Retry-After, when it sent one.
+    pub retry_after: Option<Duration>,
+    pub failure: Failure,
+}
+
+impl LlmError {
+    pub fn new(message: impl Into<String>) -> Self {
+        LlmError::of(Failure::Other, message)
+    }
+    pub fn of(failure: Failure, message: impl Into<String>) -> Self {
+        LlmError { message: message.into(), retry_after: None, failure }
+    }
+}
+
+/// A 2xx JSON answer.
+pub struct Answer {
+    pub json: Value,
+    pub text: String,
+    pub latency: Duration,
+}
+
+/// Reads the status and body of an answer: a non-2xx status or a body that is not JSON is an
+/// error quoting at most 200 characters of the body.
+pub fn read_answer(status: u16, retry_after: Option<&str>, body: &str) -> Result<Value, LlmError> {
+    let snippet: String = body.chars().take(200).collect();
+    if !(200..300).contains(&status) {
+        return Err(LlmError {
+            message: format!("HTTP {status} from the LLM endpoint: {snippet}"),
+            retry_after: retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs),
+            failure: Failure::Http(status),
+        });
+    }
+    serde_json::from_str(body).map_err(|e| {
+        LlmError::of(Failure::Malformed, format!("the LLM endpoint answered with invalid JSON ({e}): {snippet}"))
+    })
+}
+
+pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<Answer, LlmError> {
+    let started = Instant::now();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(cfg.timeout))
         .http_status_as_error(false)
@@ -21,18 +79,25 @@ pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<String, LlmError> {
         .build()
         .into();
     let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+    let mut request = agent.post(&url).header("Content-Type", "application/json");
     // The key goes in this header only; error texts below never contain it.
-    let result = agent
-        .post(&url)
-        .header("Content-Type", "application/json")
-        .header("Authorization", &format!("Bearer {}", cfg.api_key))
-        .send(body.to_string());
-    let mut resp = result.map_err(|e| LlmError::new(format!("calling {url} failed: {e}")))?;
+    if let Some(key) = &cfg.api_key {
+        request = request.header("Authorization", &format!("Bearer {key}"));
+    }
+    let failed = |e: ureq::Error, what: &str| match e {
+        ureq::Error::Timeout(_) => LlmError::of(
+            Failure::Timeout,
+            format!(
+                "{what} {url} timed out: no whole answer within memory.llm_timeout ({} ms)",
+                cfg.timeout.as_millis()
+            ),
+        ),
+        e => LlmError::of(Failure::Connect, format!("{what} {url} failed: {e}")),
+    };
+    let mut resp = request.send(body.to_string()).map_err(|e| failed(e, "calling"))?;
     let status = resp.status().as_u16();
     let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| LlmError::new(format!("reading the answer of {url} failed: {e}")))?;
-    parse_response(status, retry_after.as_deref(), &text)
+    let text = resp.body_mut().read_to_string().map_err(|e| failed(e, "reading the answer of"))?;
+    let json = read_answer(status, retry_after.as_deref(), &text)?;
+    Ok(Answer { json, text, latency: started.elapsed() })
 }

@@ -4,4 +4,5 @@ pub mod error;
 pub mod llm;
 pub mod summary;
 pub mod tokenizer;
+pub mod turn;
 pub mod window;

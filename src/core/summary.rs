@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::chat::{ChatMessage, Role};
+pub use super::llm::LlmError;
+use super::llm::{read_answer, Failure};
 use super::tokenizer::Encoding;
 use super::window::Row;
 
@@ -106,32 +108,9 @@ pub fn request_body(model: &str, previous: Option<&str>, rows: &[Row], max_token
     })
 }
 
-/// Why an LLM call did not give a summary; recorded in the job, never stored as a summary.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmError {
-    pub message: String,
-    /// The server's Retry-After, when it sent one.
-    pub retry_after: Option<Duration>,
-}
-
-impl LlmError {
-    pub fn new(message: impl Into<String>) -> Self {
-        LlmError { message: message.into(), retry_after: None }
-    }
-}
-
-/// Reads an OpenAI-compatible `/chat/completions` answer.
-pub fn parse_response(status: u16, retry_after: Option<&str>, body: &str) -> Result<String, LlmError> {
-    let snippet: String = body.chars().take(200).collect();
-    if !(200..300).contains(&status) {
-        return Err(LlmError {
-            message: format!("HTTP {status} from the LLM endpoint: {snippet}"),
-            retry_after: retry_after.and_then(|s| s.trim().parse::<u64>().ok()).map(Duration::from_secs),
-        });
-    }
-    let v: Value = serde_json::from_str(body)
-        .map_err(|e| LlmError::new(format!("the LLM endpoint answered with invalid JSON ({e}): {snippet}")))?;
-    let content = v
+/// The summary in an answer: choices[0].message.content, trimmed.
+pub fn summary_content(answer: &Value, body: &str) -> Result<String, LlmError> {
+    let content = answer
         .get("choices")
         .and_then(|c| c.get(0))
         .and_then(|c| c.get("message"))
@@ -140,9 +119,18 @@ pub fn parse_response(status: u16, retry_after: Option<&str>, body: &str) -> Res
         .map(str::trim)
         .unwrap_or("");
     if content.is_empty() {
-        return Err(LlmError::new(format!("the LLM answer has no choices[0].message.content: {snippet}")));
+        let snippet: String = body.chars().take(200).collect();
+        return Err(LlmError::of(
+            Failure::Malformed,
+            format!("the LLM answer has no choices[0].message.content: {snippet}"),
+        ));
     }
     Ok(content.to_owned())
+}
+
+/// Reads an OpenAI-compatible `/chat/completions` answer as a summary.
+pub fn parse_response(status: u16, retry_after: Option<&str>, body: &str) -> Result<String, LlmError> {
+    summary_content(&read_answer(status, retry_after, body)?, body)
 }
 
 /// Exponential backoff from `base`, doubling per attempt, capped at an hour; a server's

@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import psycopg
@@ -81,3 +82,43 @@ def as_jwt_user(db, user_id, role="authenticated"):
 
 def rpc(conn, sql, *args):
     return conn.execute(sql, args).fetchone()[0]
+
+
+@contextlib.contextmanager
+def llm_cluster(name, port, settings):
+    """A cluster of its own (under TEST_ROOT/name, on `port`) whose settings, e.g. the fake LLM's
+    address and key, are written with ALTER SYSTEM (in postgresql.auto.conf: restarts keep
+    them; the key is never on a command line), with memory_ext created in database postgres.
+    Yields the port."""
+    root = f"{TEST_ROOT}/{name}"
+    cluster_sh = os.path.join(ROOT, "scripts/cluster.sh")
+    subprocess.run([cluster_sh, "stop", root], check=True)
+    subprocess.run(["rm", "-rf", root], check=True)
+    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
+    with psycopg.connect(dsn(port=port), autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext")
+        for role in ("app", "enduser", "authenticated"):
+            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                c.execute(f"CREATE ROLE {role} {'NOLOGIN' if role == 'authenticated' else 'LOGIN'}")
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'authenticator'").fetchone():
+            c.execute("CREATE ROLE authenticator LOGIN NOINHERIT")
+        c.execute("GRANT authenticated TO authenticator")
+        for key, value in settings.items():
+            c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+    subprocess.run([cluster_sh, "stop", root], check=True)
+    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
+    time.sleep(0.5)
+    try:
+        yield port
+    finally:
+        subprocess.run([cluster_sh, "stop", root], check=True)
+
+
+def wait_for(pred, timeout=20, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")

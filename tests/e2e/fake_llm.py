@@ -1,9 +1,36 @@
-"""A fake OpenAI-compatible endpoint on 127.0.0.1 for the worker tests: records every request
-and answers according to `mode` (ok, 500, 429, hang, badjson, empty)."""
+"""A fake OpenAI-compatible endpoint on 127.0.0.1 for the worker and chat tests: records every
+request and answers according to `mode` (ok, 500, 429, hang, badjson, empty, refuse).
+
+In `ok` mode it answers like a tiny deterministic model: a summary request gets "SUMMARY #n";
+a chat whose last message is a tool result gets "The tool said: …"; a user message containing
+"what time" with a `clock` tool offered gets a call of that tool; anything else gets
+"You said: <the user's message>". Usage is reported like OpenAI's."""
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer(req, n):
+    msgs = req.get("messages", [])
+    last = msgs[-1] if msgs else {}
+    tools = [t["function"]["name"] for t in req.get("tools", [])]
+    message = {"role": "assistant", "content": None}
+    finish = "stop"
+    if msgs and "running summary" in (msgs[0].get("content") or ""):
+        message["content"] = f"SUMMARY #{n}: the user and the assistant talked."
+    elif last.get("role") == "tool":
+        message["content"] = f"The tool said: {last.get('content')}"
+    elif "clock" in tools and "what time" in (last.get("content") or "").lower():
+        message["tool_calls"] = [{"id": f"call_{n}", "type": "function", "function": {"name": "clock", "arguments": "{\"tz\": \"UTC\"}"}}]
+        finish = "tool_calls"
+    else:
+        message["content"] = f"You said: {last.get('content')}"
+    prompt = sum(len((m.get("content") or "").split()) + 4 for m in msgs)
+    completion = len((message["content"] or "").split()) + 1
+    return {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": req.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
 
 
 class FakeLLM:
@@ -38,9 +65,10 @@ class FakeLLM:
                     return self.reply(200, None, raw=b"<html>not json</html>")
                 if mode == "empty":
                     return self.reply(200, {"choices": []})
+                if mode == "refuse":
+                    return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I cannot help with that."}, "finish_reason": "stop"}]})
                 time.sleep(fake.delay)
-                return self.reply(200, {"id": f"chatcmpl-{n}", "object": "chat.completion",
-                                        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"SUMMARY #{n}: the user and the assistant talked."}, "finish_reason": "stop"}]})
+                return self.reply(200, answer(json.loads(body), n))
 
             def reply(self, status, obj, headers=None, raw=None):
                 data = raw if raw is not None else json.dumps(obj).encode()

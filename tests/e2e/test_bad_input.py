@@ -100,9 +100,10 @@ def test_limits_and_budgets(db, conv):
         with pytest.raises(errors.InvalidParameterValue) as e:
             c.execute("SELECT memory.build_context(%s, 10, repeat('long prompt ', 100))", (cid,))
         assert "system prompt alone needs" in str(e.value)
+        # max_tokens NULL is the agent's budget, or 8000 for a conversation without an agents row
+        assert c.execute("SELECT memory.build_context(%s, NULL)", (cid,)).fetchone()[0]["max_tokens"] == 8000
         for sql in ("SELECT memory.build_context(NULL)", "SELECT memory.get_messages(NULL)",
-                    "SELECT memory.build_context(%s, NULL)" % f"'{cid}'", "SELECT memory.build_context_from(NULL)",
-                    "SELECT memory.create_conversation(NULL)"):
+                    "SELECT memory.build_context_from(NULL)", "SELECT memory.create_conversation(NULL)"):
             with pytest.raises(errors.NullValueNotAllowed):
                 c.execute(sql)
         for bad in ('{"role": "user"}', '[1]', '[{"content": "no role"}]', '[{"role": "user", "content": 5}]'):

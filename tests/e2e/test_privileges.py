@@ -25,7 +25,11 @@ REVIEWED = {
     "_caller_bypasses_rls()": ("pure-c", False, True),
     "_current_role_is_superuser()": ("pure-c", False, True),
     "_check_message_limits(bigint,integer)": ("pure-c", False, True),
-    "_summarize_threshold()": ("pure-c", False, True),
+    "_summarize_threshold(integer)": ("pure-c", False, True),
+    "_max_messages_per_minute()": ("pure-c", False, True),
+    "_max_llm_tokens_per_day()": ("pure-c", False, True),
+    "_message_limit_applies()": ("pure-c", False, True),
+    "_in_chat_turn()": ("pure-c", False, True),
     "_can_read_row(uuid,uuid,uuid)": ("inlined", False, True),
     "_can_write_row(uuid,uuid,uuid)": ("inlined", False, True),
     "can_read(uuid)": ("pinned", False, True),
@@ -49,6 +53,30 @@ REVIEWED = {
     "_enqueue_job(text,uuid)": ("pinned", False, False),
     "_tool_key_taken(text[])": ("pinned", False, False),
     # triggers: never callable, never attachable elsewhere
+    # agents, chat turns, usage and limits
+    "chat(uuid,text,jsonb)": ("pinned", False, True),
+    "continue_chat(uuid)": ("pinned", False, True),
+    "_chat_answer(uuid)": ("pinned", False, True),            # the Rust half of a turn, as the caller
+    "_start_turn(uuid)": ("pinned", False, True),
+    "_finish_turn(jsonb)": ("pinned", False, True),
+    "_suppress_auto_reply()": ("pure-c", False, True),        # stops the caller's own auto-replies only
+    "_auto_reply_suppressed()": ("pure-c", False, True),
+    "create_agent(text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb)": ("pinned", False, True),
+    "update_agent(uuid,text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb)": ("pinned", False, True),
+    "delete_agent(uuid)": ("pinned", False, True),
+    "get_agent(uuid)": ("pinned", False, True),
+    "request_reply(uuid)": ("pinned", False, True),
+    "reply_status(bigint)": ("pinned", False, True),
+    "_request_reply(uuid)": ("pinned", True, True),          # checks can_write itself
+    "_reply_status(bigint)": ("pinned", True, True),         # checks can_read itself
+    "_take_message_quota()": ("pinned", True, True),         # spends the caller's own quota only
+    "_caller_token_quota_error()": ("pinned", True, True),   # the caller's own quota only
+    "_token_quota_error(uuid)": ("pinned", False, False),
+    "_record_chat_call(uuid,uuid,text,integer,integer,integer,integer,double precision)": ("pinned", True, True),  # refuses outside memory.chat
+    "_check_token_quota_of(uuid)": ("pinned", False, False),
+    "_raise_error(jsonb)": ("pinned", False, True),
+    "_agent_before_write()": ("pinned", False, False),
+    "_llm_call_after_insert()": ("pinned", False, False),
     "_conversation_before_insert()": ("pinned", False, False),
     "_conversation_before_update()": ("pinned", False, False),
     "_message_before_insert()": ("pinned", False, False),
@@ -65,6 +93,9 @@ TABLES = {
     "conversation_summaries": {"SELECT", "DELETE", "INSERT(content,conversation_id,covers_through_seq,model)"},
     "jobs": set(),
     "queue_turns": set(),
+    "agents": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "llm_calls": {"SELECT"},
+    "user_usage": set(),
 }
 
 

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import ROOT, TEST_ROOT, dsn
+from conftest import ROOT, TEST_ROOT, dsn, llm_cluster, wait_for
 from fake_llm import FakeLLM
 
 API_KEY = "sk-test-4f9a1c2b7e"
@@ -29,28 +29,13 @@ def llm():
 @pytest.fixture(scope="module")
 def wk(cluster, llm):
     """A cluster whose worker calls the fake LLM; yields its port."""
-    root, port = f"{TEST_ROOT}/worker", cluster + 2
-    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
-    subprocess.run(["rm", "-rf", root], check=True)
     settings = {"memory.llm_base_url": f"http://127.0.0.1:{llm.port}/v1", "memory.llm_model": "fake-model",
                 "memory.llm_timeout": TIMEOUT_MS, "memory.retry_backoff": BACKOFF_MS, "memory.max_attempts": MAX_ATTEMPTS,
                 "memory.summary_max_tokens": 77, "memory.summary_keep_tokens": 40, "memory.worker_naptime": 100,
                 "memory.summarize_threshold": 150, "memory.min_summarize_threshold": 100,
                 "memory.user_id_roles": "app", "memory.llm_api_key": API_KEY}
-    subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
-    with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
-        for role in ("app", "enduser"):
-            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                c.execute(f"CREATE ROLE {role} LOGIN")
-        # in postgresql.auto.conf, so restarts keep them; the key is never on a command line
-        for name, value in settings.items():
-            c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
-    subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
-    time.sleep(0.5)
-    yield port
-    subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)
+    with llm_cluster("worker", cluster + 2, settings) as port:
+        yield port
 
 
 def admin(port):
@@ -81,16 +66,6 @@ def job(port, cid):
 def summaries(port, cid):
     with admin(port) as c:
         return c.execute("SELECT covers_through_seq, content, model FROM memory.conversation_summaries WHERE conversation_id = %s ORDER BY id", (cid,)).fetchall()
-
-
-def wait_for(pred, timeout=20, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def test_summary_written_from_llm_answer(wk, llm):

@@ -1,0 +1,174 @@
+//! The Rust half of `memory.chat` and `memory.continue_chat` (SQL wrappers in sql/agents.sql):
+//! a whole agent turn in the caller's transaction — build the agent's window, call the LLM, store
+//! its answer, record the call. Any failure raises and the transaction writes nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{register_xact_callback, PgXactCallbackEvent};
+use pgrx::{JsonB, PgSqlErrorCode, Uuid};
+use serde_json::{json, Value};
+
+use super::context::{load_conversation, not_found, spi_failed, window_of};
+use super::llm_thread::{call_waiting, config};
+use crate::core::llm::{Failure, LlmError};
+use crate::core::turn::{parse_reply, request_body};
+use crate::sql_error::{fail, required};
+
+// Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
+// answer: the library's own state, which no setting or SQL can raise. SUPPRESS_AUTO_REPLY is
+// raised by memory.chat before it appends the user's message (it answers that message itself);
+// anyone may raise it for their own session, which only stops their own auto-replies. Both end
+// with the turn or, at the latest, with the transaction.
+static WRITING: AtomicBool = AtomicBool::new(false);
+static SUPPRESS_AUTO_REPLY: AtomicBool = AtomicBool::new(false);
+
+pub fn in_chat_turn() -> bool {
+    WRITING.load(Ordering::Relaxed)
+}
+
+struct Raised(&'static AtomicBool);
+
+impl Raised {
+    fn new(flag: &'static AtomicBool) -> Raised {
+        flag.store(true, Ordering::Relaxed);
+        Raised(flag)
+    }
+}
+
+impl Drop for Raised {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// memory.chat's first step: its user message queues no auto-reply (the turn answers it).
+#[pg_extern(volatile, parallel_unsafe)]
+fn _suppress_auto_reply() {
+    if !SUPPRESS_AUTO_REPLY.swap(true, Ordering::Relaxed) {
+        for event in [PgXactCallbackEvent::Commit, PgXactCallbackEvent::Abort] {
+            register_xact_callback(event, || SUPPRESS_AUTO_REPLY.store(false, Ordering::Relaxed));
+        }
+    }
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn _auto_reply_suppressed() -> bool {
+    SUPPRESS_AUTO_REPLY.load(Ordering::Relaxed)
+}
+
+/// The error a turn reports (raised by the SQL wrapper: PT… SQLSTATEs have no name in pgrx).
+fn error(sqlstate: &str, message: String, hint: &str) -> Value {
+    json!({"sqlstate": sqlstate, "message": message, "hint": hint})
+}
+
+fn llm_error(e: LlmError) -> Value {
+    let message = format!("memory.chat: {}", e.message);
+    match e.failure {
+        Failure::Http(429) => {
+            let wait = e.retry_after.map(|d| format!("Retry in {} seconds. ", d.as_secs())).unwrap_or_default();
+            error(
+                "PT429",
+                message,
+                &format!("The LLM provider is rate limiting. {wait}Nothing was written: retry the call."),
+            )
+        }
+        Failure::Timeout => error(
+            "PT504",
+            message,
+            "The LLM did not answer within memory.llm_timeout. Nothing was written: retry the call.",
+        ),
+        Failure::Refused => error("PT422", message, "Nothing was written."),
+        _ => error("PT502", message, "Nothing was written: retry the call."),
+    }
+}
+
+/// The answer of a turn over the conversation as it stands: the agent's window, the LLM call
+/// (on a thread; cancel and statement_timeout stop the wait at once), the assistant message
+/// stored exactly as returned, the call recorded. Returns `{"error": {sqlstate, message, hint}}`
+/// instead of the result when the LLM or a limit refuses: memory.chat raises it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _chat_answer(conversation_id: Option<Uuid>) -> JsonB {
+    let id = required(conversation_id, "conversation_id");
+    // SAFETY: reading backend globals.
+    let (recovery, read_only) = unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly) };
+    if recovery || read_only {
+        fail(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "memory.chat writes the turn's messages: it cannot run in a read-only transaction or on a standby",
+        );
+    }
+    let result = Spi::connect_mut(|client| answer(client, id));
+    SUPPRESS_AUTO_REPLY.store(false, Ordering::Relaxed);
+    JsonB(result.unwrap_or_else(|e| json!({ "error": e })))
+}
+
+fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
+    let quota = client
+        .update("SELECT memory._caller_token_quota_error()", None, &[])
+        .and_then(|t| t.first().get_one::<JsonB>())
+        .unwrap_or_else(|e| spi_failed(e));
+    if let Some(JsonB(e)) = quota {
+        return Err(e);
+    }
+    let conv = load_conversation(client, id).unwrap_or_else(|| not_found(id));
+    if conv.total_rows == 0 {
+        fail(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("conversation {id} has no messages to answer: use memory.chat with the user's message"),
+        );
+    }
+    let tools_tokens = conv.tools_tokens();
+    let budget = conv.turn_budget();
+    let window = window_of(client, &conv, budget, conv.settings.system_prompt.as_deref());
+    let body = request_body(&conv.settings, &Value::Array(window.messages.clone()));
+    let answer = call_waiting(config(), body, crate::sql_error::interrupt).map_err(llm_error)?;
+    let reply = parse_reply(&answer.json, &answer.text).map_err(llm_error)?;
+
+    let _writing = Raised::new(&WRITING);
+    let stored = client
+        .update(
+            "SELECT to_jsonb(m) - 'conversation_id' FROM memory.add_message($1, 'assistant', $2, $3) m",
+            None,
+            &[id.into(), reply.content.clone().into(), reply.tool_calls.clone().map(JsonB).into()],
+        )
+        .and_then(|t| t.first().get_one::<JsonB>())
+        .unwrap_or_else(|e| spi_failed(e))
+        .map(|j| j.0)
+        .unwrap_or(Value::Null);
+    let to_i32 = |n: Option<i64>| n.map(|n| n.min(i64::from(i32::MAX)) as i32);
+    client
+        .update(
+            "SELECT memory._record_chat_call($1, $2, $3, $4, $5, $6, $7, $8)",
+            None,
+            &[
+                id.into(),
+                conv.agent.into(),
+                conv.settings.model.clone().into(),
+                to_i32(reply.usage.prompt_tokens).into(),
+                to_i32(reply.usage.completion_tokens).into(),
+                to_i32(reply.usage.total_tokens).into(),
+                to_i32(Some(window.token_count + tools_tokens)).into(),
+                (answer.latency.as_secs_f64() * 1000.0).into(),
+            ],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    Ok(json!({
+        "message": stored,
+        "usage": reply.usage.to_json(),
+        "finish_reason": reply.finish_reason,
+        "model": conv.settings.model,
+        "agent_id": conv.settings.agent_id,
+        "context": {
+            "token_count": window.token_count,
+            "tools_tokens": tools_tokens,
+            "max_tokens": budget,
+            "included_messages": window.included_messages,
+            "omitted_messages": window.omitted_messages,
+            "summary_included": window.summary_included,
+            "unsummarized_omitted": window.unsummarized_omitted,
+            "overflow": window.overflow,
+        },
+    }))
+}

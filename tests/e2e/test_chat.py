@@ -1,0 +1,380 @@
+"""Agents and chat turns end to end, against the fake OpenAI-compatible server on 127.0.0.1: the
+synchronous memory.chat (plain and tool-call turns, every fault, cancellation, read-only), the
+asynchronous reply jobs (request_reply, auto-reply from a plain INSERT as PostgREST sends it,
+NOTIFY payloads, stale answers), usage rows, per-user limits, and the API key's secrecy."""
+import contextlib
+import json
+import select
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import TEST_ROOT, dsn, llm_cluster, wait_for
+from fake_llm import FakeLLM
+
+API_KEY = "sk-chat-test-93be5e1d0c"
+CLOCK = [{"type": "function", "function": {"name": "clock", "description": "The current time",
+                                            "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}]
+
+
+@pytest.fixture(scope="module")
+def llm():
+    fake = FakeLLM()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def pg(cluster, llm):
+    settings = {"memory.llm_base_url": f"http://127.0.0.1:{llm.port}/v1", "memory.llm_model": "fake-model",
+                "memory.llm_timeout": 1500, "memory.retry_backoff": 200, "memory.max_attempts": 2,
+                "memory.worker_naptime": 50, "memory.user_id_roles": "app", "memory.llm_api_key": API_KEY}
+    with llm_cluster("chat", cluster + 6, settings) as port:
+        yield port
+
+
+@pytest.fixture(autouse=True)
+def fake_ok(llm):
+    llm.mode, llm.delay = "ok", 0.0
+    yield
+
+
+def admin(port):
+    return psycopg.connect(dsn(port=port), autocommit=True)
+
+
+def setting(port, name, value):
+    with admin(port) as c:
+        c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def as_user(port, uid=None):
+    uid = uid or str(uuid.uuid4())
+    with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (uid,))
+        yield c
+
+
+def one(c, sql, *args):
+    return c.execute(sql, args).fetchone()[0]
+
+
+def new_chat(c, tools=None, **agent):
+    a = one(c, "SELECT (memory.create_agent(%s, %s, tools => %s::jsonb, auto_reply => %s)).id",
+            "helper", agent.get("prompt", "You are helpful."), json.dumps(tools or []), agent.get("auto_reply", False))
+    return a, one(c, "SELECT (memory.create_conversation(%s)).id", a)
+
+
+def count(port, cid, table="conversation_messages"):
+    with admin(port) as c:
+        return one(c, f"SELECT count(*) FROM memory.{table} WHERE conversation_id = %s", cid)
+
+
+def test_chat_turn_with_tool_call_and_continue(pg, llm):
+    with as_user(pg) as c:
+        agent, cid = new_chat(c, tools=CLOCK)
+        start = len(llm.requests)
+        r = one(c, "SELECT memory.chat(%s, 'Hello there')", cid)
+        assert r["message"]["role"] == "assistant" and r["message"]["content"] == "You said: Hello there"
+        assert r["finish_reason"] == "stop" and r["agent_id"] == str(agent) and r["model"] == "fake-model"
+        assert r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"] > 0
+        ctx = r["context"]
+        assert ctx["included_messages"] == 1 and ctx["tools_tokens"] > 0
+        assert ctx["max_tokens"] == 8000 - 2000 - ctx["tools_tokens"]
+        req = llm.requests[start]
+        assert req["headers"]["authorization"] == f"Bearer {API_KEY}"
+        body = req["json"]
+        assert body["model"] == "fake-model" and body["max_tokens"] == 2000 and body["tool_choice"] == "auto"
+        assert body["tools"] == CLOCK
+        assert body["messages"] == [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Hello there"}]
+        # the prompt memory_ext counted is exactly what build_context reports for the same window
+        assert ctx["token_count"] == one(c, "SELECT memory.count_message_tokens(%s::jsonb)", json.dumps(body["messages"]))
+
+        # a tool call is stored as such; the application runs the tool and continues the turn
+        r = one(c, "SELECT memory.chat(%s, 'What time is it?')", cid)
+        assert r["finish_reason"] == "tool_calls"
+        call = r["message"]["tool_calls"][0]
+        assert call["function"]["name"] == "clock"
+        c.execute("SELECT memory.add_message(%s, 'tool', '12:00 UTC', tool_call_id => %s)", (cid, call["id"]))
+        r = one(c, "SELECT memory.continue_chat(%s)", cid)
+        assert r["message"]["content"] == "The tool said: 12:00 UTC"
+        sent = llm.requests[-1]["json"]["messages"]
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "tool"]
+        assert sent[4]["tool_calls"] == [call]
+        # build_context without arguments is the window the next turn sends
+        window = one(c, "SELECT memory.build_context(%s)", cid)
+        assert window["messages"][0] == {"role": "system", "content": "You are helpful."}
+        assert window["max_tokens"] == ctx["max_tokens"] and len(window["messages"]) == 7
+        rows = c.execute("SELECT kind, model, agent_id, status, prompt_tokens, local_prompt_tokens FROM memory.llm_calls "
+                         "WHERE conversation_id = %s ORDER BY id", (cid,)).fetchall()
+        assert [(k, m, a, s) for k, m, a, s, _, _ in rows] == [("chat", "fake-model", agent, "ok")] * 3
+        assert all(p > 0 and lp > 0 for *_, p, lp in rows)
+        assert one(c, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == 6
+
+
+FAULTS = [("500", "PT502", "HTTP 500"), ("429", "PT429", "HTTP 429"), ("hang", "PT504", "timed out"),
+          ("badjson", "PT502", "invalid JSON"), ("empty", "PT502", "no choices[0]"), ("refuse", "PT422", "refused"),
+          ("refused-connection", "PT502", "failed")]
+
+
+@pytest.mark.parametrize("mode,sqlstate,text", FAULTS)
+def test_chat_failure_writes_nothing(pg, llm, mode, sqlstate, text):
+    llm.mode, llm.hang_seconds = mode, 5
+    if mode == "refused-connection":
+        setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
+    try:
+        with as_user(pg) as c:
+            _, cid = new_chat(c)
+            c.execute("SELECT memory.add_message(%s, 'user', 'earlier')", (cid,))
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
+            took = time.monotonic() - t0
+            assert e.value.sqlstate == sqlstate, e.value
+            assert text in str(e.value) and API_KEY not in str(e.value)
+            if mode == "429":
+                assert "Retry in 2 seconds" in e.value.diag.message_hint
+            if mode == "hang":
+                assert 1.4 < took < 3, took  # bounded by memory.llm_timeout (1500 ms)
+            # the caller's retry finds the conversation as it was: nothing was written
+            assert count(pg, cid) == 1 and count(pg, cid, "llm_calls") == 0
+            assert one(c, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == 1
+    finally:
+        if mode == "refused-connection":
+            setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+
+
+@pytest.mark.parametrize("how", ["statement_timeout", "pg_cancel_backend"])
+def test_hanging_chat_stops_at_once_when_cancelled(pg, llm, how):
+    setting(pg, "memory.llm_timeout", 60000)
+    llm.mode, llm.hang_seconds = "hang", 20
+    try:
+        with as_user(pg) as c:
+            _, cid = new_chat(c)
+            pid = one(c, "SELECT pg_backend_pid()")
+            if how == "statement_timeout":
+                c.execute("SET statement_timeout = 300")
+            else:
+                threading.Timer(0.3, lambda: admin(pg).execute("SELECT pg_cancel_backend(%s)", (pid,))).start()
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
+            took = time.monotonic() - t0
+            assert took < 1.0, took
+            c.execute("RESET statement_timeout")
+            assert count(pg, cid) == 0
+    finally:
+        setting(pg, "memory.llm_timeout", 1500)
+
+
+def test_chat_refuses_read_only_transactions(pg, llm):
+    with as_user(pg) as c:
+        _, cid = new_chat(c)
+        start = len(llm.requests)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            with c.transaction():
+                c.execute("SET TRANSACTION READ ONLY")
+                c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
+        assert len(llm.requests) == start and count(pg, cid) == 0
+
+
+def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
+    with as_user(pg) as owner:
+        agent, cid = new_chat(owner, prompt="SECRET PROMPT")
+    start = len(llm.requests)
+    with as_user(pg) as other:
+        for sql, args in [("SELECT memory.chat(%s, 'hi')", (cid,)), ("SELECT memory.continue_chat(%s)", (cid,)),
+                          ("SELECT memory.request_reply(%s)", (cid,)), ("SELECT memory.get_agent(%s)", (agent,))]:
+            with pytest.raises(psycopg.errors.NoDataFound):
+                other.execute(sql, args)
+        assert one(other, "SELECT count(*) FROM memory.agents") == 0
+        assert one(other, "SELECT count(*) FROM memory.llm_calls") == 0
+        assert one(other, "SELECT memory.delete_agent(%s)", agent) is False
+        with pytest.raises(psycopg.errors.NoDataFound):
+            other.execute("SELECT memory.update_agent(%s, system_prompt => 'pwned')", (agent,))
+        # naming someone else's agent in one's own conversation neither reads nor uses it
+        mine = one(other, "SELECT (memory.create_conversation(%s)).id", agent)
+        other.execute("SELECT memory.add_message(%s, 'user', 'hi')", (mine,))
+        assert one(other, "SELECT count(*) FROM memory.agents") == 0
+        assert "SECRET" not in json.dumps(one(other, "SELECT memory.build_context(%s)", mine))
+        # nor does an agent made with the id of someone else's agent apply to their conversations
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            other.execute("INSERT INTO memory.agents (id, name, system_prompt) VALUES (%s, 'x', 'EVIL')", (agent,))
+        # memory._record_chat_call works only inside memory.chat
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            other.execute("SELECT memory._record_chat_call(%s, NULL, 'm', 0, 0, 0, 0, 0)", (mine,))
+    with psycopg.connect(dsn(user="app", port=pg), autocommit=True) as anon:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            anon.execute("SELECT memory.create_agent('x')")
+        with pytest.raises(psycopg.errors.NoDataFound):
+            anon.execute("SELECT memory.chat(%s, 'hi')", (cid,))
+        assert one(anon, "SELECT count(*) FROM memory.agents") == 0
+    assert len(llm.requests) == start
+    with as_user(pg) as c:
+        assert count(pg, cid) == 0
+
+
+def test_agent_validation(pg):
+    with as_user(pg) as c:
+        bad = [([{"type": "function", "function": {"name": "bad name!"}}], "tool name"), ([{"type": "retrieval"}], "each tool"),
+               (CLOCK + CLOCK, "appears twice"), ({"a": 1}, "JSON array"),
+               ([{"type": "function", "function": {"name": "x", "parameters": "nope"}}], "JSON Schema object")]
+        for tools, text in bad:
+            with pytest.raises(psycopg.errors.InvalidParameterValue, match=text):
+                c.execute("SELECT memory.create_agent('a', tools => %s::jsonb)", (json.dumps(tools),))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute("SELECT memory.create_agent('a', max_context_tokens => 100, reply_max_tokens => 100)")
+        with pytest.raises(psycopg.errors.NullValueNotAllowed):
+            c.execute("SELECT memory.create_agent(NULL)")
+        assert one(c, "SELECT count(*) FROM memory.agents") == 0
+        a = one(c, "SELECT (memory.create_agent('a', 'p', summarize_threshold => 5000)).id")
+        r = one(c, "SELECT to_jsonb(memory.update_agent(%s, model => 'gpt-4o', auto_reply => true))", a)
+        assert (r["model"], r["auto_reply"], r["system_prompt"], r["summarize_threshold"]) == ("gpt-4o", True, "p", 5000)
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            c.execute("UPDATE memory.agents SET user_id = gen_random_uuid() WHERE id = %s", (a,))
+        cid = one(c, "SELECT (memory.create_conversation(%s)).id", a)
+        assert one(c, "SELECT memory.delete_agent(%s)", a) is True
+        # its conversations stay, with the defaults
+        c.execute("SELECT memory.add_message(%s, 'user', 'hi')", (cid,))
+        ctx = one(c, "SELECT memory.build_context(%s)", cid)
+        assert ctx["max_tokens"] == 8000 and ctx["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def reply_job(port, job_id):
+    with admin(port) as c:
+        return one(c, "SELECT memory.reply_status(%s)", job_id)
+
+
+def test_reply_job_answers_in_background(pg, llm):
+    with as_user(pg) as c:
+        agent, cid = new_chat(c)
+        c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
+        job = one(c, "SELECT memory.request_reply(%s)", cid)
+        assert one(c, "SELECT memory.request_reply(%s)", cid) == job  # one pending reply per conversation
+        done = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "done" and s)
+        msg = one(c, "SELECT to_jsonb(m) FROM memory.conversation_messages m WHERE id = %s", done["message_id"])
+        assert msg["role"] == "assistant" and msg["content"] == "You said: Ping" and msg["seq"] == 2
+        kind, status, job_id = c.execute("SELECT kind, status, job_id FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchone()
+        assert (kind, status, job_id) == ("reply", "ok", job)
+    with as_user(pg) as other:
+        with pytest.raises(psycopg.errors.NoDataFound):
+            other.execute("SELECT memory.reply_status(%s)", (job,))
+
+
+@pytest.mark.parametrize("mode", ["500", "badjson", "refuse"])
+def test_failed_reply_jobs_are_retried_then_failed_and_write_no_message(pg, llm, mode):
+    llm.mode = mode
+    with as_user(pg) as c:
+        _, cid = new_chat(c)
+        c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
+        job = one(c, "SELECT memory.request_reply(%s)", cid)
+        final = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "failed" and s)
+        assert final["attempts"] == 2 and final["last_error"] and final["message_id"] is None
+        assert count(pg, cid) == 1
+        assert c.execute("SELECT status, count(*) FROM memory.llm_calls WHERE conversation_id = %s GROUP BY 1", (cid,)).fetchall() == [("error", 2)]
+
+
+def test_auto_reply_from_a_plain_insert_in_postgrest_mode_with_notify(pg, llm):
+    uid = str(uuid.uuid4())
+    with as_user(pg, uid) as c:
+        _, cid = new_chat(c, auto_reply=True)
+    listener = psycopg.connect(dsn(user="app", port=pg), autocommit=True)
+    listener.execute("LISTEN memory_messages")
+    with psycopg.connect(dsn(user="authenticator", port=pg), autocommit=True) as api:
+        with api.transaction():
+            api.execute("SET LOCAL ROLE authenticated")
+            api.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": uid, "role": "authenticated"}),))
+            # exactly PostgREST's POST /conversation_messages
+            api.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'Marco')", (cid,))
+    reply = wait_for(lambda: admin(pg).execute("SELECT content FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'", (cid,)).fetchone())
+    assert reply == ("You said: Marco",)
+    payloads = []
+    deadline = time.monotonic() + 5
+    while len(payloads) < 2 and time.monotonic() < deadline:
+        payloads += [json.loads(n.payload) for n in listener.notifies(timeout=0.5, stop_after=2 - len(payloads))]
+    listener.close()
+    assert [set(p) for p in payloads] == [{"conversation_id", "id", "seq"}] * 2
+    assert [(p["conversation_id"], p["seq"]) for p in payloads] == [(str(cid), 1), (str(cid), 2)]
+    assert "Marco" not in json.dumps(payloads) and uid not in json.dumps(payloads)
+
+
+def test_stale_reply_is_recomputed(pg, llm):
+    llm.delay = 1.0
+    with as_user(pg) as c:
+        _, cid = new_chat(c, auto_reply=True)
+        c.execute("SELECT memory.add_message(%s, 'user', 'first')", (cid,))
+        wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "first" for r in llm.requests))
+        c.execute("SELECT memory.add_message(%s, 'user', 'second')", (cid,))
+        wait_for(lambda: count(pg, cid) == 3, timeout=15)
+        rows = c.execute("SELECT role, content FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,)).fetchall()
+        assert rows == [("user", "first"), ("user", "second"), ("assistant", "You said: second")]
+        assert [s for s, in c.execute("SELECT status FROM memory.llm_calls WHERE conversation_id = %s ORDER BY id", (cid,))] == ["discarded", "ok"]
+
+
+def test_per_user_limits_on_every_route(pg, llm):
+    setting(pg, "memory.max_messages_per_minute", 4)
+    try:
+        # wait for a fresh minute so that the count is not split by the window's edge
+        if time.time() % 60 > 50:
+            time.sleep(61 - time.time() % 60)
+        with as_user(pg) as c, as_user(pg) as neighbour:
+            _, cid = new_chat(c)
+            c.execute("SELECT memory.add_message(%s, 'user', 'one')", (cid,))
+            c.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'two')", (cid,))
+            one(c, "SELECT memory.chat(%s, 'three')", cid)  # counts its user message only
+            c.execute("SELECT memory.add_message(%s, 'user', 'four')", (cid,))
+            for sql in ("SELECT memory.add_message(%s, 'user', 'five')", "SELECT memory.chat(%s, 'five')",
+                        "INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'five')"):
+                with pytest.raises(psycopg.Error) as e:
+                    c.execute(sql, (cid,))
+                assert e.value.sqlstate == "PT429" and "retry after" in str(e.value)
+                assert "Retry in" in e.value.diag.message_hint
+            assert count(pg, cid) == 5
+            # other users are not affected
+            _, other = new_chat(neighbour)
+            neighbour.execute("SELECT memory.add_message(%s, 'user', 'fine')", (other,))
+    finally:
+        setting(pg, "memory.max_messages_per_minute", 0)
+    setting(pg, "memory.max_llm_tokens_per_day", 1)
+    try:
+        with as_user(pg) as c:
+            _, cid = new_chat(c)
+            auto_agent, auto = new_chat(c, auto_reply=True)
+            one(c, "SELECT memory.chat(%s, 'spend')", cid)  # under the limit before the call
+            for sql in ("SELECT memory.chat(%s, 'more')", "SELECT memory.request_reply(%s)"):
+                with pytest.raises(psycopg.Error) as e:
+                    c.execute(sql, (cid,))
+                assert e.value.sqlstate == "PT429" and "daily LLM token limit" in str(e.value)
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'x')", (auto,))
+            assert e.value.sqlstate == "PT429"
+            assert count(pg, cid) == 2 and count(pg, auto) == 0
+    finally:
+        setting(pg, "memory.max_llm_tokens_per_day", 0)
+
+
+def test_api_key_is_in_no_row_error_or_log(pg, llm):
+    llm.mode = "500"
+    with as_user(pg) as c:
+        _, cid = new_chat(c)
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
+        assert API_KEY not in str(e.value) and API_KEY not in (e.value.diag.message_hint or "")
+        c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
+        job = one(c, "SELECT memory.request_reply(%s)", cid)
+        wait_for(lambda: one(c, "SELECT memory.reply_status(%s)", job)["status"] == "failed")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SHOW memory.llm_api_key")
+        assert one(c, "SELECT count(*) FROM pg_settings WHERE name = 'memory.llm_api_key'") == 0
+    with admin(pg) as a:
+        for table in ("agents", "conversations", "conversation_messages", "jobs", "llm_calls", "user_usage"):
+            assert API_KEY not in one(a, f"SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.{table} t")
+    with open(f"{TEST_ROOT}/chat/server.log", errors="replace") as f:
+        log = f.read()
+    assert "HTTP 500" in log and API_KEY not in log
