@@ -436,6 +436,10 @@ BEGIN
     RETURN memory._finish_turn(memory._chat_answer($1));
 END $$;
 
--- The Rust half of a turn reads and writes through SPI: its search_path is pinned like every
--- other function's.
+-- The Rust half of a turn reads the window like build_context, so its plans are pinned to the
+-- index the same way (see context.sql), and its search_path like every other function's.
+ALTER FUNCTION memory._chat_answer(uuid)
+    SET enable_sort = off
+    SET enable_bitmapscan = off
+    SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;

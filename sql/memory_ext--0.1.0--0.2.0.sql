@@ -77,8 +77,11 @@ ALTER FUNCTION memory._tool_keys(uuid, jsonb, text) SET search_path = pg_catalog
 
 CREATE TABLE memory.queue_turns (
     user_id         uuid PRIMARY KEY,
-    last_claimed_at timestamptz NOT NULL
+    -- NULL: never served yet (served first)
+    last_claimed_at timestamptz,
+    queued          integer NOT NULL DEFAULT 0
 );
+CREATE INDEX queue_turns_waiting_idx ON memory.queue_turns (last_claimed_at NULLS FIRST) WHERE queued > 0;
 
 -- One queue for every kind of background job. The summary jobs move in with their ids.
 CREATE TABLE memory.jobs (
@@ -96,7 +99,7 @@ CREATE TABLE memory.jobs (
 );
 CREATE UNIQUE INDEX jobs_one_pending_idx ON memory.jobs (kind, conversation_id)
     WHERE status IN ('queued', 'running');
-CREATE INDEX jobs_due_idx ON memory.jobs (run_after) WHERE status = 'queued';
+CREATE INDEX jobs_user_due_idx ON memory.jobs (user_id, run_after, id) WHERE status = 'queued';
 CREATE INDEX jobs_conversation_idx ON memory.jobs (conversation_id, id);
 
 INSERT INTO memory.jobs (id, kind, conversation_id, user_id, status, attempts, last_error, run_after, created_at, updated_at)
@@ -104,6 +107,9 @@ OVERRIDING SYSTEM VALUE
 SELECT j.id, 'summary', j.conversation_id, c.user_id, j.status, j.attempts, j.last_error, j.run_after, j.created_at, j.updated_at
   FROM memory.summary_jobs j JOIN memory.conversations c ON c.id = j.conversation_id;
 SELECT pg_catalog.setval('memory.jobs_id_seq', coalesce(max(id), 1), max(id) IS NOT NULL) FROM memory.summary_jobs;
+-- each user's queued jobs (from here on the trigger on jobs keeps this count)
+INSERT INTO memory.queue_turns (user_id, queued)
+SELECT user_id, count(*) FROM memory.jobs WHERE status = 'queued' AND user_id IS NOT NULL GROUP BY user_id;
 -- (leave the dump list first: dropping a table would leave its oid there)
 ALTER EXTENSION memory_ext DROP SEQUENCE memory.summary_jobs_id_seq;
 ALTER EXTENSION memory_ext DROP TABLE memory.summary_jobs;
@@ -194,6 +200,24 @@ CREATE OR REPLACE FUNCTION memory._uncovered_tokens(p_conversation_id uuid, p_to
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
+
+-- Keeps queue_turns.queued, the number of each user's queued jobs. SECURITY DEFINER: jobs also
+-- go with a conversation a user deletes (the cascade), and users may not write queue_turns.
+CREATE FUNCTION memory._jobs_count_queued() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'queued' AND OLD.user_id IS NOT NULL THEN
+        UPDATE memory.queue_turns t SET queued = t.queued - 1 WHERE t.user_id = OLD.user_id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'queued' AND NEW.user_id IS NOT NULL THEN
+        INSERT INTO memory.queue_turns AS t (user_id, queued) VALUES (NEW.user_id, 1)
+        ON CONFLICT (user_id) DO UPDATE SET queued = t.queued + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_count_queued AFTER INSERT OR DELETE OR UPDATE OF status, user_id ON memory.jobs
+    FOR EACH ROW EXECUTE FUNCTION memory._jobs_count_queued();
 
 -- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
 -- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
@@ -538,7 +562,7 @@ REVOKE EXECUTE ON FUNCTION
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
     memory._messages_after_delete(),
     memory._summary_before_insert(),
-    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid)
+    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid), memory._jobs_count_queued()
 FROM PUBLIC;
 
 DROP FUNCTION memory.add_message(uuid, text, text, jsonb, text, text, jsonb);
@@ -1101,6 +1125,10 @@ BEGIN
     RETURN memory._finish_turn(memory._chat_answer($1));
 END $$;
 
--- The Rust half of a turn reads and writes through SPI: its search_path is pinned like every
--- other function's.
+-- The Rust half of a turn reads the window like build_context, so its plans are pinned to the
+-- index the same way (see context.sql), and its search_path like every other function's.
+ALTER FUNCTION memory._chat_answer(uuid)
+    SET enable_sort = off
+    SET enable_bitmapscan = off
+    SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;

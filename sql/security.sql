@@ -42,5 +42,5 @@ REVOKE EXECUTE ON FUNCTION
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
     memory._messages_after_delete(),
     memory._summary_before_insert(),
-    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid)
+    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid), memory._jobs_count_queued()
 FROM PUBLIC;

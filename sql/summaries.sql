@@ -47,6 +47,24 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
 
+-- Keeps queue_turns.queued, the number of each user's queued jobs. SECURITY DEFINER: jobs also
+-- go with a conversation a user deletes (the cascade), and users may not write queue_turns.
+CREATE FUNCTION memory._jobs_count_queued() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'queued' AND OLD.user_id IS NOT NULL THEN
+        UPDATE memory.queue_turns t SET queued = t.queued - 1 WHERE t.user_id = OLD.user_id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'queued' AND NEW.user_id IS NOT NULL THEN
+        INSERT INTO memory.queue_turns AS t (user_id, queued) VALUES (NEW.user_id, 1)
+        ON CONFLICT (user_id) DO UPDATE SET queued = t.queued + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_count_queued AFTER INSERT OR DELETE OR UPDATE OF status, user_id ON memory.jobs
+    FOR EACH ROW EXECUTE FUNCTION memory._jobs_count_queued();
+
 -- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
 -- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
 -- and the insert trigger check access first.

@@ -92,16 +92,22 @@ CREATE TABLE memory.jobs (
 );
 CREATE UNIQUE INDEX jobs_one_pending_idx ON memory.jobs (kind, conversation_id)
     WHERE status IN ('queued', 'running');
-CREATE INDEX jobs_due_idx ON memory.jobs (run_after) WHERE status = 'queued';
+-- a user's next due job: the worker's claim probes this once per waiting user
+CREATE INDEX jobs_user_due_idx ON memory.jobs (user_id, run_after, id) WHERE status = 'queued';
 -- a conversation's jobs: its newest job's status, and the cascade when it is deleted
 CREATE INDEX jobs_conversation_idx ON memory.jobs (conversation_id, id);
 
--- When the worker last took a job of each user: it takes the next job from the user served
--- longest ago, so that one user's many jobs cannot starve everyone else's.
+-- When the worker last took a job of each user, and how many queued jobs each user has (kept by
+-- a trigger on jobs): the worker takes the next job from the waiting user served longest ago, so
+-- that one user's many jobs cannot starve everyone else's, and a claim costs one probe per
+-- waiting user, whatever the length of the queue.
 CREATE TABLE memory.queue_turns (
     user_id         uuid PRIMARY KEY,
-    last_claimed_at timestamptz NOT NULL
+    -- NULL: never served yet (served first)
+    last_claimed_at timestamptz,
+    queued          integer NOT NULL DEFAULT 0
 );
+CREATE INDEX queue_turns_waiting_idx ON memory.queue_turns (last_claimed_at NULLS FIRST) WHERE queued > 0;
 
 -- pg_dump keeps user data of extension tables only when they are registered.
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');

@@ -201,8 +201,9 @@ fn recover_interrupted_jobs() {
     })
 }
 
-/// Marks the next due job `running`, taking it from the user whose jobs were served longest ago
-/// (fair between users). A job whose conversation cannot be read is ended here, never left
+/// Marks the next due job `running`, taking it from the waiting user whose jobs were served
+/// longest ago (fair between users; one index probe per waiting user, whatever the queue's
+/// length). A job whose conversation cannot be read is ended here, never left
 /// `running`.
 fn claim_job() -> Option<Claimed> {
     Spi::connect_mut(|c| {
@@ -213,11 +214,15 @@ fn claim_job() -> Option<Claimed> {
             .update(
                 "UPDATE memory.jobs j
                     SET status = 'running', attempts = j.attempts + 1, updated_at = now()
-                  WHERE j.id = (SELECT q.id FROM memory.jobs q
-                                  LEFT JOIN memory.queue_turns t ON t.user_id = q.user_id
-                                 WHERE q.status = 'queued' AND q.run_after <= now()
-                                 ORDER BY t.last_claimed_at NULLS FIRST, q.run_after, q.id
-                                 LIMIT 1 FOR UPDATE OF q SKIP LOCKED)
+                  WHERE j.id = (SELECT n.id FROM memory.queue_turns t
+                                 CROSS JOIN LATERAL (SELECT q.id FROM memory.jobs q
+                                                      WHERE q.user_id = t.user_id AND q.status = 'queued'
+                                                        AND q.run_after <= now()
+                                                      ORDER BY q.run_after, q.id LIMIT 1) n
+                                 WHERE t.queued > 0
+                                 ORDER BY t.last_claimed_at NULLS FIRST
+                                 LIMIT 1)
+                    AND j.status = 'queued'
               RETURNING j.id, j.conversation_id, j.attempts,
                         (SELECT c.encoding FROM memory.conversations c WHERE c.id = j.conversation_id),
                         (SELECT c.total_tokens FROM memory.conversations c WHERE c.id = j.conversation_id),
@@ -346,6 +351,13 @@ fn load_reply(claimed: &Claimed) -> Option<ReplyJob> {
         // over the owner's daily token limit: an error, recorded in the job and retried later
         c.update("SELECT memory._check_token_quota_of($1)", None, &[claimed.user_id.into()])
             .expect("checking the daily token limit");
+        // the window's page queries walk the index, as in build_context (see sql/context.sql)
+        c.update(
+            "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off",
+            None,
+            &[],
+        )
+        .expect("pinning the window's plans");
         let budget = conv.turn_budget();
         let window = window_of(c, &conv, budget, conv.settings.system_prompt.as_deref());
         Some(ReplyJob {

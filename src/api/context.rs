@@ -5,9 +5,9 @@ use std::collections::{HashSet, VecDeque};
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{JsonB, PgSqlErrorCode, Uuid};
+use pgrx::{JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, Uuid};
 
-use super::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
+use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
 use crate::core::tokenizer::Encoding;
 use crate::core::turn::{
@@ -17,6 +17,9 @@ use crate::core::turn::{
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary, Window};
 use crate::gucs;
 use crate::sql_error::{fail, interrupt, required, OrRaise};
+
+const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 
 // Keyset pages with a LIMIT: the planner always walks the (conversation_id, seq) index
 // backwards, and stops after the page.
@@ -42,7 +45,11 @@ impl IndexSource<'_> {
     fn fetch(&mut self) {
         let table = self
             .client
-            .select(&rows_sql(), None, &[self.conversation_id.into(), self.before_seq.into(), self.batch.into()])
+            .select(
+                kept_plan(self.client, &rows_sql(), &[UUID, INT8, INT8]).unwrap_or_else(|e| spi_failed(e)),
+                None,
+                &[self.conversation_id.into(), self.before_seq.into(), self.batch.into()],
+            )
             .unwrap_or_else(|e| spi_failed(e));
         if (table.len() as i64) < self.batch {
             self.done = true;
@@ -144,7 +151,8 @@ pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
     let sql = format!(
         "SELECT c.encoding, c.total_tokens, c.message_count, c.last_seq, c.user_id, {agent_columns} WHERE c.id = $1"
     );
-    let t = client.select(&sql, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
+    let plan = kept_plan(client, &sql, &[UUID]).unwrap_or_else(|e| spi_failed(e));
+    let t = client.select(plan, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
     let r = t.into_iter().next()?;
     let get = |e: Result<Option<String>, pgrx::spi::SpiError>| e.unwrap_or_else(|e| spi_failed(e));
     let tools = get(r.get::<String>(9))
@@ -177,7 +185,8 @@ pub fn window_of(client: &SpiClient, conv: &Conversation, max: i64, system_promp
     let id = conv.id;
     // A summary can only matter when the history does not fit beside the system prompt.
     let summary = if system_prompt.is_some() || conv.total_tokens + REPLY_PRIMING > max {
-        let s = client.select(NEWEST_SUMMARY, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
+        let plan = kept_plan(client, NEWEST_SUMMARY, &[UUID]).unwrap_or_else(|e| spi_failed(e));
+        let s = client.select(plan, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
         s.into_iter().next().map(|s| Summary {
             content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
             tokens: i64::from(s.get::<i32>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default()),

@@ -1,7 +1,11 @@
 //! Reading stored messages through SPI: one column list and one decoder, shared by
 //! build_context and the summary worker.
 
-use pgrx::spi::{SpiError, SpiHeapTupleData};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiHeapTupleData};
+use pgrx::PgOid;
 
 use crate::core::chat::RawMessage;
 use crate::core::error::MemError;
@@ -38,4 +42,18 @@ pub fn message_row(r: &SpiHeapTupleData) -> Result<Result<Row, MemError>, SpiErr
         tool_call_id: call_id.as_deref(),
     };
     Ok(raw.expand().map(|msg| Row { seq, tokens: i64::from(tokens), msg }))
+}
+
+/// The plan of a read-only query, prepared once per backend and kept: planning the RLS-guarded
+/// queries of a window costs more than running them. PostgreSQL revalidates a kept plan when what
+/// it depends on changes (DDL, the role that runs it), so it never goes stale. The statements are
+/// few and fixed (leaked on purpose: they live as long as the backend).
+pub fn kept_plan(client: &SpiClient, sql: &str, types: &[PgOid]) -> Result<&'static OwnedPreparedStatement, SpiError> {
+    thread_local!(static PLANS: RefCell<HashMap<String, &'static OwnedPreparedStatement>> = RefCell::new(HashMap::new()));
+    if let Some(plan) = PLANS.with_borrow(|p| p.get(sql).copied()) {
+        return Ok(plan);
+    }
+    let plan: &'static OwnedPreparedStatement = Box::leak(Box::new(client.prepare(sql, types)?.keep()));
+    PLANS.with_borrow_mut(|p| p.insert(sql.to_owned(), plan));
+    Ok(plan)
 }

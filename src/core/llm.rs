@@ -2,6 +2,7 @@
 //! classification of its failures. Plain Rust: the worker calls it with no transaction open, and
 //! `memory.chat` on a thread of its own while the backend watches for cancellation.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -70,14 +71,30 @@ pub fn read_answer(status: u16, retry_after: Option<&str>, body: &str) -> Result
     })
 }
 
+/// One HTTP agent per process (rebuilt when the timeout setting changes): building one sets up
+/// TLS with its root certificates, which costs milliseconds per call; it also keeps connections
+/// to the endpoint alive between calls.
+fn agent(timeout: Duration) -> ureq::Agent {
+    static CACHE: Mutex<Option<(Duration, ureq::Agent)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    match &*cache {
+        Some((t, a)) if *t == timeout => a.clone(),
+        _ => {
+            let a: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(timeout))
+                .http_status_as_error(false)
+                .user_agent("memory_ext")
+                .build()
+                .into();
+            *cache = Some((timeout, a.clone()));
+            a
+        }
+    }
+}
+
 pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<Answer, LlmError> {
     let started = Instant::now();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(cfg.timeout))
-        .http_status_as_error(false)
-        .user_agent("memory_ext")
-        .build()
-        .into();
+    let agent = agent(cfg.timeout);
     let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
     let mut request = agent.post(&url).header("Content-Type", "application/json");
     // The key goes in this header only; error texts below never contain it.

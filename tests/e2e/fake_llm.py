@@ -34,7 +34,7 @@ def answer(req, n):
 
 
 class FakeLLM:
-    def __init__(self):
+    def __init__(self, port=0):
         self.mode = "ok"
         self.retry_after = 2
         self.hang_seconds = 30
@@ -83,7 +83,7 @@ class FakeLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): expected in hang mode
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -92,3 +92,11 @@ class FakeLLM:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    # a stand-in LLM for the demo: python3 tests/e2e/fake_llm.py PORT
+    import sys
+    fake = FakeLLM(int(sys.argv[1]))
+    print(f"fake OpenAI-compatible LLM on http://127.0.0.1:{fake.port}/v1", flush=True)
+    fake.thread.join()

@@ -83,6 +83,7 @@ REVIEWED = {
     "_message_before_insert_write()": ("pinned", True, False),
     "_message_before_update()": ("pinned", False, False),
     "_messages_after_delete()": ("pinned", True, False),
+    "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
 }
 

@@ -165,6 +165,14 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
         # a tool result for a call made before the upgrade is still checked against it
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             c.execute("SELECT memory.add_message(%s, 'tool', 'again', tool_call_id => 'u1')", (cids[0],))
+        # a conversation made before the upgrade takes an agent registered afterwards under its agent_id
+        agent_id = c.execute("SELECT agent_id FROM memory.conversations WHERE id = %s", (cids[2],)).fetchone()[0]
+        c.execute("INSERT INTO memory.agents (id, name, system_prompt, auto_reply) VALUES (%s, 'late', 'Registered later.', true)", (agent_id,))
+        ctx = c.execute("SELECT memory.build_context(%s)", (cids[2],)).fetchone()[0]
+        assert ctx["messages"][0] == {"role": "system", "content": "Registered later."} and ctx["max_tokens"] == 6000
+        c.execute("SELECT memory.add_message(%s, 'user', 'hello agent')", (cids[2],))
+    with connect(up) as c:
+        assert c.execute("SELECT status FROM memory.jobs WHERE kind = 'reply' AND conversation_id = %s", (cids[2],)).fetchall() == [("queued",)]
     with connect("postgres") as c:
         c.execute(f"DROP DATABASE {up} WITH (FORCE)")
         c.execute(f"DROP DATABASE {fresh} WITH (FORCE)")

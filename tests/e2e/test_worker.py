@@ -89,6 +89,11 @@ def test_summary_written_from_llm_answer(wk, llm):
     assert "message 0:" in prompt and f"message {covers - 1}:" in prompt and f"message {covers}:" not in prompt
     # the newest turns stay verbatim
     assert covers < 8
+    # every LLM call is a usage row, charged to the conversation's owner
+    with admin(wk) as c:
+        calls = c.execute("SELECT l.kind, l.status, l.model, l.total_tokens > 0, l.user_id = v.user_id FROM memory.llm_calls l "
+                          "JOIN memory.conversations v ON v.id = l.conversation_id WHERE l.conversation_id = %s", (cid,)).fetchall()
+    assert calls == [("summary", "ok", "fake-model", True, True)]
     print(f"threshold crossed -> summary stored: {latency * 1000:.0f} ms (including the inserts)")
 
     # more messages: a progressive summary from the previous one plus only the new messages
@@ -125,6 +130,9 @@ def test_failures_are_recorded_retried_and_never_stored(wk, llm, mode, text):
     final = wait_for(lambda: (j := job(wk, cid)) and j["status"] == "failed" and j, timeout=30)
     assert final["attempts"] == MAX_ATTEMPTS
     assert summaries(wk, cid) == []
+    with admin(wk) as c:
+        assert c.execute("SELECT kind, status, count(*) FROM memory.llm_calls WHERE conversation_id = %s GROUP BY 1, 2",
+                         (cid,)).fetchall() == [("summary", "error", MAX_ATTEMPTS)]
     with admin(wk) as c:
         assert c.execute("SELECT count(*) FROM memory.conversation_summaries WHERE content ILIKE '%%error%%' OR content ILIKE '%%http%%'").fetchone()[0] == 0
     llm.mode = "ok"
@@ -335,6 +343,10 @@ def test_jobs_are_fair_between_users(wk, llm):
             done = c.execute("SELECT count(DISTINCT conversation_id) FROM memory.conversation_summaries WHERE conversation_id = ANY(%s)", (many,)).fetchone()[0]
         assert done <= 4, done
         wait_for(lambda: all(summaries(wk, m) for m in many), timeout=60)
+        # the per-user count of queued jobs the claim relies on stays exact
+        with admin(wk) as c:
+            assert c.execute("""SELECT count(*) FROM memory.queue_turns t WHERE t.queued <>
+                                (SELECT count(*) FROM memory.jobs j WHERE j.user_id = t.user_id AND j.status = 'queued')""").fetchone()[0] == 0
     finally:
         llm.delay = 0.0
 
