@@ -19,6 +19,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, HERE)
 import tiktoken_offline  # noqa: F401,E402
 import tiktoken  # noqa: E402
 import psycopg  # noqa: E402
@@ -452,7 +453,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -491,10 +492,14 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans):
     for k, v in writes.items():
         floor = writes.get("plain table, " + k.split(", ")[1]) if "ms" not in k else None
         lines.append(f"| {k} | {v:.0f} | {v / floor:.2f} |" if floor else f"| {k} | {v:.2f} | |")
+    if turns:
+        import turns as turns_bench
+        lines += turns_bench.report_lines(turns)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans}, f, indent=1)
+        json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans,
+                   "turns": turns}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -574,6 +579,8 @@ def main():
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
+    ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
+    ap.add_argument("--llm-port", type=int, help="where the stand-in LLM listens (the turns cluster calls it)")
     a = ap.parse_args()
     if a.soak:
         soak(a.port, a.soak)
@@ -597,8 +604,13 @@ def main():
     cold = bench_cold_start(a.port, a.plain_port, a.smoke)
     print("== writes", flush=True)
     writes = bench_writes(a.port, a.smoke)
+    turns = None
+    if a.turns_port:
+        print("== chat turns", flush=True)
+        import turns as turns_bench
+        turns = turns_bench.run(a.turns_port, a.llm_port, a.smoke)
     plans = explain_plans(conn, convs, sizes)
-    report(a.out, meta, ctx, counting, cold, writes, budgets, plans)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

@@ -23,7 +23,7 @@ echo "== building memory_ext (release)"
 cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
 cargo build --release --example count_bench -q 2>/dev/null || cargo build --release --example count_bench
 
-stop() { scripts/cluster.sh stop "$DIR/preload"; scripts/cluster.sh stop "$DIR/plain"; scripts/cluster.sh stop "$DIR/soak"; }
+stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"; done; }
 trap stop EXIT
 stop
 rm -rf "$DIR"
@@ -34,4 +34,7 @@ if [ "$SOAK" != 0 ]; then
 fi
 scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
 NO_PRELOAD=1 scripts/cluster.sh start "$DIR/plain" "$((PORT + 1))" "shared_buffers=256MB"
-python3 bench/bench.py --port "$PORT" --plain-port "$((PORT + 1))" --out "$OUT" $([ $SMOKE = 1 ] && echo --smoke)
+# chat turns and reply jobs: a worker serving database bench, calling the stand-in LLM on PORT+2
+scripts/cluster.sh start "$DIR/turns" "$((PORT + 3))" "shared_buffers=256MB" "memory.worker_database=bench" "memory.worker_naptime=10"
+python3 bench/bench.py --port "$PORT" --plain-port "$((PORT + 1))" --turns-port "$((PORT + 3))" --llm-port "$((PORT + 2))" \
+    --out "$OUT" $([ $SMOKE = 1 ] && echo --smoke)

@@ -55,7 +55,36 @@ SELECT r->'token_count' AS tokens, r->'included_messages' AS included, r->'summa
        r->'unsummarized_omitted' AS unsummarized_omitted, left(r->'messages'->1->>'content', 80) || '…' AS second_message
   FROM memory.build_context(:'conversation', 300, 'You are a travel assistant.') r;
 
-\echo '\n== 7. Row-level security: another user sees nothing'
+\echo '\n== 7. An agent answers in SQL: one call does what the guide endpoint POST /agent/chat does'
+\echo '   (the LLM here is a STAND-IN: the fake OpenAI-compatible server of the tests, started by scripts/demo.sh)'
+SELECT id AS agent FROM memory.create_agent('concierge', 'You are a hotel concierge. Be brief.',
+    tools => '[{"type": "function", "function": {"name": "clock", "description": "The current time",
+                 "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}]') \gset
+SELECT id AS chat FROM memory.create_conversation(:'agent', 'At the front desk') \gset
+SELECT r->'message'->>'content' AS answer, r->'usage'->'total_tokens' AS tokens, r->'context'->'token_count' AS context_tokens
+  FROM memory.chat(:'chat', 'Hello! Can you recommend a restaurant?') r;
+\echo '-- the model calls a tool: the application runs it, appends the result and continues the turn'
+SELECT r->>'finish_reason' AS finish_reason, r->'message'->'tool_calls'->0->'function' AS tool_call
+  FROM memory.chat(:'chat', 'What time is it?') r;
+SELECT seq AS tool_result_seq FROM memory.add_message(:'chat', 'tool', '21:15 Europe/Paris',
+    tool_call_id => (SELECT tool_calls->0->>'id' FROM memory.conversation_messages WHERE conversation_id = :'chat' ORDER BY seq DESC LIMIT 1));
+SELECT r->'message'->>'content' AS answer FROM memory.continue_chat(:'chat') r;
+\echo '-- asynchronous: with auto_reply, a plain INSERT of the user message gets its answer as a new row'
+SELECT auto_reply FROM memory.update_agent(:'agent', auto_reply => true);
+INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (:'chat', 'user', 'Thanks, good night!');
+DO $$
+BEGIN
+  FOR i IN 1..40 LOOP
+    EXIT WHEN (SELECT role FROM memory.conversation_messages ORDER BY created_at DESC, seq DESC LIMIT 1) = 'assistant';
+    PERFORM pg_sleep(0.25);
+  END LOOP;
+END $$;
+SELECT seq, role, coalesce(content, '') AS content, tool_calls IS NOT NULL AS tool_call
+  FROM memory.conversation_messages WHERE conversation_id = :'chat' ORDER BY seq;
+\echo '-- every LLM call is a usage row'
+SELECT kind, model, prompt_tokens, completion_tokens, total_tokens, status FROM memory.llm_calls ORDER BY id;
+
+\echo '\n== 8. Row-level security: another user sees nothing'
 SET memory.user_id = 'a0000000-0000-0000-0000-000000000002';
 SELECT count(*) AS visible_conversations FROM memory.conversations;
 \set ON_ERROR_STOP off

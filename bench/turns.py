@@ -1,0 +1,173 @@
+"""Chat turns against a stand-in LLM (the tests' fake OpenAI-compatible server on 127.0.0.1,
+answering at once): what memory.chat adds over a direct HTTP call of the same request, the
+application-side loop it replaces, the worker's reply throughput, and what the per-user limit
+check costs an append. Run by bench/run.sh on a cluster of its own whose worker serves `bench`."""
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
+import psycopg  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
+from fake_llm import FakeLLM  # noqa: E402
+
+USER_ID = "b0000000-0000-0000-0000-0000000000be"
+
+
+def connect(port, user="bench"):
+    c = psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user={user}", autocommit=True)
+    if user == "bench":
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (USER_ID,))
+    return c
+
+
+def setting(port, name, value):
+    with connect(port, "postgres") as c:
+        c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+
+
+def median_ms(fn, reps):
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def post(port, body):
+    """A direct call of the same request, a new connection each time (as memory.chat makes)."""
+    h = http.client.HTTPConnection("127.0.0.1", port)
+    h.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    out = json.loads(h.getresponse().read())
+    h.close()
+    return out
+
+
+def setup(port, llm_port):
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")
+        c.execute("CREATE DATABASE bench")
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
+            c.execute("CREATE ROLE bench LOGIN")
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
+    setting(port, "memory.llm_base_url", f"http://127.0.0.1:{llm_port}/v1")
+    setting(port, "memory.llm_model", "fake-model")
+
+
+def bench_chat(port, llm, n, reps):
+    conn = connect(port)
+    # no summaries while measuring: the worker would compete for the two cores
+    agent = conn.execute("SELECT (memory.create_agent('bench', 'You are a helpful assistant.', summarize_threshold => 2000000000)).id").fetchone()[0]
+    cid = conn.execute("SELECT (memory.create_conversation(%s)).id", (agent,)).fetchone()[0]
+    rng = random.Random(7)
+    words = "the of and to in is that for it as with memory context window token budget agent user tool paris".split()
+    msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": " ".join(rng.choice(words) for _ in range(40))} for i in range(n)]
+    for i in range(0, n, 2000):
+        conn.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count)
+                        SELECT %s, r.role, r.content, 0, 0 FROM jsonb_to_recordset(%s) AS r(role text, content text)""",
+                     (cid, Jsonb(msgs[i:i + 2000])))
+    conn.execute("ANALYZE memory.conversation_messages")
+    chat = lambda: conn.execute("SELECT memory.chat(%s, 'What should I see in Paris?')", (cid,), prepare=True).fetchone()
+    chat()
+    body = json.dumps(llm.requests[-1]["json"])
+    direct = median_ms(lambda: post(llm.port, body), reps)
+    in_db = median_ms(chat, reps)
+
+    def app_loop():  # what an application does without memory.chat: four round trips plus the call
+        conn.execute("SELECT memory.add_message(%s, 'user', 'What should I see in Paris?')", (cid,), prepare=True)
+        ctx = conn.execute("SELECT memory.build_context(%s, 6000, 'You are a helpful assistant.')", (cid,), prepare=True).fetchone()[0]
+        answer = post(llm.port, json.dumps({"model": "fake-model", "messages": ctx["messages"], "max_tokens": 2000}))
+        conn.execute("SELECT memory.add_message(%s, 'assistant', %s)", (cid, answer["choices"][0]["message"]["content"]), prepare=True)
+    loop = median_ms(app_loop, reps)
+    # what the overhead is made of: the same window, and one append
+    window_ms = median_ms(lambda: conn.execute("SELECT length(memory.build_context(%s)::text)", (cid,), prepare=True).fetchone(), reps)
+    append_ms = median_ms(lambda: conn.execute("SELECT (memory.add_message(%s, 'user', 'And in Lyon?')).seq", (cid,), prepare=True).fetchone(), reps)
+    window = json.loads(body)["messages"]
+    conn.close()
+    print(f"  memory.chat at {n} messages ({len(window)} in the window): {in_db:.2f} ms; direct HTTP call of the same request: "
+          f"{direct:.2f} ms; overhead {in_db - direct:.2f} ms (its build_context alone {window_ms:.2f} ms, one add_message "
+          f"{append_ms:.2f} ms); the application loop it replaces: {loop:.2f} ms", flush=True)
+    return {"messages": n, "window_messages": len(window), "chat_ms": in_db, "direct_http_ms": direct,
+            "overhead_ms": in_db - direct, "app_loop_ms": loop, "build_context_ms": window_ms, "add_message_ms": append_ms}
+
+
+def bench_replies(port, n):
+    conn = connect(port)
+    agent = conn.execute("SELECT (memory.create_agent('auto', 'Be brief.', auto_reply => true)).id").fetchone()[0]
+    cids = [r[0] for r in conn.execute("SELECT (memory.create_conversation(%s)).id FROM generate_series(1, %s)", (agent, n)).fetchall()]
+    with conn.transaction():
+        conn.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count)
+                        SELECT c, 'user', 'Hello, what can you do?', 0, 0 FROM unnest(%s::uuid[]) AS c""", (cids,))
+    t = time.perf_counter()
+    admin = connect(port, "postgres")  # the queue is not the users'
+    while True:
+        done = admin.execute("SELECT count(*) FROM memory.jobs WHERE kind = 'reply' AND status IN ('done', 'failed')").fetchone()[0]
+        if done >= n or time.perf_counter() - t > 600:
+            break
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - t
+    answers = conn.execute("SELECT count(*) FROM memory.conversation_messages WHERE role = 'assistant' AND conversation_id = ANY (%s)", (cids,)).fetchone()[0]
+    conn.close()
+    admin.close()
+    print(f"  reply jobs: {answers} of {n} answered in {elapsed:.2f} s: {answers / elapsed:.0f} replies/s (one worker)", flush=True)
+    return {"jobs": n, "answered": answers, "seconds": elapsed, "replies_per_s": answers / elapsed}
+
+
+def bench_limit_check(port, seconds):
+    pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+    conn = connect(port)
+    cid = conn.execute("SELECT (memory.create_conversation('a0000000-0000-0000-0000-0000000000a6')).id").fetchone()[0]
+    conn.close()
+    path = "/tmp/memory_ext_bench_limit.sql"
+    with open(path, "w") as f:
+        f.write(f"SELECT memory.add_message('{cid}', 'user', 'What is the weather in Paris this weekend?');\n")
+    env = dict(os.environ, PGOPTIONS=f"-c memory.user_id={USER_ID}")
+    res = {}
+    for label, limit in (("no limit", 0), ("limit checked", 1_000_000_000)):
+        setting(port, "memory.max_messages_per_minute", limit)
+        out = subprocess.run([pgbench, "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "bench", "-f", path, "-c", "1", "-T", str(seconds), "bench"],
+                             capture_output=True, text=True, env=env, check=True).stdout
+        res[label] = float(out.split("tps = ")[1].split()[0])
+    setting(port, "memory.max_messages_per_minute", 0)
+    print(f"  add_message, 1 client: {res['no limit']:.0f}/s without a limit, {res['limit checked']:.0f}/s with "
+          f"memory.max_messages_per_minute checked ({res['limit checked'] / res['no limit']:.2f}×)", flush=True)
+    return {"add_message_per_s_no_limit": res["no limit"], "add_message_per_s_limit_checked": res["limit checked"]}
+
+
+def run(port, llm_port, smoke):
+    llm = FakeLLM(llm_port)
+    try:
+        setup(port, llm_port)
+        return {"chat": bench_chat(port, llm, 1000 if smoke else 10_000, 3 if smoke else 30),
+                "replies": bench_replies(port, 30 if smoke else 1000),
+                "limit_check": bench_limit_check(port, 2 if smoke else 10)}
+    finally:
+        llm.stop()
+
+
+def report_lines(t):
+    c, r, lc = t["chat"], t["replies"], t["limit_check"]
+    return ["", "## Chat turns (stand-in LLM on 127.0.0.1 answering at once)", "",
+            "| measure | value |", "|---|---:|",
+            f"| `memory.chat` at {c['messages']:,} messages ({c['window_messages']} in the window), client ms | {c['chat_ms']:.2f} |",
+            f"| direct HTTP call of the same request, ms | {c['direct_http_ms']:.2f} |",
+            f"| **overhead of memory.chat per turn**, ms | **{c['overhead_ms']:.2f}** |",
+            f"| of which: `build_context` of the same window alone, ms | {c['build_context_ms']:.2f} |",
+            f"| of which: two appends (user message, answer), one `add_message` = ms | {c['add_message_ms']:.2f} |",
+            f"| the rest: wrappers, usage row, the HTTP client on its thread, ms | {c['overhead_ms'] - c['build_context_ms'] - 2 * c['add_message_ms']:.2f} |",
+            f"| the application loop it replaces (add_message, build_context, HTTP, add_message), ms | {c['app_loop_ms']:.2f} |",
+            f"| reply jobs answered by the worker, replies/s ({r['answered']} of {r['jobs']}) | {r['replies_per_s']:.0f} |",
+            f"| add_message/s without a per-user limit, 1 client | {lc['add_message_per_s_no_limit']:.0f} |",
+            f"| add_message/s with `memory.max_messages_per_minute` checked | {lc['add_message_per_s_limit_checked']:.0f} "
+            f"({lc['add_message_per_s_limit_checked'] / lc['add_message_per_s_no_limit']:.2f}×) |"]
