@@ -187,7 +187,7 @@ def connect(port, db="bench", user="bench"):
 
 def setup_writes_db(port):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS bench")
+        c.execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")  # (a worker may serve it)
         c.execute("CREATE DATABASE bench")
         if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
             c.execute("CREATE ROLE bench LOGIN")

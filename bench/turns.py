@@ -53,14 +53,8 @@ def post(port, body):
 
 
 def setup(port, llm_port):
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")
-        c.execute("CREATE DATABASE bench")
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
-            c.execute("CREATE ROLE bench LOGIN")
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
-        c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
+    from bench import setup_writes_db
+    setup_writes_db(port)
     setting(port, "memory.llm_base_url", f"http://127.0.0.1:{llm_port}/v1")
     setting(port, "memory.llm_model", "fake-model")
 
@@ -103,6 +97,12 @@ def bench_chat(port, llm, n, reps):
 
 
 def bench_replies(port, n):
+    admin = connect(port, "postgres")  # the queue is not the users'
+    # the worker restarts after its database was re-created: measure once it serves bench
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline and not admin.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'memory_ext summary worker' AND datname = 'bench'").fetchone():
+        time.sleep(0.1)
     conn = connect(port)
     agent = conn.execute("SELECT (memory.create_agent('auto', 'Be brief.', auto_reply => true)).id").fetchone()[0]
     cids = [r[0] for r in conn.execute("SELECT (memory.create_conversation(%s)).id FROM generate_series(1, %s)", (agent, n)).fetchall()]
@@ -110,7 +110,6 @@ def bench_replies(port, n):
         conn.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count)
                         SELECT c, 'user', 'Hello, what can you do?', 0, 0 FROM unnest(%s::uuid[]) AS c""", (cids,))
     t = time.perf_counter()
-    admin = connect(port, "postgres")  # the queue is not the users'
     while True:
         done = admin.execute("SELECT count(*) FROM memory.jobs WHERE kind = 'reply' AND status IN ('done', 'failed')").fetchone()[0]
         if done >= n or time.perf_counter() - t > 600:

@@ -124,7 +124,12 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                     .map(|job| run(&job))
                     .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
                 "reply" => try_transaction(|| load_reply(&claimed))
-                    .map(|job| job.map_or(Outcome::NothingToDo("the newest message is already an answer"), run_reply))
+                    .map(|job| {
+                        job.map_or(
+                            Outcome::NothingToDo("nothing to answer: no message, or the newest is already an answer"),
+                            run_reply,
+                        )
+                    })
                     .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
                 other => Err(format!("unknown job kind \"{other}\"")),
             };

@@ -84,6 +84,15 @@ def rpc(conn, sql, *args):
     return conn.execute(sql, args).fetchone()[0]
 
 
+@pytest.fixture(scope="module")
+def llm():
+    """The fake OpenAI-compatible server on 127.0.0.1 (tests/e2e/fake_llm.py), one per module."""
+    from fake_llm import FakeLLM
+    fake = FakeLLM()
+    yield fake
+    fake.stop()
+
+
 @contextlib.contextmanager
 def llm_cluster(name, port, settings):
     """A cluster of its own (under TEST_ROOT/name, on `port`) whose settings, e.g. the fake LLM's

@@ -13,18 +13,10 @@ import psycopg
 import pytest
 
 from conftest import TEST_ROOT, dsn, llm_cluster, wait_for
-from fake_llm import FakeLLM
 
 API_KEY = "sk-chat-test-93be5e1d0c"
 CLOCK = [{"type": "function", "function": {"name": "clock", "description": "The current time",
                                             "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}]
-
-
-@pytest.fixture(scope="module")
-def llm():
-    fake = FakeLLM()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +177,8 @@ def test_chat_refuses_read_only_transactions(pg, llm):
 
 
 def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
-    with as_user(pg) as owner:
+    owner_id = str(uuid.uuid4())
+    with as_user(pg, owner_id) as owner:
         agent, cid = new_chat(owner, prompt="SECRET PROMPT")
     start = len(llm.requests)
     with as_user(pg) as other:
@@ -209,12 +202,19 @@ def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
         # memory._record_chat_call works only inside memory.chat
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             other.execute("SELECT memory._record_chat_call(%s, NULL, 'm', 0, 0, 0, 0, 0)", (mine,))
+    with as_user(pg, owner_id) as owner:
+        job = one(owner, "SELECT memory.request_reply(%s)", cid)
     with psycopg.connect(dsn(user="app", port=pg), autocommit=True) as anon:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             anon.execute("SELECT memory.create_agent('x')")
-        with pytest.raises(psycopg.errors.NoDataFound):
-            anon.execute("SELECT memory.chat(%s, 'hi')", (cid,))
+        for sql, args in [("SELECT memory.chat(%s, 'hi')", (cid,)), ("SELECT memory.request_reply(%s)", (cid,)),
+                          ("SELECT memory.reply_status(%s)", (job,))]:
+            with pytest.raises(psycopg.errors.NoDataFound):
+                anon.execute(sql, args)
         assert one(anon, "SELECT count(*) FROM memory.agents") == 0
+        assert one(anon, "SELECT count(*) FROM memory.llm_calls") == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            anon.execute("SELECT count(*) FROM memory.user_usage")
     assert len(llm.requests) == start
     with as_user(pg) as c:
         assert count(pg, cid) == 0
@@ -267,15 +267,28 @@ def test_reply_job_answers_in_background(pg, llm):
             other.execute("SELECT memory.reply_status(%s)", (job,))
 
 
-@pytest.mark.parametrize("mode", ["500", "badjson", "refuse"])
+@pytest.mark.parametrize("mode", ["500", "429", "hang", "badjson", "empty", "refuse", "refused-connection"])
 def test_failed_reply_jobs_are_retried_then_failed_and_write_no_message(pg, llm, mode):
-    llm.mode = mode
+    llm.mode, llm.hang_seconds, llm.retry_after = mode, 5, 1
+    if mode == "refused-connection":
+        setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
+    try:
+        failed_reply_job(pg, mode)
+    finally:
+        if mode == "refused-connection":
+            setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+
+
+def failed_reply_job(pg, mode):
     with as_user(pg) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
         job = one(c, "SELECT memory.request_reply(%s)", cid)
         final = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "failed" and s)
         assert final["attempts"] == 2 and final["last_error"] and final["message_id"] is None
+        if mode == "429":  # the provider's Retry-After (1 s) was honoured between the attempts
+            t = c.execute("SELECT max(created_at) - min(created_at) FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchone()[0]
+            assert t.total_seconds() >= 0.9, t
         assert count(pg, cid) == 1
         assert c.execute("SELECT status, count(*) FROM memory.llm_calls WHERE conversation_id = %s GROUP BY 1", (cid,)).fetchall() == [("error", 2)]
 

@@ -11,19 +11,11 @@ import psycopg
 import pytest
 
 from conftest import ROOT, TEST_ROOT, dsn, llm_cluster, wait_for
-from fake_llm import FakeLLM
 
 API_KEY = "sk-test-4f9a1c2b7e"
 TIMEOUT_MS = 1500
 BACKOFF_MS = 300
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture(scope="module")
-def llm():
-    fake = FakeLLM()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")
