@@ -54,6 +54,11 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_message_limit_applies_wrapper';
 
+CREATE FUNCTION memory."_notify_messages"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_notify_messages_wrapper';
+
 CREATE FUNCTION memory."_suppress_auto_reply"() RETURNS void
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -478,8 +483,10 @@ BEGIN
         PERFORM memory._enqueue_job('reply', NEW.conversation_id);
     END IF;
     -- ids only: anyone may LISTEN, and only RLS decides who reads the row
-    PERFORM pg_notify('memory_messages',
-        json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
+    IF memory._notify_messages() THEN
+        PERFORM pg_notify('memory_messages',
+            json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
+    END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;

@@ -194,8 +194,10 @@ BEGIN
         PERFORM memory._enqueue_job('reply', NEW.conversation_id);
     END IF;
     -- ids only: anyone may LISTEN, and only RLS decides who reads the row
-    PERFORM pg_notify('memory_messages',
-        json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
+    IF memory._notify_messages() THEN
+        PERFORM pg_notify('memory_messages',
+            json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
+    END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;

@@ -12,6 +12,7 @@ pub static JWT_GATEWAY_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<
 pub static LOGIN_USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_TOOL_CALLS: GucSetting<i32> = GucSetting::<i32>::new(128);
+pub static NOTIFY_MESSAGES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static MAX_MESSAGES_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_LLM_TOKENS_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MIN_SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -103,6 +104,14 @@ pub fn define(preloading: bool) {
         &MAX_TOOL_CALLS,
         1,
         10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memory.notify_messages",
+        c"NOTIFY memory_messages with the ids of every new message.",
+        c"PostgreSQL serialises the commits of all notifying transactions: turn it off for write-heavy servers nobody listens to.",
+        &NOTIFY_MESSAGES,
         GucContext::Suset,
         GucFlags::default(),
     );

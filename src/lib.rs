@@ -42,6 +42,7 @@ extension_sql_file!(
         api::limits::_max_llm_tokens_per_day,
         api::limits::_message_limit_applies,
         api::limits::_in_chat_turn,
+        api::limits::_notify_messages,
         api::turn::_suppress_auto_reply,
         api::turn::_auto_reply_suppressed,
         api::turn::_chat_answer

@@ -59,6 +59,12 @@ fn _message_limit_applies() -> bool {
     gucs::MAX_MESSAGES_PER_MINUTE.get() > 0 && !_current_role_is_superuser() && !crate::api::turn::in_chat_turn()
 }
 
+/// Whether new messages are announced on channel memory_messages.
+#[pg_extern(stable, parallel_safe)]
+fn _notify_messages() -> bool {
+    gucs::NOTIFY_MESSAGES.get()
+}
+
 /// Whether memory.chat of this backend is writing its answer: its own SQL helper refuses to work
 /// otherwise, and the answer does not count against the messages-per-minute limit. A
 /// backend-local flag of the library: no setting or SQL can raise it.

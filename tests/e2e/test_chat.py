@@ -391,3 +391,19 @@ def test_api_key_is_in_no_row_error_or_log(pg, llm):
     with open(f"{TEST_ROOT}/chat/server.log", errors="replace") as f:
         log = f.read()
     assert "HTTP 500" in log and API_KEY not in log
+
+
+def test_notify_messages_can_be_turned_off(pg):
+    with as_user(pg) as c:
+        _, cid = new_chat(c)
+        listener = psycopg.connect(dsn(user="app", port=pg), autocommit=True)
+        listener.execute("LISTEN memory_messages")
+        setting(pg, "memory.notify_messages", "off")
+        try:
+            c.execute("SELECT memory.add_message(%s, 'system', 'quiet')", (cid,))
+            assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+        finally:
+            setting(pg, "memory.notify_messages", "on")
+        c.execute("SELECT memory.add_message(%s, 'system', 'loud')", (cid,))
+        assert [json.loads(n.payload)["seq"] for n in listener.notifies(timeout=2, stop_after=1)] == [2]
+        listener.close()

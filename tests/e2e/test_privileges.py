@@ -30,6 +30,7 @@ REVIEWED = {
     "_max_llm_tokens_per_day()": ("pure-c", False, True),
     "_message_limit_applies()": ("pure-c", False, True),
     "_in_chat_turn()": ("pure-c", False, True),
+    "_notify_messages()": ("pure-c", False, True),
     "_can_read_row(uuid,uuid,uuid)": ("inlined", False, True),
     "_can_write_row(uuid,uuid,uuid)": ("inlined", False, True),
     "can_read(uuid)": ("pinned", False, True),
