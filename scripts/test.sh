@@ -28,6 +28,11 @@ cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
 # the released install scripts, for the upgrade test (cargo pgrx installs the upgrade scripts)
 install -m 644 sql/memory_ext--0.1.0.sql "$($PG_CONFIG --sharedir)/extension/"
 
+# The test servers listen on fixed ports inside Linux's ephemeral range: keep the kernel from
+# handing those ports to outgoing connections (a client socket on 55434 once kept a replica from
+# starting). Needs root; elsewhere pick free ports with MEMORY_EXT_TEST_PORT.
+(echo 55400-55499 > /proc/sys/net/ipv4/ip_local_reserved_ports) 2>/dev/null || true
+
 cleanup() { scripts/cluster.sh stop "$TEST_ROOT/primary"; scripts/cluster.sh stop "$TEST_ROOT/replica"; }
 trap cleanup EXIT
 cleanup

@@ -38,6 +38,12 @@ def admin(port):
     return psycopg.connect(dsn(port=port), autocommit=True)
 
 
+def fetch(port, sql, *args):
+    """One row of a query as the superuser, on a connection closed right after."""
+    with admin(port) as c:
+        return c.execute(sql, args).fetchone()
+
+
 def setting(port, name, value):
     with admin(port) as c:
         c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
@@ -153,7 +159,7 @@ def test_hanging_chat_stops_at_once_when_cancelled(pg, llm, how):
             if how == "statement_timeout":
                 c.execute("SET statement_timeout = 300")
             else:
-                threading.Timer(0.3, lambda: admin(pg).execute("SELECT pg_cancel_backend(%s)", (pid,))).start()
+                threading.Timer(0.3, lambda: fetch(pg, "SELECT pg_cancel_backend(%s)", pid)).start()
             t0 = time.monotonic()
             with pytest.raises(psycopg.errors.QueryCanceled):
                 c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
@@ -305,7 +311,7 @@ def test_auto_reply_from_a_plain_insert_in_postgrest_mode_with_notify(pg, llm):
             api.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": uid, "role": "authenticated"}),))
             # exactly PostgREST's POST /conversation_messages
             api.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'Marco')", (cid,))
-    reply = wait_for(lambda: admin(pg).execute("SELECT content FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'", (cid,)).fetchone())
+    reply = wait_for(lambda: fetch(pg, "SELECT content FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'", cid))
     assert reply == ("You said: Marco",)
     payloads = []
     deadline = time.monotonic() + 5
