@@ -15,7 +15,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
 
-use crate::api::context::{load_conversation, window_of};
+use crate::api::context::{load_conversation, TurnRequest};
 use crate::api::llm_thread::{call_waiting, config};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::llm::{Answer, LlmError};
@@ -363,13 +363,12 @@ fn load_reply(claimed: &Claimed) -> Option<ReplyJob> {
             &[],
         )
         .expect("pinning the window's plans");
-        let budget = conv.turn_budget();
-        let window = window_of(c, &conv, budget, conv.settings.system_prompt.as_deref());
+        let request = TurnRequest::new(c, &conv);
         Some(ReplyJob {
             agent: conv.agent,
             model: conv.settings.model.clone(),
-            body: turn::request_body(&conv.settings, &serde_json::Value::Array(window.messages)),
-            local_prompt: window.token_count + conv.tools_tokens(),
+            local_prompt: request.local_prompt_tokens(),
+            body: request.body,
             last_seq: conv.last_seq,
         })
     })

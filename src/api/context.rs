@@ -11,7 +11,7 @@ use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
 use crate::core::tokenizer::Encoding;
 use crate::core::turn::{
-    context_budget, tools_tokens, TurnSettings, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS,
+    context_budget, request_body, tools_tokens, TurnSettings, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS,
     DEFAULT_TEMPERATURE,
 };
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary, Window};
@@ -118,8 +118,36 @@ impl Conversation {
 
     /// The window a turn sends: the agent's budget minus the reply's room and the tools.
     pub fn turn_budget(&self) -> i64 {
-        context_budget(&self.settings, self.tools_tokens())
+        self.budget_beside(self.tools_tokens())
+    }
+
+    fn budget_beside(&self, tools_tokens: i64) -> i64 {
+        context_budget(&self.settings, tools_tokens)
             .unwrap_or_else(|m| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, m))
+    }
+}
+
+/// What a turn sends to the LLM: the agent's window and the `/chat/completions` request around it.
+/// One definition for memory.chat and the worker's reply jobs.
+pub struct TurnRequest {
+    pub window: Window,
+    pub budget: i64,
+    pub tools_tokens: i64,
+    pub body: serde_json::Value,
+}
+
+impl TurnRequest {
+    pub fn new(client: &SpiClient, conv: &Conversation) -> TurnRequest {
+        let tools_tokens = conv.tools_tokens();
+        let budget = conv.budget_beside(tools_tokens);
+        let window = window_of(client, conv, budget, conv.settings.system_prompt.as_deref());
+        let body = request_body(&conv.settings, &serde_json::Value::Array(window.messages.clone()));
+        TurnRequest { window, budget, tools_tokens, body }
+    }
+
+    /// The prompt as memory_ext counts it: the window plus the tools.
+    pub fn local_prompt_tokens(&self) -> i64 {
+        self.window.token_count + self.tools_tokens
     }
 }
 

@@ -10,10 +10,10 @@ use pgrx::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 use serde_json::{json, Value};
 
-use super::context::{load_conversation, not_found, spi_failed, window_of};
+use super::context::{load_conversation, not_found, spi_failed, TurnRequest};
 use super::llm_thread::{call_waiting, config};
 use crate::core::llm::{Failure, LlmError};
-use crate::core::turn::{parse_reply, request_body};
+use crate::core::turn::parse_reply;
 use crate::sql_error::{fail, required};
 
 // Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
@@ -119,10 +119,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
             format!("conversation {id} has no messages to answer: use memory.chat with the user's message"),
         );
     }
-    let tools_tokens = conv.tools_tokens();
-    let budget = conv.turn_budget();
-    let window = window_of(client, &conv, budget, conv.settings.system_prompt.as_deref());
-    let body = request_body(&conv.settings, &Value::Array(window.messages.clone()));
+    let TurnRequest { window, budget, tools_tokens, body } = TurnRequest::new(client, &conv);
     let answer = call_waiting(config(), body, crate::sql_error::interrupt).map_err(llm_error)?;
     let reply = parse_reply(&answer.json, &answer.text).map_err(llm_error)?;
 
