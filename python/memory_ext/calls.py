@@ -1,0 +1,372 @@
+"""The SQL of every operation, as data: each function returns a `Call` (statement, parameters and
+how to read the rows) and does no I/O, so the sync and async clients share one definition of
+the API. Values are always bound parameters; only the fixed function and argument names below
+are composed into the statement (quoted by psycopg)."""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from .errors import ConflictError, NotFoundError
+from .models import Agent, ChatResult, Conversation, Job, Message, MessagePage, Summary, SummaryStatus, Window
+
+Rows = List[Dict[str, Any]]
+IdLike = Any  # uuid.UUID or its text form
+
+
+@dataclasses.dataclass
+class Call:
+    query: sql.Composable
+    params: Mapping[str, Any]
+    decode: Callable[[Rows], Any]
+    # statements run first, in the same transaction (their rows are not read)
+    before: List[Tuple[sql.Composable, Mapping[str, Any]]] = dataclasses.field(default_factory=list)
+
+    def steps(self) -> List[Tuple[sql.Composable, Mapping[str, Any]]]:
+        return self.before + [(self.query, self.params)]
+
+
+def as_uuid(value: IdLike, what: str = "id") -> Optional[uuid.UUID]:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        from .errors import InvalidInputError
+        raise InvalidInputError(f"{what} is not a UUID: {str(value)[:80]!r}", "22P02") from None
+
+
+def _param(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, (dict, list)) else value
+
+
+# Python ints and floats arrive as int2/int4/int8 and float8, which PostgreSQL does not cast
+# implicitly to the functions' integer and real parameters: name the types.
+ARG_TYPES = {"max_tokens": "integer", "limit": "integer", "before_seq": "bigint", "job_id": "bigint",
+             "max_context_tokens": "integer", "reply_max_tokens": "integer", "summarize_threshold": "integer",
+             "temperature": "real"}
+
+
+def _function(name: str, args: Mapping[str, Any], shape: str) -> sql.Composed:
+    """`SELECT memory.name(arg => %(arg)s, …)` with the arguments that are not None (so the
+    function's own defaults apply to the rest; a required argument is marked by `_Null`).
+    shape: 'value' | 'row' (a composite result)."""
+    def arg(k: str) -> sql.Composable:
+        cast = sql.SQL("::" + ARG_TYPES[k]) if k in ARG_TYPES else sql.SQL("")
+        return sql.SQL("{} => {}{}").format(sql.Identifier(k), sql.Placeholder(k), cast)
+    named = sql.SQL(", ").join(arg(k) for k, v in args.items() if v is not None)
+    fn = sql.SQL("memory.{}({})").format(sql.Identifier(name), named)
+    if shape == "row":
+        return sql.SQL("SELECT * FROM {}").format(fn)
+    return sql.SQL("SELECT {} AS value").format(fn)
+
+
+def _params(args: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: None if v is _NULL else _param(v) for k, v in args.items() if v is not None}
+
+
+ALWAYS_REQUIRED = frozenset(("conversation_id", "role", "content", "messages", "job_id", "id"))
+_NULL = object()  # an explicit SQL NULL (the function reports it) rather than "use the default"
+
+
+def _value(rows: Rows) -> Any:
+    return rows[0]["value"]
+
+
+def _one(parse: Callable[[Dict[str, Any]], Any], what: str) -> Callable[[Rows], Any]:
+    def decode(rows: Rows) -> Any:
+        if not rows or rows[0].get("id") is None:
+            raise NotFoundError(f"{what} does not exist", "P0002")
+        return parse(rows[0])
+    return decode
+
+
+def function(fn: str, decode: Callable[[Rows], Any] = _value, shape: str = "value", required: Sequence[str] = (),
+             /, **args: Any) -> Call:
+    """A call of `memory.<fn>` with named arguments. None means the function's default, except
+    for the `required` arguments, which are passed as NULL (the function then says what is
+    missing: 22004)."""
+    required = ALWAYS_REQUIRED.union(required)
+    args = {k: _NULL if v is None and k in required else v for k, v in args.items()}
+    return Call(_function(fn, args, shape), _params(args), decode)
+
+
+def statement(query: str, decode: Callable[[Rows], Any], **params: Any) -> Call:
+    return Call(sql.SQL(query), {k: _param(v) for k, v in params.items()}, decode)  # type: ignore[arg-type]
+
+
+# ---- identity and tokens ----------------------------------------------------------------------
+
+def current_user_id() -> Call:
+    """The caller's uuid as memory_ext sees it (None: no identity)."""
+    return function("current_user_id")
+
+
+def estimate_tokens(content: str, encoding: Optional[str] = None) -> Call:
+    """Exact tokens of a text in an encoding or model name (default cl100k_base)."""
+    return function("estimate_tokens", content=content, encoding=encoding)
+
+
+def count_message_tokens(messages: Sequence[Mapping[str, Any]], encoding: Optional[str] = None) -> Call:
+    """Tokens of a whole OpenAI messages array, reply priming included."""
+    return function("count_message_tokens", messages=list(messages), encoding=encoding)
+
+
+# ---- conversations ----------------------------------------------------------------------------
+
+def create_conversation(agent_id: IdLike, title: Optional[str] = None, metadata: Optional[Mapping[str, Any]] = None,
+                        encoding: Optional[str] = None) -> Call:
+    """A new conversation of the caller."""
+    return function("create_conversation", _one(Conversation.parse, "conversation"), "row", ("agent_id",),
+                    agent_id=as_uuid(agent_id, "agent_id"), title=title,
+                    metadata=dict(metadata) if metadata is not None else None, encoding=encoding)
+
+
+def ensure_conversation(conversation_id: IdLike, agent_id: IdLike, title: Optional[str] = None,
+                        metadata: Optional[Mapping[str, Any]] = None) -> Call:
+    """The conversation with this id, created for the caller if it does not exist yet. An id that
+    belongs to someone else raises ConflictError (their conversation stays invisible).
+    Two statements: when a concurrent transaction creates the same id, the INSERT waits for it
+    and does nothing, and only a new statement's snapshot sees the row it committed."""
+    cid = as_uuid(conversation_id, "conversation_id")
+
+    def decode(rows: Rows) -> Conversation:
+        if not rows:
+            raise ConflictError(f"conversation {cid} belongs to another user", "23505",
+                                "Use another session id or key.")
+        return Conversation.parse(rows[0])
+    insert = statement(
+        """INSERT INTO memory.conversations (id, agent_id, title, metadata)
+           VALUES (%(id)s, %(agent_id)s, %(title)s, coalesce(%(metadata)s, '{}'::jsonb))
+           ON CONFLICT (id) DO NOTHING""",
+        decode, id=cid, agent_id=as_uuid(agent_id, "agent_id"), title=title,
+        metadata=dict(metadata) if metadata is not None else None)
+    read = get_conversation(cid)
+    return Call(read.query, read.params, decode, [(insert.query, insert.params)])
+
+
+def get_conversation(conversation_id: IdLike) -> Call:
+    """One conversation (NotFoundError when it does not exist or is not readable)."""
+    return statement("SELECT * FROM memory.conversations WHERE id = %(id)s",
+                     _one(Conversation.parse, "conversation"), id=as_uuid(conversation_id, "conversation_id"))
+
+
+def list_conversations(agent_id: Optional[IdLike] = None, limit: Optional[int] = None) -> Call:
+    """The caller's conversations, most recently updated first."""
+    return function("list_conversations", lambda rows: [Conversation.parse(r) for r in rows], "row",
+                    agent_id=as_uuid(agent_id, "agent_id"), limit=limit)
+
+
+def find_conversations(metadata: Mapping[str, Any], agent_id: Optional[IdLike] = None) -> Call:
+    """The caller's readable conversations whose metadata contains `metadata`, newest first."""
+    return statement(
+        """SELECT * FROM memory.conversations
+            WHERE metadata @> %(metadata)s AND (%(agent_id)s::uuid IS NULL OR agent_id = %(agent_id)s)
+            ORDER BY updated_at DESC, id""",
+        lambda rows: [Conversation.parse(r) for r in rows], metadata=dict(metadata), agent_id=as_uuid(agent_id, "agent_id"))
+
+
+def delete_conversation(conversation_id: IdLike) -> Call:
+    """Deletes a conversation with its messages, summaries and jobs; True if it was there."""
+    return function("delete_conversation", id=as_uuid(conversation_id, "conversation_id"))
+
+
+# ---- messages ---------------------------------------------------------------------------------
+
+def add_message(conversation_id: IdLike, role: str, content: str, tool_calls: Optional[List[Dict[str, Any]]] = None,
+                name: Optional[str] = None, tool_call_id: Optional[str] = None,
+                metadata: Optional[Mapping[str, Any]] = None, idempotency_key: Optional[str] = None) -> Call:
+    """Appends one message (validated, counted, seq assigned) and returns it."""
+    return function("add_message", _one(Message.parse, "message"), "row",
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), role=role, content=content,
+                    tool_calls=tool_calls, name=name, tool_call_id=tool_call_id,
+                    metadata=dict(metadata) if metadata is not None else None, idempotency_key=idempotency_key)
+
+
+MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id", "metadata", "idempotency_key")
+
+
+def add_messages(conversation_id: IdLike, messages: Sequence[Mapping[str, Any]]) -> Call:
+    """Appends several messages in order with one statement (the same triggers and checks as
+    add_message); returns them in seq order. Each item takes the keys of MESSAGE_FIELDS."""
+    items = []
+    for i, m in enumerate(messages):
+        unknown = set(m) - set(MESSAGE_FIELDS)
+        if unknown:
+            from .errors import InvalidInputError
+            raise InvalidInputError(f"message {i}: unknown keys {sorted(unknown)}", "22023")
+        items.append({k: m.get(k) for k in MESSAGE_FIELDS})
+    return statement(
+        """INSERT INTO memory.conversation_messages
+                  (conversation_id, role, content, name, tool_calls, tool_call_id, metadata, idempotency_key)
+           SELECT %(conversation_id)s, m.role, m.content, m.name, m.tool_calls, m.tool_call_id,
+                  coalesce(m.metadata, '{}'::jsonb), m.idempotency_key
+             FROM ROWS FROM (jsonb_to_recordset(%(messages)s)
+                      AS (role text, content text, name text, tool_calls jsonb, tool_call_id text, metadata jsonb,
+                          idempotency_key text)) WITH ORDINALITY
+                  AS m(role, content, name, tool_calls, tool_call_id, metadata, idempotency_key, n)
+            ORDER BY m.n
+           RETURNING *""",
+        lambda rows: sorted((Message.parse(r) for r in rows), key=lambda m: m.seq),
+        conversation_id=as_uuid(conversation_id, "conversation_id"), messages=items)
+
+
+def get_messages(conversation_id: IdLike, limit: Optional[int] = None, before_seq: Optional[int] = None) -> Call:
+    """One page of messages (oldest to newest), ending before `before_seq` (default: the newest)."""
+    cid = as_uuid(conversation_id, "conversation_id")
+    return function("get_messages", lambda rows: MessagePage.parse(rows[0]["value"], cid),
+                    conversation_id=cid, limit=limit, before_seq=before_seq)
+
+
+def all_messages(conversation_id: IdLike) -> Call:
+    """Every message of a readable conversation, in seq order (empty if none or not readable)."""
+    return statement("SELECT * FROM memory.conversation_messages WHERE conversation_id = %(id)s ORDER BY seq",
+                     lambda rows: [Message.parse(r) for r in rows], id=as_uuid(conversation_id, "conversation_id"))
+
+
+def delete_message(message_id: IdLike) -> Call:
+    """Deletes one message (an assistant message takes its tool results with it); True if deleted."""
+    return statement("DELETE FROM memory.conversation_messages WHERE id = %(id)s RETURNING id",
+                     lambda rows: bool(rows), id=as_uuid(message_id, "message_id"))
+
+
+def delete_nth_message(conversation_id: IdLike, index: int) -> Call:
+    """Deletes the message at a 0-based position in seq order (-1: the newest) and returns it, or
+    None when there is no such message."""
+    order, offset = ("DESC", -index - 1) if index < 0 else ("ASC", index)
+    return statement(
+        f"""DELETE FROM memory.conversation_messages
+             WHERE id = (SELECT id FROM memory.conversation_messages WHERE conversation_id = %(id)s
+                          ORDER BY seq {order} OFFSET %(offset)s LIMIT 1)
+            RETURNING *""",
+        lambda rows: Message.parse(rows[0]) if rows else None,
+        id=as_uuid(conversation_id, "conversation_id"), offset=offset)
+
+
+# ---- the window and summaries -----------------------------------------------------------------
+
+def build_context(conversation_id: IdLike, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None) -> Call:
+    """The token window: what fits `max_tokens` (default: the agent's budget or 8000), newest first,
+    tool groups whole, with the newest summary when history is left out."""
+    return function("build_context", lambda rows: Window.parse(rows[0]["value"]),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), max_tokens=max_tokens,
+                    system_prompt=system_prompt)
+
+
+def build_context_from(messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
+                       system_prompt: Optional[str] = None, encoding: Optional[str] = None) -> Call:
+    """The same window over a given OpenAI messages array."""
+    return function("build_context_from", lambda rows: Window.parse(rows[0]["value"]), messages=list(messages),
+                    max_tokens=max_tokens, system_prompt=system_prompt, encoding=encoding)
+
+
+def should_summarize(conversation_id: IdLike) -> Call:
+    return function("should_summarize", conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def request_summary(conversation_id: IdLike) -> Call:
+    """Queues a summary job (idempotent); returns the job id."""
+    return function("request_summary", conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def summary_status(conversation_id: IdLike) -> Call:
+    return function("summary_status", lambda rows: SummaryStatus.parse(rows[0]["value"]),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def list_summaries(conversation_id: IdLike) -> Call:
+    """The conversation's summaries, newest first."""
+    return statement("""SELECT * FROM memory.conversation_summaries WHERE conversation_id = %(id)s
+                         ORDER BY covers_through_seq DESC, id DESC""",
+                     lambda rows: [Summary.parse(r) for r in rows], id=as_uuid(conversation_id, "conversation_id"))
+
+
+def add_summary(conversation_id: IdLike, covers_through_seq: int, content: str, model: Optional[str] = None) -> Call:
+    """Stores a summary written by the application (covering messages 1..covers_through_seq;
+    `model` defaults to 'application')."""
+    return statement("""INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model)
+                        VALUES (%(id)s, %(covers_through_seq)s, %(content)s, coalesce(%(model)s, 'application'))
+                        RETURNING *""",
+                     lambda rows: Summary.parse(rows[0]), id=as_uuid(conversation_id, "conversation_id"),
+                     covers_through_seq=covers_through_seq, content=content, model=model)
+
+
+# ---- agents and chat turns ----------------------------------------------------------------------
+
+AGENT_SETTINGS = ("system_prompt", "model", "tools", "max_context_tokens", "reply_max_tokens", "temperature",
+                  "summarize_threshold", "auto_reply", "metadata")
+
+
+def _agent_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
+    unknown = set(settings) - set(AGENT_SETTINGS)
+    if unknown:
+        from .errors import InvalidInputError
+        raise InvalidInputError(f"unknown agent settings {sorted(unknown)}", "22023")
+    return dict(settings)
+
+
+def create_agent(name: str, **settings: Any) -> Call:
+    """A new agent of the caller; settings as in AGENT_SETTINGS (omitted: the defaults)."""
+    return function("create_agent", _one(Agent.parse, "agent"), "row", ("name",), name=name, **_agent_settings(settings))
+
+
+def update_agent(agent_id: IdLike, name: Optional[str] = None, **settings: Any) -> Call:
+    """Changes the given settings of an agent; None leaves a setting as it is."""
+    return function("update_agent", _one(Agent.parse, "agent"), "row", ("agent_id",), agent_id=as_uuid(agent_id, "agent_id"),
+                    name=name, **_agent_settings(settings))
+
+
+def get_agent(agent_id: IdLike) -> Call:
+    return function("get_agent", _one(Agent.parse, "agent"), "row", ("agent_id",), agent_id=as_uuid(agent_id, "agent_id"))
+
+
+def list_agents() -> Call:
+    """The caller's own agents, oldest first."""
+    return statement("SELECT * FROM memory.agents WHERE user_id = memory.current_user_id() ORDER BY created_at, id",
+                     lambda rows: [Agent.parse(r) for r in rows])
+
+
+def delete_agent(agent_id: IdLike) -> Call:
+    return function("delete_agent", _value, "value", ("agent_id",), agent_id=as_uuid(agent_id, "agent_id"))
+
+
+def chat(conversation_id: IdLike, content: str, metadata: Optional[Mapping[str, Any]] = None) -> Call:
+    """A whole synchronous turn: appends the user message, calls the LLM, stores its answer."""
+    cid = as_uuid(conversation_id, "conversation_id")
+    return function("chat", lambda rows: ChatResult.parse(rows[0]["value"], cid), conversation_id=cid, content=content,
+                    metadata=dict(metadata) if metadata is not None else None)
+
+
+def continue_chat(conversation_id: IdLike) -> Call:
+    """Answers the conversation as it stands (after tool results were appended)."""
+    cid = as_uuid(conversation_id, "conversation_id")
+    return function("continue_chat", lambda rows: ChatResult.parse(rows[0]["value"], cid), conversation_id=cid)
+
+
+def request_reply(conversation_id: IdLike) -> Call:
+    """Queues a reply job for the worker; returns the job id."""
+    return function("request_reply", conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def reply_status(job_id: int) -> Call:
+    return function("reply_status", lambda rows: Job.parse(rows[0]["value"]), job_id=job_id)
+
+
+def llm_calls(conversation_id: Optional[IdLike] = None, limit: int = 100) -> Call:
+    """The caller's LLM calls (usage rows), newest first."""
+    return statement("""SELECT * FROM memory.llm_calls
+                         WHERE (%(id)s::uuid IS NULL OR conversation_id = %(id)s)
+                         ORDER BY created_at DESC, id DESC LIMIT %(limit)s""",
+                     lambda rows: rows, id=as_uuid(conversation_id, "conversation_id"), limit=limit)
+
+
+OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_conversation, ensure_conversation,
+              get_conversation, list_conversations, find_conversations, delete_conversation, add_message,
+              add_messages, get_messages, all_messages, delete_message, delete_nth_message, build_context, build_context_from,
+              should_summarize, request_summary, summary_status, list_summaries, add_summary, create_agent,
+              update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,
+              llm_calls]
