@@ -166,6 +166,12 @@ def tiktoken_loop(conn, cid, budget):
 
 
 def langchain(conn, session, budget):
+    from langchain_core.messages import convert_to_openai_messages
+    return convert_to_openai_messages(langchain_lc(conn, session, budget))
+
+
+def langchain_lc(conn, session, budget):
+    """The same, returning LangChain messages (what an application passes to its model)."""
     from langchain_core.messages import convert_to_openai_messages, trim_messages
     from langchain_postgres import PostgresChatMessageHistory
 
@@ -173,8 +179,7 @@ def langchain(conn, session, budget):
         return payload_tokens(convert_to_openai_messages(messages))
 
     history = PostgresChatMessageHistory("lc_messages", session, sync_connection=conn)
-    trimmed = trim_messages(history.get_messages(), max_tokens=budget, strategy="last", token_counter=counter)
-    return convert_to_openai_messages(trimmed)
+    return trim_messages(history.get_messages(), max_tokens=budget, strategy="last", token_counter=counter)
 
 
 # ---- setup ---------------------------------------------------------------------------------
@@ -453,7 +458,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -495,11 +500,13 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns):
     if turns:
         import turns as turns_bench
         lines += turns_bench.report_lines(turns)
+    import adapters as adapters_bench
+    lines += adapters_bench.report_lines(adapters)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans,
-                   "turns": turns}, f, indent=1)
+                   "turns": turns, "adapters": adapters}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -578,6 +585,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
+    ap.add_argument("--adapters-only", action="store_true", help="only the Python adapters on a 10,000-message history")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
     ap.add_argument("--llm-port", type=int, help="where the stand-in LLM listens (the turns cluster calls it)")
@@ -589,6 +597,15 @@ def main():
         setup_writes_db(a.port)
         bench_writes(a.port, a.smoke)
         return
+    if a.adapters_only:
+        import adapters as adapters_bench
+        conn, convs = setup_db(a.port, [10_000], 1000)
+        rows = adapters_bench.run(conn, convs, 10_000, 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens)
+        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with open(os.path.join(a.out, "adapters.md"), "w") as f:
+            f.write("\n".join([f"# memory_ext Python adapters", "", f"{date} on {platform.machine()}, {os.cpu_count()} cores. "
+                               "Command: `bench/run.sh --adapters`."] + adapters_bench.report_lines(rows)) + "\n")
+        return
     sizes = [100, 1000] if a.smoke else [1000, 10_000, 100_000]
     budgets = [8000, 32000]
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -598,6 +615,9 @@ def main():
     conn, convs = setup_db(a.port, sizes, 200 if a.smoke else 1000)
     print("== context window", flush=True)
     ctx = bench_context(conn, convs, sizes, budgets, a.smoke)
+    print("== Python adapters", flush=True)
+    import adapters as adapters_bench
+    adapters = adapters_bench.run(conn, convs, sizes[1], 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens)
     print("== token counting", flush=True)
     counting = bench_counting(a.port, a.out, a.smoke)
     print("== new connections", flush=True)
@@ -610,7 +630,7 @@ def main():
         import turns as turns_bench
         turns = turns_bench.run(a.turns_port, a.llm_port, a.smoke)
     plans = explain_plans(conn, convs, sizes)
-    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

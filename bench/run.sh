@@ -3,6 +3,7 @@
 #   bench/run.sh            full run (1k/10k/100k-message conversations), writes bench/results/
 #   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
+#   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -27,6 +28,11 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
+if [ "${1:-}" = "--adapters" ]; then
+    scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --adapters-only
+    exit 0
+fi
 if [ "$SOAK" != 0 ]; then
     scripts/cluster.sh start "$DIR/soak" "$PORT" "shared_buffers=1GB" "memory.worker_database=bench" "memory.worker_naptime=100"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --soak "$SOAK"

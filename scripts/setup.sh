@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
 # PostgreSQL 15 with its server headers, clang (bindgen), sudo (the server runs as postgres),
-# cargo-pgrx 0.18.1, and the Python packages the tests use. Idempotent and quiet when done.
+# cargo-pgrx 0.18.1, the Python packages the tests use, and the memory_ext Python package
+# (python/). Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -29,7 +30,9 @@ if ! grep -q 'pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
     cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 fi
 
-if ! python3 -c 'import psycopg, pytest, tiktoken' 2>/dev/null; then
+if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like' 2>/dev/null; then
     echo "== pip install -r tests/requirements.txt"
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+# the Python package from this tree (what users install with `pip install ./python`)
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps ./python

@@ -5,6 +5,8 @@
 #   2. pg_regress files under tests/pg_regress against a throwaway cluster with the library preloaded
 #   3. end-to-end tests (pytest, tests/e2e): RLS as PostgREST applies it, concurrency, bad input,
 #      token parity with Python tiktoken, read-only and hot-standby build_context, the worker
+#   4. the Python package (tests/python): its clients and adapters through LangChain's and
+#      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
 # Exits non-zero when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +54,10 @@ fi
 echo "== end-to-end tests"
 MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
     python3 -m pytest -q -p no:cacheprovider tests/e2e
+
+echo "== the Python package (python/): client, LangChain and LlamaIndex adapters, examples"
+MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
+    python3 -m pytest -q -p no:cacheprovider tests/python
 
 echo "== benchmark smoke run (tiny sizes; the full run is bench/run.sh)"
 MEMORY_EXT_BENCH_ROOT="$TEST_ROOT/bench" MEMORY_EXT_BENCH_PORT=$((PORT + 20)) bench/run.sh --smoke

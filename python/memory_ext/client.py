@@ -111,7 +111,10 @@ class MemoryClient(_Api):
         if self._bound is not None:
             return _result(batch, self._steps(self._bound, _prepare(None, batch)))
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            # pipeline mode: BEGIN, the identity and the calls travel together. Statements are
+            # prepared as psycopg decides (connect with prepare_threshold=None behind a
+            # transaction-mode pooler such as PgBouncer or Supavisor)
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 return _result(batch, self._steps(conn, _prepare(self._identity, batch)))
         except psycopg.Error as e:
             raise translate(e) from e
@@ -119,17 +122,17 @@ class MemoryClient(_Api):
     def _steps(self, conn, steps) -> list:
         results = []
         for query, params, call in steps:
-            rows = self._execute(conn, query, params)
+            rows = self._execute(conn, query, params, call is not None)
             if call:
                 results.append(call.decode(rows))
         return results
 
     @staticmethod
-    def _execute(conn, query, params) -> list:
+    def _execute(conn, query, params, fetch: bool = True) -> list:
         try:
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(query, params)
-                return cur.fetchall() if cur.description else []
+                return cur.fetchall() if fetch else []
         except psycopg.Error as e:
             raise translate(e) from e
 
@@ -235,7 +238,7 @@ class AsyncMemoryClient(_Api):
             return _result(batch, await self._steps(self._bound, _prepare(None, batch)))
         await self._open()
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
                 return _result(batch, await self._steps(conn, _prepare(self._identity, batch)))
         except psycopg.Error as e:
             raise translate(e) from e
@@ -243,17 +246,17 @@ class AsyncMemoryClient(_Api):
     async def _steps(self, conn, steps) -> list:
         results = []
         for query, params, call in steps:
-            rows = await self._execute(conn, query, params)
+            rows = await self._execute(conn, query, params, call is not None)
             if call:
                 results.append(call.decode(rows))
         return results
 
     @staticmethod
-    async def _execute(conn, query, params) -> list:
+    async def _execute(conn, query, params, fetch: bool = True) -> list:
         try:
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(query, params)
-                return await cur.fetchall() if cur.description else []
+                return await cur.fetchall() if fetch else []
         except psycopg.Error as e:
             raise translate(e) from e
 

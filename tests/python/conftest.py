@@ -1,6 +1,6 @@
 """Fixtures for the Python package's tests: a cluster of their own (PORT + 8) whose settings
-point at the fake OpenAI-compatible server, one fresh database per module, the package imported
-from python/ (or from where `pip install ./python` put it)."""
+point at the fake OpenAI-compatible server, one fresh database per module. The tests import the
+installed package (scripts/setup.sh runs `pip install ./python`)."""
 import importlib.util
 import os
 import sys
@@ -14,7 +14,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 E2E = os.path.join(ROOT, "tests", "e2e")
 sys.path.insert(0, E2E)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
 _spec = importlib.util.spec_from_file_location("e2e_support", os.path.join(E2E, "conftest.py"))
 support = importlib.util.module_from_spec(_spec)
