@@ -48,6 +48,7 @@ extension_sql_file!(
         api::turn::_chat_answer
     ]
 );
+extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -478,6 +478,19 @@ fn record_call(c: &mut SpiClient, job: &Claimed, call: &Call, status: &str, erro
 
 fn finish(job: &Claimed, outcome: Outcome) {
     Spi::connect_mut(|c| {
+        // A job deleted while its LLM call ran (rewind_conversation cancels the pending jobs of the
+        // messages it removes) writes nothing: its answer is about messages that are gone. The
+        // row lock makes a rewind that is deleting the job wait for this decision, or this wait
+        // for the rewind's commit.
+        if !job_still_running(c, job) {
+            if let Outcome::Summary { call: Some(call), .. }
+            | Outcome::Reply { call, .. }
+            | Outcome::Failed(_, Some(call)) = &outcome
+            {
+                record_call(c, job, call, "discarded", Some("the job was cancelled while the LLM answered"));
+            }
+            return;
+        }
         match outcome {
             Outcome::Summary { covers_through_seq, content, model, call } => {
                 if let Some(call) = &call {
@@ -530,6 +543,16 @@ fn finish(job: &Claimed, outcome: Outcome) {
             }
         }
     })
+}
+
+fn job_still_running(c: &mut SpiClient, job: &Claimed) -> bool {
+    c.update("SELECT 1 FROM memory.jobs WHERE id = $1 AND status = 'running' FOR UPDATE", None, &[job.id.into()])
+        .expect("locking the job")
+        .first()
+        .get_one::<i32>()
+        .ok()
+        .flatten()
+        .is_some()
 }
 
 /// Appends the answer, unless a message arrived after the window was built: then the answer is

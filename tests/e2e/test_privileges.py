@@ -86,6 +86,18 @@ REVIEWED = {
     "_messages_after_delete()": ("pinned", True, False),
     "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
+    # export and import, fork and rewind
+    "export_conversation(uuid,text)": ("pinned", False, True),
+    "import_conversation(jsonb,uuid,text)": ("pinned", False, True),
+    "fork_conversation(uuid,bigint,text)": ("pinned", False, True),
+    "rewind_conversation(uuid,bigint)": ("pinned", False, True),
+    "_md_fenced(text,text)": ("pinned", False, True),
+    "_md_inline(text)": ("pinned", False, True),
+    "_md_message(memory.conversation_messages)": ("pinned", False, True),
+    "_import_summary_times(uuid,jsonb)": ("pinned", True, True),       # the caller's own conversation, timestamps only
+    "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
+    "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_write itself
+    "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
 }
 
 TABLES = {
