@@ -336,6 +336,32 @@ def test_stale_reply_is_recomputed(pg, llm):
         assert [s for s, in c.execute("SELECT status FROM memory.llm_calls WHERE conversation_id = %s ORDER BY id", (cid,))] == ["discarded", "ok"]
 
 
+def test_rewind_cancels_a_reply_the_worker_is_computing(pg, llm):
+    """"Regenerate": the user rewinds while the worker waits for the LLM; the job is cancelled, the
+    late answer is discarded (recorded as such), and nothing is appended to the rewound history."""
+    llm.delay = 1.5
+    with as_user(pg) as c:
+        _, cid = new_chat(c)
+        c.execute("SELECT memory.add_message(%s, 'user', 'first')", (cid,))
+        c.execute("SELECT memory.add_message(%s, 'assistant', 'an answer')", (cid,))
+        second = f"second {uuid.uuid4()}"
+        c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, second))
+        job = one(c, "SELECT memory.request_reply(%s)", cid)
+        wait_for(lambda: any(r["json"]["messages"][-1].get("content") == second for r in llm.requests))
+        assert one(c, "SELECT memory.rewind_conversation(%s, 1)", cid) == 2
+        with pytest.raises(psycopg.errors.NoDataFound):  # the job went with the rewind
+            c.execute("SELECT memory.reply_status(%s)", (job,))
+        wait_for(lambda: fetch(pg, "SELECT 1 FROM memory.llm_calls WHERE conversation_id = %s", cid), timeout=15)
+        rows = c.execute("SELECT seq, role, content FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,)).fetchall()
+        assert rows == [(1, "user", "first")]
+        assert c.execute("SELECT status, job_id FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchall() == [("discarded", job)]
+        # and the conversation goes on: the next reply answers what is there now
+        llm.delay = 0.0
+        job = one(c, "SELECT memory.request_reply(%s)", cid)
+        done = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "done" and s)
+        assert fetch(pg, "SELECT seq, content FROM memory.conversation_messages WHERE id = %s", done["message_id"]) == (4, "You said: first")
+
+
 def test_per_user_limits_on_every_route(pg, llm):
     setting(pg, "memory.max_messages_per_minute", 4)
     try:
