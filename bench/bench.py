@@ -458,7 +458,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -502,11 +502,13 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, ad
         lines += turns_bench.report_lines(turns)
     import adapters as adapters_bench
     lines += adapters_bench.report_lines(adapters)
+    import history as history_bench
+    lines += history_bench.report_lines(history)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans,
-                   "turns": turns, "adapters": adapters}, f, indent=1)
+                   "turns": turns, "adapters": adapters, "history": history}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -578,6 +580,22 @@ def soak(port, seconds):
         c.close()
 
 
+def only(a):
+    """One part on a 10,000-message history among others, written to OUT/<part>.md."""
+    import adapters as adapters_bench
+    import history as history_bench
+    conn, convs = setup_db(a.port, [10_000], 1000)
+    if a.only == "adapters":
+        title, lines = "Python adapters", adapters_bench.report_lines(adapters_bench.run(
+            conn, convs, 10_000, 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens))
+    else:
+        title, lines = "export, import and fork", history_bench.report_lines(history_bench.run(conn, convs, 10_000, a.smoke))
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    with open(os.path.join(a.out, f"{a.only}.md"), "w") as f:
+        f.write("\n".join([f"# memory_ext: {title}", "", f"{date} on {platform.machine()}, {os.cpu_count()} cores. "
+                           f"Command: `bench/run.sh --{a.only}`."] + lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -585,7 +603,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
-    ap.add_argument("--adapters-only", action="store_true", help="only the Python adapters on a 10,000-message history")
+    ap.add_argument("--only", choices=["adapters", "history"],
+                    help="one part alone on a 10,000-message history, written to OUT/<part>.md")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
     ap.add_argument("--llm-port", type=int, help="where the stand-in LLM listens (the turns cluster calls it)")
@@ -597,14 +616,8 @@ def main():
         setup_writes_db(a.port)
         bench_writes(a.port, a.smoke)
         return
-    if a.adapters_only:
-        import adapters as adapters_bench
-        conn, convs = setup_db(a.port, [10_000], 1000)
-        rows = adapters_bench.run(conn, convs, 10_000, 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens)
-        date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        with open(os.path.join(a.out, "adapters.md"), "w") as f:
-            f.write("\n".join([f"# memory_ext Python adapters", "", f"{date} on {platform.machine()}, {os.cpu_count()} cores. "
-                               "Command: `bench/run.sh --adapters`."] + adapters_bench.report_lines(rows)) + "\n")
+    if a.only:
+        only(a)
         return
     sizes = [100, 1000] if a.smoke else [1000, 10_000, 100_000]
     budgets = [8000, 32000]
@@ -618,6 +631,9 @@ def main():
     print("== Python adapters", flush=True)
     import adapters as adapters_bench
     adapters = adapters_bench.run(conn, convs, sizes[1], 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens)
+    print("== export, import and fork", flush=True)
+    import history as history_bench
+    history = history_bench.run(conn, convs, sizes[1], a.smoke)
     print("== token counting", flush=True)
     counting = bench_counting(a.port, a.out, a.smoke)
     print("== new connections", flush=True)
@@ -630,7 +646,7 @@ def main():
         import turns as turns_bench
         turns = turns_bench.run(a.turns_port, a.llm_port, a.smoke)
     plans = explain_plans(conn, convs, sizes)
-    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

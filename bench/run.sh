@@ -4,6 +4,7 @@
 #   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 #   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
+#   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -28,9 +29,9 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
-    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --adapters-only
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0
 fi
 if [ "$SOAK" != 0 ]; then

@@ -1248,6 +1248,69 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS 
        AND s.conversation_id = c.id AND s.id::text = t.key AND jsonb_typeof(t.value) = 'string';
 $$;
 
+-- The bulk path of an import: the messages of a conversation import_conversation just created
+-- (the caller's, still empty), checked as a set with the same functions the insert triggers use
+-- (message_tokens validates and counts, _check_message_limits bounds sizes; tool calls unique,
+-- every result answering an earlier OpenAI call, once; the table's constraints), then written in
+-- one INSERT with the triggers off and the counters set once. It only ever refuses more than the
+-- per-row path: import_conversation falls back to that path whenever this one fails, so the
+-- rules and errors are add_message's.
+CREATE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
+DECLARE
+    v_encoding text;
+BEGIN
+    SELECT c.encoding INTO v_encoding FROM memory.conversations c
+     WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % is not an empty conversation of the caller', p_conversation_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_messages) AS t(e)
+                WHERE jsonb_typeof(t.e) <> 'object' OR jsonb_typeof(t.e->'content') NOT IN ('string', 'null')) THEN
+        RAISE EXCEPTION 'a message must be an object whose content is a string' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM memory._check_message_limits(
+                octet_length(coalesce(t.e->>'content', '')) + coalesce(pg_column_size(nullif(t.e->'tool_calls', 'null')), 0)
+                + coalesce(octet_length(t.e->>'tool_call_id'), 0),
+                CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN jsonb_array_length(t.e->'tool_calls') END)
+       FROM jsonb_array_elements(p_messages) AS t(e);
+    IF EXISTS (
+        WITH calls AS (
+            SELECT call->>'id' AS id, t.n, call ? 'function' AS openai
+              FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n),
+                   jsonb_array_elements(CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN t.e->'tool_calls' ELSE '[]' END) AS call),
+        results AS (
+            SELECT t.e->>'tool_call_id' AS id, t.n
+              FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
+             WHERE t.e->>'role' = 'tool')
+        SELECT 1 FROM calls GROUP BY id HAVING count(*) > 1
+        UNION ALL
+        SELECT 1 FROM results r LEFT JOIN calls c ON c.id = r.id AND c.openai AND c.n < r.n WHERE c.id IS NULL
+        UNION ALL
+        SELECT 1 FROM results GROUP BY id HAVING count(*) > 1) THEN
+        RAISE EXCEPTION 'a tool call id used twice, or a tool result without an earlier call or answered twice'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO memory.conversation_messages
+          (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
+           idempotency_key)
+    SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
+           t.e->>'tool_call_id',
+           memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
+                                 t.e->>'name', v_encoding, t.e->>'tool_call_id'),
+           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key'
+      FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
+     ORDER BY t.n;
+    UPDATE memory.conversations c
+       SET message_count = x.n, total_tokens = x.t, last_seq = x.n, updated_at = now()
+      FROM (SELECT count(*) AS n, coalesce(sum(m.token_count), 0) AS t
+              FROM memory.conversation_messages m WHERE m.conversation_id = p_conversation_id) x
+     WHERE c.id = p_conversation_id;
+END $$;
+
 -- data: an export in format json (version 1), {"messages": [...]} (the openai export, a JSONL
 -- line), or a plain OpenAI messages array. A new conversation of the caller is created (the
 -- export's ids are not reused); agent_id and title override the export's. All or nothing: the
@@ -1269,6 +1332,7 @@ DECLARE
     v_times    jsonb := '{}';
     v_sid      bigint;
     v_s        jsonb;
+    v_bulk     boolean;
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'data must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -1310,10 +1374,21 @@ BEGIN
         GET STACKED DIAGNOSTICS v_text = MESSAGE_TEXT;
         RAISE EXCEPTION 'the conversation of the import: %', v_text USING ERRCODE = 'invalid_parameter_value';
     END;
+    -- The bulk path first (one statement; the per-minute limit counts every message); when it
+    -- refuses anything, the per-row path below runs instead and names the message.
+    BEGIN
+        IF memory._message_limit_applies() THEN
+            PERFORM memory._take_message_quota() FROM generate_series(1, jsonb_array_length(v_messages));
+        END IF;
+        PERFORM memory._import_messages(v_id, v_messages);
+        v_bulk := true;
+    EXCEPTION WHEN OTHERS THEN
+        v_bulk := false;
+    END;
     -- One subtransaction around the whole loop (not one per message): the index of the message
     -- being appended when anything fails goes into the error, and everything rolls back.
     BEGIN
-        FOR v_m IN SELECT e FROM jsonb_array_elements(v_messages) AS e LOOP
+        FOR v_m IN SELECT e FROM jsonb_array_elements(CASE WHEN v_bulk THEN '[]' ELSE v_messages END) AS e LOOP
             v_i := v_i + 1;
             IF jsonb_typeof(v_m) <> 'object' OR jsonb_typeof(v_m->'content') NOT IN ('string', 'null') THEN
                 RAISE EXCEPTION 'a message must be an object whose content is a string'
@@ -1353,6 +1428,10 @@ BEGIN
         RAISE EXCEPTION 'summary % of the import: %', v_i, v_text
             USING ERRCODE = CASE WHEN v_state LIKE '22%' OR v_state LIKE '23%' THEN '22023' ELSE v_state END;
     END;
+    -- the bulk path wrote no job: the threshold check of the whole history, once
+    IF memory.should_summarize(v_id) THEN
+        PERFORM memory.request_summary(v_id);
+    END IF;
     RETURN v_id;
 END $$;
 

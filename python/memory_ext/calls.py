@@ -47,6 +47,7 @@ def _param(value: Any) -> Any:
 # Python ints and floats arrive as int2/int4/int8 and float8, which PostgreSQL does not cast
 # implicitly to the functions' integer and real parameters: name the types.
 ARG_TYPES = {"max_tokens": "integer", "limit": "integer", "before_seq": "bigint", "job_id": "bigint",
+             "at_seq": "bigint", "to_seq": "bigint",
              "max_context_tokens": "integer", "reply_max_tokens": "integer", "summarize_threshold": "integer",
              "temperature": "real"}
 
@@ -295,6 +296,38 @@ def add_summary(conversation_id: IdLike, covers_through_seq: int, content: str, 
                      covers_through_seq=covers_through_seq, content=content, model=model)
 
 
+# ---- export, import, fork, rewind --------------------------------------------------------------
+
+def export_conversation(conversation_id: IdLike, format: Optional[str] = None) -> Call:
+    """'json' (default: lossless and versioned, what import_conversation reads), 'openai'
+    ({"messages": [...]}) or 'markdown' (returned as text)."""
+    def decode(rows: Rows) -> Any:
+        value = rows[0]["value"]
+        return value if format != "markdown" else str(value)
+    return function("export_conversation", decode, "value", ("format",), id=as_uuid(conversation_id, "conversation_id"),
+                    format=format or "json")
+
+
+def import_conversation(data: Any, agent_id: Optional[IdLike] = None, title: Optional[str] = None) -> Call:
+    """A new conversation of the caller from an export (json), {"messages": [...]} or an OpenAI
+    messages array; all or nothing. Returns its id."""
+    return function("import_conversation", lambda rows: as_uuid(rows[0]["value"]), "value", ("data",), data=data,
+                    agent_id=as_uuid(agent_id, "agent_id"), title=title)
+
+
+def fork_conversation(conversation_id: IdLike, at_seq: Optional[int] = None, title: Optional[str] = None) -> Call:
+    """A new conversation of the caller with messages 1..at_seq (default: all). Returns its id."""
+    return function("fork_conversation", lambda rows: as_uuid(rows[0]["value"]), "value", (),
+                    id=as_uuid(conversation_id, "conversation_id"), at_seq=at_seq, title=title)
+
+
+def rewind_conversation(conversation_id: IdLike, to_seq: int) -> Call:
+    """Removes the messages after to_seq (and the summaries and pending jobs over them); returns
+    how many messages went."""
+    return function("rewind_conversation", _value, "value", ("to_seq",), id=as_uuid(conversation_id, "conversation_id"),
+                    to_seq=to_seq)
+
+
 # ---- agents and chat turns ----------------------------------------------------------------------
 
 AGENT_SETTINGS = ("system_prompt", "model", "tools", "max_context_tokens", "reply_max_tokens", "temperature",
@@ -367,6 +400,7 @@ def llm_calls(conversation_id: Optional[IdLike] = None, limit: int = 100) -> Cal
 OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_conversation, ensure_conversation,
               get_conversation, list_conversations, find_conversations, delete_conversation, add_message,
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, build_context, build_context_from,
-              should_summarize, request_summary, summary_status, list_summaries, add_summary, create_agent,
+              should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
+              import_conversation, fork_conversation, rewind_conversation, create_agent,
               update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,
               llm_calls]

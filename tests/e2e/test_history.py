@@ -3,6 +3,7 @@ Markdown that stays well-formed for hostile content (checked with a CommonMark p
 that fail as a whole at message k, large forks that keep totals exact, and RLS as PostgREST
 applies it: another user's conversation cannot be exported, forked, rewound or imported into."""
 import json
+import os
 import random
 import uuid
 
@@ -167,3 +168,122 @@ def test_other_users_cannot_touch_it_through_postgrest(db, owner):
         assert rpc(c, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == 300
         assert rpc(c, "SELECT count(*) FROM memory.conversations WHERE id = %s", copy) == 0
         assert uuid.UUID(str(copy))
+
+
+def defective(rng, n):
+    """A random history, valid or carrying one of the defects add_message refuses."""
+    msgs, calls = [], []
+    for i in range(n):
+        if calls and rng.random() < 0.4:
+            msgs.append({"role": "tool", "content": f"result {i}", "tool_call_id": calls.pop(0)})
+        elif rng.random() < 0.25:
+            ids = [f"c{i}_{k}" for k in range(rng.randint(1, 2))]
+            calls += ids
+            msgs.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c, "type": "function", "function": {"name": "f", "arguments": "{}"}} for c in ids]})
+        elif rng.random() < 0.1:
+            msgs.append({"role": "assistant", "content": "combined", "tool_calls": [{"id": f"g{i}", "tool": "t", "input": {}, "output": "o"}]})
+        else:
+            msgs.append({"role": rng.choice(["user", "assistant", "system"]), "content": f"text {i}",
+                         **({"name": "bob"} if rng.random() < 0.1 else {})})
+    defect = rng.choice([None, None, "orphan", "twice", "dup-call", "answers-combined", "content-list", "role", "name", "big",
+                         "calls-on-user", "dup-key-same", "dup-key-other"])
+    k = rng.randrange(len(msgs))
+    answered = [m for m in msgs if m["role"] == "tool"]
+    if defect == "orphan":
+        msgs.insert(k, {"role": "tool", "content": "x", "tool_call_id": "nobody"})
+    elif defect == "twice" and answered:
+        msgs.append(dict(answered[0]))
+    elif defect == "dup-call":
+        msgs.append({"role": "assistant", "content": "", "tool_calls": [{"id": "same", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        msgs.insert(k, {"role": "assistant", "content": "", "tool_calls": [{"id": "same", "tool": "t", "input": {}}]})
+    elif defect == "answers-combined":
+        msgs.append({"role": "assistant", "content": "c", "tool_calls": [{"id": "gc", "tool": "t", "input": {}}]})
+        msgs.append({"role": "tool", "content": "x", "tool_call_id": "gc"})
+    elif defect == "content-list":
+        msgs[k] = {"role": "user", "content": [{"type": "text", "text": "hi"}]}
+    elif defect == "role":
+        msgs[k] = {"role": "function", "content": "x"}
+    elif defect == "name":
+        msgs[k] = {"role": "user", "content": "x", "name": "has spaces"}
+    elif defect == "big":
+        msgs[k] = {"role": "user", "content": "y" * (4 * 1024 * 1024 + 1)}
+    elif defect == "calls-on-user":
+        msgs[k] = {"role": "user", "content": "x", "tool_calls": [{"id": "u1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    elif defect in ("dup-key-same", "dup-key-other"):
+        msgs.append({"role": "user", "content": "keyed", "idempotency_key": "k1"})
+        msgs.append({"role": "user", "content": "keyed" if defect == "dup-key-same" else "other", "idempotency_key": "k1"})
+    return msgs, defect
+
+
+def one_by_one(c, msgs):
+    """The reference: the same messages through add_message, in one transaction."""
+    try:
+        with c.transaction():
+            cid = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
+            for m in msgs:
+                c.execute("SELECT memory.add_message(%s, %s, %s, %s, %s, %s, idempotency_key => %s)",
+                          (cid, m.get("role"), m["content"] if isinstance(m.get("content"), str) else json.dumps(m["content"]) if m.get("content") else "",
+                           json.dumps(m["tool_calls"]) if m.get("tool_calls") is not None else None, m.get("name"), m.get("tool_call_id"),
+                           m.get("idempotency_key")))
+            rows = stored(c, cid)
+            raise Rollback(rows)
+    except Rollback as r:
+        return r.rows, None
+    except psycopg.Error as e:
+        return None, e.sqlstate
+
+
+class Rollback(Exception):
+    def __init__(self, rows):
+        self.rows = rows
+
+
+def stored(c, cid):
+    return c.execute("""SELECT seq, role, content, name, tool_calls, tool_call_id, token_count FROM memory.conversation_messages
+                         WHERE conversation_id = %s ORDER BY seq""", (cid,)).fetchall()
+
+
+def test_import_accepts_and_refuses_exactly_what_add_message_does(db):
+    rng = random.Random(11)
+    uid = new_user()
+    seen = set()
+    with as_guc_user(db, uid) as c:
+        for _ in range(60):
+            msgs, defect = defective(rng, rng.randint(1, 25))
+            content_list = any(not isinstance(m.get("content"), (str, type(None))) for m in msgs)
+            want_rows, want_error = one_by_one(c, msgs)
+            try:
+                with c.transaction():
+                    cid = rpc(c, "SELECT memory.import_conversation(%s)", json.dumps(msgs))
+                    got_rows, got_error = stored(c, cid), None
+                    raise Rollback(got_rows)
+            except Rollback as r:
+                got_rows, got_error = r.rows, None
+            except psycopg.Error as e:
+                got_rows, got_error = None, e.sqlstate
+            if content_list:  # add_message takes text only: the import refuses what the reference would store as JSON text
+                assert got_error == "22023", defect
+                continue
+            assert (got_rows, got_error) == (want_rows, want_error), defect
+            seen.add((defect, want_error is None))
+    assert len(seen) >= 10, seen
+
+
+def test_a_valid_import_is_one_bulk_statement(db):
+    """The bulk path writes without the per-row triggers (no NOTIFY per message); an import the
+    bulk path refuses runs through the triggers (here: a retried idempotency key, which the
+    per-row path skips)."""
+    uid = new_user()
+    listener = psycopg.connect(f"host=127.0.0.1 port={os.environ.get('MEMORY_EXT_TEST_PORT', '55433')} dbname={db} user=app", autocommit=True)
+    listener.execute("LISTEN memory_messages")
+    msgs = [{"role": "user", "content": f"m{i}"} for i in range(5)]
+    with as_guc_user(db, uid) as c:
+        bulk = rpc(c, "SELECT memory.import_conversation(%s)", json.dumps(msgs))
+        per_row = rpc(c, "SELECT memory.import_conversation(%s)", json.dumps(msgs + [{"role": "user", "content": "k", "idempotency_key": "a"},
+                                                                                   {"role": "user", "content": "k", "idempotency_key": "a"}]))
+        assert rpc(c, "SELECT message_count FROM memory.conversations WHERE id = %s", per_row) == 6
+        assert stored(c, bulk) == stored(c, per_row)[:5]
+    got = [json.loads(n.payload)["conversation_id"] for n in listener.notifies(timeout=1.0)]
+    listener.close()
+    assert str(bulk) not in got and got.count(str(per_row)) == 6

@@ -95,6 +95,7 @@ REVIEWED = {
     "_md_inline(text)": ("pinned", False, True),
     "_md_message(memory.conversation_messages)": ("pinned", False, True),
     "_import_summary_times(uuid,jsonb)": ("pinned", True, True),       # the caller's own conversation, timestamps only
+    "_import_messages(uuid,jsonb)": ("pinned", True, True),            # the caller's own empty conversation only
     "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
     "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_write itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),

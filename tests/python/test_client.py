@@ -120,6 +120,29 @@ def test_summaries_and_agents(client):
         client.get_agent(agent.id)
 
 
+def test_export_import_fork_rewind(client):
+    conv = client.create_conversation(AGENT, "history")
+    client.add_messages(conv.id, [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                                  {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}])
+    doc = client.export_conversation(conv.id)
+    assert doc["version"] == 1 and [m["content"] for m in doc["messages"]] == ["q1", "a1", "q2", "a2"]
+    assert client.export_conversation(conv.id, "openai")["messages"][0] == {"role": "user", "content": "q1"}
+    markdown = client.export_conversation(conv.id, "markdown")
+    assert isinstance(markdown, str) and markdown.startswith("# history")
+    copy = client.import_conversation(doc, title="copy")
+    assert client.get_conversation(copy).title == "copy" and len(client.all_messages(copy)) == 4
+    with pytest.raises(InvalidInputError) as e:
+        client.import_conversation([{"role": "user", "content": "ok"}, {"role": "robot", "content": "no"}])
+    assert "message 1 of the import" in str(e.value)
+    fork = client.fork_conversation(conv.id, 2, "branch")
+    assert [m.content for m in client.all_messages(fork)] == ["q1", "a1"]
+    assert client.get_conversation(fork).metadata["forked_from"]["at_seq"] == 2
+    assert client.rewind_conversation(conv.id, 3) == 1
+    assert [m.seq for m in client.all_messages(conv.id)] == [1, 2, 3]
+    with pytest.raises(NotFoundError):
+        client.as_user(new_user()).fork_conversation(conv.id)
+
+
 def test_errors_map_to_exceptions(client, db):
     conv = client.create_conversation(AGENT)
     with pytest.raises(InvalidInputError) as e:
