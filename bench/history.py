@@ -29,7 +29,7 @@ def run(conn, convs, size, smoke):
     rows["fork (whole conversation)"] = _ms(lambda: conn.execute("SELECT memory.fork_conversation(%s)", (cid,)), reps)
     rows["export json"] = _ms(lambda: conn.execute("SELECT memory.export_conversation(%s)", (cid,)).fetchone(), reps)
     rows["export markdown"] = _ms(lambda: conn.execute("SELECT memory.export_conversation(%s, 'markdown')", (cid,)).fetchone(), reps)
-    rows["import json (every message through add_message's triggers)"] = _ms(
+    rows["import json (one bulk statement)"] = _ms(
         lambda: conn.execute("SELECT memory.import_conversation(%s)", (text,)), max(1, reps // 2))
     rows["floor: plain INSERT ... SELECT of the same rows (indexed, no triggers)"] = _ms(lambda: conn.execute(
         """INSERT INTO plain_import (conversation_id, seq, role, content, tool_calls, tool_call_id)

@@ -1,18 +1,30 @@
 -- Conversation functions. SECURITY INVOKER: RLS decides what each caller sees,
 -- and someone else's conversation is reported exactly like one that does not exist.
 
+-- template_id: start with the messages of one of the caller's templates (see history.sql); then
+-- agent_id may be NULL (the template's agent).
 CREATE FUNCTION memory.create_conversation(
     agent_id uuid,
     title text DEFAULT NULL,
     metadata jsonb DEFAULT '{}',
-    encoding text DEFAULT NULL
+    encoding text DEFAULT NULL,
+    template_id uuid DEFAULT NULL
 ) RETURNS memory.conversations
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.conversations;
     v_user uuid := memory.current_user_id();
+    v_template_agent uuid;
+    v_template_messages jsonb;
 BEGIN
-    IF $1 IS NULL THEN
+    IF $5 IS NOT NULL THEN
+        SELECT t.agent_id, t.messages INTO v_template_agent, v_template_messages
+          FROM memory.conversation_templates t WHERE t.id = $5;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'template % does not exist', $5 USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    IF coalesce($1, v_template_agent) IS NULL THEN
         RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF v_user IS NULL THEN
@@ -21,8 +33,12 @@ BEGIN
                   HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
     END IF;
     INSERT INTO memory.conversations AS c (agent_id, user_id, title, metadata, encoding)
-    VALUES ($1, v_user, $2, coalesce($3, '{}'), $4)
+    VALUES (coalesce($1, v_template_agent), v_user, $2, coalesce($3, '{}'), $4)
     RETURNING c.* INTO v_row;
+    IF $5 IS NOT NULL THEN
+        PERFORM memory._append_all(v_row.id, v_template_messages, 'template');
+        SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = v_row.id;
+    END IF;
     RETURN v_row;
 END $$;
 
@@ -101,9 +117,17 @@ BEGIN
     RETURN v_result;
 END $$;
 
+-- Newest updated first. Filters: agent, metadata containment, a title substring (case-insensitive,
+-- taken literally), updated before / after. Next page: updated_before => the last row's
+-- updated_at, before_id => its id.
 CREATE FUNCTION memory.list_conversations(
     agent_id uuid DEFAULT NULL,
-    "limit" integer DEFAULT 20
+    "limit" integer DEFAULT 20,
+    metadata jsonb DEFAULT NULL,
+    title text DEFAULT NULL,
+    updated_before timestamptz DEFAULT NULL,
+    updated_after timestamptz DEFAULT NULL,
+    before_id uuid DEFAULT NULL
 ) RETURNS SETOF memory.conversations
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -111,9 +135,19 @@ BEGIN
         RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF $4 IS NOT NULL AND length($4) > 200 THEN
+        RAISE EXCEPTION 'title filter longer than 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $7 IS NOT NULL AND $5 IS NULL THEN
+        RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     RETURN QUERY
         SELECT c.* FROM memory.conversations c
          WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
+           AND ($3 IS NULL OR c.metadata @> $3)
+           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
+           AND ($6 IS NULL OR c.updated_at > $6)
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2;
 END $$;

@@ -1140,7 +1140,82 @@ ALTER FUNCTION memory._chat_answer(uuid)
     SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;
 
--- History: export and import, fork and rewind (new in 0.2.0) ---------------------------------
+-- History: export and import, fork and rewind, templates, list filters (new in 0.2.0) ----------
+-- create_conversation gains template_id, list_conversations its filters
+DROP FUNCTION memory.create_conversation(uuid, text, jsonb, text);
+DROP FUNCTION memory.list_conversations(uuid, integer);
+
+CREATE FUNCTION memory.create_conversation(
+    agent_id uuid,
+    title text DEFAULT NULL,
+    metadata jsonb DEFAULT '{}',
+    encoding text DEFAULT NULL,
+    template_id uuid DEFAULT NULL
+) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+    v_user uuid := memory.current_user_id();
+    v_template_agent uuid;
+    v_template_messages jsonb;
+BEGIN
+    IF $5 IS NOT NULL THEN
+        SELECT t.agent_id, t.messages INTO v_template_agent, v_template_messages
+          FROM memory.conversation_templates t WHERE t.id = $5;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'template % does not exist', $5 USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    IF coalesce($1, v_template_agent) IS NULL THEN
+        RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF v_user IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
+    END IF;
+    INSERT INTO memory.conversations AS c (agent_id, user_id, title, metadata, encoding)
+    VALUES (coalesce($1, v_template_agent), v_user, $2, coalesce($3, '{}'), $4)
+    RETURNING c.* INTO v_row;
+    IF $5 IS NOT NULL THEN
+        PERFORM memory._append_all(v_row.id, v_template_messages, 'template');
+        SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = v_row.id;
+    END IF;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20,
+    metadata jsonb DEFAULT NULL,
+    title text DEFAULT NULL,
+    updated_before timestamptz DEFAULT NULL,
+    updated_after timestamptz DEFAULT NULL,
+    before_id uuid DEFAULT NULL
+) RETURNS SETOF memory.conversations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NOT NULL AND length($4) > 200 THEN
+        RAISE EXCEPTION 'title filter longer than 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $7 IS NOT NULL AND $5 IS NULL THEN
+        RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY
+        SELECT c.* FROM memory.conversations c
+         WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
+           AND ($3 IS NULL OR c.metadata @> $3)
+           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
+           AND ($6 IS NULL OR c.updated_at > $6)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2;
+END $$;
+
 -- ---- export ------------------------------------------------------------------------------------
 
 -- Markdown helpers. Every message body goes into a fenced block whose fence is longer than any
@@ -1311,6 +1386,56 @@ BEGIN
      WHERE c.id = p_conversation_id;
 END $$;
 
+-- Appends a whole array of messages to an empty conversation of the caller (an import, a
+-- template): the bulk path first (one statement; the per-minute limit counts every message); when
+-- it refuses anything, every message goes through add_message's triggers instead, in one
+-- subtransaction around the loop (not one per message), and the first one refused fails the whole
+-- call with its index (0-based) in the message and the trigger's SQLSTATE.
+CREATE FUNCTION memory._append_all(p_conversation_id uuid, p_messages jsonb, p_what text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bulk  boolean;
+    v_i     integer := -1;
+    v_m     jsonb;
+    v_state text;
+    v_text  text;
+    v_hint  text;
+BEGIN
+    BEGIN
+        IF memory._message_limit_applies() THEN
+            PERFORM memory._take_message_quota() FROM generate_series(1, jsonb_array_length(p_messages));
+        END IF;
+        PERFORM memory._import_messages(p_conversation_id, p_messages);
+        v_bulk := true;
+    EXCEPTION WHEN OTHERS THEN
+        v_bulk := false;
+    END;
+    IF v_bulk THEN
+        RETURN;
+    END IF;
+    BEGIN
+        FOR v_m IN SELECT e FROM jsonb_array_elements(p_messages) AS e LOOP
+            v_i := v_i + 1;
+            IF jsonb_typeof(v_m) <> 'object' OR jsonb_typeof(v_m->'content') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'a message must be an object whose content is a string'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            INSERT INTO memory.conversation_messages
+                (conversation_id, role, content, name, tool_calls, tool_call_id, metadata, created_at, idempotency_key, seq, token_count)
+            VALUES (p_conversation_id, v_m->>'role', coalesce(v_m->>'content', ''), v_m->>'name', nullif(v_m->'tool_calls', 'null'),
+                    v_m->>'tool_call_id', nullif(v_m->'metadata', 'null'), (v_m->>'created_at')::timestamptz,
+                    v_m->>'idempotency_key', 0, 0);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_text = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+        IF v_state IN ('22P02', '22007', '22008') THEN
+            v_state := '22023';
+        END IF;
+        RAISE EXCEPTION 'message % of the %: %', v_i, p_what, v_text
+            USING ERRCODE = v_state, HINT = coalesce(nullif(v_hint, ''), 'Nothing was written.');
+    END;
+END $$;
+
 -- data: an export in format json (version 1), {"messages": [...]} (the openai export, a JSONL
 -- line), or a plain OpenAI messages array. A new conversation of the caller is created (the
 -- export's ids are not reused); agent_id and title override the export's. All or nothing: the
@@ -1325,14 +1450,11 @@ DECLARE
     v_id       uuid;
     v_agent    uuid;
     v_i        integer := -1;
-    v_m        jsonb;
     v_state    text;
     v_text     text;
-    v_hint     text;
     v_times    jsonb := '{}';
     v_sid      bigint;
     v_s        jsonb;
-    v_bulk     boolean;
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'data must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -1374,40 +1496,7 @@ BEGIN
         GET STACKED DIAGNOSTICS v_text = MESSAGE_TEXT;
         RAISE EXCEPTION 'the conversation of the import: %', v_text USING ERRCODE = 'invalid_parameter_value';
     END;
-    -- The bulk path first (one statement; the per-minute limit counts every message); when it
-    -- refuses anything, the per-row path below runs instead and names the message.
-    BEGIN
-        IF memory._message_limit_applies() THEN
-            PERFORM memory._take_message_quota() FROM generate_series(1, jsonb_array_length(v_messages));
-        END IF;
-        PERFORM memory._import_messages(v_id, v_messages);
-        v_bulk := true;
-    EXCEPTION WHEN OTHERS THEN
-        v_bulk := false;
-    END;
-    -- One subtransaction around the whole loop (not one per message): the index of the message
-    -- being appended when anything fails goes into the error, and everything rolls back.
-    BEGIN
-        FOR v_m IN SELECT e FROM jsonb_array_elements(CASE WHEN v_bulk THEN '[]' ELSE v_messages END) AS e LOOP
-            v_i := v_i + 1;
-            IF jsonb_typeof(v_m) <> 'object' OR jsonb_typeof(v_m->'content') NOT IN ('string', 'null') THEN
-                RAISE EXCEPTION 'a message must be an object whose content is a string'
-                    USING ERRCODE = 'invalid_parameter_value';
-            END IF;
-            INSERT INTO memory.conversation_messages
-                (conversation_id, role, content, name, tool_calls, tool_call_id, metadata, created_at, idempotency_key, seq, token_count)
-            VALUES (v_id, v_m->>'role', coalesce(v_m->>'content', ''), v_m->>'name', nullif(v_m->'tool_calls', 'null'),
-                    v_m->>'tool_call_id', nullif(v_m->'metadata', 'null'), (v_m->>'created_at')::timestamptz,
-                    v_m->>'idempotency_key', 0, 0);
-        END LOOP;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_text = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
-        IF v_state IN ('22P02', '22007', '22008') THEN
-            v_state := '22023';
-        END IF;
-        RAISE EXCEPTION 'message % of the import: %', v_i, v_text
-            USING ERRCODE = v_state, HINT = coalesce(nullif(v_hint, ''), 'Nothing was imported.');
-    END;
+    PERFORM memory._append_all(v_id, v_messages, 'import');
     -- Summaries cover messages by seq: the import numbers messages 1..n, so a summary that covered
     -- the export's seq s covers the imported messages whose exported seq is at most s.
     v_i := -1;
@@ -1576,3 +1665,69 @@ BEGIN
 END $$;
 
 REVOKE EXECUTE ON FUNCTION memory._tool_group_cut(uuid, bigint) FROM PUBLIC;
+
+-- ---- templates -------------------------------------------------------------------------------
+
+-- A reusable start of a conversation: messages (as an import takes them) and an agent. Owned by
+-- a user like agents; create_conversation(..., template_id => …) starts a conversation with
+-- them, validated like any append. One name per user: saving under a name again replaces it.
+CREATE TABLE memory.conversation_templates (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id    uuid NOT NULL DEFAULT memory.current_user_id(),
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    agent_id   uuid,
+    messages   jsonb NOT NULL CHECK (jsonb_typeof(messages) = 'array' AND jsonb_array_length(messages) <= 1000),
+    metadata   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT conversation_templates_name_key UNIQUE (user_id, name)
+);
+ALTER TABLE memory.conversation_templates ENABLE ROW LEVEL SECURITY;
+CREATE POLICY templates_owner ON memory.conversation_templates
+    USING (user_id = (SELECT memory.current_user_id()))
+    WITH CHECK (user_id = (SELECT memory.current_user_id()));
+GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversation_templates TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_templates', '');
+
+-- Saves the messages of a conversation the caller can read (up to 1000) and its agent as the
+-- caller's template `name`; returns the template's id.
+CREATE FUNCTION memory.save_as_template(conversation_id uuid, name text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_conv memory.conversations;
+    v_id   uuid;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id and name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF memory.current_user_id() IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    IF v_conv.message_count > 1000 THEN
+        RAISE EXCEPTION 'a template holds at most 1000 messages; conversation % has %', $1, v_conv.message_count
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Fork the conversation at a smaller seq and save the fork.';
+    END IF;
+    INSERT INTO memory.conversation_templates AS t (name, agent_id, messages)
+    SELECT $2, v_conv.agent_id, coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+               'role', m.role, 'content', m.content, 'name', m.name, 'tool_calls', m.tool_calls,
+               'tool_call_id', m.tool_call_id, 'metadata', m.metadata)) ORDER BY m.seq), '[]')
+      FROM memory.conversation_messages m WHERE m.conversation_id = $1
+    ON CONFLICT ON CONSTRAINT conversation_templates_name_key
+    DO UPDATE SET agent_id = excluded.agent_id, messages = excluded.messages, created_at = now()
+    RETURNING t.id INTO v_id;
+    RETURN v_id;
+END $$;
+
+CREATE FUNCTION memory.list_templates() RETURNS SETOF memory.conversation_templates
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.* FROM memory.conversation_templates t ORDER BY t.name, t.id;
+$$;
+
+CREATE FUNCTION memory.delete_template(template_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = $1 RETURNING 1)
+    SELECT count(*) > 0 FROM gone;
+$$;

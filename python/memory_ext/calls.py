@@ -119,12 +119,15 @@ def count_message_tokens(messages: Sequence[Mapping[str, Any]], encoding: Option
 
 # ---- conversations ----------------------------------------------------------------------------
 
-def create_conversation(agent_id: IdLike, title: Optional[str] = None, metadata: Optional[Mapping[str, Any]] = None,
-                        encoding: Optional[str] = None) -> Call:
-    """A new conversation of the caller."""
+def create_conversation(agent_id: Optional[IdLike], title: Optional[str] = None,
+                        metadata: Optional[Mapping[str, Any]] = None, encoding: Optional[str] = None,
+                        template_id: Optional[IdLike] = None) -> Call:
+    """A new conversation of the caller (starting with a template's messages when template_id is
+    given; agent_id may then be None: the template's agent)."""
     return function("create_conversation", _one(Conversation.parse, "conversation"), "row", ("agent_id",),
                     agent_id=as_uuid(agent_id, "agent_id"), title=title,
-                    metadata=dict(metadata) if metadata is not None else None, encoding=encoding)
+                    metadata=dict(metadata) if metadata is not None else None, encoding=encoding,
+                    template_id=as_uuid(template_id, "template_id"))
 
 
 def ensure_conversation(conversation_id: IdLike, agent_id: IdLike, title: Optional[str] = None,
@@ -156,10 +159,17 @@ def get_conversation(conversation_id: IdLike) -> Call:
                      _one(Conversation.parse, "conversation"), id=as_uuid(conversation_id, "conversation_id"))
 
 
-def list_conversations(agent_id: Optional[IdLike] = None, limit: Optional[int] = None) -> Call:
-    """The caller's conversations, most recently updated first."""
+def list_conversations(agent_id: Optional[IdLike] = None, limit: Optional[int] = None,
+                       metadata: Optional[Mapping[str, Any]] = None, title: Optional[str] = None,
+                       updated_before: Any = None, updated_after: Any = None, before_id: Optional[IdLike] = None) -> Call:
+    """The caller's conversations, most recently updated first, filtered by agent, metadata
+    containment, a title substring and update time. Next page: updated_before=last.updated_at,
+    before_id=last.id."""
     return function("list_conversations", lambda rows: [Conversation.parse(r) for r in rows], "row",
-                    agent_id=as_uuid(agent_id, "agent_id"), limit=limit)
+                    agent_id=as_uuid(agent_id, "agent_id"), limit=limit,
+                    metadata=dict(metadata) if metadata is not None else None, title=title,
+                    updated_before=updated_before, updated_after=updated_after,
+                    before_id=as_uuid(before_id, "before_id"))
 
 
 def find_conversations(metadata: Mapping[str, Any], agent_id: Optional[IdLike] = None) -> Call:
@@ -328,6 +338,21 @@ def rewind_conversation(conversation_id: IdLike, to_seq: int) -> Call:
                     to_seq=to_seq)
 
 
+def save_as_template(conversation_id: IdLike, name: str) -> Call:
+    """Saves a conversation's messages and agent as the caller's template `name`; returns its id."""
+    return function("save_as_template", lambda rows: as_uuid(rows[0]["value"]), "value", ("name",),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), name=name)
+
+
+def list_templates() -> Call:
+    """The caller's templates (dicts: id, name, agent_id, messages, metadata, created_at)."""
+    return function("list_templates", lambda rows: rows, "row")
+
+
+def delete_template(template_id: IdLike) -> Call:
+    return function("delete_template", _value, "value", ("template_id",), template_id=as_uuid(template_id, "template_id"))
+
+
 # ---- agents and chat turns ----------------------------------------------------------------------
 
 AGENT_SETTINGS = ("system_prompt", "model", "tools", "max_context_tokens", "reply_max_tokens", "temperature",
@@ -401,6 +426,7 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               get_conversation, list_conversations, find_conversations, delete_conversation, add_message,
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
-              import_conversation, fork_conversation, rewind_conversation, create_agent,
+              import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
+              delete_template, create_agent,
               update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,
               llm_calls]

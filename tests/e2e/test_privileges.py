@@ -36,10 +36,10 @@ REVIEWED = {
     "can_read(uuid)": ("pinned", False, True),
     "can_write(uuid)": ("pinned", False, True),
     # conversations and the window
-    "create_conversation(uuid,text,jsonb,text)": ("pinned", False, True),
+    "create_conversation(uuid,text,jsonb,text,uuid)": ("pinned", False, True),
     "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
-    "list_conversations(uuid,integer)": ("pinned", False, True),
+    "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid)": ("pinned", False, True),
     "delete_conversation(uuid)": ("pinned", False, True),
     "build_context(uuid,integer,text)": ("pinned", False, True),
     "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),
@@ -99,6 +99,10 @@ REVIEWED = {
     "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
     "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_write itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
+    "_append_all(uuid,jsonb,text)": ("pinned", False, True),            # invoker: appends as the caller
+    "save_as_template(uuid,text)": ("pinned", False, True),
+    "list_templates()": ("pinned", False, True),
+    "delete_template(uuid)": ("pinned", False, True),
 }
 
 TABLES = {
@@ -111,6 +115,7 @@ TABLES = {
     "agents": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "llm_calls": {"SELECT"},
     "user_usage": set(),
+    "conversation_templates": {"SELECT", "INSERT", "UPDATE", "DELETE"},
 }
 
 

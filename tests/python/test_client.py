@@ -143,6 +143,23 @@ def test_export_import_fork_rewind(client):
         client.as_user(new_user()).fork_conversation(conv.id)
 
 
+def test_templates_and_list_filters(client):
+    conv = client.create_conversation(AGENT, "greeting", {"kind": "demo"})
+    client.add_messages(conv.id, [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}])
+    tpl = client.save_as_template(conv.id, "greeting")
+    assert [t["name"] for t in client.list_templates()] == ["greeting"]
+    started = client.create_conversation(None, "from template", template_id=tpl)
+    assert started.agent_id == AGENT and started.message_count == 2
+    assert [c.id for c in client.list_conversations(metadata={"kind": "demo"})] == [conv.id]
+    assert [c.title for c in client.list_conversations(title="FROM TEMPL")] == ["from template"]
+    first = client.list_conversations(limit=1)
+    rest = client.list_conversations(limit=1000, updated_before=first[0].updated_at, before_id=first[0].id)
+    assert first[0].id not in [c.id for c in rest] and len(rest) + 1 == len(client.list_conversations(limit=1000))
+    assert client.delete_template(tpl) and client.list_templates() == []
+    with pytest.raises(NotFoundError):
+        client.create_conversation(None, template_id=tpl)
+
+
 def test_errors_map_to_exceptions(client, db):
     conv = client.create_conversation(AGENT)
     with pytest.raises(InvalidInputError) as e:

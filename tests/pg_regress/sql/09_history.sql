@@ -90,3 +90,64 @@ SELECT memory.rewind_conversation(:'fork', 0);
 \set VERBOSITY default
 SELECT count(*) AS visible FROM memory.conversations;
 RESET ROLE;
+
+-- templates: save a conversation's messages and agent, start conversations from it
+SET memory.user_id = '00000000-0000-0000-0000-000000000001';
+SET ROLE regress_app;
+SELECT memory.save_as_template(:'fork', 'time check') AS tpl \gset
+SELECT name, agent_id, jsonb_array_length(messages) AS messages FROM memory.list_templates();
+SELECT (memory.create_conversation(NULL, 'from template', template_id => :'tpl')).id AS started \gset
+SELECT title, agent_id, message_count, last_seq FROM memory.conversations WHERE id = :'started';
+SELECT seq, role, content FROM memory.conversation_messages WHERE conversation_id = :'started' ORDER BY seq;
+-- saving under the same name replaces it; a template written by hand is validated on use
+SELECT memory.save_as_template(:'started', 'time check') = :'tpl' AS same_template;
+INSERT INTO memory.conversation_templates (name, agent_id, messages)
+VALUES ('broken', 'a0000000-0000-0000-0000-000000000001', '[{"role":"user","content":"hi"},{"role":"tool","content":"x","tool_call_id":"nope"}]')
+RETURNING id AS broken \gset
+SELECT count(*) AS conversations_before FROM memory.conversations;
+SELECT memory.create_conversation(NULL, template_id => :'broken');
+SELECT count(*) AS conversations_after FROM memory.conversations;
+-- another user sees no template and cannot use one
+SET memory.user_id = '00000000-0000-0000-0000-000000000002';
+SELECT count(*) AS visible_templates FROM memory.list_templates();
+\set VERBOSITY sqlstate
+SELECT memory.create_conversation(NULL, template_id => :'tpl');
+\set VERBOSITY default
+SELECT memory.delete_template(:'tpl') AS deleted_by_other;
+SET memory.user_id = '00000000-0000-0000-0000-000000000001';
+SELECT memory.delete_template(:'tpl') AS deleted, memory.delete_template(:'tpl') AS again;
+
+-- list_conversations: metadata containment, a title substring (taken literally), update times, keyset pages
+INSERT INTO memory.conversations (agent_id, title, metadata)
+SELECT 'a0000000-0000-0000-0000-0000000000b2', 'page ' || i || CASE WHEN i = 3 THEN ' 100%_done' ELSE '' END,
+       jsonb_build_object('topic', CASE WHEN i % 2 = 0 THEN 'even' ELSE 'odd' END)
+  FROM generate_series(1, 5) i;
+SELECT title FROM memory.list_conversations(metadata => '{"topic": "even"}') ORDER BY title;
+SELECT title FROM memory.list_conversations(title => '%_');
+SELECT title FROM memory.list_conversations(title => 'PAGE 1');
+SELECT count(*) FROM memory.list_conversations(updated_after => now() - interval '1 hour', "limit" => 100);
+SELECT count(*) FROM memory.list_conversations(updated_before => now() - interval '1 hour');
+-- three pages of two by the (updated_at, id) cursor: every conversation of the agent once
+CREATE TEMP TABLE pages (n int, id uuid);
+DO $$
+DECLARE
+    v_last memory.conversations;
+    v_n int := 0;
+BEGIN
+    LOOP
+        v_n := v_n + 1;
+        INSERT INTO pages SELECT v_n, c.id FROM memory.list_conversations('a0000000-0000-0000-0000-0000000000b2', 2,
+            updated_before => v_last.updated_at, before_id => v_last.id) c;
+        EXIT WHEN NOT FOUND;
+        SELECT c.* INTO v_last FROM memory.conversations c
+         WHERE c.id = (SELECT p.id FROM pages p JOIN memory.conversations x ON x.id = p.id WHERE p.n = v_n
+                        ORDER BY x.updated_at, x.id DESC LIMIT 1);
+    END LOOP;
+END $$;
+SELECT n, count(*) FROM pages GROUP BY n ORDER BY n;
+SELECT count(DISTINCT id) AS distinct_rows FROM pages;
+\set VERBOSITY sqlstate
+SELECT * FROM memory.list_conversations(before_id => gen_random_uuid());
+SELECT * FROM memory.list_conversations(title => repeat('x', 201));
+\set VERBOSITY default
+RESET ROLE;
