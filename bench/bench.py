@@ -458,7 +458,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -504,11 +504,13 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, ad
     lines += adapters_bench.report_lines(adapters)
     import history as history_bench
     lines += history_bench.report_lines(history)
+    import search as search_bench
+    lines += search_bench.report_lines(search)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans,
-                   "turns": turns, "adapters": adapters, "history": history}, f, indent=1)
+                   "turns": turns, "adapters": adapters, "history": history, "search": search}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -581,14 +583,19 @@ def soak(port, seconds):
 
 
 def only(a):
-    """One part on a 10,000-message history among others, written to OUT/<part>.md."""
+    """One part alone (adapters, history: on a 10,000-message history among others; search: its
+    own 1,000,000 messages), written to OUT/<part>.md."""
     import adapters as adapters_bench
     import history as history_bench
-    conn, convs = setup_db(a.port, [10_000], 1000)
-    if a.only == "adapters":
+    import search as search_bench
+    if a.only == "search":
+        title, lines = "search", search_bench.report_lines(search_bench.run(a.port, prose, a.smoke))
+    elif a.only == "adapters":
+        conn, convs = setup_db(a.port, [10_000], 1000)
         title, lines = "Python adapters", adapters_bench.report_lines(adapters_bench.run(
             conn, convs, 10_000, 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens))
     else:
+        conn, convs = setup_db(a.port, [10_000], 1000)
         title, lines = "export, import and fork", history_bench.report_lines(history_bench.run(conn, convs, 10_000, a.smoke))
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with open(os.path.join(a.out, f"{a.only}.md"), "w") as f:
@@ -603,7 +610,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
-    ap.add_argument("--only", choices=["adapters", "history"],
+    ap.add_argument("--only", choices=["adapters", "history", "search"],
                     help="one part alone on a 10,000-message history, written to OUT/<part>.md")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
@@ -634,6 +641,9 @@ def main():
     print("== export, import and fork", flush=True)
     import history as history_bench
     history = history_bench.run(conn, convs, sizes[1], a.smoke)
+    print("== search", flush=True)
+    import search as search_bench
+    search = search_bench.run(a.port, prose, a.smoke)
     print("== token counting", flush=True)
     counting = bench_counting(a.port, a.out, a.smoke)
     print("== new connections", flush=True)
@@ -646,7 +656,7 @@ def main():
         import turns as turns_bench
         turns = turns_bench.run(a.turns_port, a.llm_port, a.smoke)
     plans = explain_plans(conn, convs, sizes)
-    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

@@ -5,6 +5,7 @@
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 #   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
+#   bench/run.sh --search   search_messages alone (1,000,000 messages of 1,000 users), bench/results/search.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -29,7 +30,7 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0

@@ -107,7 +107,7 @@ BEGIN
         SELECT p.*, (p.rn <= $2 AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
     )
     SELECT jsonb_build_object(
-               'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' ORDER BY k.seq)
+               'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' - 'search_vector' ORDER BY k.seq)
                                     FILTER (WHERE k.on_page), '[]'::jsonb),
                'has_more', bool_or(NOT k.on_page),
                'next_before_seq', CASE WHEN bool_or(NOT k.on_page) THEN min(k.seq) FILTER (WHERE k.on_page) END)

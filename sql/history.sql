@@ -125,6 +125,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
 DECLARE
     v_encoding text;
+    v_config   regconfig := memory._search_config()::regconfig;
 BEGIN
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
      WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
@@ -161,12 +162,13 @@ BEGIN
     END IF;
     INSERT INTO memory.conversation_messages
           (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
-           idempotency_key)
+           idempotency_key, search_vector)
     SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
            t.e->>'tool_call_id',
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
-           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key'
+           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
+           memory._search_vector(v_config, p_conversation_id, coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'))
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c
@@ -375,9 +377,12 @@ BEGIN
     WITH copied AS (
         INSERT INTO memory.conversation_messages
               (id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata,
-               created_at, idempotency_key)
+               created_at, idempotency_key, search_vector)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
-               m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key
+               m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
+               -- the same words; the lexeme of the conversation is the copy's
+               ts_delete(m.search_vector, 'conv' || replace(p_source::text, '-', ''))
+               || array_to_tsvector(ARRAY['conv' || replace(v_id::text, '-', '')])
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)

@@ -1140,7 +1140,146 @@ ALTER FUNCTION memory._chat_answer(uuid)
     SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;
 
--- History: export and import, fork and rewind, templates, list filters (new in 0.2.0) ----------
+-- History: search, export and import, fork and rewind, templates, list filters (new in 0.2.0) --
+-- search: every message's words in a tsvector, filled for the stored messages, and its index
+CREATE FUNCTION memory."_search_config"() RETURNS TEXT
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_search_config_wrapper';
+
+CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT to_tsvector($1, left(concat_ws(' ', $3, (
+               SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments', call->>'tool',
+                                           call->>'input', call->>'output'), ' ')
+                 FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
+           || array_to_tsvector(ARRAY['conv' || replace($2::text, '-', '')])
+$$;
+
+ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;
+UPDATE memory.conversation_messages
+   SET search_vector = memory._search_vector(memory._search_config()::regconfig, conversation_id, content, tool_calls);
+CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);
+
+CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_encoding text;
+    v_prev     memory.conversation_messages;
+BEGIN
+    IF NEW.conversation_id IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
+    -- anywhere, everyone else where the authorization rule says. Someone else's conversation is
+    -- reported exactly like one that does not exist, before anything is locked or counted.
+    SELECT c.encoding INTO v_encoding FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id
+       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id, memory.current_user_id()));
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- the caller's messages-per-minute limit (PT429), when one is set
+    IF memory._message_limit_applies() THEN
+        PERFORM memory._take_message_quota();
+    END IF;
+    -- cheap size checks before any parsing or counting
+    PERFORM memory._check_message_limits(
+        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0),
+        CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
+    -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
+    NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
+    -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
+    -- change while the message was counted.
+    IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
+        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
+    -- lock, so concurrent retries see each other.
+    IF NEW.idempotency_key IS NOT NULL THEN
+        SELECT m.* INTO v_prev FROM memory.conversation_messages m
+         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
+               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
+                RETURN NULL;
+            END IF;
+            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
+                left(NEW.idempotency_key, 80), v_prev.seq
+                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
+        END IF;
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
+       IS DISTINCT FROM
+       (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
+        RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'add a new message, or delete the conversation';
+    END IF;
+    -- the search index belongs to memory_ext (memory.reindex_search runs as its owner)
+    IF NEW.search_vector IS DISTINCT FROM OLD.search_vector AND NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'search_vector is maintained by memory_ext' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+
+DROP FUNCTION memory.get_messages(uuid, integer, bigint);
+CREATE FUNCTION memory.get_messages(
+    conversation_id uuid,
+    "limit" integer DEFAULT 50,
+    before_seq bigint DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+-- walk the (conversation_id, seq) index backwards and stop after the page, even when the
+-- statistics think conversations are small (see build_context)
+SET search_path = pg_catalog, pg_temp SET enable_sort = off SET enable_bitmapscan = off SET enable_seqscan = off
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = $1) THEN
+        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    -- One row past the page tells whether there is more. A page also ends before it would pass
+    -- 64 MB of text (always at least one message), so that it fits in one jsonb value.
+    WITH page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn,
+               sum(octet_length(m.content) + coalesce(octet_length(m.tool_calls::text), 0)) OVER (ORDER BY m.seq DESC) AS bytes
+          FROM (SELECT * FROM memory.conversation_messages m
+                 WHERE m.conversation_id = $1 AND ($3 IS NULL OR m.seq < $3)
+                 ORDER BY m.seq DESC
+                 LIMIT $2 + 1) m
+    ), kept AS (
+        SELECT p.*, (p.rn <= $2 AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
+    )
+    SELECT jsonb_build_object(
+               'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' - 'search_vector' ORDER BY k.seq)
+                                    FILTER (WHERE k.on_page), '[]'::jsonb),
+               'has_more', bool_or(NOT k.on_page),
+               'next_before_seq', CASE WHEN bool_or(NOT k.on_page) THEN min(k.seq) FILTER (WHERE k.on_page) END)
+      INTO v_result
+      FROM kept k;
+    v_result := jsonb_set(v_result, '{has_more}', to_jsonb(coalesce((v_result->>'has_more')::boolean, false)));
+    RETURN v_result;
+END $$;
+
 -- create_conversation gains template_id, list_conversations its filters
 DROP FUNCTION memory.create_conversation(uuid, text, jsonb, text);
 DROP FUNCTION memory.list_conversations(uuid, integer);
@@ -1335,6 +1474,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
 DECLARE
     v_encoding text;
+    v_config   regconfig := memory._search_config()::regconfig;
 BEGIN
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
      WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
@@ -1371,12 +1511,13 @@ BEGIN
     END IF;
     INSERT INTO memory.conversation_messages
           (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
-           idempotency_key)
+           idempotency_key, search_vector)
     SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
            t.e->>'tool_call_id',
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
-           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key'
+           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
+           memory._search_vector(v_config, p_conversation_id, coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'))
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c
@@ -1585,9 +1726,12 @@ BEGIN
     WITH copied AS (
         INSERT INTO memory.conversation_messages
               (id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata,
-               created_at, idempotency_key)
+               created_at, idempotency_key, search_vector)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
-               m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key
+               m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
+               -- the same words; the lexeme of the conversation is the copy's
+               ts_delete(m.search_vector, 'conv' || replace(p_source::text, '-', ''))
+               || array_to_tsvector(ARRAY['conv' || replace(v_id::text, '-', '')])
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)
@@ -1731,3 +1875,132 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = $1 RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
+
+-- Full-text search over every conversation the caller can read.
+--
+-- Each message carries its search_vector (memory._search_vector, set by the insert trigger, the
+-- import and the fork). A query is the caller's words (websearch syntax) AND any one of the
+-- lexemes naming the caller's readable conversations, so the GIN index intersects the words with
+-- the caller's own messages: the cost follows what the caller stored, not what everyone stored.
+-- RLS still filters every row returned.
+
+-- query: web-search syntax ("quoted phrases", or, -word), in memory.search_config (a stopword-only
+-- query finds nothing). Filters: conversation_id, agent_id, role, since/until (created_at), tool
+-- (a tool name the message calls), has_tool_calls. Results are ranked (ts_rank_cd), equal ranks
+-- in message id order; a page is {"results": [...], "next_cursor": text|null}; pass next_cursor back
+-- as cursor for the next page. Snippets are plain text with the matches between ** and **:
+-- escape them before rendering as HTML.
+CREATE FUNCTION memory.search_messages(
+    query text,
+    conversation_id uuid DEFAULT NULL,
+    agent_id uuid DEFAULT NULL,
+    role text DEFAULT NULL,
+    since timestamptz DEFAULT NULL,
+    until timestamptz DEFAULT NULL,
+    tool text DEFAULT NULL,
+    has_tool_calls boolean DEFAULT NULL,
+    "limit" integer DEFAULT 20,
+    cursor text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_config regconfig := memory._search_config()::regconfig;
+    v_query  tsquery;
+    v_scope  tsquery;
+    v_rank   real;
+    v_after  uuid;
+    v_result jsonb;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length($1) > 1000 THEN
+        RAISE EXCEPTION 'query longer than 1000 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $9 IS NULL OR $9 < 1 OR $9 > 100 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 100, got %', coalesce($9::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NOT NULL AND $4 NOT IN ('user', 'assistant', 'system', 'tool') THEN
+        RAISE EXCEPTION 'unknown role "%"', left($4, 80) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $10 IS NOT NULL THEN
+        BEGIN
+            v_rank := split_part($10, '/', 1)::real;
+            v_after := split_part($10, '/', 2)::uuid;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            RAISE EXCEPTION 'cursor "%" is not a cursor of search_messages', left($10, 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END;
+    END IF;
+    v_query := websearch_to_tsquery(v_config, $1);
+    IF numnode(v_query) = 0 THEN
+        RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
+    END IF;
+    SELECT string_agg('conv' || replace(c.id::text, '-', ''), ' | ')::tsquery INTO v_scope
+      FROM memory.conversations c
+     WHERE ($2 IS NULL OR c.id = $2) AND ($3 IS NULL OR c.agent_id = $3);
+    IF v_scope IS NULL THEN
+        RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
+    END IF;
+    WITH hits AS (
+        SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
+               ts_rank_cd(m.search_vector, v_query) AS rank
+          FROM memory.conversation_messages m
+         WHERE m.search_vector @@ (v_query && v_scope)
+           AND ($4 IS NULL OR m.role = $4)
+           AND ($5 IS NULL OR m.created_at >= $5)
+           AND ($6 IS NULL OR m.created_at < $6)
+           AND ($8 IS NULL OR (m.tool_calls IS NOT NULL) = $8)
+           AND ($7 IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', $7)))
+                           OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', $7)))
+    ), page AS (
+        SELECT h.* FROM hits h
+         WHERE v_rank IS NULL OR h.rank < v_rank OR (h.rank = v_rank AND h.id > v_after)
+         ORDER BY h.rank DESC, h.id
+         LIMIT $9 + 1
+    ), numbered AS (
+        SELECT p.*, row_number() OVER (ORDER BY p.rank DESC, p.id) AS n FROM page p
+    )
+    SELECT jsonb_build_object(
+               'results', coalesce(jsonb_agg(jsonb_build_object(
+                   'conversation_id', x.conversation_id, 'title', c.title, 'agent_id', c.agent_id,
+                   'message_id', x.id, 'seq', x.seq, 'role', x.role, 'created_at', x.created_at, 'rank', x.rank,
+                   'snippet', ts_headline(v_config,
+                                          left(concat_ws(' ', nullif(x.content, ''), (
+                                              SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments',
+                                                                          call->>'tool', call->>'input', call->>'output'), ' ')
+                                                FROM jsonb_array_elements(coalesce(x.tool_calls, '[]')) AS call)), 20000),
+                                          v_query, 'StartSel=**, StopSel=**, MaxWords=30, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'))
+                   ORDER BY x.n) FILTER (WHERE x.n <= $9), '[]'::jsonb),
+               'next_cursor', (SELECT y.rank::text || '/' || y.id FROM numbered y WHERE y.n = $9 AND EXISTS (SELECT 1 FROM numbered z WHERE z.n > $9)))
+      INTO v_result
+      FROM numbered x JOIN memory.conversations c ON c.id = x.conversation_id;
+    RETURN v_result;
+END $$;
+
+-- Recomputes every message's search_vector in the current memory.search_config (after changing
+-- it), in batches of `batch` messages; returns how many were updated. Superusers only.
+CREATE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_config regconfig := memory._search_config()::regconfig;
+    v_done   bigint := 0;
+    v_n      bigint;
+    v_last   uuid := '00000000-0000-0000-0000-000000000000';
+BEGIN
+    IF NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'memory.reindex_search is for superusers' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    LOOP
+        WITH b AS (SELECT m.id FROM memory.conversation_messages m WHERE m.id > v_last ORDER BY m.id LIMIT greatest($1, 1)),
+             u AS (UPDATE memory.conversation_messages m
+                      SET search_vector = memory._search_vector(v_config, m.conversation_id, m.content, m.tool_calls)
+                     FROM b WHERE m.id = b.id RETURNING m.id)
+        SELECT count(*), (array_agg(u.id ORDER BY u.id DESC))[1] INTO v_n, v_last FROM u;
+        EXIT WHEN v_n = 0;
+        v_done := v_done + v_n;
+    END LOOP;
+    RETURN v_done;
+END $$;
+REVOKE EXECUTE ON FUNCTION memory.reindex_search(integer) FROM PUBLIC;

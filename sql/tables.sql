@@ -36,7 +36,9 @@ CREATE TABLE memory.conversation_messages (
     CONSTRAINT conversation_messages_tool_calls_check CHECK (tool_calls IS NULL OR role = 'assistant'),
     CONSTRAINT conversation_messages_tool_call_id_check CHECK ((role = 'tool') = (tool_call_id IS NOT NULL)),
     -- a client's key for one append: a retry with the same key returns the stored message
-    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200)
+    idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
+    -- what search_messages finds: see memory._search_vector
+    search_vector   tsvector
 );
 CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversation_messages (conversation_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -55,6 +57,20 @@ $$;
 CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
     USING gin (memory._tool_keys(conversation_id, tool_calls, tool_call_id))
     WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
+-- The words of a message as search_messages finds them: its content and its tool calls (names,
+-- arguments, inputs and results), in the search configuration, plus one lexeme naming its
+-- conversation ("conv" and the id's hex digits), through which the GIN index finds a caller's
+-- conversations' messages without visiting anyone else's (RLS still decides what is returned).
+-- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
+CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT to_tsvector($1, left(concat_ws(' ', $3, (
+               SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments', call->>'tool',
+                                           call->>'input', call->>'output'), ' ')
+                 FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
+           || array_to_tsvector(ARRAY['conv' || replace($2::text, '-', '')])
+$$;
+CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);
 -- Finds the results of a deleted call (they go with it).
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;

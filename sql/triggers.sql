@@ -106,6 +106,7 @@ BEGIN
         CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
     -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
     -- change while the message was counted.
     IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
@@ -218,6 +219,10 @@ BEGIN
         RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'add a new message, or delete the conversation';
+    END IF;
+    -- the search index belongs to memory_ext (memory.reindex_search runs as its owner)
+    IF NEW.search_vector IS DISTINCT FROM OLD.search_vector AND NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'search_vector is maintained by memory_ext' USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;
 END $$;

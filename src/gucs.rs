@@ -23,6 +23,7 @@ pub static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static LLM_BASE_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"https://api.groq.com/openai/v1"));
+pub static SEARCH_CONFIG: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"simple"));
 pub static LLM_MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
 pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -104,6 +105,14 @@ pub fn define(preloading: bool) {
         &MAX_TOOL_CALLS,
         1,
         10_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.search_config",
+        c"Text search configuration of search_messages: simple (no stemming, any language) or english, german, ...",
+        c"Messages are indexed with the configuration set when they are stored; after changing it, run memory.reindex_search().",
+        &SEARCH_CONFIG,
         GucContext::Suset,
         GucFlags::default(),
     );

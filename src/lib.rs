@@ -28,7 +28,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
-    requires = ["summaries", api::tokens::resolve_encoding, api::limits::_current_role_is_superuser]
+    requires = [
+        "summaries",
+        api::tokens::resolve_encoding,
+        api::limits::_current_role_is_superuser,
+        api::limits::_search_config
+    ]
 );
 extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
@@ -49,6 +54,7 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["history"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

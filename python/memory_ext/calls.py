@@ -199,6 +199,9 @@ def add_message(conversation_id: IdLike, role: str, content: str, tool_calls: Op
 
 
 MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id", "metadata", "idempotency_key")
+# the stored columns a Message has (not the search index)
+MESSAGE_COLUMNS = ("id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, "
+                   "created_at, idempotency_key")
 
 
 def add_messages(conversation_id: IdLike, messages: Sequence[Mapping[str, Any]]) -> Call:
@@ -221,7 +224,7 @@ def add_messages(conversation_id: IdLike, messages: Sequence[Mapping[str, Any]])
                           idempotency_key text)) WITH ORDINALITY
                   AS m(role, content, name, tool_calls, tool_call_id, metadata, idempotency_key, n)
             ORDER BY m.n
-           RETURNING *""",
+           RETURNING """ + MESSAGE_COLUMNS,
         lambda rows: sorted((Message.parse(r) for r in rows), key=lambda m: m.seq),
         conversation_id=as_uuid(conversation_id, "conversation_id"), messages=items)
 
@@ -235,7 +238,7 @@ def get_messages(conversation_id: IdLike, limit: Optional[int] = None, before_se
 
 def all_messages(conversation_id: IdLike) -> Call:
     """Every message of a readable conversation, in seq order (empty if none or not readable)."""
-    return statement("SELECT * FROM memory.conversation_messages WHERE conversation_id = %(id)s ORDER BY seq",
+    return statement(f"SELECT {MESSAGE_COLUMNS} FROM memory.conversation_messages WHERE conversation_id = %(id)s ORDER BY seq",
                      lambda rows: [Message.parse(r) for r in rows], id=as_uuid(conversation_id, "conversation_id"))
 
 
@@ -253,9 +256,19 @@ def delete_nth_message(conversation_id: IdLike, index: int) -> Call:
         f"""DELETE FROM memory.conversation_messages
              WHERE id = (SELECT id FROM memory.conversation_messages WHERE conversation_id = %(id)s
                           ORDER BY seq {order} OFFSET %(offset)s LIMIT 1)
-            RETURNING *""",
+            RETURNING {MESSAGE_COLUMNS}""",
         lambda rows: Message.parse(rows[0]) if rows else None,
         id=as_uuid(conversation_id, "conversation_id"), offset=offset)
+
+
+def search_messages(query: str, conversation_id: Optional[IdLike] = None, agent_id: Optional[IdLike] = None,
+                    role: Optional[str] = None, since: Any = None, until: Any = None, tool: Optional[str] = None,
+                    has_tool_calls: Optional[bool] = None, limit: Optional[int] = None, cursor: Optional[str] = None) -> Call:
+    """Full-text search over the caller's readable conversations: {"results": [...], "next_cursor"}."""
+    return function("search_messages", _value, "value", ("query",), query=query,
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), agent_id=as_uuid(agent_id, "agent_id"),
+                    role=role, since=since, until=until, tool=tool, has_tool_calls=has_tool_calls, limit=limit,
+                    cursor=cursor)
 
 
 # ---- the window and summaries -----------------------------------------------------------------
@@ -424,7 +437,7 @@ def llm_calls(conversation_id: Optional[IdLike] = None, limit: int = 100) -> Cal
 
 OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_conversation, ensure_conversation,
               get_conversation, list_conversations, find_conversations, delete_conversation, add_message,
-              add_messages, get_messages, all_messages, delete_message, delete_nth_message, build_context, build_context_from,
+              add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
               delete_template, create_agent,

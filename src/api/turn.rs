@@ -126,7 +126,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
     let _writing = Raised::new(&WRITING);
     let stored = client
         .update(
-            "SELECT to_jsonb(m) - 'conversation_id' FROM memory.add_message($1, 'assistant', $2, $3) m",
+            "SELECT to_jsonb(m) - 'conversation_id' - 'search_vector' FROM memory.add_message($1, 'assistant', $2, $3) m",
             None,
             &[id.into(), reply.content.clone().into(), reply.tool_calls.clone().map(JsonB).into()],
         )

@@ -100,6 +100,11 @@ REVIEWED = {
     "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_write itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
     "_append_all(uuid,jsonb,text)": ("pinned", False, True),            # invoker: appends as the caller
+    # search
+    "_search_config()": ("pure-c", False, True),
+    "_search_vector(regconfig,uuid,text,jsonb)": ("pinned", False, True),
+    "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text)": ("pinned", False, True),
+    "reindex_search(integer)": ("pinned", False, False),                 # superusers only
     "save_as_template(uuid,text)": ("pinned", False, True),
     "list_templates()": ("pinned", False, True),
     "delete_template(uuid)": ("pinned", False, True),

@@ -162,6 +162,12 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
         status = c.execute("SELECT memory.summary_status(%s)", (cids[1],)).fetchone()[0]
         assert status["job"]["status"] == "queued"
         assert c.execute("SELECT memory.summary_status(%s)", (cids[0],)).fetchone()[0]["summary"]["covers_through_seq"] == 6
+        # messages stored before the upgrade are found by search (the index was filled), and
+        # their search column stays out of get_messages
+        hits = c.execute("SELECT memory.search_messages('booked', \"limit\" => 100)").fetchone()[0]["results"]
+        assert sorted(h["conversation_id"] for h in hits) == sorted(map(str, cids))
+        assert len(c.execute("SELECT memory.search_messages('lookup')").fetchone()[0]["results"]) == 3  # a tool call's name
+        assert "search_vector" not in c.execute("SELECT memory.get_messages(%s)", (cids[0],)).fetchone()[0]["messages"][0]
         # a tool result for a call made before the upgrade is still checked against it
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             c.execute("SELECT memory.add_message(%s, 'tool', 'again', tool_call_id => 'u1')", (cids[0],))

@@ -143,6 +143,16 @@ def test_export_import_fork_rewind(client):
         client.as_user(new_user()).fork_conversation(conv.id)
 
 
+def test_search(client):
+    conv = client.create_conversation(AGENT, "search")
+    client.add_messages(conv.id, [{"role": "user", "content": "Where is the quokka?"},
+                                  {"role": "assistant", "content": "On Rottnest Island."}])
+    page = client.search_messages("quokka")
+    assert [r["seq"] for r in page["results"]] == [1] and "**quokka**" in page["results"][0]["snippet"]
+    assert client.search_messages("island", role="user")["results"] == []
+    assert client.as_user(new_user()).search_messages("quokka")["results"] == []
+
+
 def test_templates_and_list_filters(client):
     conv = client.create_conversation(AGENT, "greeting", {"kind": "demo"})
     client.add_messages(conv.id, [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hello"}])

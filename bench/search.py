@@ -1,0 +1,89 @@
+"""search_messages at scale: one user with 10,000 messages among 1,000,000 messages of 1,000
+users (smoke: 20 users), p50/p95 of typical queries next to the naive way (ILIKE over the
+user's messages under RLS) in the same run."""
+import json
+import random
+import statistics
+import time
+import uuid
+
+import psycopg
+
+
+def _messages(rng, prose, n):
+    words = ["invoice", "paris", "refund", "deploy", "kubernetes", "breakfast", "python", "weather", "contract", "flight"]
+    out = []
+    for i in range(n):
+        text = prose(rng, rng.randint(8, 40))
+        if rng.random() < 0.05:
+            text += " " + rng.choice(words)
+        out.append({"role": "user" if i % 2 == 0 else "assistant", "content": text})
+    return out
+
+
+def setup(port, prose, smoke):
+    users, per_user, focus_convs = (20, 50, 4) if smoke else (1000, 1000, 10)
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS search WITH (FORCE)")
+        c.execute("CREATE DATABASE search")
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
+            c.execute("CREATE ROLE bench LOGIN")
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=search user=postgres", autocommit=True) as c:
+        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("ALTER DATABASE search SET memory.user_id_roles = 'bench'")
+    rng = random.Random(99)
+    conn = psycopg.connect(f"host=127.0.0.1 port={port} dbname=search user=bench", autocommit=True)
+    t = time.perf_counter()
+    focus = str(uuid.UUID(int=42))
+    plan = [(focus, focus_convs)] + [(str(uuid.uuid4()), 1) for _ in range(users - 1)]
+    for user, convs in plan:
+        conn.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        for _ in range(convs):
+            conn.execute("SELECT memory.import_conversation(%s, agent_id => %s)",
+                         (json.dumps(_messages(rng, prose, per_user)), str(uuid.UUID(int=7))))
+    conn.execute("SELECT set_config('memory.user_id', %s, false)", (focus,))
+    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=search user=postgres", autocommit=True) as c:
+        total = c.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0]
+        c.execute("ANALYZE")
+    mine = conn.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0]
+    print(f"  stored {total} messages of {users} users in {time.perf_counter() - t:.0f} s; the searching user has {mine}", flush=True)
+    return conn, total, mine, users
+
+
+def _times(fn, reps):
+    fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out), sorted(out)[int(len(out) * 0.95) - 1] if len(out) > 1 else out[0]
+
+
+def run(port, prose, smoke):
+    conn, total, mine, users = setup(port, prose, smoke)
+    reps = 3 if smoke else 30
+    rows = []
+    for label, q in [("rare word", "kubernetes"), ("two words", "paris weather"), ("phrase", '"the weather"'),
+                     ("common word", "the"), ("or / not", "refund or invoice -contract")]:
+        n = len(conn.execute("SELECT memory.search_messages(%s, \"limit\" => 20)->'results'", (q,)).fetchone()[0])
+        p50, p95 = _times(lambda: conn.execute("SELECT memory.search_messages(%s, \"limit\" => 20)", (q,)).fetchone(), reps)
+        word = q.strip('"').split()[0]
+        naive50, _ = _times(lambda: conn.execute(
+            "SELECT id, content FROM memory.conversation_messages WHERE content ILIKE %s ORDER BY created_at DESC LIMIT 20",
+            (f"%{word}%",)).fetchall(), max(1, reps // 5))
+        rows.append({"query": label, "q": q, "results": n, "p50_ms": p50, "p95_ms": p95, "naive_ilike_p50_ms": naive50,
+                     "messages_total": total, "messages_of_user": mine, "users": users})
+        print(f"  {label:<12} {q!r:<32} {n:>3} results  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms   "
+              f"ILIKE scan p50 {naive50:8.1f} ms (x{naive50 / p50:.0f})", flush=True)
+    conn.close()
+    return rows
+
+
+def report_lines(rows):
+    r0 = rows[0]
+    lines = ["", f"## Search ({r0['messages_of_user']} messages of one user among {r0['messages_total']} of {r0['users']} users)", "",
+             "| query | results | p50 ms | p95 ms | naive ILIKE p50 ms | × |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['query']} `{r['q']}` | {r['results']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+              f"{r['naive_ilike_p50_ms']:.1f} | {r['naive_ilike_p50_ms'] / r['p50_ms']:.0f} |" for r in rows]
+    return lines
