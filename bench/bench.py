@@ -406,13 +406,18 @@ def bench_writes(port, smoke):
     conn.close()
     scripts = {
         "add_message": "SELECT memory.add_message((SELECT id FROM bench_convs WHERE n = :client_id), 'user', 'What is the weather in Paris this weekend? I would like to plan a walk along the river.');\n",
+        # the same appends without the full-text words (memory.search_config = off, set for the
+        # benchmark's role below): what the search index costs an append, in the same run
+        "add_message (search off)": "SELECT memory.add_message((SELECT id FROM bench_convs WHERE n = :client_id), 'user', 'What is the weather in Paris this weekend? I would like to plan a walk along the river.');\n",
         "INSERT": "INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count) SELECT id, 'assistant', 'Saturday looks sunny in Paris, from 14 to 23 degrees: a good day for a walk along the Seine.', 0, 0 FROM bench_convs WHERE n = :client_id;\n",
         "plain table": "INSERT INTO bench_plain (conversation_id, seq, role, content) SELECT id, nextval('bench_plain_seq'), 'user', 'What is the weather in Paris this weekend? I would like to plan a walk along the river.' FROM bench_convs WHERE n = :client_id;\n",
     }
     res = {}
     env = dict(os.environ, PGOPTIONS=f"-c memory.user_id={USER_ID} -c memory.summarize_threshold=2000000000")
     for name, sql in scripts.items():
-        path = f"/tmp/memory_ext_bench_{name}.sql"
+        with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
+            c.execute(f"ALTER ROLE bench IN DATABASE bench {'SET memory.search_config = off' if 'search off' in name else 'RESET memory.search_config'}")
+        path = f"/tmp/memory_ext_bench_{name.split()[0]}.sql"
         with open(path, "w") as f:
             f.write(sql)
         for clients in (1, 4):
@@ -420,7 +425,7 @@ def bench_writes(port, smoke):
                                   "-j", str(clients), "-T", "2" if smoke else "15", "bench"], capture_output=True, text=True, env=env, check=True).stdout
             tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
             res[f"{name}, {clients} client{'s' if clients > 1 else ''}"] = tps
-            print(f"  {name:<12} {clients} client(s): {tps:8.0f} messages/s", flush=True)
+            print(f"  {name:<24} {clients} client(s): {tps:8.0f} messages/s", flush=True)
     # latency under concurrent load: 8 clients on 4 conversations, every transaction logged
     logdir = tempfile.mkdtemp(prefix="memory_ext_bench_")
     with open("/tmp/memory_ext_bench_concurrent.sql", "w") as f:

@@ -1,6 +1,7 @@
 """Export, import and fork on the benchmark's stored histories: fork time of a whole
-conversation, export time, and import of the exported messages next to the floor, a plain
-INSERT ... SELECT of the same rows into an indexed table without triggers or RLS."""
+conversation, export time, and import of the exported messages and a bulk INSERT ... SELECT
+through the triggers next to the floor, a plain INSERT ... SELECT of the same rows into an
+indexed table without triggers or RLS."""
 import json
 import time
 
@@ -31,9 +32,28 @@ def run(conn, convs, size, smoke):
     rows["export markdown"] = _ms(lambda: conn.execute("SELECT memory.export_conversation(%s, 'markdown')", (cid,)).fetchone(), reps)
     rows["import json (one bulk statement)"] = _ms(
         lambda: conn.execute("SELECT memory.import_conversation(%s)", (text,)), max(1, reps // 2))
+
+    def bulk_insert():
+        new = conn.execute("SELECT (memory.create_conversation(gen_random_uuid(), 'bulk')).id").fetchone()[0]
+        t = time.perf_counter()
+        conn.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, name, tool_calls, tool_call_id)
+                        SELECT %s, m->>'role', m->>'content', m->>'name', m->'tool_calls', m->>'tool_call_id'
+                          FROM jsonb_array_elements(%s::jsonb->'messages') m""", (new, text))
+        return (time.perf_counter() - t) * 1000
+    times = sorted(bulk_insert() for _ in range(max(1, reps // 2)))
+    rows["bulk INSERT ... SELECT through the triggers (as the user, RLS)"] = times[len(times) // 2]
     rows["floor: plain INSERT ... SELECT of the same rows (indexed, no triggers)"] = _ms(lambda: conn.execute(
         """INSERT INTO plain_import (conversation_id, seq, role, content, tool_calls, tool_call_id)
            SELECT gen_random_uuid(), (m->>'seq')::bigint, m->>'role', m->>'content', m->'tool_calls', m->>'tool_call_id'
+             FROM jsonb_array_elements(%s::jsonb->'messages') m""", (text,)), reps)
+    # the floor again, with the full-text index memory_ext keeps (words in a tsvector column, GIN)
+    conn.execute("TRUNCATE plain_import")
+    conn.execute("ALTER TABLE plain_import ADD COLUMN words tsvector")
+    conn.execute("CREATE INDEX ON plain_import USING gin (words)")
+    rows["floor with a full-text index: the same INSERT ... SELECT plus to_tsvector and a GIN index"] = _ms(lambda: conn.execute(
+        """INSERT INTO plain_import (conversation_id, seq, role, content, tool_calls, tool_call_id, words)
+           SELECT gen_random_uuid(), (m->>'seq')::bigint, m->>'role', m->>'content', m->'tool_calls', m->>'tool_call_id',
+                  to_tsvector('simple', m->>'content')
              FROM jsonb_array_elements(%s::jsonb->'messages') m""", (text,)), reps)
     out = [{"messages": size, "operation": k, "median_ms": v} for k, v in rows.items()]
     floor = rows["floor: plain INSERT ... SELECT of the same rows (indexed, no triggers)"]

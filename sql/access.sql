@@ -1,33 +1,82 @@
 -- The one authorization rule. Every policy, public function and SECURITY DEFINER helper asks
--- these two questions and nothing else, so that who may read or write a conversation is decided
--- in exactly one place.
+-- these questions and nothing else, so that who may do what with a conversation is decided in
+-- exactly one place:
+--   read   (messages, build_context, export, search, fork): its owner and its members;
+--   write  (append messages, summaries, request summaries and replies): its owner and its editors;
+--   manage (title, agent, metadata, archive, delete, remove messages, share): its owner alone.
+-- A role that bypasses RLS (superuser, Supabase's service_role) may do all three, as RLS lets it.
 --
--- _can_read_row/_can_write_row judge a conversation row (its id and owner) for a caller. They are
--- plain SQL that PostgreSQL inlines into the policies, so the owner test stays an index condition;
--- for that they cannot pin search_path, and instead qualify every operator. The policies pass the
--- caller as (SELECT memory.current_user_id()), computed once per query, not once per row.
-CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+-- _can_read_row/_can_write_row/_can_manage_row judge a conversation row (its id and owner) for a
+-- caller. They are plain SQL that PostgreSQL inlines into the policies, so the owner test stays an
+-- index condition; for that they cannot pin search_path, and instead qualify every operator. The
+-- policies pass the caller as (SELECT memory.current_user_id()) and the conversations shared with
+-- the caller as (SELECT memory._shared_with(...)): each computed once per query, and the shared
+-- list only when a row is not the caller's own (an owner's queries never read the members table).
+CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid, shared uuid[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT $2 OPERATOR(pg_catalog.=) $3
+    SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
 $$;
 
-CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid, editable uuid[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT $2 OPERATOR(pg_catalog.=) $3
+    SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
+$$;
+
+CREATE FUNCTION memory._can_manage_row(owner uuid, caller uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $1 OPERATOR(pg_catalog.=) $2
+$$;
+
+-- The conversations shared with `caller`: all of them, or those it may write (editors_only).
+-- Under the members table's RLS a caller sees its own memberships only, so asking about someone
+-- else returns nothing.
+CREATE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(m.conversation_id), '{}')
+      FROM memory.conversation_members m
+     WHERE m.user_id = $1 AND (NOT $2 OR m.role = 'editor');
 $$;
 
 -- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
--- callers who want to ask. A role that bypasses RLS (superuser, Supabase's service_role) may, as
--- RLS lets it. Reveals nothing: false for a conversation that does not exist and for one the
--- caller may not see alike.
+-- callers who want to ask. Reveals nothing: false for a conversation that does not exist and for
+-- one the caller may not see alike.
 CREATE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_read_row(c.id, c.user_id, memory.current_user_id())));
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_read_row(c.id, c.user_id, memory.current_user_id(),
+                                                                 memory._shared_with(memory.current_user_id(), false))));
 $$;
 
 CREATE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls() OR memory._can_write_row(c.id, c.user_id, memory.current_user_id())));
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(),
+                                                                  memory._shared_with(memory.current_user_id(), true))));
 $$;
+
+CREATE FUNCTION memory.can_manage(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_manage_row(c.user_id, memory.current_user_id())));
+$$;
+
+-- Raises unless the caller may do `action` ('read', 'write' or 'manage') with the conversation:
+-- P0002 "does not exist" when it cannot even read it (nothing is revealed), 42501 naming what the
+-- caller lacks when it is a member without that right.
+CREATE FUNCTION memory._require(conversation_id uuid, action text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT memory.can_read($1) THEN
+        RAISE EXCEPTION 'conversation % does not exist', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF $2 = 'write' AND NOT memory.can_write($1) THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', $1
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
+    END IF;
+    IF $2 = 'manage' AND NOT memory.can_manage($1) THEN
+        RAISE EXCEPTION 'only the owner of conversation % may do this', $1 USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;

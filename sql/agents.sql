@@ -327,9 +327,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
 BEGIN
-    IF NOT memory.can_write(p_conversation_id) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._require(p_conversation_id, 'write');
     SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = p_conversation_id;
     PERFORM memory._check_token_quota_of(coalesce(memory.current_user_id(), v_owner));
     RETURN memory._enqueue_job('reply', p_conversation_id);
@@ -377,7 +375,8 @@ CREATE POLICY agents_owner ON memory.agents
 CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
     USING (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
-                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                               (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
 
 CREATE POLICY llm_calls_owner ON memory.llm_calls FOR SELECT
     USING (user_id = (SELECT memory.current_user_id()));

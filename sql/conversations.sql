@@ -117,9 +117,29 @@ BEGIN
     RETURN v_result;
 END $$;
 
--- Newest updated first. Filters: agent, metadata containment, a title substring (case-insensitive,
--- taken literally), updated before / after. Next page: updated_before => the last row's
--- updated_at, before_id => its id.
+-- A row of list_conversations: the conversation and what the caller is to it ('owner', 'editor'
+-- or 'viewer').
+CREATE TYPE memory.listed_conversation AS (
+    id            uuid,
+    agent_id      uuid,
+    user_id       uuid,
+    title         text,
+    encoding      text,
+    total_tokens  bigint,
+    message_count integer,
+    last_seq      bigint,
+    metadata      jsonb,
+    created_at    timestamptz,
+    updated_at    timestamptz,
+    archived_at   timestamptz,
+    access        text
+);
+
+-- The caller's conversations and those shared with it, newest updated first. Filters: agent,
+-- metadata containment, a title substring (case-insensitive, taken literally), updated before /
+-- after, archived (false: hide archived ones, the default; true: only those; NULL: both), shared
+-- (false: own ones only; true: shared ones only; NULL: both). Next page: updated_before => the last
+-- row's updated_at, before_id => its id.
 CREATE FUNCTION memory.list_conversations(
     agent_id uuid DEFAULT NULL,
     "limit" integer DEFAULT 20,
@@ -127,9 +147,22 @@ CREATE FUNCTION memory.list_conversations(
     title text DEFAULT NULL,
     updated_before timestamptz DEFAULT NULL,
     updated_after timestamptz DEFAULT NULL,
-    before_id uuid DEFAULT NULL
-) RETURNS SETOF memory.conversations
+    before_id uuid DEFAULT NULL,
+    archived boolean DEFAULT false,
+    shared boolean DEFAULT NULL
+) RETURNS SETOF memory.listed_conversation
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- the filters, written once for both sources below
+    v_filter constant text := $f$
+           AND ($1 IS NULL OR c.agent_id = $1)
+           AND ($3 IS NULL OR c.metadata @> $3)
+           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
+           AND ($6 IS NULL OR c.updated_at > $6)
+           AND ($8 IS NULL OR (c.archived_at IS NOT NULL) = $8)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2$f$;
 BEGIN
     IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
         RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
@@ -141,15 +174,19 @@ BEGIN
     IF $7 IS NOT NULL AND $5 IS NULL THEN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-        SELECT c.* FROM memory.conversations c
-         WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
-           AND ($3 IS NULL OR c.metadata @> $3)
-           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
-           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
-           AND ($6 IS NULL OR c.updated_at > $6)
-         ORDER BY c.updated_at DESC, c.id
-         LIMIT $2;
+    -- Two sources, each read in index order and cut at the page size, merged: the caller's own
+    -- conversations (index on user_id, updated_at) and its memberships. RLS still applies to both.
+    RETURN QUERY EXECUTE format($q$
+        SELECT x.* FROM (
+            (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
+              WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
+            UNION ALL
+            (SELECT c.*, m.role FROM memory.conversation_members m JOIN memory.conversations c ON c.id = m.conversation_id
+              WHERE $9 IS NOT FALSE AND m.user_id = $10 %1$s)
+        ) x
+        ORDER BY x.updated_at DESC, x.id
+        LIMIT $2$q$, v_filter)
+    USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
 END $$;
 
 CREATE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean

@@ -46,6 +46,37 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
            FROM jsonb_array_elements(p_m.tool_calls) WITH ORDINALITY AS t(call, n)))
 $$;
 
+-- The json export of a conversation, of its messages up to p_upto (NULL: all), as whoever calls
+-- it may read them (share links call it as the owner).
+CREATE FUNCTION memory._export_json(p_conv memory.conversations, p_upto bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'format', 'memory_ext.conversation',
+        'version', 1,
+        'conversation', jsonb_build_object(
+            'id', p_conv.id, 'agent_id', p_conv.agent_id, 'title', p_conv.title, 'encoding', p_conv.encoding,
+            'metadata', p_conv.metadata,
+            'message_count', CASE WHEN p_upto IS NULL THEN p_conv.message_count ELSE x.n END,
+            'total_tokens', CASE WHEN p_upto IS NULL THEN p_conv.total_tokens ELSE coalesce(x.t, 0) END,
+            'created_at', p_conv.created_at, 'updated_at', p_conv.updated_at),
+        'messages', coalesce(x.messages, '[]'),
+        'summaries', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', s.id, 'covers_through_seq', s.covers_through_seq, 'content', s.content, 'model', s.model,
+                       'token_count', s.token_count, 'covered_tokens', s.covered_tokens, 'created_at', s.created_at)
+                       ORDER BY s.covers_through_seq, s.id)
+              FROM memory.conversation_summaries s
+             WHERE s.conversation_id = p_conv.id AND (p_upto IS NULL OR s.covers_through_seq <= p_upto)), '[]'))
+      FROM (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'id', m.id, 'seq', m.seq, 'role', m.role, 'content', m.content, 'name', m.name,
+                       'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id, 'metadata', m.metadata,
+                       'token_count', m.token_count, 'created_at', m.created_at, 'idempotency_key', m.idempotency_key))
+                       ORDER BY m.seq) AS messages,
+                   count(*) AS n, sum(m.token_count) AS t
+              FROM memory.conversation_messages m
+             WHERE m.conversation_id = p_conv.id AND (p_upto IS NULL OR m.seq <= p_upto)) x;
+$$;
+
 -- format: 'json' (lossless and versioned: the conversation, its messages with seq, tool calls,
 -- metadata and timestamps, and its summaries; what import_conversation reads), 'markdown' (for
 -- people, as a JSON string: `#>> '{}'` gives the text), 'openai' ({"messages": [...]}: the whole
@@ -78,26 +109,7 @@ BEGIN
             (SELECT string_agg(memory._md_message(m), E'\n\n' ORDER BY m.seq)
                FROM memory.conversation_messages m WHERE m.conversation_id = $1)) || E'\n');
     END IF;
-    RETURN jsonb_build_object(
-        'format', 'memory_ext.conversation',
-        'version', 1,
-        'conversation', jsonb_build_object(
-            'id', v_conv.id, 'agent_id', v_conv.agent_id, 'title', v_conv.title, 'encoding', v_conv.encoding,
-            'metadata', v_conv.metadata, 'message_count', v_conv.message_count, 'total_tokens', v_conv.total_tokens,
-            'created_at', v_conv.created_at, 'updated_at', v_conv.updated_at),
-        'messages', coalesce((
-            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                       'id', m.id, 'seq', m.seq, 'role', m.role, 'content', m.content, 'name', m.name,
-                       'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id, 'metadata', m.metadata,
-                       'token_count', m.token_count, 'created_at', m.created_at, 'idempotency_key', m.idempotency_key))
-                       ORDER BY m.seq)
-              FROM memory.conversation_messages m WHERE m.conversation_id = $1), '[]'),
-        'summaries', coalesce((
-            SELECT jsonb_agg(jsonb_build_object(
-                       'id', s.id, 'covers_through_seq', s.covers_through_seq, 'content', s.content, 'model', s.model,
-                       'token_count', s.token_count, 'covered_tokens', s.covered_tokens, 'created_at', s.created_at)
-                       ORDER BY s.covers_through_seq, s.id)
-              FROM memory.conversation_summaries s WHERE s.conversation_id = $1), '[]'));
+    RETURN memory._export_json(v_conv, NULL);
 END $$;
 
 -- ---- import ------------------------------------------------------------------------------------
@@ -353,9 +365,7 @@ BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NOT memory.can_read(p_source) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_source USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._require(p_source, 'read');
     -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
     SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;
     v_at := coalesce(v_at, v_src.last_seq);
@@ -425,9 +435,8 @@ DECLARE
     v_cut  text;
     v_gone integer;
 BEGIN
-    IF NOT memory.can_write(p_id) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_id USING ERRCODE = 'no_data_found';
-    END IF;
+    -- removing messages is the owner's (editors append only)
+    PERFORM memory._require(p_id, 'manage');
     DELETE FROM memory.jobs j WHERE j.conversation_id = p_id AND j.status IN ('queued', 'running');
     PERFORM 1 FROM memory.conversations c WHERE c.id = p_id FOR NO KEY UPDATE;
     v_cut := memory._tool_group_cut(p_id, p_to);

@@ -1140,7 +1140,7 @@ ALTER FUNCTION memory._chat_answer(uuid)
     SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;
 
--- History: search, export and import, fork and rewind, templates, list filters (new in 0.2.0) --
+-- History, sharing and archive (new in 0.2.0) ------------------------------------------------
 -- search: every message's words in a tsvector, filled for the stored messages, and its index
 CREATE FUNCTION memory."_search_config"() RETURNS TEXT
 STRICT STABLE PARALLEL SAFE
@@ -1161,23 +1161,228 @@ UPDATE memory.conversation_messages
    SET search_vector = memory._search_vector(memory._search_config()::regconfig, conversation_id, content, tool_calls);
 CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);
 
+-- tool-call probes read the index, not a pending list (see tables.sql)
+ALTER INDEX memory.conversation_messages_tool_keys_idx SET (fastupdate = off);
+SELECT pg_catalog.gin_clean_pending_list('memory.conversation_messages_tool_keys_idx');
+
+-- sharing: members, the authorization rule with its three rights, and the policies that apply it
+ALTER TABLE memory.conversations ADD COLUMN archived_at timestamptz;
+-- Who else may use a conversation: viewers read it, editors also append to it (see access.sql).
+-- owner_id repeats the conversation's owner so that the table's own policy needs no look-up of
+-- conversations (whose policy reads this table).
+CREATE TABLE memory.conversation_members (
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    user_id         uuid NOT NULL,
+    role            text NOT NULL CHECK (role IN ('viewer', 'editor')),
+    owner_id        uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (conversation_id, user_id)
+);
+CREATE INDEX conversation_members_user_idx ON memory.conversation_members (user_id, role);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_members', '');
+ALTER TABLE memory.conversation_members ENABLE ROW LEVEL SECURITY;
+GRANT SELECT ON memory.conversation_members TO PUBLIC;
+DROP POLICY conversations_owner ON memory.conversations;
+DROP POLICY messages_owner ON memory.conversation_messages;
+DROP POLICY summaries_owner ON memory.conversation_summaries;
+DROP POLICY agents_of_readable_conversations ON memory.agents;
+DROP FUNCTION memory.can_read(uuid), memory.can_write(uuid);
+DROP FUNCTION memory._can_read_row(uuid, uuid, uuid), memory._can_write_row(uuid, uuid, uuid);
+
+-- The one authorization rule. Every policy, public function and SECURITY DEFINER helper asks
+-- these questions and nothing else, so that who may do what with a conversation is decided in
+-- exactly one place:
+--   read   (messages, build_context, export, search, fork): its owner and its members;
+--   write  (append messages, summaries, request summaries and replies): its owner and its editors;
+--   manage (title, agent, metadata, archive, delete, remove messages, share): its owner alone.
+-- A role that bypasses RLS (superuser, Supabase's service_role) may do all three, as RLS lets it.
+--
+-- _can_read_row/_can_write_row/_can_manage_row judge a conversation row (its id and owner) for a
+-- caller. They are plain SQL that PostgreSQL inlines into the policies, so the owner test stays an
+-- index condition; for that they cannot pin search_path, and instead qualify every operator. The
+-- policies pass the caller as (SELECT memory.current_user_id()) and the conversations shared with
+-- the caller as (SELECT memory._shared_with(...)): each computed once per query, and the shared
+-- list only when a row is not the caller's own (an owner's queries never read the members table).
+CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid, shared uuid[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
+$$;
+
+CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid, editable uuid[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
+$$;
+
+CREATE FUNCTION memory._can_manage_row(owner uuid, caller uuid) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT $1 OPERATOR(pg_catalog.=) $2
+$$;
+
+-- The conversations shared with `caller`: all of them, or those it may write (editors_only).
+-- Under the members table's RLS a caller sees its own memberships only, so asking about someone
+-- else returns nothing.
+CREATE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(m.conversation_id), '{}')
+      FROM memory.conversation_members m
+     WHERE m.user_id = $1 AND (NOT $2 OR m.role = 'editor');
+$$;
+
+-- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
+-- callers who want to ask. Reveals nothing: false for a conversation that does not exist and for
+-- one the caller may not see alike.
+CREATE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_read_row(c.id, c.user_id, memory.current_user_id(),
+                                                                 memory._shared_with(memory.current_user_id(), false))));
+$$;
+
+CREATE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(),
+                                                                  memory._shared_with(memory.current_user_id(), true))));
+$$;
+
+CREATE FUNCTION memory.can_manage(conversation_id uuid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                                         OR memory._can_manage_row(c.user_id, memory.current_user_id())));
+$$;
+
+-- Raises unless the caller may do `action` ('read', 'write' or 'manage') with the conversation:
+-- P0002 "does not exist" when it cannot even read it (nothing is revealed), 42501 naming what the
+-- caller lacks when it is a member without that right.
+CREATE FUNCTION memory._require(conversation_id uuid, action text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT memory.can_read($1) THEN
+        RAISE EXCEPTION 'conversation % does not exist', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    IF $2 = 'write' AND NOT memory.can_write($1) THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', $1
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
+    END IF;
+    IF $2 = 'manage' AND NOT memory.can_manage($1) THEN
+        RAISE EXCEPTION 'only the owner of conversation % may do this', $1 USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END $$;
+
+-- conversations: read by owner and members; created, changed and deleted by the owner
+CREATE POLICY conversations_read ON memory.conversations FOR SELECT
+    USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id()),
+                                (SELECT memory._shared_with((SELECT memory.current_user_id()), false))));
+CREATE POLICY conversations_owner ON memory.conversations
+    USING (memory._can_manage_row(user_id, (SELECT memory.current_user_id())))
+    WITH CHECK (memory._can_manage_row(user_id, (SELECT memory.current_user_id())));
+
+-- messages: read with the conversation, appended (and their metadata changed) by owner and
+-- editors, removed by the owner
+CREATE POLICY messages_read ON memory.conversation_messages FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+CREATE POLICY messages_append ON memory.conversation_messages FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))))
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY messages_remove ON memory.conversation_messages FOR DELETE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+
+-- summaries: read with the conversation, added by owner and editors, removed by the owner
+CREATE POLICY summaries_read ON memory.conversation_summaries FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+CREATE POLICY summaries_add ON memory.conversation_summaries FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+
+-- members: each member sees its own memberships, the owner all of its conversations'; written
+-- only through memory.share_conversation and memory.unshare_conversation
+CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
+    USING (user_id = (SELECT memory.current_user_id()) OR owner_id = (SELECT memory.current_user_id()));
+
+-- whoever may read a conversation may read the agent that applies to it
+CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                               (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
+CREATE OR REPLACE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require(p_conversation_id, 'write');
+    RETURN memory._enqueue_job('summary', p_conversation_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._request_reply(p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+BEGIN
+    PERFORM memory._require(p_conversation_id, 'write');
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = p_conversation_id;
+    PERFORM memory._check_token_quota_of(coalesce(memory.current_user_id(), v_owner));
+    RETURN memory._enqueue_job('reply', p_conversation_id);
+END $$;
+
 CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
-    v_prev     memory.conversation_messages;
+    v_archived timestamptz;
+    v_writable boolean;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
-    -- anywhere, everyone else where the authorization rule says. Someone else's conversation is
-    -- reported exactly like one that does not exist, before anything is locked or counted.
-    SELECT c.encoding INTO v_encoding FROM memory.conversations c
-     WHERE c.id = NEW.conversation_id
-       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id, memory.current_user_id()));
+    -- anywhere, everyone else where the authorization rule says (owner and editors). A
+    -- conversation the caller cannot see is reported exactly like one that does not exist, before
+    -- anything is locked or counted; a viewer learns it may not write.
+    SELECT c.encoding, c.archived_at,
+           NOT row_security_active('memory.conversations')
+           OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
+      INTO v_encoding, v_archived, v_writable
+      FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT v_writable THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', NEW.conversation_id
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
+    END IF;
+    IF v_archived IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', NEW.conversation_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
     END IF;
     -- the caller's messages-per-minute limit (PT429), when one is set
     IF memory._message_limit_applies() THEN
@@ -1190,27 +1395,6 @@ BEGIN
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
     NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
-    -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
-    -- change while the message was counted.
-    IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
-        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
-            USING ERRCODE = 'serialization_failure';
-    END IF;
-    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
-    -- lock, so concurrent retries see each other.
-    IF NEW.idempotency_key IS NOT NULL THEN
-        SELECT m.* INTO v_prev FROM memory.conversation_messages m
-         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
-        IF FOUND THEN
-            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
-               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
-                RETURN NULL;
-            END IF;
-            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
-                left(NEW.idempotency_key, 80), v_prev.seq
-                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
-        END IF;
-    END IF;
     RETURN NEW;
 END $$;
 
@@ -1232,6 +1416,128 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+
+-- counters once per INSERT statement instead of once per row
+CREATE OR REPLACE FUNCTION memory._message_before_insert_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_clash    text;
+    v_encoding text;
+    v_last     bigint;
+    v_newest   bigint;
+    v_seq      bigint;
+    v_prev     memory.conversation_messages;
+    v_prefix   text := NEW.conversation_id::text;
+BEGIN
+    -- Lock the conversation: appends to it serialise here, until the transaction ends. (Here, as
+    -- the owner: under RLS a row lock would need the right to update the conversation, which an
+    -- editor does not have.)
+    SELECT c.encoding, c.last_seq INTO v_encoding, v_last
+      FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
+    -- lock, so concurrent retries see each other.
+    IF NEW.idempotency_key IS NOT NULL THEN
+        SELECT m.* INTO v_prev FROM memory.conversation_messages m
+         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
+        IF FOUND THEN
+            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
+               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
+                RETURN NULL;
+            END IF;
+            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
+                left(NEW.idempotency_key, 80), v_prev.seq
+                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
+        END IF;
+    END IF;
+    -- seq: after the conversation's high-water mark (kept across rewinds) and after the rows this
+    -- statement has already inserted (a row-level BEFORE trigger sees those).
+    SELECT m.seq INTO v_newest FROM memory.conversation_messages m
+     WHERE m.conversation_id = NEW.conversation_id ORDER BY m.seq DESC LIMIT 1;
+    v_seq := greatest(v_last, coalesce(v_newest, 0)) + 1;
+    -- The encoding may change only while a conversation has no messages: for its first message
+    -- count again under the lock, in case it changed after messages_before_insert counted.
+    IF v_newest IS NULL THEN
+        NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    END IF;
+
+    IF NEW.tool_calls IS NOT NULL THEN
+        v_clash := memory._tool_key_taken(
+            ARRAY(SELECT v_prefix || kind || (call->>'id')
+                    FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
+        IF v_clash IS NOT NULL THEN
+            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', left(substr(v_clash, 40), 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF NEW.role = 'tool' THEN
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/c/' || NEW.tool_call_id]) IS NULL THEN
+            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', left(NEW.tool_call_id, 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF memory._tool_key_taken(ARRAY[v_prefix || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
+            RAISE EXCEPTION 'tool call "%" already has a result', left(NEW.tool_call_id, 80)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    NEW.seq := v_seq;
+    NEW.created_at := coalesce(NEW.created_at, now());
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION memory._messages_after_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r           record;
+    v_threshold bigint;
+    v_agent_threshold integer;
+    v_auto_reply boolean;
+BEGIN
+    FOR r IN
+        WITH a AS (SELECT n.conversation_id, count(*) AS n, sum(n.token_count) AS t, max(n.seq) AS last_seq,
+                          bool_or(n.role = 'user') AS has_user
+                     FROM added n GROUP BY n.conversation_id)
+        UPDATE memory.conversations c
+           SET message_count = c.message_count + a.n,
+               total_tokens = c.total_tokens + a.t,
+               last_seq = greatest(c.last_seq, a.last_seq),
+               updated_at = now()
+          FROM a
+         WHERE c.id = a.conversation_id
+        RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user
+    LOOP
+        -- the conversation's agent, when one of its owner's agents has that id (see agents.sql)
+        v_agent_threshold := NULL;
+        v_auto_reply := false;
+        SELECT ag.summarize_threshold, ag.auto_reply INTO v_agent_threshold, v_auto_reply
+          FROM memory.agents ag WHERE ag.id = r.agent_id AND ag.user_id = r.user_id;
+        v_threshold := memory._summarize_threshold(v_agent_threshold);
+        IF r.total_tokens > v_threshold AND memory._uncovered_tokens(r.id, r.total_tokens) > v_threshold THEN
+            PERFORM memory._enqueue_job('summary', r.id);
+        END IF;
+        -- A user message to an auto-reply agent queues its answer (not inside memory.chat, which
+        -- answers it itself); over the owner's daily token limit the message is refused (PT429).
+        IF v_auto_reply AND r.has_user AND NOT memory._auto_reply_suppressed() THEN
+            PERFORM memory._check_token_quota_of(r.user_id);
+            PERFORM memory._enqueue_job('reply', r.id);
+        END IF;
+    END LOOP;
+    IF memory._notify_messages() THEN
+        PERFORM pg_notify('memory_messages',
+                          json_build_object('conversation_id', n.conversation_id, 'id', n.id, 'seq', n.seq)::text)
+           FROM (SELECT * FROM added ORDER BY conversation_id, seq) n;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_messages
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
+
+REVOKE EXECUTE ON FUNCTION memory._messages_after_insert() FROM PUBLIC;
 
 DROP FUNCTION memory.get_messages(uuid, integer, bigint);
 CREATE FUNCTION memory.get_messages(
@@ -1323,6 +1629,24 @@ BEGIN
     RETURN v_row;
 END $$;
 
+-- A row of list_conversations: the conversation and what the caller is to it ('owner', 'editor'
+-- or 'viewer').
+CREATE TYPE memory.listed_conversation AS (
+    id            uuid,
+    agent_id      uuid,
+    user_id       uuid,
+    title         text,
+    encoding      text,
+    total_tokens  bigint,
+    message_count integer,
+    last_seq      bigint,
+    metadata      jsonb,
+    created_at    timestamptz,
+    updated_at    timestamptz,
+    archived_at   timestamptz,
+    access        text
+);
+
 CREATE FUNCTION memory.list_conversations(
     agent_id uuid DEFAULT NULL,
     "limit" integer DEFAULT 20,
@@ -1330,9 +1654,22 @@ CREATE FUNCTION memory.list_conversations(
     title text DEFAULT NULL,
     updated_before timestamptz DEFAULT NULL,
     updated_after timestamptz DEFAULT NULL,
-    before_id uuid DEFAULT NULL
-) RETURNS SETOF memory.conversations
+    before_id uuid DEFAULT NULL,
+    archived boolean DEFAULT false,
+    shared boolean DEFAULT NULL
+) RETURNS SETOF memory.listed_conversation
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- the filters, written once for both sources below
+    v_filter constant text := $f$
+           AND ($1 IS NULL OR c.agent_id = $1)
+           AND ($3 IS NULL OR c.metadata @> $3)
+           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
+           AND ($6 IS NULL OR c.updated_at > $6)
+           AND ($8 IS NULL OR (c.archived_at IS NOT NULL) = $8)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2$f$;
 BEGIN
     IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
         RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
@@ -1344,15 +1681,19 @@ BEGIN
     IF $7 IS NOT NULL AND $5 IS NULL THEN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-        SELECT c.* FROM memory.conversations c
-         WHERE memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id())) AND ($1 IS NULL OR c.agent_id = $1)
-           AND ($3 IS NULL OR c.metadata @> $3)
-           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
-           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
-           AND ($6 IS NULL OR c.updated_at > $6)
-         ORDER BY c.updated_at DESC, c.id
-         LIMIT $2;
+    -- Two sources, each read in index order and cut at the page size, merged: the caller's own
+    -- conversations (index on user_id, updated_at) and its memberships. RLS still applies to both.
+    RETURN QUERY EXECUTE format($q$
+        SELECT x.* FROM (
+            (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
+              WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
+            UNION ALL
+            (SELECT c.*, m.role FROM memory.conversation_members m JOIN memory.conversations c ON c.id = m.conversation_id
+              WHERE $9 IS NOT FALSE AND m.user_id = $10 %1$s)
+        ) x
+        ORDER BY x.updated_at DESC, x.id
+        LIMIT $2$q$, v_filter)
+    USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
 END $$;
 
 -- ---- export ------------------------------------------------------------------------------------
@@ -1395,6 +1736,37 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
            FROM jsonb_array_elements(p_m.tool_calls) WITH ORDINALITY AS t(call, n)))
 $$;
 
+-- The json export of a conversation, of its messages up to p_upto (NULL: all), as whoever calls
+-- it may read them (share links call it as the owner).
+CREATE FUNCTION memory._export_json(p_conv memory.conversations, p_upto bigint) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'format', 'memory_ext.conversation',
+        'version', 1,
+        'conversation', jsonb_build_object(
+            'id', p_conv.id, 'agent_id', p_conv.agent_id, 'title', p_conv.title, 'encoding', p_conv.encoding,
+            'metadata', p_conv.metadata,
+            'message_count', CASE WHEN p_upto IS NULL THEN p_conv.message_count ELSE x.n END,
+            'total_tokens', CASE WHEN p_upto IS NULL THEN p_conv.total_tokens ELSE coalesce(x.t, 0) END,
+            'created_at', p_conv.created_at, 'updated_at', p_conv.updated_at),
+        'messages', coalesce(x.messages, '[]'),
+        'summaries', coalesce((
+            SELECT jsonb_agg(jsonb_build_object(
+                       'id', s.id, 'covers_through_seq', s.covers_through_seq, 'content', s.content, 'model', s.model,
+                       'token_count', s.token_count, 'covered_tokens', s.covered_tokens, 'created_at', s.created_at)
+                       ORDER BY s.covers_through_seq, s.id)
+              FROM memory.conversation_summaries s
+             WHERE s.conversation_id = p_conv.id AND (p_upto IS NULL OR s.covers_through_seq <= p_upto)), '[]'))
+      FROM (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'id', m.id, 'seq', m.seq, 'role', m.role, 'content', m.content, 'name', m.name,
+                       'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id, 'metadata', m.metadata,
+                       'token_count', m.token_count, 'created_at', m.created_at, 'idempotency_key', m.idempotency_key))
+                       ORDER BY m.seq) AS messages,
+                   count(*) AS n, sum(m.token_count) AS t
+              FROM memory.conversation_messages m
+             WHERE m.conversation_id = p_conv.id AND (p_upto IS NULL OR m.seq <= p_upto)) x;
+$$;
+
 -- format: 'json' (lossless and versioned: the conversation, its messages with seq, tool calls,
 -- metadata and timestamps, and its summaries; what import_conversation reads), 'markdown' (for
 -- people, as a JSON string: `#>> '{}'` gives the text), 'openai' ({"messages": [...]}: the whole
@@ -1427,26 +1799,7 @@ BEGIN
             (SELECT string_agg(memory._md_message(m), E'\n\n' ORDER BY m.seq)
                FROM memory.conversation_messages m WHERE m.conversation_id = $1)) || E'\n');
     END IF;
-    RETURN jsonb_build_object(
-        'format', 'memory_ext.conversation',
-        'version', 1,
-        'conversation', jsonb_build_object(
-            'id', v_conv.id, 'agent_id', v_conv.agent_id, 'title', v_conv.title, 'encoding', v_conv.encoding,
-            'metadata', v_conv.metadata, 'message_count', v_conv.message_count, 'total_tokens', v_conv.total_tokens,
-            'created_at', v_conv.created_at, 'updated_at', v_conv.updated_at),
-        'messages', coalesce((
-            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                       'id', m.id, 'seq', m.seq, 'role', m.role, 'content', m.content, 'name', m.name,
-                       'tool_calls', m.tool_calls, 'tool_call_id', m.tool_call_id, 'metadata', m.metadata,
-                       'token_count', m.token_count, 'created_at', m.created_at, 'idempotency_key', m.idempotency_key))
-                       ORDER BY m.seq)
-              FROM memory.conversation_messages m WHERE m.conversation_id = $1), '[]'),
-        'summaries', coalesce((
-            SELECT jsonb_agg(jsonb_build_object(
-                       'id', s.id, 'covers_through_seq', s.covers_through_seq, 'content', s.content, 'model', s.model,
-                       'token_count', s.token_count, 'covered_tokens', s.covered_tokens, 'created_at', s.created_at)
-                       ORDER BY s.covers_through_seq, s.id)
-              FROM memory.conversation_summaries s WHERE s.conversation_id = $1), '[]'));
+    RETURN memory._export_json(v_conv, NULL);
 END $$;
 
 -- ---- import ------------------------------------------------------------------------------------
@@ -1702,9 +2055,7 @@ BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NOT memory.can_read(p_source) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_source USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._require(p_source, 'read');
     -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
     SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;
     v_at := coalesce(v_at, v_src.last_seq);
@@ -1774,9 +2125,8 @@ DECLARE
     v_cut  text;
     v_gone integer;
 BEGIN
-    IF NOT memory.can_write(p_id) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_id USING ERRCODE = 'no_data_found';
-    END IF;
+    -- removing messages is the owner's (editors append only)
+    PERFORM memory._require(p_id, 'manage');
     DELETE FROM memory.jobs j WHERE j.conversation_id = p_id AND j.status IN ('queued', 'running');
     PERFORM 1 FROM memory.conversations c WHERE c.id = p_id FOR NO KEY UPDATE;
     v_cut := memory._tool_group_cut(p_id, p_to);
@@ -1911,6 +2261,10 @@ DECLARE
     v_after  uuid;
     v_result jsonb;
 BEGIN
+    IF v_config IS NULL THEN
+        RAISE EXCEPTION 'search is off on this server (memory.search_config = off)'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -1980,7 +2334,8 @@ BEGIN
 END $$;
 
 -- Recomputes every message's search_vector in the current memory.search_config (after changing
--- it), in batches of `batch` messages; returns how many were updated. Superusers only.
+-- it; 'off' empties them), in batches of `batch` messages; returns how many were updated.
+-- Superusers only.
 CREATE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -2004,3 +2359,361 @@ BEGIN
     RETURN v_done;
 END $$;
 REVOKE EXECUTE ON FUNCTION memory.reindex_search(integer) FROM PUBLIC;
+
+-- Sharing, share links, archiving and erasure. Who may do what is the rule of access.sql: members
+-- read (viewers) or also write (editors); sharing, archiving and share links are the owner's.
+
+-- ---- members -----------------------------------------------------------------------------------
+
+-- Makes user_id a member of the conversation as 'viewer' (reads it: messages, build_context,
+-- export, search, fork) or 'editor' (also appends messages and requests summaries and replies);
+-- sharing again changes the role. The owner's alone. Returns the membership.
+CREATE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
+RETURNS memory.conversation_members
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+    v_row   memory.conversation_members;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $3 NOT IN ('viewer', 'editor') THEN
+        RAISE EXCEPTION 'unknown member role "%"', left($3, 80)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use viewer or editor.';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    -- the conversation's lock: shares and unshares of one conversation serialise, and the count holds
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    IF $2 = v_owner THEN
+        RAISE EXCEPTION 'user % owns conversation %: an owner is not a member', $2, $1 USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
+        RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id)
+    VALUES ($1, $2, $3, v_owner)
+    ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
+    RETURNING m.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.share_conversation(conversation_id uuid, user_id uuid, role text DEFAULT 'viewer') RETURNS memory.conversation_members
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._share_conversation($1, $2, $3);
+$$;
+
+-- Removes user_id from the conversation's members: the owner removes anyone, a member itself.
+-- The removed member's next statement no longer sees the conversation. Returns whether there was
+-- such a membership.
+CREATE FUNCTION memory._unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_gone integer;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- a member may leave; removing anyone else is the owner's
+    IF $2 IS DISTINCT FROM memory.current_user_id() THEN
+        PERFORM memory._require($1, 'manage');
+    END IF;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = $2;
+    GET DIAGNOSTICS v_gone = ROW_COUNT;
+    RETURN v_gone > 0;
+END $$;
+
+CREATE FUNCTION memory.unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._unshare_conversation($1, $2);
+$$;
+
+-- Who may use the conversation: its owner (role 'owner') and its members, for anyone who may read
+-- it.
+CREATE FUNCTION memory._list_members(conversation_id uuid)
+RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require($1, 'read');
+    RETURN QUERY
+        SELECT c.user_id, 'owner'::text, c.created_at FROM memory.conversations c WHERE c.id = $1
+        UNION ALL
+        (SELECT m.user_id, m.role, m.created_at FROM memory.conversation_members m
+          WHERE m.conversation_id = $1 ORDER BY m.created_at, m.user_id);
+END $$;
+
+CREATE FUNCTION memory.list_members(conversation_id uuid) RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_members($1);
+$$;
+
+-- ---- archive -----------------------------------------------------------------------------------
+
+-- An archived conversation stays readable (and exportable, searchable) but is hidden from
+-- list_conversations by default and refuses new messages (SQLSTATE 55000). The owner's.
+CREATE FUNCTION memory.archive_conversation(id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    UPDATE memory.conversations c SET archived_at = coalesce(c.archived_at, now()) WHERE c.id = $1 RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.unarchive_conversation(id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    UPDATE memory.conversations c SET archived_at = NULL WHERE c.id = $1 RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+-- ---- share links -------------------------------------------------------------------------------
+
+-- A read-only view of a conversation for whoever holds the token, up to a fixed message. Only the
+-- token's SHA-256 is stored: the token itself is shown once, by create_share_link.
+CREATE TABLE memory.share_links (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    token_hash      bytea NOT NULL UNIQUE,
+    up_to_seq       bigint NOT NULL CHECK (up_to_seq >= 0),
+    expires_at      timestamptz,
+    revoked_at      timestamptz,
+    created_by      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX share_links_conversation_idx ON memory.share_links (conversation_id, created_at);
+ALTER TABLE memory.share_links ENABLE ROW LEVEL SECURITY;
+-- the owner sees its conversations' links (never a token); written only through the functions
+CREATE POLICY share_links_owner ON memory.share_links FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+GRANT SELECT ON memory.share_links TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('memory.share_links', '');
+
+-- Returns a new token (about 244 random bits, from two version-4 UUIDs) for the conversation's
+-- messages up to up_to_seq (default: all it has now), valid until expires_at (default: until
+-- revoked). The owner's; at most 100 links per conversation.
+CREATE FUNCTION memory._create_share_link(conversation_id uuid, expires_at timestamptz, up_to_seq bigint)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_last  bigint;
+    v_upto  bigint;
+    v_token text := 'mxs_' || encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'hex');
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    SELECT c.last_seq INTO v_last FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    v_upto := coalesce($3, v_last);
+    IF v_upto < 0 OR v_upto > v_last THEN
+        RAISE EXCEPTION 'up_to_seq % is outside the conversation (0..%)', v_upto, v_last USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $2 IS NOT NULL AND $2 <= now() THEN
+        RAISE EXCEPTION 'expires_at is not in the future' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM memory.share_links l WHERE l.conversation_id = $1) >= 100 THEN
+        RAISE EXCEPTION 'conversation % already has 100 share links', $1
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Revoke some, or delete revoked ones with memory.revoke_share_link.';
+    END IF;
+    INSERT INTO memory.share_links (conversation_id, token_hash, up_to_seq, expires_at, created_by)
+    VALUES ($1, sha256(convert_to(v_token, 'UTF8')), v_upto, $2, coalesce(memory.current_user_id(), '00000000-0000-0000-0000-000000000000'));
+    RETURN v_token;
+END $$;
+
+CREATE FUNCTION memory.create_share_link(conversation_id uuid, expires_at timestamptz DEFAULT NULL, up_to_seq bigint DEFAULT NULL) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._create_share_link($1, $2, $3);
+$$;
+
+-- The conversation behind a token, as export_conversation's json up to the link's message, for
+-- anyone holding the token (the anon role included). A wrong, expired or revoked token gives the
+-- same error after the same work: one look-up of the token's hash.
+CREATE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+    v_conv memory.conversations;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l
+     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
+       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
+    RETURN memory._export_json(v_conv, v_link.up_to_seq);
+END $$;
+
+CREATE FUNCTION memory.get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._get_shared_conversation($1);
+$$;
+
+-- The conversation's links (no tokens: they are not stored), newest first. The owner's.
+CREATE FUNCTION memory.list_share_links(conversation_id uuid)
+RETURNS TABLE (id uuid, up_to_seq bigint, expires_at timestamptz, revoked_at timestamptz, created_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    RETURN QUERY SELECT l.id, l.up_to_seq, l.expires_at, l.revoked_at, l.created_at
+                   FROM memory.share_links l WHERE l.conversation_id = $1
+                  ORDER BY l.created_at DESC, l.id;
+END $$;
+
+-- Revokes a link at once (its token stops working for the next statement). Revoking a revoked
+-- link deletes it. Returns false when there is no such link of a conversation the caller owns.
+CREATE FUNCTION memory._revoke_share_link(id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l WHERE l.id = $1;
+    IF NOT FOUND OR NOT memory.can_manage(v_link.conversation_id) THEN
+        RETURN false;
+    END IF;
+    IF v_link.revoked_at IS NULL THEN
+        UPDATE memory.share_links l SET revoked_at = now() WHERE l.id = $1;
+    ELSE
+        DELETE FROM memory.share_links l WHERE l.id = $1;
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._revoke_share_link($1);
+$$;
+
+-- ---- erasure -----------------------------------------------------------------------------------
+
+-- Removes everything of one user, in one transaction: its conversations (with their messages,
+-- summaries, jobs, members and share links), its memberships in others' conversations, its
+-- agents, templates, LLM call records, usage counters and queue state. For superusers and roles
+-- that bypass RLS (Supabase's service_role) only. Returns the rows removed per table.
+CREATE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_counts jsonb := '{}';
+    v_n      bigint;
+    v_table  text;
+BEGIN
+    IF NOT memory._caller_bypasses_rls() THEN
+        RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- what the conversations' cascade takes, counted first
+    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_summaries', v_n);
+    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('share_links', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = $1 OR m.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_members', v_n);
+    SELECT count(*) INTO v_n FROM memory.jobs j
+     WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
+    v_counts := v_counts || jsonb_build_object('jobs', v_n);
+
+    DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
+    DELETE FROM memory.jobs j WHERE j.user_id = $1;
+    DELETE FROM memory.conversations c WHERE c.user_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('conversations', v_n);
+    -- the tables keyed by the user alone
+    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
+        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING $1;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_counts := v_counts || jsonb_build_object(v_table, v_n);
+    END LOOP;
+    RETURN v_counts;
+END $$;
+
+CREATE FUNCTION memory.erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._erase_user($1);
+$$;
+
+-- Usage analytics for dashboards. Views with security_invoker: the caller's row-level security
+-- applies to every table they read, so a user sees the figures of what it may read (its own
+-- conversations and those shared with it, its own LLM calls), a caller without identity sees
+-- nothing, and a superuser or BYPASSRLS role (an operator's dashboard) sees everyone's.
+-- They aggregate on read: a user's figures cost what that user stored (its conversations are
+-- found through the index on their owner, their messages through (conversation_id, seq)).
+
+-- Per day (UTC), user (the conversation's owner), agent and model: stored messages, their tokens
+-- and tool calls (rows with model NULL: messages carry no model), and LLM calls with the tokens
+-- the provider reported (rows with the call's model).
+CREATE VIEW memory.usage_daily WITH (security_invoker = true) AS
+SELECT u.day, u.user_id, u.agent_id, u.model,
+       sum(u.messages)::bigint AS messages,
+       sum(u.stored_tokens)::bigint AS stored_tokens,
+       sum(u.tool_calls)::bigint AS tool_calls,
+       sum(u.llm_calls)::bigint AS llm_calls,
+       sum(u.prompt_tokens)::bigint AS prompt_tokens,
+       sum(u.completion_tokens)::bigint AS completion_tokens
+  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, c.user_id, c.agent_id, NULL::text AS model,
+               count(*) AS messages, sum(m.token_count) AS stored_tokens,
+               sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
+               0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens
+          FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+         GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
+               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0)
+          FROM memory.llm_calls l
+         GROUP BY 1, 2, 3, 4) u
+ GROUP BY u.day, u.user_id, u.agent_id, u.model;
+
+-- Per tool name: calls made (OpenAI calls and combined call+result records), results (a tool
+-- message answering the call, or the record's own output), calls still without a result, and the
+-- last time the tool was called.
+CREATE VIEW memory.tool_usage WITH (security_invoker = true) AS
+SELECT t.tool,
+       count(*) AS calls,
+       count(*) FILTER (WHERE t.answered) AS results,
+       count(*) FILTER (WHERE NOT t.answered) AS without_result,
+       max(t.called_at) AS last_used
+  FROM (SELECT coalesce(call->'function'->>'name', call->>'tool') AS tool, m.created_at AS called_at,
+               (call ? 'output' OR EXISTS (SELECT 1 FROM memory.conversation_messages r
+                                            WHERE r.conversation_id = m.conversation_id AND r.tool_call_id = call->>'id')) AS answered
+          FROM memory.conversation_messages m, jsonb_array_elements(m.tool_calls) AS call
+         WHERE m.tool_calls IS NOT NULL) t
+ GROUP BY t.tool;
+
+-- Per conversation and day (UTC): messages and tokens stored that day and the last message's
+-- time. The most active conversations of a period:
+--   SELECT conversation_id, title, sum(messages) ... WHERE day >= ... GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10
+CREATE VIEW memory.conversation_activity WITH (security_invoker = true) AS
+SELECT m.conversation_id, c.title, c.user_id, c.agent_id,
+       (m.created_at AT TIME ZONE 'UTC')::date AS day,
+       count(*) AS messages,
+       sum(m.token_count)::bigint AS tokens,
+       max(m.created_at) AS last_activity
+  FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+ GROUP BY m.conversation_id, c.title, c.user_id, c.agent_id, (m.created_at AT TIME ZONE 'UTC')::date;
+
+-- Per agent (and the user whose calls they were) from the LLM calls of chat turns, reply jobs and
+-- summaries: calls, failures, latency p50/p95 in ms, and completion tokens per answered turn.
+CREATE VIEW memory.agent_performance WITH (security_invoker = true) AS
+SELECT l.agent_id, l.user_id,
+       count(*) AS llm_calls,
+       count(*) FILTER (WHERE l.status = 'error') AS failures,
+       count(*) FILTER (WHERE l.status = 'discarded') AS discarded,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p95_ms,
+       avg(l.completion_tokens) FILTER (WHERE l.status = 'ok' AND l.kind IN ('chat', 'reply')) AS tokens_per_reply,
+       max(l.created_at) AS last_call
+  FROM memory.llm_calls l
+ GROUP BY l.agent_id, l.user_id;
+
+GRANT SELECT ON memory.usage_daily, memory.tool_usage, memory.conversation_activity, memory.agent_performance TO PUBLIC;

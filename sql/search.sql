@@ -33,6 +33,10 @@ DECLARE
     v_after  uuid;
     v_result jsonb;
 BEGIN
+    IF v_config IS NULL THEN
+        RAISE EXCEPTION 'search is off on this server (memory.search_config = off)'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
@@ -102,7 +106,8 @@ BEGIN
 END $$;
 
 -- Recomputes every message's search_vector in the current memory.search_config (after changing
--- it), in batches of `batch` messages; returns how many were updated. Superusers only.
+-- it; 'off' empties them), in batches of `batch` messages; returns how many were updated.
+-- Superusers only.
 CREATE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

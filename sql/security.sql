@@ -6,22 +6,62 @@ ALTER TABLE memory.conversation_messages ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.conversation_members ENABLE ROW LEVEL SECURITY;
 
+-- conversations: read by owner and members; created, changed and deleted by the owner
+CREATE POLICY conversations_read ON memory.conversations FOR SELECT
+    USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id()),
+                                (SELECT memory._shared_with((SELECT memory.current_user_id()), false))));
 CREATE POLICY conversations_owner ON memory.conversations
-    USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id())))
-    WITH CHECK (memory._can_write_row(id, user_id, (SELECT memory.current_user_id())));
+    USING (memory._can_manage_row(user_id, (SELECT memory.current_user_id())))
+    WITH CHECK (memory._can_manage_row(user_id, (SELECT memory.current_user_id())));
 
-CREATE POLICY messages_owner ON memory.conversation_messages
+-- messages: read with the conversation, appended (and their metadata changed) by owner and
+-- editors, removed by the owner
+CREATE POLICY messages_read ON memory.conversation_messages FOR SELECT
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+CREATE POLICY messages_append ON memory.conversation_messages FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))))
+    WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY messages_remove ON memory.conversation_messages FOR DELETE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
 
-CREATE POLICY summaries_owner ON memory.conversation_summaries
+-- summaries: read with the conversation, added by owner and editors, removed by the owner
+CREATE POLICY summaries_read ON memory.conversation_summaries FOR SELECT
     USING (EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = conversation_id AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()))))
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+CREATE POLICY summaries_add ON memory.conversation_summaries FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
-                         WHERE c.id = conversation_id AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()))));
+                    WHERE c.id = conversation_id
+                      AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+
+-- members: each member sees its own memberships, the owner all of its conversations'; written
+-- only through memory.share_conversation and memory.unshare_conversation
+CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
+    USING (user_id = (SELECT memory.current_user_id()) OR owner_id = (SELECT memory.current_user_id()));
 
 -- jobs and queue_turns have no policy: ordinary roles reach them only through memory's
 -- functions.
@@ -32,6 +72,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- ids from everyone else), the counts are computed by the trigger, and a stored summary is
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
+GRANT SELECT ON memory.conversation_members TO PUBLIC;
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
 REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 
@@ -40,7 +81,7 @@ REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     memory._conversation_before_insert(), memory._conversation_before_update(),
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
-    memory._messages_after_delete(),
+    memory._messages_after_insert(), memory._messages_after_delete(),
     memory._summary_before_insert(),
     memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid), memory._jobs_count_queued()
 FROM PUBLIC;

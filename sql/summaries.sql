@@ -95,9 +95,7 @@ END $$;
 CREATE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT memory.can_write(p_conversation_id) THEN
-        RAISE EXCEPTION 'conversation % does not exist', p_conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM memory._require(p_conversation_id, 'write');
     RETURN memory._enqueue_job('summary', p_conversation_id);
 END $$;
 

@@ -13,7 +13,9 @@ CREATE TABLE memory.conversations (
     metadata      jsonb NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT conversations_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object')
+    CONSTRAINT conversations_metadata_is_object CHECK (jsonb_typeof(metadata) = 'object'),
+    -- set by memory.archive_conversation: hidden from list_conversations, refuses new messages
+    archived_at   timestamptz
 );
 CREATE INDEX conversations_user_agent_idx ON memory.conversations (user_id, agent_id);
 CREATE INDEX conversations_user_updated_idx ON memory.conversations (user_id, updated_at DESC);
@@ -54,8 +56,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
            || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
       FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
 $$;
+-- fastupdate off: every append with tool calls probes this index, and a probe would otherwise
+-- read the whole pending list of recent entries (quadratic over a bulk INSERT of tool calls).
 CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
     USING gin (memory._tool_keys(conversation_id, tool_calls, tool_call_id))
+    WITH (fastupdate = off)
     WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
 -- The words of a message as search_messages finds them: its content and its tool calls (names,
 -- arguments, inputs and results), in the search configuration, plus one lexeme naming its
@@ -125,11 +130,25 @@ CREATE TABLE memory.queue_turns (
 );
 CREATE INDEX queue_turns_waiting_idx ON memory.queue_turns (last_claimed_at NULLS FIRST) WHERE queued > 0;
 
+-- Who else may use a conversation: viewers read it, editors also append to it (see access.sql).
+-- owner_id repeats the conversation's owner so that the table's own policy needs no look-up of
+-- conversations (whose policy reads this table).
+CREATE TABLE memory.conversation_members (
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    user_id         uuid NOT NULL,
+    role            text NOT NULL CHECK (role IN ('viewer', 'editor')),
+    owner_id        uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (conversation_id, user_id)
+);
+CREATE INDEX conversation_members_user_idx ON memory.conversation_members (user_id, role);
+
 -- pg_dump keeps user data of extension tables only when they are registered.
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_members', '');
 -- and the identity sequences, so ids continue after the restored ones
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');

@@ -1,15 +1,17 @@
 -- Triggers that make a plain INSERT complete: seq, token_count, conversation totals,
 -- updated_at, tool-call validation, the auto-summary check.
 --
--- The counters (total_tokens, message_count, last_seq) are written only by two SECURITY DEFINER
--- triggers on messages, which run as the extension's owner (a superuser): the guard on
--- conversations lets counters change only when the current role is a superuser, a state no
--- ordinary login can reach (a trigger of its own, on a TEMP table or elsewhere, runs as itself).
--- An insert passes first through messages_before_insert, which runs as the caller: it checks,
--- under the caller's own RLS, that the caller may write the conversation, and validates and
--- counts the message; only then does messages_before_insert_write (triggers fire in name order)
--- take the conversation's lock and update its counters. No trigger function is executable by
--- PUBLIC, so none can be called directly or attached to another table.
+-- The counters (total_tokens, message_count, last_seq) are written only by the SECURITY DEFINER
+-- statement-level triggers on messages (after INSERT, after DELETE), which run as the extension's
+-- owner (a superuser): the guard on conversations lets counters change only when the current role
+-- is a superuser, a state no ordinary login can reach (a trigger of its own, on a TEMP table or
+-- elsewhere, runs as itself). An insert passes first through messages_before_insert, which runs
+-- as the caller: it checks, under the caller's own RLS, that the caller may write the
+-- conversation (owner or editor, not archived), and validates and counts the message; then
+-- messages_before_insert_write (triggers fire in name order) locks the conversation, skips an
+-- idempotent retry, gives the row its seq and checks its tool calls; once the statement has added
+-- all its rows, messages_after_insert updates the counters. No trigger function is executable by PUBLIC, so none can be called directly or
+-- attached to another table.
 
 CREATE FUNCTION memory._conversation_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -82,19 +84,32 @@ CREATE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
-    v_prev     memory.conversation_messages;
+    v_archived timestamptz;
+    v_writable boolean;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
-    -- anywhere, everyone else where the authorization rule says. Someone else's conversation is
-    -- reported exactly like one that does not exist, before anything is locked or counted.
-    SELECT c.encoding INTO v_encoding FROM memory.conversations c
-     WHERE c.id = NEW.conversation_id
-       AND (NOT row_security_active('memory.conversations') OR memory._can_write_row(c.id, c.user_id, memory.current_user_id()));
+    -- anywhere, everyone else where the authorization rule says (owner and editors). A
+    -- conversation the caller cannot see is reported exactly like one that does not exist, before
+    -- anything is locked or counted; a viewer learns it may not write.
+    SELECT c.encoding, c.archived_at,
+           NOT row_security_active('memory.conversations')
+           OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
+      INTO v_encoding, v_archived, v_writable
+      FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT v_writable THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', NEW.conversation_id
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
+    END IF;
+    IF v_archived IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', NEW.conversation_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
     END IF;
     -- the caller's messages-per-minute limit (PT429), when one is set
     IF memory._message_limit_applies() THEN
@@ -107,11 +122,32 @@ BEGIN
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
     NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
-    -- Lock the conversation (appends to it serialise here) and make sure its encoding did not
-    -- change while the message was counted.
-    IF (SELECT c.encoding FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE) IS DISTINCT FROM v_encoding THEN
-        RAISE EXCEPTION 'the encoding of conversation % changed while adding a message; retry', NEW.conversation_id
-            USING ERRCODE = 'serialization_failure';
+    RETURN NEW;
+END $$;
+
+-- The second half of an insert (see the top of this file), as the owner: seq and the tool-call
+-- checks through the GIN index, per row. The counters, the auto-summary check, the agent's
+-- auto-reply and the NOTIFY on channel memory_messages follow once per statement
+-- (memory._messages_after_insert), so an INSERT ... SELECT of many rows does not rewrite the
+-- conversation's row once per message.
+CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_clash    text;
+    v_encoding text;
+    v_last     bigint;
+    v_newest   bigint;
+    v_seq      bigint;
+    v_prev     memory.conversation_messages;
+    v_prefix   text := NEW.conversation_id::text;
+BEGIN
+    -- Lock the conversation: appends to it serialise here, until the transaction ends. (Here, as
+    -- the owner: under RLS a row lock would need the right to update the conversation, which an
+    -- editor does not have.)
+    SELECT c.encoding, c.last_seq INTO v_encoding, v_last
+      FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
     -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
     -- lock, so concurrent retries see each other.
@@ -128,39 +164,16 @@ BEGIN
                 USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
         END IF;
     END IF;
-    RETURN NEW;
-END $$;
-
--- The second half of an insert (see the top of this file), as the owner: counters, seq, the
--- tool-call checks through the GIN index, the auto-summary check, the agent's auto-reply, and
--- the NOTIFY on channel memory_messages.
-CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_clash    text;
-    v_total    bigint;
-    v_seq      bigint;
-    v_agent    uuid;
-    v_owner    uuid;
-    v_threshold bigint;
-    v_agent_threshold integer;
-    v_auto_reply boolean;
-    v_prefix   text := NEW.conversation_id::text;
-BEGIN
-    UPDATE memory.conversations c
-       SET message_count = c.message_count + 1,
-           total_tokens = c.total_tokens + NEW.token_count,
-           last_seq = c.last_seq + 1,
-           updated_at = now()
-     WHERE c.id = NEW.conversation_id
-    RETURNING c.total_tokens, c.last_seq, c.agent_id, c.user_id INTO v_total, v_seq, v_agent, v_owner;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    -- seq: after the conversation's high-water mark (kept across rewinds) and after the rows this
+    -- statement has already inserted (a row-level BEFORE trigger sees those).
+    SELECT m.seq INTO v_newest FROM memory.conversation_messages m
+     WHERE m.conversation_id = NEW.conversation_id ORDER BY m.seq DESC LIMIT 1;
+    v_seq := greatest(v_last, coalesce(v_newest, 0)) + 1;
+    -- The encoding may change only while a conversation has no messages: for its first message
+    -- count again under the lock, in case it changed after messages_before_insert counted.
+    IF v_newest IS NULL THEN
+        NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
     END IF;
-    -- the conversation's agent, when one of its owner's agents has that id (see agents.sql)
-    SELECT a.summarize_threshold, a.auto_reply INTO v_agent_threshold, v_auto_reply
-      FROM memory.agents a WHERE a.id = v_agent AND a.user_id = v_owner;
-    v_threshold := memory._summarize_threshold(v_agent_threshold);
 
     IF NEW.tool_calls IS NOT NULL THEN
         v_clash := memory._tool_key_taken(
@@ -183,22 +196,6 @@ BEGIN
     END IF;
 
     NEW.seq := v_seq;
-
-    -- Auto-summary: O(1) — the running total, then the newest summary's coverage.
-    IF v_total > v_threshold AND memory._uncovered_tokens(NEW.conversation_id, v_total) > v_threshold THEN
-        PERFORM memory._enqueue_job('summary', NEW.conversation_id);
-    END IF;
-    -- A user message to an auto-reply agent queues its answer (not inside memory.chat, which
-    -- answers it itself); over the owner's daily token limit the message is refused (PT429).
-    IF v_auto_reply AND NEW.role = 'user' AND NOT memory._auto_reply_suppressed() THEN
-        PERFORM memory._check_token_quota_of(v_owner);
-        PERFORM memory._enqueue_job('reply', NEW.conversation_id);
-    END IF;
-    -- ids only: anyone may LISTEN, and only RLS decides who reads the row
-    IF memory._notify_messages() THEN
-        PERFORM pg_notify('memory_messages',
-            json_build_object('conversation_id', NEW.conversation_id, 'id', NEW.id, 'seq', v_seq)::text);
-    END IF;
     NEW.created_at := coalesce(NEW.created_at, now());
     RETURN NEW;
 END $$;
@@ -207,6 +204,60 @@ CREATE TRIGGER messages_before_insert BEFORE INSERT ON memory.conversation_messa
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert();
 CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
+
+-- Once per INSERT statement, over the rows it added: one counter update per conversation, the
+-- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
+-- auto-reply, and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
+-- reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
+-- conversations the row triggers let the caller write.
+CREATE FUNCTION memory._messages_after_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r           record;
+    v_threshold bigint;
+    v_agent_threshold integer;
+    v_auto_reply boolean;
+BEGIN
+    FOR r IN
+        WITH a AS (SELECT n.conversation_id, count(*) AS n, sum(n.token_count) AS t, max(n.seq) AS last_seq,
+                          bool_or(n.role = 'user') AS has_user
+                     FROM added n GROUP BY n.conversation_id)
+        UPDATE memory.conversations c
+           SET message_count = c.message_count + a.n,
+               total_tokens = c.total_tokens + a.t,
+               last_seq = greatest(c.last_seq, a.last_seq),
+               updated_at = now()
+          FROM a
+         WHERE c.id = a.conversation_id
+        RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user
+    LOOP
+        -- the conversation's agent, when one of its owner's agents has that id (see agents.sql)
+        v_agent_threshold := NULL;
+        v_auto_reply := false;
+        SELECT ag.summarize_threshold, ag.auto_reply INTO v_agent_threshold, v_auto_reply
+          FROM memory.agents ag WHERE ag.id = r.agent_id AND ag.user_id = r.user_id;
+        v_threshold := memory._summarize_threshold(v_agent_threshold);
+        IF r.total_tokens > v_threshold AND memory._uncovered_tokens(r.id, r.total_tokens) > v_threshold THEN
+            PERFORM memory._enqueue_job('summary', r.id);
+        END IF;
+        -- A user message to an auto-reply agent queues its answer (not inside memory.chat, which
+        -- answers it itself); over the owner's daily token limit the message is refused (PT429).
+        IF v_auto_reply AND r.has_user AND NOT memory._auto_reply_suppressed() THEN
+            PERFORM memory._check_token_quota_of(r.user_id);
+            PERFORM memory._enqueue_job('reply', r.id);
+        END IF;
+    END LOOP;
+    IF memory._notify_messages() THEN
+        PERFORM pg_notify('memory_messages',
+                          json_build_object('conversation_id', n.conversation_id, 'id', n.id, 'seq', n.seq)::text)
+           FROM (SELECT * FROM added ORDER BY conversation_id, seq) n;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_messages
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
 
 CREATE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

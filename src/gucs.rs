@@ -110,8 +110,8 @@ pub fn define(preloading: bool) {
     );
     GucRegistry::define_string_guc(
         c"memory.search_config",
-        c"Text search configuration of search_messages: simple (no stemming, any language) or english, german, ...",
-        c"Messages are indexed with the configuration set when they are stored; after changing it, run memory.reindex_search().",
+        c"Text search configuration of search_messages: simple (no stemming, any language), english, german, ..., or off.",
+        c"Messages are indexed with the configuration set when they are stored; after changing it, run memory.reindex_search(). off: no search words are stored and search_messages fails.",
         &SEARCH_CONFIG,
         GucContext::Suset,
         GucFlags::default(),

@@ -55,6 +55,8 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);
 extension_sql_file!("../sql/search.sql", name = "search", requires = ["history"]);
+extension_sql_file!("../sql/sharing.sql", name = "sharing", requires = ["search"]);
+extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["sharing"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -161,15 +161,18 @@ def get_conversation(conversation_id: IdLike) -> Call:
 
 def list_conversations(agent_id: Optional[IdLike] = None, limit: Optional[int] = None,
                        metadata: Optional[Mapping[str, Any]] = None, title: Optional[str] = None,
-                       updated_before: Any = None, updated_after: Any = None, before_id: Optional[IdLike] = None) -> Call:
-    """The caller's conversations, most recently updated first, filtered by agent, metadata
-    containment, a title substring and update time. Next page: updated_before=last.updated_at,
-    before_id=last.id."""
-    return function("list_conversations", lambda rows: [Conversation.parse(r) for r in rows], "row",
+                       updated_before: Any = None, updated_after: Any = None, before_id: Optional[IdLike] = None,
+                       archived: Optional[bool] = False, shared: Optional[bool] = None) -> Call:
+    """The caller's conversations and those shared with it (Conversation.access: owner, editor or
+    viewer), most recently updated first, filtered by agent, metadata containment, a title
+    substring, update time, archived (False: hide archived, True: only archived, None: both) and
+    shared (False: own only, True: shared only, None: both). Next page:
+    updated_before=last.updated_at, before_id=last.id."""
+    return function("list_conversations", lambda rows: [Conversation.parse(r) for r in rows], "row", ("archived",),
                     agent_id=as_uuid(agent_id, "agent_id"), limit=limit,
                     metadata=dict(metadata) if metadata is not None else None, title=title,
                     updated_before=updated_before, updated_after=updated_after,
-                    before_id=as_uuid(before_id, "before_id"))
+                    before_id=as_uuid(before_id, "before_id"), archived=archived, shared=shared)
 
 
 def find_conversations(metadata: Mapping[str, Any], agent_id: Optional[IdLike] = None) -> Call:
@@ -366,6 +369,65 @@ def delete_template(template_id: IdLike) -> Call:
     return function("delete_template", _value, "value", ("template_id",), template_id=as_uuid(template_id, "template_id"))
 
 
+# ---- sharing, share links, archive, erasure ---------------------------------------------------
+
+def share_conversation(conversation_id: IdLike, user_id: IdLike, role: str = "viewer") -> Call:
+    """Makes user_id a 'viewer' (reads) or 'editor' (also appends) of the caller's conversation;
+    sharing again changes the role. Returns the membership (conversation_id, user_id, role, ...)."""
+    return function("share_conversation", lambda rows: rows[0], "row", ("user_id",),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), user_id=as_uuid(user_id, "user_id"),
+                    role=role)
+
+
+def unshare_conversation(conversation_id: IdLike, user_id: IdLike) -> Call:
+    """Removes a member (the owner removes anyone, a member itself); whether there was one."""
+    return function("unshare_conversation", _value, "value", ("user_id",),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), user_id=as_uuid(user_id, "user_id"))
+
+
+def list_members(conversation_id: IdLike) -> Call:
+    """The owner (role 'owner') and the members: dicts of user_id, role, created_at."""
+    return function("list_members", lambda rows: rows, "row", (), conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def archive_conversation(conversation_id: IdLike) -> Call:
+    """Hides the conversation from list_conversations and refuses new messages (ArchivedError)."""
+    return function("archive_conversation", _one(Conversation.parse, "conversation"), "row", (),
+                    id=as_uuid(conversation_id, "conversation_id"))
+
+
+def unarchive_conversation(conversation_id: IdLike) -> Call:
+    return function("unarchive_conversation", _one(Conversation.parse, "conversation"), "row", (),
+                    id=as_uuid(conversation_id, "conversation_id"))
+
+
+def create_share_link(conversation_id: IdLike, expires_at: Any = None, up_to_seq: Optional[int] = None) -> Call:
+    """A token that shows the conversation up to up_to_seq (default: now) to whoever holds it,
+    until expires_at (default: until revoked). The token is returned once and never stored."""
+    return function("create_share_link", _value, "value", (), conversation_id=as_uuid(conversation_id, "conversation_id"),
+                    expires_at=expires_at, up_to_seq=up_to_seq)
+
+
+def get_shared_conversation(token: str) -> Call:
+    """The json export behind a share link (NotFoundError for a wrong, expired or revoked token)."""
+    return function("get_shared_conversation", _value, "value", ("token",), token=token)
+
+
+def list_share_links(conversation_id: IdLike) -> Call:
+    """The conversation's links: dicts of id, up_to_seq, expires_at, revoked_at, created_at."""
+    return function("list_share_links", lambda rows: rows, "row", (), conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def revoke_share_link(link_id: IdLike) -> Call:
+    """Revokes a link at once (a revoked one is deleted); whether the caller owned such a link."""
+    return function("revoke_share_link", _value, "value", (), id=as_uuid(link_id, "link_id"))
+
+
+def erase_user(user_id: IdLike) -> Call:
+    """Removes everything of one user (superusers and BYPASSRLS roles only): rows per table."""
+    return function("erase_user", _value, "value", ("user_id",), user_id=as_uuid(user_id, "user_id"))
+
+
 # ---- agents and chat turns ----------------------------------------------------------------------
 
 AGENT_SETTINGS = ("system_prompt", "model", "tools", "max_context_tokens", "reply_max_tokens", "temperature",
@@ -440,6 +502,8 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, create_agent,
+              delete_template, share_conversation, unshare_conversation, list_members, archive_conversation,
+              unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
+              erase_user, create_agent,
               update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,
               llm_calls]

@@ -59,6 +59,10 @@ class ReadOnlyError(MemoryExError):
     """25006: a write in a read-only transaction or on a hot standby."""
 
 
+class ArchivedError(MemoryExError):
+    """55000: the conversation is archived (unarchive_conversation reopens it)."""
+
+
 _BY_SQLSTATE = {
     "P0002": NotFoundError,
     "22023": InvalidInputError,
@@ -74,6 +78,7 @@ _BY_SQLSTATE = {
     "PT504": LLMTimeoutError,
     "PT422": LLMRefusalError,
     "25006": ReadOnlyError,
+    "55000": ArchivedError,
 }
 
 

@@ -36,6 +36,9 @@ class Conversation:
     metadata: Dict[str, Any]
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    archived_at: Optional[datetime.datetime] = None
+    # list_conversations only: what the caller is to it ('owner', 'editor' or 'viewer')
+    access: Optional[str] = None
 
     @classmethod
     def parse(cls, d: Dict[str, Any]) -> "Conversation":

@@ -59,14 +59,16 @@ fn _message_limit_applies() -> bool {
     gucs::MAX_MESSAGES_PER_MINUTE.get() > 0 && !_current_role_is_superuser() && !crate::api::turn::in_chat_turn()
 }
 
-/// The text search configuration messages are indexed and searched with (memory.search_config).
+/// The text search configuration messages are indexed and searched with (memory.search_config);
+/// NULL when search is off ('off': messages are stored without search words).
 #[pg_extern(stable, parallel_safe)]
-fn _search_config() -> String {
-    gucs::SEARCH_CONFIG
+fn _search_config() -> Option<String> {
+    let config = gucs::SEARCH_CONFIG
         .get()
         .and_then(|c| c.into_string().ok())
         .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "simple".into())
+        .unwrap_or_else(|| "simple".into());
+    (config != "off").then_some(config)
 }
 
 /// Whether new messages are announced on channel memory_messages.

@@ -149,9 +149,9 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
     with connect(db) as c:
         created = rpc(c, "SELECT created_at FROM memory.conversations WHERE id = %s", cid)
         c.execute("SELECT memory._request_summary(%s)", (cid,))  # the victim has a job
-        # no helper takes a timestamp as proof any more
+        # no helper takes a timestamp as proof any more (a share link's expiry is no proof of anything)
         assert rpc(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'memory'::regnamespace AND proname LIKE '\\_%%' "
-                      "AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
+                      "AND proname <> '_create_share_link' AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
     attacker = new_user()
     with mode(db, attacker) as c:
         assert rpc(c, "SELECT memory._summary_job_status(%s)", cid) is None
@@ -305,7 +305,8 @@ def test_counters_cannot_be_rewritten_from_a_trigger_of_ones_own(db):
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("INSERT INTO t VALUES (1)")
         # nor can memory_ext's own trigger functions be borrowed
-        for fn in ("_message_before_insert", "_message_before_insert_write", "_conversation_before_update", "_messages_after_delete"):
+        for fn in ("_message_before_insert", "_message_before_insert_write", "_conversation_before_update",
+                   "_messages_after_insert", "_messages_after_delete"):
             with pytest.raises(errors.InsufficientPrivilege):
                 c.execute(f"CREATE TRIGGER t_{fn} BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION memory.{fn}()")
         assert c.execute("SELECT last_seq, message_count FROM memory.conversations WHERE id = %s", (cid,)).fetchone() == (1, 1)

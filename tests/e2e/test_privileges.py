@@ -31,15 +31,19 @@ REVIEWED = {
     "_message_limit_applies()": ("pure-c", False, True),
     "_in_chat_turn()": ("pure-c", False, True),
     "_notify_messages()": ("pure-c", False, True),
-    "_can_read_row(uuid,uuid,uuid)": ("inlined", False, True),
-    "_can_write_row(uuid,uuid,uuid)": ("inlined", False, True),
+    "_can_read_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
+    "_can_write_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
+    "_can_manage_row(uuid,uuid)": ("inlined", False, True),
+    "_shared_with(uuid,boolean)": ("pinned", False, True),     # under the members' RLS: the caller's own memberships
     "can_read(uuid)": ("pinned", False, True),
     "can_write(uuid)": ("pinned", False, True),
+    "can_manage(uuid)": ("pinned", False, True),
+    "_require(uuid,text)": ("pinned", False, True),
     # conversations and the window
     "create_conversation(uuid,text,jsonb,text,uuid)": ("pinned", False, True),
     "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
-    "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid)": ("pinned", False, True),
+    "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)": ("pinned", False, True),
     "delete_conversation(uuid)": ("pinned", False, True),
     "build_context(uuid,integer,text)": ("pinned", False, True),
     "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),
@@ -83,6 +87,7 @@ REVIEWED = {
     "_message_before_insert()": ("pinned", False, False),
     "_message_before_insert_write()": ("pinned", True, False),
     "_message_before_update()": ("pinned", False, False),
+    "_messages_after_insert()": ("pinned", True, False),
     "_messages_after_delete()": ("pinned", True, False),
     "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
@@ -91,13 +96,14 @@ REVIEWED = {
     "import_conversation(jsonb,uuid,text)": ("pinned", False, True),
     "fork_conversation(uuid,bigint,text)": ("pinned", False, True),
     "rewind_conversation(uuid,bigint)": ("pinned", False, True),
+    "_export_json(memory.conversations,bigint)": ("pinned", False, True),  # invoker: reads what the caller may read
     "_md_fenced(text,text)": ("pinned", False, True),
     "_md_inline(text)": ("pinned", False, True),
     "_md_message(memory.conversation_messages)": ("pinned", False, True),
     "_import_summary_times(uuid,jsonb)": ("pinned", True, True),       # the caller's own conversation, timestamps only
     "_import_messages(uuid,jsonb)": ("pinned", True, True),            # the caller's own empty conversation only
     "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
-    "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_write itself
+    "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_manage itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
     "_append_all(uuid,jsonb,text)": ("pinned", False, True),            # invoker: appends as the caller
     # search
@@ -108,6 +114,24 @@ REVIEWED = {
     "save_as_template(uuid,text)": ("pinned", False, True),
     "list_templates()": ("pinned", False, True),
     "delete_template(uuid)": ("pinned", False, True),
+    # sharing, share links, archive, erasure
+    "share_conversation(uuid,uuid,text)": ("pinned", False, True),
+    "_share_conversation(uuid,uuid,text)": ("pinned", True, True),       # checks can_manage itself
+    "unshare_conversation(uuid,uuid)": ("pinned", False, True),
+    "_unshare_conversation(uuid,uuid)": ("pinned", True, True),          # the caller's own membership, or can_manage
+    "list_members(uuid)": ("pinned", False, True),
+    "_list_members(uuid)": ("pinned", True, True),                       # checks can_read itself
+    "archive_conversation(uuid)": ("pinned", False, True),
+    "unarchive_conversation(uuid)": ("pinned", False, True),
+    "create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", False, True),
+    "_create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", True, True),  # checks can_manage itself
+    "get_shared_conversation(text)": ("pinned", False, True),
+    "_get_shared_conversation(text)": ("pinned", True, True),            # the token is the authorization
+    "list_share_links(uuid)": ("pinned", False, True),
+    "revoke_share_link(uuid)": ("pinned", False, True),
+    "_revoke_share_link(uuid)": ("pinned", True, True),                  # checks can_manage itself
+    "erase_user(uuid)": ("pinned", False, True),
+    "_erase_user(uuid)": ("pinned", True, True),                         # superusers and BYPASSRLS roles only
 }
 
 TABLES = {
@@ -121,6 +145,8 @@ TABLES = {
     "llm_calls": {"SELECT"},
     "user_usage": set(),
     "conversation_templates": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+    "conversation_members": {"SELECT"},
+    "share_links": {"SELECT"},
 }
 
 
@@ -155,7 +181,7 @@ def test_security_mode_search_path_and_execute_grants(db):
             assert lang == "sql" and not pinned, name
             body = re.sub(r"OPERATOR\(pg_catalog\.[^)]+\)", " ", src)
             assert not re.search(r"[=<>|+*/~!@#%^&?-]", body), f"{name}: an unqualified operator in {src!r}"
-            calls = re.findall(r"([\w.]+)\s*\(", body)
+            calls = re.findall(r"([\w.]+)\s*\(", re.sub(r"\bANY\s*\(([^)]*)\)", r" \1 ", body))
             assert all("." in f for f in calls), f"{name}: an unqualified function in {src!r}"
 
 

@@ -7,7 +7,7 @@ import json
 import psycopg
 import pytest
 
-from conftest import as_guc_user, as_jwt_user, new_user, rpc
+from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-00000000beef"
 
@@ -95,3 +95,27 @@ def test_index_follows_fork_rewind_and_snippets_are_text(db):
         assert sorted(h["seq"] for h in search(c, "later")["results"]) == []
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("UPDATE memory.conversation_messages SET search_vector = 'x' WHERE conversation_id = %s", (cid,))
+
+
+def test_search_off_stores_no_words_and_refuses_queries(db):
+    """memory.search_config = 'off' (superuser): appends and imports store no search words,
+    search_messages fails with 55000, and reindex_search empties the stored ones."""
+    with connect(db) as su:
+        su.execute("SELECT set_config('memory.user_id', %s, false)", (new_user(),))
+        cid = rpc(su, "SELECT (memory.create_conversation(gen_random_uuid())).id")
+        su.execute("SELECT memory.add_message(%s, 'user', 'indexed quokka')", (cid,))
+        su.execute("SET memory.search_config = 'off'")
+        su.execute("SELECT memory.add_message(%s, 'user', 'not indexed wombat')", (cid,))
+        imported = rpc(su, "SELECT memory.import_conversation('[{\"role\": \"user\", \"content\": \"imported numbat\"}]')")
+        assert su.execute("""SELECT array_agg(search_vector IS NULL ORDER BY seq) FROM memory.conversation_messages
+                              WHERE conversation_id = %s""", (cid,)).fetchone()[0] == [False, True]
+        assert rpc(su, "SELECT bool_and(search_vector IS NULL) FROM memory.conversation_messages WHERE conversation_id = %s",
+                   imported) is True
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            su.execute("SELECT memory.search_messages('quokka')")
+        su.execute("SELECT memory.reindex_search()")
+        assert rpc(su, "SELECT count(*) FROM memory.conversation_messages WHERE search_vector IS NOT NULL") == 0
+        su.execute("RESET memory.search_config")
+        su.execute("SELECT memory.reindex_search()")
+        hits = rpc(su, "SELECT memory.search_messages('wombat OR numbat OR quokka', \"limit\" => 100)")["results"]
+        assert sorted(h["seq"] for h in hits if h["conversation_id"] in (str(cid), str(imported))) == [1, 1, 2]

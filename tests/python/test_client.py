@@ -9,8 +9,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from conftest import admin, claims, dsn, new_user, wait_for
-from memory_ext import (Agent, ChatResult, ConflictError, Conversation, InvalidInputError, LimitExceededError,
-                        LLMError, MemoryClient, Message, NotFoundError, PermissionDeniedError, Window)
+from memory_ext import (Agent, ArchivedError, ChatResult, ConflictError, Conversation, InvalidInputError,
+                        LimitExceededError, LLMError, MemoryClient, Message, NotFoundError, PermissionDeniedError, Window)
 
 AGENT = uuid.UUID("a0000000-0000-0000-0000-000000000001")
 
@@ -168,6 +168,41 @@ def test_templates_and_list_filters(client):
     assert client.delete_template(tpl) and client.list_templates() == []
     with pytest.raises(NotFoundError):
         client.create_conversation(None, template_id=tpl)
+
+
+def test_sharing_share_links_and_archive(client, db):
+    conv = client.create_conversation(AGENT, "shared")
+    client.add_messages(conv.id, [{"role": "user", "content": "Where is the quokka?"},
+                                  {"role": "assistant", "content": "On Rottnest Island."}])
+    viewer, editor = new_user(), new_user()
+    assert client.share_conversation(conv.id, viewer)["role"] == "viewer"
+    client.share_conversation(conv.id, editor, "editor")
+    assert [m["role"] for m in client.list_members(conv.id)] == ["owner", "viewer", "editor"]
+    as_viewer, as_editor = client.as_user(viewer), client.as_user(editor)
+    assert [(c.id, c.access) for c in as_viewer.list_conversations()] == [(conv.id, "viewer")]
+    assert as_viewer.search_messages("quokka")["results"][0]["conversation_id"] == str(conv.id)
+    with pytest.raises(PermissionDeniedError):
+        as_viewer.add_message(conv.id, "user", "hello")
+    assert as_editor.add_message(conv.id, "user", "and the wombat?").seq == 3
+    with pytest.raises(PermissionDeniedError):
+        as_editor.share_conversation(conv.id, new_user())
+    token = client.create_share_link(conv.id, up_to_seq=2)
+    shared = client.as_user(None).get_shared_conversation(token)
+    assert [m["seq"] for m in shared["messages"]] == [1, 2]
+    [link] = client.list_share_links(conv.id)
+    assert client.revoke_share_link(link["id"]) is True
+    with pytest.raises(NotFoundError):
+        client.get_shared_conversation(token)
+    assert client.unshare_conversation(conv.id, viewer) is True
+    assert as_viewer.list_conversations() == []
+    assert client.archive_conversation(conv.id).archived_at is not None
+    assert conv.id not in [c.id for c in client.list_conversations()]
+    assert conv.id in [c.id for c in client.list_conversations(archived=None)]
+    with pytest.raises(ArchivedError):
+        as_editor.add_message(conv.id, "user", "still there?")
+    assert client.unarchive_conversation(conv.id).archived_at is None
+    with pytest.raises(PermissionDeniedError):
+        client.erase_user(editor)
 
 
 def test_errors_map_to_exceptions(client, db):

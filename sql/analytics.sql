@@ -1,0 +1,74 @@
+-- Usage analytics for dashboards. Views with security_invoker: the caller's row-level security
+-- applies to every table they read, so a user sees the figures of what it may read (its own
+-- conversations and those shared with it, its own LLM calls), a caller without identity sees
+-- nothing, and a superuser or BYPASSRLS role (an operator's dashboard) sees everyone's.
+-- They aggregate on read: a user's figures cost what that user stored (its conversations are
+-- found through the index on their owner, their messages through (conversation_id, seq)).
+
+-- Per day (UTC), user (the conversation's owner), agent and model: stored messages, their tokens
+-- and tool calls (rows with model NULL: messages carry no model), and LLM calls with the tokens
+-- the provider reported (rows with the call's model).
+CREATE VIEW memory.usage_daily WITH (security_invoker = true) AS
+SELECT u.day, u.user_id, u.agent_id, u.model,
+       sum(u.messages)::bigint AS messages,
+       sum(u.stored_tokens)::bigint AS stored_tokens,
+       sum(u.tool_calls)::bigint AS tool_calls,
+       sum(u.llm_calls)::bigint AS llm_calls,
+       sum(u.prompt_tokens)::bigint AS prompt_tokens,
+       sum(u.completion_tokens)::bigint AS completion_tokens
+  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, c.user_id, c.agent_id, NULL::text AS model,
+               count(*) AS messages, sum(m.token_count) AS stored_tokens,
+               sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
+               0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens
+          FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+         GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
+               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0)
+          FROM memory.llm_calls l
+         GROUP BY 1, 2, 3, 4) u
+ GROUP BY u.day, u.user_id, u.agent_id, u.model;
+
+-- Per tool name: calls made (OpenAI calls and combined call+result records), results (a tool
+-- message answering the call, or the record's own output), calls still without a result, and the
+-- last time the tool was called.
+CREATE VIEW memory.tool_usage WITH (security_invoker = true) AS
+SELECT t.tool,
+       count(*) AS calls,
+       count(*) FILTER (WHERE t.answered) AS results,
+       count(*) FILTER (WHERE NOT t.answered) AS without_result,
+       max(t.called_at) AS last_used
+  FROM (SELECT coalesce(call->'function'->>'name', call->>'tool') AS tool, m.created_at AS called_at,
+               (call ? 'output' OR EXISTS (SELECT 1 FROM memory.conversation_messages r
+                                            WHERE r.conversation_id = m.conversation_id AND r.tool_call_id = call->>'id')) AS answered
+          FROM memory.conversation_messages m, jsonb_array_elements(m.tool_calls) AS call
+         WHERE m.tool_calls IS NOT NULL) t
+ GROUP BY t.tool;
+
+-- Per conversation and day (UTC): messages and tokens stored that day and the last message's
+-- time. The most active conversations of a period:
+--   SELECT conversation_id, title, sum(messages) ... WHERE day >= ... GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10
+CREATE VIEW memory.conversation_activity WITH (security_invoker = true) AS
+SELECT m.conversation_id, c.title, c.user_id, c.agent_id,
+       (m.created_at AT TIME ZONE 'UTC')::date AS day,
+       count(*) AS messages,
+       sum(m.token_count)::bigint AS tokens,
+       max(m.created_at) AS last_activity
+  FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+ GROUP BY m.conversation_id, c.title, c.user_id, c.agent_id, (m.created_at AT TIME ZONE 'UTC')::date;
+
+-- Per agent (and the user whose calls they were) from the LLM calls of chat turns, reply jobs and
+-- summaries: calls, failures, latency p50/p95 in ms, and completion tokens per answered turn.
+CREATE VIEW memory.agent_performance WITH (security_invoker = true) AS
+SELECT l.agent_id, l.user_id,
+       count(*) AS llm_calls,
+       count(*) FILTER (WHERE l.status = 'error') AS failures,
+       count(*) FILTER (WHERE l.status = 'discarded') AS discarded,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p95_ms,
+       avg(l.completion_tokens) FILTER (WHERE l.status = 'ok' AND l.kind IN ('chat', 'reply')) AS tokens_per_reply,
+       max(l.created_at) AS last_call
+  FROM memory.llm_calls l
+ GROUP BY l.agent_id, l.user_id;
+
+GRANT SELECT ON memory.usage_daily, memory.tool_usage, memory.conversation_activity, memory.agent_performance TO PUBLIC;

@@ -1,0 +1,282 @@
+-- Sharing, share links, archiving and erasure. Who may do what is the rule of access.sql: members
+-- read (viewers) or also write (editors); sharing, archiving and share links are the owner's.
+
+-- ---- members -----------------------------------------------------------------------------------
+
+-- Makes user_id a member of the conversation as 'viewer' (reads it: messages, build_context,
+-- export, search, fork) or 'editor' (also appends messages and requests summaries and replies);
+-- sharing again changes the role. The owner's alone. Returns the membership.
+CREATE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
+RETURNS memory.conversation_members
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+    v_row   memory.conversation_members;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $3 NOT IN ('viewer', 'editor') THEN
+        RAISE EXCEPTION 'unknown member role "%"', left($3, 80)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use viewer or editor.';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    -- the conversation's lock: shares and unshares of one conversation serialise, and the count holds
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    IF $2 = v_owner THEN
+        RAISE EXCEPTION 'user % owns conversation %: an owner is not a member', $2, $1 USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
+        RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id)
+    VALUES ($1, $2, $3, v_owner)
+    ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
+    RETURNING m.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.share_conversation(conversation_id uuid, user_id uuid, role text DEFAULT 'viewer') RETURNS memory.conversation_members
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._share_conversation($1, $2, $3);
+$$;
+
+-- Removes user_id from the conversation's members: the owner removes anyone, a member itself.
+-- The removed member's next statement no longer sees the conversation. Returns whether there was
+-- such a membership.
+CREATE FUNCTION memory._unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_gone integer;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- a member may leave; removing anyone else is the owner's
+    IF $2 IS DISTINCT FROM memory.current_user_id() THEN
+        PERFORM memory._require($1, 'manage');
+    END IF;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = $2;
+    GET DIAGNOSTICS v_gone = ROW_COUNT;
+    RETURN v_gone > 0;
+END $$;
+
+CREATE FUNCTION memory.unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._unshare_conversation($1, $2);
+$$;
+
+-- Who may use the conversation: its owner (role 'owner') and its members, for anyone who may read
+-- it.
+CREATE FUNCTION memory._list_members(conversation_id uuid)
+RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require($1, 'read');
+    RETURN QUERY
+        SELECT c.user_id, 'owner'::text, c.created_at FROM memory.conversations c WHERE c.id = $1
+        UNION ALL
+        (SELECT m.user_id, m.role, m.created_at FROM memory.conversation_members m
+          WHERE m.conversation_id = $1 ORDER BY m.created_at, m.user_id);
+END $$;
+
+CREATE FUNCTION memory.list_members(conversation_id uuid) RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_members($1);
+$$;
+
+-- ---- archive -----------------------------------------------------------------------------------
+
+-- An archived conversation stays readable (and exportable, searchable) but is hidden from
+-- list_conversations by default and refuses new messages (SQLSTATE 55000). The owner's.
+CREATE FUNCTION memory.archive_conversation(id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    UPDATE memory.conversations c SET archived_at = coalesce(c.archived_at, now()) WHERE c.id = $1 RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.unarchive_conversation(id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.conversations;
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    UPDATE memory.conversations c SET archived_at = NULL WHERE c.id = $1 RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+-- ---- share links -------------------------------------------------------------------------------
+
+-- A read-only view of a conversation for whoever holds the token, up to a fixed message. Only the
+-- token's SHA-256 is stored: the token itself is shown once, by create_share_link.
+CREATE TABLE memory.share_links (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    token_hash      bytea NOT NULL UNIQUE,
+    up_to_seq       bigint NOT NULL CHECK (up_to_seq >= 0),
+    expires_at      timestamptz,
+    revoked_at      timestamptz,
+    created_by      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX share_links_conversation_idx ON memory.share_links (conversation_id, created_at);
+ALTER TABLE memory.share_links ENABLE ROW LEVEL SECURITY;
+-- the owner sees its conversations' links (never a token); written only through the functions
+CREATE POLICY share_links_owner ON memory.share_links FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+GRANT SELECT ON memory.share_links TO PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('memory.share_links', '');
+
+-- Returns a new token (about 244 random bits, from two version-4 UUIDs) for the conversation's
+-- messages up to up_to_seq (default: all it has now), valid until expires_at (default: until
+-- revoked). The owner's; at most 100 links per conversation.
+CREATE FUNCTION memory._create_share_link(conversation_id uuid, expires_at timestamptz, up_to_seq bigint)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_last  bigint;
+    v_upto  bigint;
+    v_token text := 'mxs_' || encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'hex');
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    SELECT c.last_seq INTO v_last FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    v_upto := coalesce($3, v_last);
+    IF v_upto < 0 OR v_upto > v_last THEN
+        RAISE EXCEPTION 'up_to_seq % is outside the conversation (0..%)', v_upto, v_last USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $2 IS NOT NULL AND $2 <= now() THEN
+        RAISE EXCEPTION 'expires_at is not in the future' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM memory.share_links l WHERE l.conversation_id = $1) >= 100 THEN
+        RAISE EXCEPTION 'conversation % already has 100 share links', $1
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Revoke some, or delete revoked ones with memory.revoke_share_link.';
+    END IF;
+    INSERT INTO memory.share_links (conversation_id, token_hash, up_to_seq, expires_at, created_by)
+    VALUES ($1, sha256(convert_to(v_token, 'UTF8')), v_upto, $2, coalesce(memory.current_user_id(), '00000000-0000-0000-0000-000000000000'));
+    RETURN v_token;
+END $$;
+
+CREATE FUNCTION memory.create_share_link(conversation_id uuid, expires_at timestamptz DEFAULT NULL, up_to_seq bigint DEFAULT NULL) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._create_share_link($1, $2, $3);
+$$;
+
+-- The conversation behind a token, as export_conversation's json up to the link's message, for
+-- anyone holding the token (the anon role included). A wrong, expired or revoked token gives the
+-- same error after the same work: one look-up of the token's hash.
+CREATE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+    v_conv memory.conversations;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l
+     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
+       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > now());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
+    RETURN memory._export_json(v_conv, v_link.up_to_seq);
+END $$;
+
+CREATE FUNCTION memory.get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._get_shared_conversation($1);
+$$;
+
+-- The conversation's links (no tokens: they are not stored), newest first. The owner's.
+CREATE FUNCTION memory.list_share_links(conversation_id uuid)
+RETURNS TABLE (id uuid, up_to_seq bigint, expires_at timestamptz, revoked_at timestamptz, created_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require($1, 'manage');
+    RETURN QUERY SELECT l.id, l.up_to_seq, l.expires_at, l.revoked_at, l.created_at
+                   FROM memory.share_links l WHERE l.conversation_id = $1
+                  ORDER BY l.created_at DESC, l.id;
+END $$;
+
+-- Revokes a link at once (its token stops working for the next statement). Revoking a revoked
+-- link deletes it. Returns false when there is no such link of a conversation the caller owns.
+CREATE FUNCTION memory._revoke_share_link(id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l WHERE l.id = $1;
+    IF NOT FOUND OR NOT memory.can_manage(v_link.conversation_id) THEN
+        RETURN false;
+    END IF;
+    IF v_link.revoked_at IS NULL THEN
+        UPDATE memory.share_links l SET revoked_at = now() WHERE l.id = $1;
+    ELSE
+        DELETE FROM memory.share_links l WHERE l.id = $1;
+    END IF;
+    RETURN true;
+END $$;
+
+CREATE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._revoke_share_link($1);
+$$;
+
+-- ---- erasure -----------------------------------------------------------------------------------
+
+-- Removes everything of one user, in one transaction: its conversations (with their messages,
+-- summaries, jobs, members and share links), its memberships in others' conversations, its
+-- agents, templates, LLM call records, usage counters and queue state. For superusers and roles
+-- that bypass RLS (Supabase's service_role) only. Returns the rows removed per table.
+CREATE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_counts jsonb := '{}';
+    v_n      bigint;
+    v_table  text;
+BEGIN
+    IF NOT memory._caller_bypasses_rls() THEN
+        RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- what the conversations' cascade takes, counted first
+    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_summaries', v_n);
+    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('share_links', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = $1 OR m.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_members', v_n);
+    SELECT count(*) INTO v_n FROM memory.jobs j
+     WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
+    v_counts := v_counts || jsonb_build_object('jobs', v_n);
+
+    DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
+    DELETE FROM memory.jobs j WHERE j.user_id = $1;
+    DELETE FROM memory.conversations c WHERE c.user_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('conversations', v_n);
+    -- the tables keyed by the user alone
+    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
+        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING $1;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_counts := v_counts || jsonb_build_object(v_table, v_n);
+    END LOOP;
+    RETURN v_counts;
+END $$;
+
+CREATE FUNCTION memory.erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._erase_user($1);
+$$;

@@ -1,0 +1,84 @@
+"""The analytics views under RLS: each caller sees the figures of what it may read (checked as
+the owner, as another user, as a member, with no identity and as an operator), and the figures
+are right (compared with counts taken directly from the tables)."""
+import json
+
+import pytest
+
+from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+
+AGENT = "a0000000-0000-0000-0000-0000000a11a1"
+
+
+def call(i, name="weather"):
+    return [{"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": "{}"}}]
+
+
+@pytest.fixture(scope="module")
+def data(db):
+    alice, bob, carol = new_user(), new_user(), new_user()
+    with as_guc_user(db, alice) as c:
+        a = str(rpc(c, "SELECT (memory.create_conversation(%s, 'alice')).id", AGENT))
+        c.execute("SELECT memory.add_message(%s, 'user', 'weather?')", (a,))
+        c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (a, json.dumps(call(1))))
+        c.execute("SELECT memory.add_message(%s, 'tool', 'sunny', tool_call_id => 'c1')", (a,))
+        c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (a, json.dumps(call(2))))   # never answered
+        c.execute("SELECT memory.add_message(%s, 'assistant', 'booked', %s)", (a, json.dumps(
+            [{"id": "g1", "tool": "book_train", "input": {"to": "Lyon"}, "output": "ok"}])))
+        c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (a, carol))
+    with as_guc_user(db, bob) as c:
+        b = str(rpc(c, "SELECT (memory.create_conversation(%s, 'bob')).id", AGENT))
+        for i in range(3):
+            c.execute("SELECT memory.add_message(%s, 'user', %s)", (b, f"hello {i}"))
+        c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (b, json.dumps(call(9, "search"))))
+    with connect(db) as su:
+        for uid, latency, status, tokens in [(alice, 100, "ok", 50), (alice, 300, "ok", 70), (alice, 900, "error", None),
+                                             (bob, 50, "ok", 10)]:
+            su.execute("""INSERT INTO memory.llm_calls (user_id, agent_id, kind, model, prompt_tokens, completion_tokens,
+                                                        latency_ms, status)
+                          VALUES (%s, %s, 'chat', 'gpt-4o', 100, %s, %s, %s)""", (uid, AGENT, tokens, latency, status))
+    return {"alice": alice, "bob": bob, "carol": carol, "a": a, "b": b}
+
+
+def totals(c):
+    return c.execute("""SELECT coalesce(sum(messages), 0), coalesce(sum(stored_tokens), 0), coalesce(sum(tool_calls), 0),
+                               coalesce(sum(llm_calls), 0), coalesce(sum(completion_tokens), 0)
+                          FROM memory.usage_daily""").fetchone()
+
+
+@pytest.mark.parametrize("mode", [as_guc_user, as_jwt_user], ids=["login", "postgrest"])
+def test_each_caller_sees_what_it_may_read(db, data, mode):
+    with connect(db) as su:
+        a_tokens = su.execute("SELECT sum(token_count) FROM memory.conversation_messages WHERE conversation_id = %s",
+                              (data["a"],)).fetchone()[0]
+    with mode(db, data["alice"]) as c:
+        assert totals(c) == (5, a_tokens, 3, 3, 120)
+        assert dict((r[0], r[1:]) for r in c.execute("SELECT tool, calls, results, without_result FROM memory.tool_usage")) == {
+            "weather": (2, 1, 1), "book_train": (1, 1, 0)}
+        rows = c.execute("SELECT conversation_id::text, messages, tokens FROM memory.conversation_activity").fetchall()
+        assert rows == [(data["a"], 5, a_tokens)]
+        perf = c.execute("""SELECT llm_calls, failures, latency_p50_ms, latency_p95_ms, tokens_per_reply
+                              FROM memory.agent_performance""").fetchall()
+        assert perf == [(3, 1, 300.0, pytest.approx(840.0), 60.0)]
+    with mode(db, data["bob"]) as c:
+        t = totals(c)
+        assert t[0] == 4 and t[2:4] == (1, 1)
+        assert [r[0] for r in c.execute("SELECT tool FROM memory.tool_usage")] == ["search"]
+        assert [r[0] for r in c.execute("SELECT conversation_id::text FROM memory.conversation_activity")] == [data["b"]]
+    # a viewer sees the shared conversation's figures (not the owner's LLM calls)
+    with mode(db, data["carol"]) as c:
+        assert totals(c) == (5, a_tokens, 3, 0, 0)
+        assert c.execute("SELECT count(*) FROM memory.agent_performance").fetchone()[0] == 0
+    # nobody (PostgREST's anon role, or a login without identity): nothing
+    with (as_jwt_user(db, None, role="anon") if mode is as_jwt_user else connect(db, "app")) as c:
+        assert totals(c) == (0, 0, 0, 0, 0)
+        for view in ("tool_usage", "conversation_activity", "agent_performance"):
+            assert c.execute(f"SELECT count(*) FROM memory.{view}").fetchone()[0] == 0
+
+
+def test_an_operator_sees_everyone(db, data):
+    with connect(db) as su:
+        messages, tokens = su.execute("SELECT count(*), sum(token_count) FROM memory.conversation_messages").fetchone()
+        assert totals(su)[:2] == (messages, tokens)
+        assert su.execute("SELECT count(DISTINCT user_id) FROM memory.usage_daily").fetchone()[0] == 2
+        assert su.execute("SELECT sum(llm_calls) FROM memory.agent_performance").fetchone()[0] == 4

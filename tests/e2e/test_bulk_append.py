@@ -1,0 +1,206 @@
+"""Bulk appends through the triggers: a multi-row INSERT, an INSERT ... SELECT and a superuser's
+COPY give every row its seq and count it exactly as single appends do, with one counter update
+per conversation per statement; a bad row anywhere fails the whole statement; rows an INSERT did
+not add (ON CONFLICT, idempotent retries) are not counted; concurrent bulk appends to one
+conversation keep seqs contiguous."""
+import json
+import threading
+
+import pytest
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+
+AGENT = "a0000000-0000-0000-0000-0000000b0b0b"
+BULK = """INSERT INTO memory.conversation_messages (conversation_id, role, content, tool_calls, tool_call_id)
+          SELECT r.conversation_id, r.role, r.content, r.tool_calls, r.tool_call_id
+            FROM jsonb_to_recordset(%s) AS r(conversation_id uuid, role text, content text, tool_calls jsonb, tool_call_id text)"""
+
+
+def rows(cid, n, start=0):
+    out = []
+    for i in range(start, start + n):
+        if i % 10 == 3:
+            out.append({"conversation_id": cid, "role": "assistant", "content": "",
+                        "tool_calls": [{"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}]})
+        elif i % 10 == 4:
+            out.append({"conversation_id": cid, "role": "tool", "content": f"result {i - 1}", "tool_call_id": f"c{i - 1}"})
+        else:
+            out.append({"conversation_id": cid, "role": "user" if i % 2 else "assistant", "content": f"message {i} " * (i % 7 + 1)})
+    return out
+
+
+def state(c, cid):
+    """The conversation's counters and what its rows add up to."""
+    return c.execute("""SELECT c.message_count, c.total_tokens, c.last_seq,
+                               (SELECT count(*) FROM memory.conversation_messages m WHERE m.conversation_id = c.id),
+                               (SELECT coalesce(sum(m.token_count), 0) FROM memory.conversation_messages m WHERE m.conversation_id = c.id),
+                               (SELECT array_agg(m.seq ORDER BY m.seq) FROM memory.conversation_messages m WHERE m.conversation_id = c.id)
+                          FROM memory.conversations c WHERE c.id = %s""", (cid,)).fetchone()
+
+
+def assert_exact(c, cid, n):
+    count, total, last, real_count, real_total, seqs = state(c, cid)
+    assert (count, real_count, last) == (n, n, n)
+    assert total == real_total
+    assert seqs == list(range(1, n + 1)) or (n == 0 and seqs is None)
+
+
+@pytest.mark.parametrize("mode", [as_guc_user, as_jwt_user], ids=["login", "postgrest"])
+def test_insert_select_counts_and_orders_like_single_appends(db, mode):
+    uid = new_user()
+    with mode(db, uid) as c:
+        bulk = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
+        single = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
+        c.execute(BULK, (Jsonb(rows(str(bulk), 500)),))
+        for r in rows(str(single), 500):
+            c.execute("SELECT memory.add_message(%s, %s, %s, %s, tool_call_id => %s)",
+                      (single, r["role"], r["content"], Jsonb(r.get("tool_calls")) if r.get("tool_calls") else None,
+                       r.get("tool_call_id")))
+        assert_exact(c, bulk, 500)
+        # the same rows, the same seqs and counts as one append at a time
+        a, b = (c.execute("""SELECT array_agg((seq, role, content, token_count) ORDER BY seq)::text
+                               FROM memory.conversation_messages WHERE conversation_id = %s""", (x,)).fetchone()[0]
+                for x in (bulk, single))
+        assert a == b
+        assert state(c, bulk)[1] == state(c, single)[1]
+        ctx = rpc(c, "SELECT memory.build_context(%s, 100000)", bulk)
+        assert len(ctx["messages"]) == 500
+        # a second bulk statement continues after the first
+        c.execute(BULK, (Jsonb(rows(str(bulk), 20, start=500)),))
+        assert_exact(c, bulk, 520)
+
+
+def test_one_statement_into_several_conversations_interleaved(db):
+    with as_guc_user(db, new_user()) as c:
+        cids = [str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)) for _ in range(3)]
+        per = [rows(cid, 40) for cid in cids]
+        interleaved = [per[k % 3][k // 3] for k in range(120)]
+        c.execute(BULK, (Jsonb(interleaved),))
+        for cid in cids:
+            assert_exact(c, cid, 40)
+            assert c.execute("SELECT array_agg(content ORDER BY seq) FROM memory.conversation_messages WHERE conversation_id = %s",
+                             (cid,)).fetchone()[0] == [r["content"] for r in per[cids.index(cid)]]
+
+
+@pytest.mark.parametrize("bad", [
+    {"role": "robot", "content": "x"},                                  # invalid role
+    {"role": "tool", "content": "x", "tool_call_id": "nobody-called"},  # a result without its call
+    {"role": "tool", "content": "again", "tool_call_id": "c3"},         # a second result for c3
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "c3", "type": "function",
+                                                         "function": {"name": "f", "arguments": "{}"}}]},  # call id reused
+], ids=["role", "orphan-result", "second-result", "duplicate-call"])
+def test_a_bad_row_fails_the_whole_statement(db, bad):
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        c.execute(BULK, (Jsonb(rows(cid, 10)),))
+        before = state(c, cid)
+        batch = rows(cid, 30, start=10)
+        batch.insert(17, dict(bad, conversation_id=cid))
+        with pytest.raises((errors.InvalidParameterValue, errors.CheckViolation)):
+            c.execute(BULK, (Jsonb(batch),))
+        assert state(c, cid) == before
+        c.execute(BULK, (Jsonb(rows(cid, 5, start=10)),))
+        assert_exact(c, cid, 15)
+
+
+def test_a_row_for_another_users_conversation_fails_the_statement(db):
+    with as_guc_user(db, new_user()) as other:
+        theirs = str(rpc(other, "SELECT (memory.create_conversation(%s)).id", AGENT))
+    with as_jwt_user(db, new_user()) as c:
+        mine = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        batch = rows(mine, 5) + [{"conversation_id": theirs, "role": "user", "content": "intrusion"}]
+        with pytest.raises(errors.NoDataFound):
+            with c.transaction():
+                c.execute(BULK, (Jsonb(batch),))
+    with connect(db) as su:
+        assert_exact(su, mine, 0)
+        assert_exact(su, theirs, 0)
+
+
+def test_rows_an_insert_does_not_add_are_not_counted(db):
+    """ON CONFLICT DO NOTHING on an existing id, and an idempotent retry inside a bulk insert:
+    the counters count the rows that were stored, nothing else."""
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        first = rpc(c, "SELECT (memory.add_message(%s, 'user', 'hello', idempotency_key => 'k1')).id", cid)
+        c.execute("""INSERT INTO memory.conversation_messages (id, conversation_id, role, content)
+                     VALUES (%s, %s, 'user', 'a clash') ON CONFLICT (id) DO NOTHING""", (first, cid))
+        c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, idempotency_key)
+                     VALUES (%s, 'user', 'hello', 'k1'), (%s, 'assistant', 'hi', 'k2')""", (cid, cid))
+        assert_exact(c, cid, 2)
+        assert c.execute("SELECT array_agg(content ORDER BY seq) FROM memory.conversation_messages WHERE conversation_id = %s",
+                         (cid,)).fetchone()[0] == ["hello", "hi"]
+
+
+def test_seqs_continue_above_a_rewind(db):
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        c.execute(BULK, (Jsonb(rows(cid, 10)),))
+        c.execute("SELECT memory.rewind_conversation(%s, 6)", (cid,))
+        c.execute(BULK, (Jsonb(rows(cid, 2, start=20)),))
+        count, total, last, real_count, real_total, seqs = state(c, cid)
+        assert (count, real_count, last, total) == (8, 8, 12, real_total)
+        assert seqs == [1, 2, 3, 4, 5, 6, 11, 12]
+
+
+def test_superuser_copy_goes_through_the_triggers(db):
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+    with connect(db) as su:
+        with su.cursor().copy("COPY memory.conversation_messages (conversation_id, role, content) FROM STDIN") as cp:
+            for i in range(1000):
+                cp.write_row((cid, "user" if i % 2 == 0 else "assistant", f"copied {i}"))
+        assert_exact(su, cid, 1000)
+        with pytest.raises((errors.InvalidParameterValue, errors.CheckViolation)):
+            with su.cursor().copy("COPY memory.conversation_messages (conversation_id, role, content) FROM STDIN") as cp:
+                cp.write_row((cid, "user", "fine"))
+                cp.write_row((cid, "wizard", "not a role"))
+        assert_exact(su, cid, 1000)
+
+
+def test_one_notification_per_row_and_one_summary_job(db):
+    uid = new_user()
+    with connect(db) as listener, as_guc_user(db, uid) as c:
+        listener.execute("LISTEN memory_messages")
+        c.execute("SET memory.summarize_threshold = 1000")
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        c.execute(BULK, (Jsonb([{"conversation_id": cid, "role": "user", "content": "word " * 100} for _ in range(50)]),))
+        got = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=50)]
+        assert [(g["conversation_id"], g["seq"]) for g in got] == [(cid, s) for s in range(1, 51)]
+        ids = {str(r[0]) for r in c.execute("SELECT id FROM memory.conversation_messages WHERE conversation_id = %s", (cid,))}
+        assert {g["id"] for g in got} == ids
+    with connect(db) as su:
+        assert su.execute("SELECT count(*) FROM memory.jobs WHERE conversation_id = %s AND kind = 'summary'",
+                          (cid,)).fetchone()[0] == 1
+
+
+def test_concurrent_bulk_appends_to_one_conversation(db):
+    uid = new_user()
+    with as_guc_user(db, uid) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+    errs = []
+
+    def writer(k):
+        try:
+            with as_guc_user(db, uid) as c:
+                for j in range(10):
+                    c.execute(BULK, (Jsonb([{"conversation_id": cid, "role": "user", "content": f"w{k} b{j} r{i}"}
+                                            for i in range(25)]),))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errs.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errs == []
+    with connect(db) as su:
+        assert_exact(su, cid, 1000)
+        # each statement's 25 rows got consecutive seqs (the conversation is locked per statement)
+        runs = su.execute("""SELECT count(DISTINCT split_part(content, ' r', 1)) FROM (
+                               SELECT content, (seq - 1) / 25 AS block FROM memory.conversation_messages
+                                WHERE conversation_id = %s) x GROUP BY block""", (cid,)).fetchall()
+        assert {r[0] for r in runs} == {1}
