@@ -463,7 +463,7 @@ def chart(rows, budgets, path):
     fig.savefig(path, dpi=110)
 
 
-def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search):
+def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search, sharing):
     lines = [f"# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
@@ -511,11 +511,14 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, ad
     lines += history_bench.report_lines(history)
     import search as search_bench
     lines += search_bench.report_lines(search)
+    import sharing as sharing_bench
+    lines += sharing_bench.report_lines(sharing)
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"meta": meta, "context": ctx, "counting": counting, "cold_start": cold, "writes": writes, "plans": plans,
-                   "turns": turns, "adapters": adapters, "history": history, "search": search}, f, indent=1)
+                   "turns": turns, "adapters": adapters, "history": history, "search": search,
+                   "sharing": sharing}, f, indent=1)
     chart(ctx, budgets, os.path.join(out_dir, "context.png"))
 
 
@@ -599,6 +602,11 @@ def only(a):
         conn, convs = setup_db(a.port, [10_000], 1000)
         title, lines = "Python adapters", adapters_bench.report_lines(adapters_bench.run(
             conn, convs, 10_000, 8000, USER_ID, a.smoke, timed, langchain_lc, memory_ext, payload_tokens))
+    elif a.only == "sharing":
+        import sharing as sharing_bench
+        conn, convs = setup_db(a.port, [10_000], 1000)
+        title, lines = "the authorization rule with sharing", sharing_bench.report_lines(
+            sharing_bench.run(conn, convs, 10_000, USER_ID, a.smoke, AGENT))
     else:
         conn, convs = setup_db(a.port, [10_000], 1000)
         title, lines = "export, import and fork", history_bench.report_lines(history_bench.run(conn, convs, 10_000, a.smoke))
@@ -615,7 +623,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
-    ap.add_argument("--only", choices=["adapters", "history", "search"],
+    ap.add_argument("--only", choices=["adapters", "history", "search", "sharing"],
                     help="one part alone on a 10,000-message history, written to OUT/<part>.md")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
@@ -661,7 +669,10 @@ def main():
         import turns as turns_bench
         turns = turns_bench.run(a.turns_port, a.llm_port, a.smoke)
     plans = explain_plans(conn, convs, sizes)
-    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search)
+    print("== the authorization rule with sharing", flush=True)
+    import sharing as sharing_bench
+    sharing = sharing_bench.run(conn, convs, sizes[1], USER_ID, a.smoke, AGENT)
+    report(a.out, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search, sharing)
     bad = [r for r in ctx if r["method"] == "memory_ext" and not (r["fits"] and r["valid_payload"])]
     if bad or not all(counting[e]["identical"] for e in ("cl100k_base", "o200k_base")):
         sys.exit("memory_ext produced an over-budget or invalid window, or counts that differ from tiktoken")

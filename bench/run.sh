@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks memory_ext side by side with what applications use otherwise (see bench/README.md).
+# Benchmarks memory_ext side by side with what applications use otherwise (see Performance in README.md).
 #   bench/run.sh            full run (1k/10k/100k-message conversations), writes bench/results/
 #   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 #   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
-#   bench/run.sh --search   search_messages alone (1,000,000 messages of 1,000 users), bench/results/search.md
+#   bench/run.sh --search   search_messages and the analytics views alone (1,000,000 messages of 1,000 users), bench/results/search.md
+#   bench/run.sh --sharing  the authorization rule's cost with shared conversations (10,000-message history), bench/results/sharing.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -30,7 +31,7 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0

@@ -56,6 +56,9 @@ def main():
             "-- tool-call probes read the index, not a pending list (see tables.sql)\n",
             "ALTER INDEX memory.conversation_messages_tool_keys_idx SET (fastupdate = off);\n",
             "SELECT pg_catalog.gin_clean_pending_list('memory.conversation_messages_tool_keys_idx');\n\n",
+            "-- the server's retention jobs\n",
+            "ALTER TABLE memory.jobs DROP CONSTRAINT jobs_kind_check,\n"
+            "    ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('summary', 'reply', 'retention'));\n\n",
             "-- sharing: members, the authorization rule with its three rights, and the policies that apply it\n",
             "ALTER TABLE memory.conversations ADD COLUMN archived_at timestamptz;\n",
             between(tables, "-- Who else may use a conversation", "\n-- pg_dump keeps"), "\n",

@@ -1165,6 +1165,10 @@ CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages US
 ALTER INDEX memory.conversation_messages_tool_keys_idx SET (fastupdate = off);
 SELECT pg_catalog.gin_clean_pending_list('memory.conversation_messages_tool_keys_idx');
 
+-- the server's retention jobs
+ALTER TABLE memory.jobs DROP CONSTRAINT jobs_kind_check,
+    ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('summary', 'reply', 'retention'));
+
 -- sharing: members, the authorization rule with its three rights, and the policies that apply it
 ALTER TABLE memory.conversations ADD COLUMN archived_at timestamptz;
 -- Who else may use a conversation: viewers read it, editors also append to it (see access.sql).
@@ -2232,7 +2236,54 @@ $$;
 -- import and the fork). A query is the caller's words (websearch syntax) AND any one of the
 -- lexemes naming the caller's readable conversations, so the GIN index intersects the words with
 -- the caller's own messages: the cost follows what the caller stored, not what everyone stored.
--- RLS still filters every row returned.
+-- The match runs in memory._search_hits (see there why as the owner, and how it stays within the
+-- rule); the page is then joined to conversations under the caller's RLS.
+
+-- The caller's matching messages, ranked, one page (plus one row) after the cursor (p_rank,
+-- p_after). SECURITY DEFINER so that the GIN index serves the match: under RLS the planner may not
+-- use the (not leakproof) @@ operator as an index condition and would read every message. It
+-- trusts no argument for access: the scope is computed here, by the authorization rule, from the
+-- caller's identity (a role that bypasses RLS searches everything, as RLS lets it).
+CREATE FUNCTION memory._search_hits(p_query tsquery, p_conversation_id uuid, p_agent_id uuid, p_role text,
+                                    p_since timestamptz, p_until timestamptz, p_tool text, p_has_tool_calls boolean,
+                                    p_limit integer, p_rank real, p_after uuid)
+RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
+               tool_calls jsonb, rank real)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me     uuid := memory.current_user_id();
+    v_all    boolean := memory._caller_bypasses_rls();
+    v_shared uuid[] := memory._shared_with(memory.current_user_id(), false);
+    v_match  tsquery := p_query;
+    v_scope  tsquery;
+BEGIN
+    IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
+        SELECT string_agg('conv' || replace(c.id::text, '-', ''), ' | ')::tsquery INTO v_scope
+          FROM memory.conversations c
+         WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
+           AND (p_conversation_id IS NULL OR c.id = p_conversation_id)
+           AND (p_agent_id IS NULL OR c.agent_id = p_agent_id);
+        IF v_scope IS NULL THEN
+            RETURN;
+        END IF;
+        v_match := p_query && v_scope;
+    END IF;
+    RETURN QUERY
+        SELECT h.* FROM (
+            SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
+                   ts_rank_cd(m.search_vector, p_query) AS rank
+              FROM memory.conversation_messages m
+             WHERE m.search_vector @@ v_match
+               AND (p_role IS NULL OR m.role = p_role)
+               AND (p_since IS NULL OR m.created_at >= p_since)
+               AND (p_until IS NULL OR m.created_at < p_until)
+               AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
+               AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
+                                   OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
+         WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
+         ORDER BY h.rank DESC, h.id
+         LIMIT p_limit + 1;
+END $$;
 
 -- query: web-search syntax ("quoted phrases", or, -word), in memory.search_config (a stopword-only
 -- query finds nothing). Filters: conversation_id, agent_id, role, since/until (created_at), tool
@@ -2256,7 +2307,6 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_config regconfig := memory._search_config()::regconfig;
     v_query  tsquery;
-    v_scope  tsquery;
     v_rank   real;
     v_after  uuid;
     v_result jsonb;
@@ -2291,28 +2341,8 @@ BEGIN
     IF numnode(v_query) = 0 THEN
         RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
     END IF;
-    SELECT string_agg('conv' || replace(c.id::text, '-', ''), ' | ')::tsquery INTO v_scope
-      FROM memory.conversations c
-     WHERE ($2 IS NULL OR c.id = $2) AND ($3 IS NULL OR c.agent_id = $3);
-    IF v_scope IS NULL THEN
-        RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
-    END IF;
-    WITH hits AS (
-        SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
-               ts_rank_cd(m.search_vector, v_query) AS rank
-          FROM memory.conversation_messages m
-         WHERE m.search_vector @@ (v_query && v_scope)
-           AND ($4 IS NULL OR m.role = $4)
-           AND ($5 IS NULL OR m.created_at >= $5)
-           AND ($6 IS NULL OR m.created_at < $6)
-           AND ($8 IS NULL OR (m.tool_calls IS NOT NULL) = $8)
-           AND ($7 IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', $7)))
-                           OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', $7)))
-    ), page AS (
-        SELECT h.* FROM hits h
-         WHERE v_rank IS NULL OR h.rank < v_rank OR (h.rank = v_rank AND h.id > v_after)
-         ORDER BY h.rank DESC, h.id
-         LIMIT $9 + 1
+    WITH page AS (
+        SELECT h.* FROM memory._search_hits(v_query, $2, $3, $4, $5, $6, $7, $8, $9, v_rank, v_after) h
     ), numbered AS (
         SELECT p.*, row_number() OVER (ORDER BY p.rank DESC, p.id) AS n FROM page p
     )
@@ -2360,8 +2390,9 @@ BEGIN
 END $$;
 REVOKE EXECUTE ON FUNCTION memory.reindex_search(integer) FROM PUBLIC;
 
--- Sharing, share links, archiving and erasure. Who may do what is the rule of access.sql: members
--- read (viewers) or also write (editors); sharing, archiving and share links are the owner's.
+-- Sharing, share links, archiving, retention and erasure. Who may do what is the rule of
+-- access.sql: members read (viewers) or also write (editors); sharing, archiving and share links
+-- are the owner's.
 
 -- ---- members -----------------------------------------------------------------------------------
 
@@ -2590,6 +2621,50 @@ CREATE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._revoke_share_link($1);
 $$;
+
+-- ---- retention ---------------------------------------------------------------------------------
+
+-- The conversations not updated for `days` days (default: memory.retention_days), oldest first:
+-- what the worker's retention jobs will delete. RLS applies: a user sees its own, an operator all.
+CREATE FUNCTION memory.retention_preview(days integer DEFAULT NULL)
+RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_days integer := coalesce($1, nullif(current_setting('memory.retention_days', true), '')::integer, 0);
+BEGIN
+    IF v_days < 1 THEN
+        RAISE EXCEPTION 'retention is off (memory.retention_days = 0): pass days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count
+                   FROM memory.conversations c
+                  WHERE c.updated_at < now() - make_interval(days => v_days)
+                  ORDER BY c.updated_at, c.id;
+END $$;
+
+-- Queues the server's retention job (the worker does, every memory.retention_interval seconds
+-- while memory.retention_days is set) unless one is pending.
+CREATE FUNCTION memory._enqueue_retention() RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO memory.jobs (kind, user_id)
+    SELECT 'retention', '00000000-0000-0000-0000-000000000000'
+     WHERE NOT EXISTS (SELECT 1 FROM memory.jobs j WHERE j.kind = 'retention' AND j.status IN ('queued', 'running'));
+$$;
+
+-- One retention batch, in the worker's transaction: deletes at most `batch` conversations not
+-- updated for `days` days, oldest first (those being written are skipped, not waited for), with
+-- everything they hold. Returns how many conversations and messages went.
+CREATE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH due AS (SELECT c.id FROM memory.conversations c
+                  WHERE c.updated_at < now() - make_interval(days => $1)
+                  ORDER BY c.updated_at, c.id
+                  LIMIT $2
+                    FOR UPDATE SKIP LOCKED),
+         gone AS (DELETE FROM memory.conversations c USING due WHERE c.id = due.id RETURNING c.message_count)
+    SELECT count(*), coalesce(sum(gone.message_count), 0) FROM gone;
+$$;
+REVOKE EXECUTE ON FUNCTION memory._enqueue_retention(), memory._retention_batch(integer, integer) FROM PUBLIC;
 
 -- ---- erasure -----------------------------------------------------------------------------------
 

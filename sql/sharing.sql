@@ -1,5 +1,6 @@
--- Sharing, share links, archiving and erasure. Who may do what is the rule of access.sql: members
--- read (viewers) or also write (editors); sharing, archiving and share links are the owner's.
+-- Sharing, share links, archiving, retention and erasure. Who may do what is the rule of
+-- access.sql: members read (viewers) or also write (editors); sharing, archiving and share links
+-- are the owner's.
 
 -- ---- members -----------------------------------------------------------------------------------
 
@@ -228,6 +229,50 @@ CREATE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._revoke_share_link($1);
 $$;
+
+-- ---- retention ---------------------------------------------------------------------------------
+
+-- The conversations not updated for `days` days (default: memory.retention_days), oldest first:
+-- what the worker's retention jobs will delete. RLS applies: a user sees its own, an operator all.
+CREATE FUNCTION memory.retention_preview(days integer DEFAULT NULL)
+RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_days integer := coalesce($1, nullif(current_setting('memory.retention_days', true), '')::integer, 0);
+BEGIN
+    IF v_days < 1 THEN
+        RAISE EXCEPTION 'retention is off (memory.retention_days = 0): pass days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count
+                   FROM memory.conversations c
+                  WHERE c.updated_at < now() - make_interval(days => v_days)
+                  ORDER BY c.updated_at, c.id;
+END $$;
+
+-- Queues the server's retention job (the worker does, every memory.retention_interval seconds
+-- while memory.retention_days is set) unless one is pending.
+CREATE FUNCTION memory._enqueue_retention() RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO memory.jobs (kind, user_id)
+    SELECT 'retention', '00000000-0000-0000-0000-000000000000'
+     WHERE NOT EXISTS (SELECT 1 FROM memory.jobs j WHERE j.kind = 'retention' AND j.status IN ('queued', 'running'));
+$$;
+
+-- One retention batch, in the worker's transaction: deletes at most `batch` conversations not
+-- updated for `days` days, oldest first (those being written are skipped, not waited for), with
+-- everything they hold. Returns how many conversations and messages went.
+CREATE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH due AS (SELECT c.id FROM memory.conversations c
+                  WHERE c.updated_at < now() - make_interval(days => $1)
+                  ORDER BY c.updated_at, c.id
+                  LIMIT $2
+                    FOR UPDATE SKIP LOCKED),
+         gone AS (DELETE FROM memory.conversations c USING due WHERE c.id = due.id RETURNING c.message_count)
+    SELECT count(*), coalesce(sum(gone.message_count), 0) FROM gone;
+$$;
+REVOKE EXECUTE ON FUNCTION memory._enqueue_retention(), memory._retention_batch(integer, integer) FROM PUBLIC;
 
 -- ---- erasure -----------------------------------------------------------------------------------
 

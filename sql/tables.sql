@@ -95,12 +95,13 @@ CREATE TABLE memory.conversation_summaries (
 CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
 
 -- The background work queue, claimed by the worker with FOR UPDATE SKIP LOCKED. `kind` says what
--- to do ('summary', 'reply'); `payload` carries what a kind needs beyond its conversation; `user_id`
--- is whose work it is (the worker serves users in turn). At most one pending job of a kind per
--- conversation.
+-- to do ('summary', 'reply', 'retention'); `payload` carries what a kind needs beyond its
+-- conversation; `user_id` is whose work it is (the worker serves users in turn; the nil uuid for
+-- the server's own retention jobs, which have no conversation). At most one pending job of a kind
+-- per conversation.
 CREATE TABLE memory.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind            text NOT NULL CHECK (kind IN ('summary', 'reply')),
+    kind            text NOT NULL CHECK (kind IN ('summary', 'reply', 'retention')),
     conversation_id uuid REFERENCES memory.conversations (id) ON DELETE CASCADE,
     user_id         uuid,
     payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),

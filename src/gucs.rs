@@ -21,6 +21,9 @@ pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_BATCH: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static RETENTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static LLM_BASE_URL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"https://api.groq.com/openai/v1"));
 pub static SEARCH_CONFIG: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"simple"));
@@ -196,6 +199,36 @@ fn define_postmaster() {
 
 /// Settings of the summary worker (read in the postmaster, changed by SIGHUP).
 fn define_worker() {
+    GucRegistry::define_int_guc(
+        c"memory.retention_days",
+        c"Conversations not updated for this many days are deleted by the worker; 0 keeps everything.",
+        c"In batches of memory.retention_batch conversations, checked every memory.retention_interval seconds; memory.retention_preview() lists what is due.",
+        &RETENTION_DAYS,
+        0,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.retention_batch",
+        c"Conversations one retention job deletes in one transaction.",
+        c"",
+        &RETENTION_BATCH,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.retention_interval",
+        c"Seconds between the worker's checks for conversations due for deletion.",
+        c"",
+        &RETENTION_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"memory.worker_naptime",
         c"Milliseconds the worker sleeps when the job queue is empty.",

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::panic::{RefUnwindSafe, UnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -95,6 +95,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::transaction(recover_interrupted_jobs);
     // (sigterm_received() clears the flag it reads, so the decision to stop is kept here.)
     let mut stopping = false;
+    let mut retention = Retention { last_check: None, more_due: false };
     while !stopping && BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::WORKER_NAPTIME.get() as u64))) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a background worker to reload its settings.
@@ -113,7 +114,10 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
             }
             let claimed = match try_transaction(claim_job) {
                 Ok(Some(claimed)) => claimed,
-                Ok(None) => break,
+                Ok(None) => {
+                    retention.maybe_enqueue();
+                    break;
+                }
                 Err(e) => {
                     warning!("memory_ext: claiming a job failed: {e}");
                     break;
@@ -131,6 +135,10 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                         )
                     })
                     .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
+                "retention" => try_transaction(run_retention).and_then(|(outcome, more)| {
+                    retention.more_due = more;
+                    try_transaction(|| finish(&claimed, outcome))
+                }),
                 other => Err(format!("unknown job kind \"{other}\"")),
             };
             if let Err(e) = result {
@@ -146,6 +154,58 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     // pg_terminate_backend comes back; at server shutdown nothing is restarted anyway.
     log!("memory_ext summary worker stopped");
     unsafe { pg_sys::proc_exit(1) };
+}
+
+/// When to queue the next retention job: every memory.retention_interval seconds while
+/// memory.retention_days is set, and at once after a batch that found more than it could take.
+struct Retention {
+    last_check: Option<Instant>,
+    more_due: bool,
+}
+
+impl Retention {
+    fn maybe_enqueue(&mut self) {
+        if gucs::RETENTION_DAYS.get() == 0 {
+            return;
+        }
+        let interval = Duration::from_secs(gucs::RETENTION_INTERVAL.get() as u64);
+        if !self.more_due && self.last_check.is_some_and(|t| t.elapsed() < interval) {
+            return;
+        }
+        self.last_check = Some(Instant::now());
+        self.more_due = false;
+        let queued = try_transaction(|| {
+            Spi::connect_mut(|c| {
+                if installed(c) {
+                    c.update("SELECT memory._enqueue_retention()", None, &[]).expect("queueing the retention job");
+                }
+            })
+        });
+        if let Err(e) = queued {
+            warning!("memory_ext: queueing the retention job failed: {e}");
+        }
+    }
+}
+
+/// One retention batch: the conversations not updated for memory.retention_days days, at most
+/// memory.retention_batch of them, deleted in this transaction (a worker stopped halfway deletes
+/// nothing, and its job is queued again when it restarts). Returns whether more may be due.
+fn run_retention() -> (Outcome, bool) {
+    let (days, batch) = (gucs::RETENTION_DAYS.get(), gucs::RETENTION_BATCH.get());
+    if days == 0 {
+        return (Outcome::NothingToDo("retention is off (memory.retention_days = 0)"), false);
+    }
+    let (conversations, messages) = Spi::connect_mut(|c| {
+        let row = c
+            .update("SELECT * FROM memory._retention_batch($1, $2)", None, &[days.into(), batch.into()])
+            .expect("deleting a retention batch")
+            .first();
+        (row.get::<i64>(1).ok().flatten().unwrap_or(0), row.get::<i64>(2).ok().flatten().unwrap_or(0))
+    });
+    log!(
+        "memory_ext retention: deleted {conversations} conversations ({messages} messages) not updated for {days} days"
+    );
+    (Outcome::NothingToDo("retention batch done"), conversations >= i64::from(batch))
 }
 
 /// Runs `body` in a transaction of its own; an error inside aborts that transaction and comes
@@ -241,19 +301,32 @@ fn claim_job() -> Option<Claimed> {
         }
         let row = claimed.first();
         let id: i64 = row.get(1).ok().flatten()?;
-        let loaded = (|| {
+        let kind = row.get::<String>(7).ok().flatten().unwrap_or_default();
+        let loaded = if kind == "retention" {
+            // the server's own job: no conversation
             Some(Claimed {
                 id,
-                kind: row.get::<String>(7).ok()??,
-                conversation_id: row.get(2).ok()??,
-                attempts: row.get(3).ok()??,
-                encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
-                total_tokens: row.get(5).ok()??,
-                user_id: row.get::<Uuid>(6).ok()??,
+                kind,
+                conversation_id: Uuid::from_bytes([0; 16]),
+                attempts: row.get(3).ok().flatten().unwrap_or(1),
+                encoding: Encoding::resolve("cl100k_base").ok()?,
+                total_tokens: 0,
+                user_id: Uuid::from_bytes([0; 16]),
             })
-        })();
+        } else {
+            (|| {
+                Some(Claimed {
+                    id,
+                    kind: row.get::<String>(7).ok()??,
+                    conversation_id: row.get(2).ok()??,
+                    attempts: row.get(3).ok()??,
+                    encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
+                    total_tokens: row.get(5).ok()??,
+                    user_id: row.get::<Uuid>(6).ok()??,
+                })
+            })()
+        };
         let Some(claimed) = loaded else {
-            // (today every kind belongs to a conversation)
             c.update(
                 "UPDATE memory.jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
                 None,

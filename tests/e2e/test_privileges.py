@@ -111,6 +111,8 @@ REVIEWED = {
     "_search_vector(regconfig,uuid,text,jsonb)": ("pinned", False, True),
     "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text)": ("pinned", False, True),
     "reindex_search(integer)": ("pinned", False, False),                 # superusers only
+    "_search_hits(tsquery,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,real,uuid)":
+        ("pinned", True, True),                                          # computes the caller's scope by the rule itself
     "save_as_template(uuid,text)": ("pinned", False, True),
     "list_templates()": ("pinned", False, True),
     "delete_template(uuid)": ("pinned", False, True),
@@ -130,6 +132,9 @@ REVIEWED = {
     "list_share_links(uuid)": ("pinned", False, True),
     "revoke_share_link(uuid)": ("pinned", False, True),
     "_revoke_share_link(uuid)": ("pinned", True, True),                  # checks can_manage itself
+    "retention_preview(integer)": ("pinned", False, True),               # invoker: RLS applies
+    "_enqueue_retention()": ("pinned", False, False),                    # the worker's
+    "_retention_batch(integer,integer)": ("pinned", False, False),       # the worker's
     "erase_user(uuid)": ("pinned", False, True),
     "_erase_user(uuid)": ("pinned", True, True),                         # superusers and BYPASSRLS roles only
 }

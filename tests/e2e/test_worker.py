@@ -25,7 +25,8 @@ def wk(cluster, llm):
                 "memory.llm_timeout": TIMEOUT_MS, "memory.retry_backoff": BACKOFF_MS, "memory.max_attempts": MAX_ATTEMPTS,
                 "memory.summary_max_tokens": 77, "memory.summary_keep_tokens": 40, "memory.worker_naptime": 100,
                 "memory.summarize_threshold": 150, "memory.min_summarize_threshold": 100,
-                "memory.user_id_roles": "app", "memory.llm_api_key": API_KEY}
+                "memory.user_id_roles": "app", "memory.llm_api_key": API_KEY,
+                "max_prepared_transactions": 4}
     with llm_cluster("worker", cluster + 2, settings) as port:
         yield port
 
@@ -399,3 +400,87 @@ def test_worker_killed_mid_call_redoes_the_job_exactly_once(wk, llm):
     time.sleep(1)
     assert len(summaries(wk, cid)) == 1
     assert job(wk, cid)["attempts"] == 2
+
+
+def test_retention_deletes_only_what_is_due_in_batches_and_survives_a_restart(wk, llm):
+    """memory.retention_days: the worker deletes conversations not updated for that long, in
+    batches of memory.retention_batch, logging counts; nothing younger is touched; a worker
+    stopped in the middle of a batch deletes nothing of it, and the batch is done again after
+    the restart."""
+    owner = str(uuid.uuid4())
+    ages = [40] * 25 + [29, 0, 0, 0]            # days since the last update
+    with admin(wk) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (owner,))
+        ids = []
+        for age in ages:
+            cid = c.execute("SELECT (memory.create_conversation(gen_random_uuid())).id").fetchone()[0]
+            c.execute("SELECT memory.add_message(%s, 'user', 'hello'), memory.add_message(%s, 'assistant', 'hi')", (cid, cid))
+            ids.append(cid)
+        # back-date (the update trigger would stamp now())
+        c.execute("SET session_replication_role = replica")
+        for cid, age in zip(ids, ages):
+            c.execute("UPDATE memory.conversations SET updated_at = now() - make_interval(days => %s) - interval '1 hour' + "
+                      "make_interval(secs => %s) WHERE id = %s", (age, ids.index(cid), cid))
+        c.execute("RESET session_replication_role")
+        due = [r[0] for r in c.execute("SELECT conversation_id FROM memory.retention_preview(30) WHERE user_id = %s", (owner,))]
+        assert due == ids[:25]                      # oldest first, the 29-day one not among them
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            c.execute("SELECT * FROM memory.retention_preview()")     # off by default
+    assert not any(j for j in jobs_of_kind(wk, "retention"))
+
+    def alive():
+        with admin(wk) as c:
+            return {r[0] for r in c.execute("SELECT id FROM memory.conversations WHERE id = ANY(%s)", (ids,))}
+
+    def settled(pred):
+        def check():
+            try:
+                return pred()
+            except psycopg.OperationalError:  # the cluster is restarting after the crash
+                return False
+        return check
+
+    # The oldest conversation's messages are locked by a prepared transaction (which outlives a
+    # crash): the first batch waits in its DELETE, the worker is killed there (kill -9: the
+    # postmaster restarts the cluster), and the restarted worker takes the job up again.
+    with admin(wk) as locker:
+        locker.execute("BEGIN")
+        locker.execute("SELECT 1 FROM memory.conversation_messages WHERE conversation_id = %s FOR UPDATE", (ids[0],))
+        locker.execute("PREPARE TRANSACTION 'retention_lock'")
+    try:
+        with admin(wk) as c:
+            for k, v in (("memory.retention_days", 30), ("memory.retention_batch", 10), ("memory.retention_interval", 1)):
+                c.execute(f"ALTER SYSTEM SET {k} = {v}")
+            c.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: any(j["status"] == "running" for j in jobs_of_kind(wk, "retention")), timeout=20)
+        time.sleep(0.3)
+        assert alive() == set(ids)
+        with admin(wk) as c:  # the test clusters commit asynchronously: make the writes durable first
+            c.execute("CHECKPOINT")
+        os.kill(worker_pid(wk), 9)
+        # the restarted worker has queued the interrupted job again and waits in the same batch
+        wait_for(settled(lambda: any(j["status"] == "running" and j["attempts"] >= 2 for j in jobs_of_kind(wk, "retention"))),
+                 timeout=60, step=0.3)
+        assert alive() == set(ids)                  # the interrupted batch deleted nothing
+    finally:
+        wait_for(settled(lambda: admin(wk).close() or True), timeout=60, step=0.3)
+        with admin(wk) as c:
+            c.execute("ROLLBACK PREPARED 'retention_lock'")
+    try:
+        wait_for(lambda: alive() == set(ids[25:]), timeout=60)
+        time.sleep(1.5)                              # a later check finds nothing more to do
+        assert alive() == set(ids[25:])
+        with open(f"{TEST_ROOT}/worker/server.log", errors="replace") as f:
+            counts = [int(m) for m in re.findall(r"retention: deleted (\d+) conversations", f.read())]
+        assert sum(counts) >= 25 and max(counts) <= 10
+    finally:
+        with admin(wk) as c:
+            for k in ("memory.retention_days", "memory.retention_batch", "memory.retention_interval"):
+                c.execute(f"ALTER SYSTEM RESET {k}")
+            c.execute("SELECT pg_reload_conf()")
+
+
+def jobs_of_kind(port, kind):
+    with admin(port) as c:
+        cur = c.execute("SELECT id, status, attempts, last_error FROM memory.jobs WHERE kind = %s ORDER BY id", (kind,))
+        return [dict(zip(("id", "status", "attempts", "last_error"), r)) for r in cur]
