@@ -52,7 +52,8 @@ def main():
             "ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;\n",
             "UPDATE memory.conversation_messages\n"
             "   SET search_vector = memory._search_vector(memory._search_config()::regconfig, conversation_id, content, tool_calls);\n",
-            "CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);\n\n",
+            "CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector)\n"
+            "    WITH (gin_pending_list_limit = 512);\n\n",
             "-- tool-call probes read the index, not a pending list (see tables.sql)\n",
             "ALTER INDEX memory.conversation_messages_tool_keys_idx SET (fastupdate = off);\n",
             "SELECT pg_catalog.gin_clean_pending_list('memory.conversation_messages_tool_keys_idx');\n\n",

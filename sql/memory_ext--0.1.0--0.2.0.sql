@@ -1159,7 +1159,8 @@ $$;
 ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;
 UPDATE memory.conversation_messages
    SET search_vector = memory._search_vector(memory._search_config()::regconfig, conversation_id, content, tool_calls);
-CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);
+CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector)
+    WITH (gin_pending_list_limit = 512);
 
 -- tool-call probes read the index, not a pending list (see tables.sql)
 ALTER INDEX memory.conversation_messages_tool_keys_idx SET (fastupdate = off);

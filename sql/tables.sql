@@ -75,7 +75,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
            || array_to_tsvector(ARRAY['conv' || replace($2::text, '-', '')])
 $$;
-CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector);
+-- A small pending list (512 kB instead of 4 MB): every search reads all of it, so new entries are
+-- merged into the index in small steps instead of waiting for (auto)vacuum.
+CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector)
+    WITH (gin_pending_list_limit = 512);
 -- Finds the results of a deleted call (they go with it).
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;
