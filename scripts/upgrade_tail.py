@@ -48,6 +48,7 @@ def main():
     tail = [MARKER,
             "-- search: every message's words in a tsvector, filled for the stored messages, and its index\n",
             SEARCH_CONFIG_STUB, "\n",
+            function(tables, "_conversation_lexeme", r"\n\$\$;\n"),
             function(tables, "_search_vector", r"\n\$\$;\n"), "\n",
             "ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;\n",
             "UPDATE memory.conversation_messages\n"

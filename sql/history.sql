@@ -361,6 +361,9 @@ DECLARE
     v_at   bigint := p_at;
     v_cut  text;
     v_id   uuid := gen_random_uuid();
+    -- the copies keep their words; their conversation's lexeme is the new one's
+    v_from text := memory._conversation_lexeme(p_source);
+    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id)];
 BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
@@ -390,9 +393,7 @@ BEGIN
                created_at, idempotency_key, search_vector)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
                m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
-               -- the same words; the lexeme of the conversation is the copy's
-               ts_delete(m.search_vector, 'conv' || replace(p_source::text, '-', ''))
-               || array_to_tsvector(ARRAY['conv' || replace(v_id::text, '-', '')])
+               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to)
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)

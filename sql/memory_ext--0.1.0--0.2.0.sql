@@ -1147,13 +1147,17 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_search_config_wrapper';
 
+CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'conv' || replace($1::text, '-', '')
+$$;
 CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT to_tsvector($1, left(concat_ws(' ', $3, (
                SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments', call->>'tool',
                                            call->>'input', call->>'output'), ' ')
                  FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
-           || array_to_tsvector(ARRAY['conv' || replace($2::text, '-', '')])
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)])
 $$;
 
 ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;
@@ -2056,6 +2060,9 @@ DECLARE
     v_at   bigint := p_at;
     v_cut  text;
     v_id   uuid := gen_random_uuid();
+    -- the copies keep their words; their conversation's lexeme is the new one's
+    v_from text := memory._conversation_lexeme(p_source);
+    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id)];
 BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
@@ -2085,9 +2092,7 @@ BEGIN
                created_at, idempotency_key, search_vector)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
                m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
-               -- the same words; the lexeme of the conversation is the copy's
-               ts_delete(m.search_vector, 'conv' || replace(p_source::text, '-', ''))
-               || array_to_tsvector(ARRAY['conv' || replace(v_id::text, '-', '')])
+               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to)
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)
@@ -2254,12 +2259,12 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_me     uuid := memory.current_user_id();
     v_all    boolean := memory._caller_bypasses_rls();
-    v_shared uuid[] := memory._shared_with(memory.current_user_id(), false);
+    v_shared uuid[] := memory._shared_with(v_me, false);
     v_match  tsquery := p_query;
     v_scope  tsquery;
 BEGIN
     IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
-        SELECT string_agg('conv' || replace(c.id::text, '-', ''), ' | ')::tsquery INTO v_scope
+        SELECT string_agg(memory._conversation_lexeme(c.id), ' | ')::tsquery INTO v_scope
           FROM memory.conversations c
          WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
            AND (p_conversation_id IS NULL OR c.id = p_conversation_id)

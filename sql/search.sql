@@ -21,12 +21,12 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_me     uuid := memory.current_user_id();
     v_all    boolean := memory._caller_bypasses_rls();
-    v_shared uuid[] := memory._shared_with(memory.current_user_id(), false);
+    v_shared uuid[] := memory._shared_with(v_me, false);
     v_match  tsquery := p_query;
     v_scope  tsquery;
 BEGIN
     IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
-        SELECT string_agg('conv' || replace(c.id::text, '-', ''), ' | ')::tsquery INTO v_scope
+        SELECT string_agg(memory._conversation_lexeme(c.id), ' | ')::tsquery INTO v_scope
           FROM memory.conversations c
          WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
            AND (p_conversation_id IS NULL OR c.id = p_conversation_id)

@@ -10,8 +10,8 @@
 -- conversation (owner or editor, not archived), and validates and counts the message; then
 -- messages_before_insert_write (triggers fire in name order) locks the conversation, skips an
 -- idempotent retry, gives the row its seq and checks its tool calls; once the statement has added
--- all its rows, messages_after_insert updates the counters. No trigger function is executable by PUBLIC, so none can be called directly or
--- attached to another table.
+-- all its rows, messages_after_insert updates the counters. No trigger function is executable by
+-- PUBLIC, so none can be called directly or attached to another table.
 
 CREATE FUNCTION memory._conversation_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
