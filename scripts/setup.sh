@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
-# PostgreSQL 15 with its server headers, clang (bindgen), sudo (the server runs as postgres),
+# PostgreSQL 15 with its server headers, clang (bindgen), sudo (the server runs as postgres), Chromium,
 # cargo-pgrx 0.18.1, the Python packages the tests use, and the memory_ext Python package
 # (python/). Idempotent and quiet when done.
 set -euo pipefail
@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
 
 need_apt=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo; do
+# chromium: the reference chat app's browser tests (driven by Playwright for Python)
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,7 +31,7 @@ if ! grep -q 'pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
     cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 fi
 
-if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like' 2>/dev/null; then
+if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright' 2>/dev/null; then
     echo "== pip install -r tests/requirements.txt"
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -7,6 +7,8 @@
 #      token parity with Python tiktoken, read-only and hot-standby build_context, the worker
 #   4. the Python package (tests/python): its clients and adapters through LangChain's and
 #      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
+#   5. the reference chat app (examples/chat-app): its HTTP API over real HTTP, and its page in
+#      headless Chromium (Playwright), screenshots in target/chat-app-screenshots/
 # Exits non-zero when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,10 @@ MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
 echo "== the Python package (python/): client, LangChain and LlamaIndex adapters, examples"
 MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
     python3 -m pytest -q -p no:cacheprovider tests/python
+
+echo "== the reference chat app (examples/chat-app): its HTTP API, and the page in headless Chromium"
+MEMORY_EXT_TEST_ROOT="$TEST_ROOT" MEMORY_EXT_TEST_PORT="$PORT" \
+    python3 -m pytest -q -p no:cacheprovider tests/chat_app
 
 echo "== benchmark smoke run (tiny sizes; the full run is bench/run.sh)"
 MEMORY_EXT_BENCH_ROOT="$TEST_ROOT/bench" MEMORY_EXT_BENCH_PORT=$((PORT + 20)) bench/run.sh --smoke

@@ -39,6 +39,7 @@ class FakeLLM:
         self.retry_after = 2
         self.hang_seconds = 30
         self.delay = 0.0
+        self.ok_requests_left = None  # when set: answer that many more requests, then fail with 500
         self.requests = []
         self.lock = threading.Lock()
         fake = self
@@ -53,7 +54,10 @@ class FakeLLM:
                     fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                                           "json": json.loads(body), "at": time.time(), "mode": fake.mode})
                     n = len(fake.requests)
-                mode = fake.mode
+                    mode = fake.mode
+                    if fake.ok_requests_left is not None:
+                        mode = "ok" if fake.ok_requests_left > 0 else "500"
+                        fake.ok_requests_left -= 1
                 if mode == "hang":
                     time.sleep(fake.hang_seconds)
                     return self.reply(200, {"choices": [{"message": {"content": "too late"}}]})

@@ -1,0 +1,268 @@
+"""The chat app's HTTP API. Every request is authenticated with a bearer JWT and runs its SQL the
+way PostgREST does: one transaction, `SET LOCAL ROLE authenticated`, the verified claims in
+`request.jwt.claims` (the memory_ext client does both, transaction-local). The app holds no
+privileged connection for user requests: row-level security decides what a user sees, and
+memory_ext does the memory work (the window, token counts, the LLM call, summaries).
+
+Run: `uvicorn chat_app.server:app` with CHAT_APP_DATABASE_URL and CHAT_APP_JWT_SECRET set
+(see examples/chat-app/run.sh)."""
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import logging
+import os
+import uuid
+from typing import Any, Dict, List, Literal, Optional
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import memory_ext
+from memory_ext import calls
+from memory_ext.errors import MemoryExError
+
+from . import auth, tools
+
+log = logging.getLogger("chat_app")
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+AGENT_NAME = "assistant"
+AGENT = dict(system_prompt="You are a helpful assistant. Use the clock tool when asked for the time.",
+             tools=tools.DEFINITIONS, max_context_tokens=3000, reply_max_tokens=500)
+MAX_TOOL_ROUNDS = 4  # model → tools → model … at most this many times per user message
+
+# SQLSTATE → HTTP status; anything else is a 500 without details
+STATUS = {"P0002": 404, "22023": 422, "22004": 422, "22P02": 422, "22001": 422, "23502": 422, "23514": 422,
+          "54000": 413, "42501": 403, "23505": 409, "55000": 409, "PT429": 429, "PT502": 502, "PT504": 504,
+          "PT422": 422}
+
+
+class Settings:
+    def __init__(self, database_url: str, jwt_secret: str, stand_in: bool = False, pool_size: int = 8):
+        if len(jwt_secret) < 32:
+            raise ValueError("CHAT_APP_JWT_SECRET must be at least 32 characters")
+        self.database_url, self.jwt_secret, self.stand_in, self.pool_size = database_url, jwt_secret, stand_in, pool_size
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(os.environ["CHAT_APP_DATABASE_URL"], os.environ["CHAT_APP_JWT_SECRET"],
+                   os.environ.get("CHAT_APP_STAND_IN", "0") == "1", int(os.environ.get("CHAT_APP_POOL_SIZE", "8")))
+
+
+# ---- request and response bodies ----------------------------------------------------------------
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=8000)
+    conversation_id: Optional[uuid.UUID] = None
+
+
+class NewConversation(BaseModel):
+    title: Optional[str] = Field(default=None, max_length=200)
+
+
+def message_json(m: memory_ext.Message) -> Dict[str, Any]:
+    return {"id": str(m.id), "seq": m.seq, "role": m.role, "content": m.content, "tool_calls": m.tool_calls,
+            "tool_call_id": m.tool_call_id, "token_count": m.token_count,
+            "created_at": m.created_at.isoformat() if m.created_at else None}
+
+
+def conversation_json(c: memory_ext.Conversation) -> Dict[str, Any]:
+    return {"id": str(c.id), "title": c.title, "message_count": c.message_count, "total_tokens": c.total_tokens,
+            "updated_at": c.updated_at.isoformat(), "created_at": c.created_at.isoformat(), "access": c.access}
+
+
+def context_json(w: memory_ext.Window) -> Dict[str, Any]:
+    return {"token_count": w.token_count, "max_tokens": w.max_tokens, "summary_included": w.summary_included,
+            "included_messages": w.included_messages, "omitted_messages": w.omitted_messages}
+
+
+# The conversation list's cursor: the last row's (updated_at, id), opaque to the client.
+def encode_cursor(c: memory_ext.Conversation) -> str:
+    return base64.urlsafe_b64encode(f"{c.updated_at.isoformat()}|{c.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple:
+    try:
+        stamp, cid = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.datetime.fromisoformat(stamp), uuid.UUID(cid)
+    except (ValueError, UnicodeDecodeError):
+        raise HTTPException(422, "malformed cursor") from None
+
+
+# ---- the application ----------------------------------------------------------------------------
+
+def create_app(settings: Optional[Settings] = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    state: Dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        state["client"] = memory_ext.MemoryClient(settings.database_url, max_connections=settings.pool_size)
+        yield
+        state["client"].close()
+
+    app = FastAPI(title="memory_ext chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(MemoryExError)
+    async def memory_error(request: Request, e: MemoryExError):
+        status = STATUS.get(e.sqlstate or "", 500)
+        # log the path and the SQLSTATE only: never content, tokens or the database's message
+        log.warning("%s %s -> %s (SQLSTATE %s)", request.method, request.url.path, status, e.sqlstate)
+        body = {"error": str(e) if status < 500 or status in (502, 504) else "internal error"}
+        if e.hint and status < 500:
+            body["hint"] = e.hint
+        headers = {}
+        if status == 429 and getattr(e, "retry_after", None):
+            headers["Retry-After"] = str(int(e.retry_after + 0.999))
+        return JSONResponse(body, status, headers=headers)
+
+    @app.exception_handler(auth.Unauthorized)
+    async def unauthorized(_request: Request, e: auth.Unauthorized):
+        return JSONResponse({"error": str(e)}, 401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, e: StarletteHTTPException):
+        return JSONResponse({"error": e.detail}, e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, e: RequestValidationError):
+        # the field and the reason, never the submitted value
+        errors = [{"field": ".".join(str(p) for p in err["loc"][1:]), "reason": err["msg"]} for err in e.errors()]
+        return JSONResponse({"error": "invalid input", "details": errors}, 422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, e: Exception):
+        log.error("%s %s -> 500 (%s)", request.method, request.url.path, type(e).__name__)
+        return JSONResponse({"error": "internal error"}, 500)
+
+    def user(request: Request) -> memory_ext.MemoryClient:
+        """The memory_ext client as the request's user (claims verified, role fixed)."""
+        claims = auth.verify(settings.jwt_secret, request.headers.get("authorization"))
+        return state["client"].as_user(claims=claims, role=auth.ROLE)
+
+    # ---- the page ----
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(os.path.join(STATIC, "index.html"), headers={"Cache-Control": "no-store"})
+
+    @app.get("/config")
+    def config():
+        """What the page shows about the setup (the stand-in LLM is labelled as such)."""
+        return {"stand_in_llm": settings.stand_in, "agent_budget": AGENT["max_context_tokens"]}
+
+    @app.get("/me")
+    def me(db: memory_ext.MemoryClient = Depends(user)):
+        return {"user_id": str(db.current_user_id())}
+
+    # ---- conversations ----
+
+    def agent_id(db: memory_ext.MemoryClient) -> uuid.UUID:
+        """The user's assistant agent, created on first use."""
+        found = db.run(calls.statement(
+            "SELECT id FROM memory.agents WHERE user_id = memory.current_user_id() AND name = %(name)s "
+            "ORDER BY created_at LIMIT 1", lambda rows: rows[0]["id"] if rows else None, name=AGENT_NAME))
+        return found or db.create_agent(AGENT_NAME, **AGENT).id
+
+    @app.get("/conversations")
+    def list_conversations(cursor: Optional[str] = Query(None, max_length=200), limit: int = Query(20, ge=1, le=100),
+                           db: memory_ext.MemoryClient = Depends(user)):
+        before = decode_cursor(cursor) if cursor else (None, None)
+        rows = db.list_conversations(limit=limit, updated_before=before[0], before_id=before[1])
+        return {"conversations": [conversation_json(c) for c in rows],
+                "next_cursor": encode_cursor(rows[-1]) if len(rows) == limit else None}
+
+    @app.post("/conversations", status_code=201)
+    def create_conversation(body: NewConversation, db: memory_ext.MemoryClient = Depends(user)):
+        with db.transaction() as tx:
+            return conversation_json(tx.create_conversation(agent_id(tx), title=body.title))
+
+    @app.get("/conversations/{conversation_id}/messages")
+    def messages(conversation_id: uuid.UUID, before: Optional[int] = Query(None, ge=1),
+                 limit: int = Query(30, ge=1, le=100), db: memory_ext.MemoryClient = Depends(user)):
+        conversation, page = db.run(calls.get_conversation(conversation_id),
+                                    calls.get_messages(conversation_id, limit, before))
+        return {"conversation": conversation_json(conversation), "messages": [message_json(m) for m in page.messages],
+                "has_more": page.has_more, "next_before": page.next_before_seq}
+
+    @app.get("/conversations/{conversation_id}/context")
+    def context(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        """The token meter: the window the next turn sends, against the agent's budget."""
+        return context_json(db.build_context(conversation_id))
+
+    @app.delete("/conversations/{conversation_id}", status_code=204)
+    def delete(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        if not db.delete_conversation(conversation_id):
+            raise HTTPException(404, "no such conversation")
+
+    @app.post("/conversations/{conversation_id}/summarize", status_code=202)
+    def summarize(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        """Queues a summary job; the worker writes it (the page's summary indicator shows it)."""
+        return {"job_id": db.request_summary(conversation_id)}
+
+    @app.get("/conversations/{conversation_id}/export")
+    def export(conversation_id: uuid.UUID, format: Literal["markdown", "json", "openai"] = "markdown",
+               db: memory_ext.MemoryClient = Depends(user)):
+        data = db.export_conversation(conversation_id, format)
+        name = f"conversation-{conversation_id}.{'md' if format == 'markdown' else 'json'}"
+        disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if format == "markdown":
+            return PlainTextResponse(data, media_type="text/markdown; charset=utf-8", headers=disposition)
+        return JSONResponse(data, headers=disposition)
+
+    @app.get("/search")
+    def search(q: str = Query(min_length=1, max_length=1000), cursor: Optional[str] = Query(None, max_length=200),
+               db: memory_ext.MemoryClient = Depends(user)):
+        return db.search_messages(q, limit=20, cursor=cursor)
+
+    # ---- the chat turn ----
+
+    @app.post("/agent/chat")
+    def chat(body: ChatRequest, db: memory_ext.MemoryClient = Depends(user)):
+        """One user message and the agent's answer, tool calls included, in one transaction: the
+        user's message, the model's calls, the tools' results and the final answer are all
+        stored, or (on any failure) none of them, so the client can simply retry."""
+        with db.transaction() as tx:
+            if body.conversation_id is None:
+                conversation = tx.create_conversation(agent_id(tx), title=body.message[:80])
+            else:
+                conversation = tx.get_conversation(body.conversation_id)
+                if not conversation.title:
+                    tx.run(calls.statement("UPDATE memory.conversations SET title = %(title)s WHERE id = %(id)s RETURNING id",
+                                           lambda rows: None, title=body.message[:80], id=conversation.id))
+            cid = conversation.id
+            result = tx.chat(cid, body.message)
+            first_seq = result.message.seq - 1  # the user's message
+            usage = dict(result.usage)
+            for _ in range(MAX_TOOL_ROUNDS):
+                if not result.message.tool_calls:
+                    break
+                for call in result.message.tool_calls:
+                    tx.add_message(cid, "tool", tools.run(call), tool_call_id=call["id"])
+                result = tx.continue_chat(cid)
+                for k, v in result.usage.items():
+                    if isinstance(v, int):
+                        usage[k] = usage.get(k, 0) + v
+            page = tx.get_messages(cid, min(100, result.message.seq - first_seq + 1))
+            window = tx.build_context(cid)
+        return {"conversation_id": str(cid),
+                "messages": [message_json(m) for m in page.messages if m.seq >= first_seq],
+                "usage": usage, "finish_reason": result.finish_reason, "model": result.model,
+                "context": context_json(window)}
+
+    return app
+
+
+def __getattr__(name: str):
+    # `uvicorn chat_app.server:app` builds the app from the environment on first access
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)
