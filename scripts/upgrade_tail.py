@@ -94,6 +94,12 @@ def main():
             between(conversations, "-- A row of list_conversations", "\n-- The caller's conversations and those shared"), "\n",
             function(conversations, "list_conversations"), "\n",
             history[history.index("-- ---- export"):], "\n",
+            "-- per-agent retention\n",
+            "ALTER TABLE memory.agents ADD COLUMN retention_days integer CHECK (retention_days >= 0);\n",
+            "DROP FUNCTION memory.create_agent(text, text, text, jsonb, integer, integer, real, integer, boolean, jsonb);\n",
+            "DROP FUNCTION memory.update_agent(uuid, text, text, text, jsonb, integer, integer, real, integer, boolean, jsonb);\n",
+            function(agents, "create_agent"), "\n",
+            function(agents, "update_agent"), "\n",
             read("search.sql"), "\n",
             read("sharing.sql"), "\n",
             read("analytics.sql")]

@@ -25,6 +25,9 @@ CREATE TABLE memory.agents (
     metadata            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
+    -- NULL: memory.retention_days; 0: this agent's conversations are kept; n: deleted n days
+    -- after their last update
+    retention_days      integer CHECK (retention_days >= 0),
     CONSTRAINT agents_reply_fits_check CHECK (reply_max_tokens < max_context_tokens)
 );
 CREATE INDEX agents_user_idx ON memory.agents (user_id, created_at);
@@ -242,7 +245,8 @@ CREATE FUNCTION memory.create_agent(
     temperature real DEFAULT 0.7,
     summarize_threshold integer DEFAULT NULL,
     auto_reply boolean DEFAULT false,
-    metadata jsonb DEFAULT '{}'
+    metadata jsonb DEFAULT '{}',
+    retention_days integer DEFAULT NULL
 ) RETURNS memory.agents
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -258,9 +262,9 @@ BEGIN
         RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     INSERT INTO memory.agents AS a (user_id, name, system_prompt, model, tools, max_context_tokens, reply_max_tokens,
-                                    temperature, summarize_threshold, auto_reply, metadata)
+                                    temperature, summarize_threshold, auto_reply, metadata, retention_days)
     VALUES (v_user, $1, $2, $3, coalesce($4, '[]'), coalesce($5, 8000), coalesce($6, 2000), coalesce($7, 0.7), $8,
-            coalesce($9, false), coalesce($10, '{}'))
+            coalesce($9, false), coalesce($10, '{}'), $11)
     RETURNING a.* INTO v_row;
     RETURN v_row;
 END $$;
@@ -278,7 +282,8 @@ CREATE FUNCTION memory.update_agent(
     temperature real DEFAULT NULL,
     summarize_threshold integer DEFAULT NULL,
     auto_reply boolean DEFAULT NULL,
-    metadata jsonb DEFAULT NULL
+    metadata jsonb DEFAULT NULL,
+    retention_days integer DEFAULT NULL
 ) RETURNS memory.agents
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -292,7 +297,7 @@ BEGIN
            tools = coalesce($5, a.tools), max_context_tokens = coalesce($6, a.max_context_tokens),
            reply_max_tokens = coalesce($7, a.reply_max_tokens), temperature = coalesce($8, a.temperature),
            summarize_threshold = coalesce($9, a.summarize_threshold), auto_reply = coalesce($10, a.auto_reply),
-           metadata = coalesce($11, a.metadata)
+           metadata = coalesce($11, a.metadata), retention_days = coalesce($12, a.retention_days)
      WHERE a.id = $1 AND a.user_id = memory.current_user_id()
     RETURNING a.* INTO v_row;
     IF NOT FOUND THEN

@@ -2236,6 +2236,79 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*) > 0 FROM gone;
 $$;
 
+-- per-agent retention
+ALTER TABLE memory.agents ADD COLUMN retention_days integer CHECK (retention_days >= 0);
+DROP FUNCTION memory.create_agent(text, text, text, jsonb, integer, integer, real, integer, boolean, jsonb);
+DROP FUNCTION memory.update_agent(uuid, text, text, text, jsonb, integer, integer, real, integer, boolean, jsonb);
+CREATE FUNCTION memory.create_agent(
+    name text,
+    system_prompt text DEFAULT NULL,
+    model text DEFAULT NULL,
+    tools jsonb DEFAULT '[]',
+    max_context_tokens integer DEFAULT 8000,
+    reply_max_tokens integer DEFAULT 2000,
+    temperature real DEFAULT 0.7,
+    summarize_threshold integer DEFAULT NULL,
+    auto_reply boolean DEFAULT false,
+    metadata jsonb DEFAULT '{}',
+    retention_days integer DEFAULT NULL
+) RETURNS memory.agents
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.agents;
+    v_user uuid := memory.current_user_id();
+BEGIN
+    IF v_user IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
+    END IF;
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO memory.agents AS a (user_id, name, system_prompt, model, tools, max_context_tokens, reply_max_tokens,
+                                    temperature, summarize_threshold, auto_reply, metadata, retention_days)
+    VALUES (v_user, $1, $2, $3, coalesce($4, '[]'), coalesce($5, 8000), coalesce($6, 2000), coalesce($7, 0.7), $8,
+            coalesce($9, false), coalesce($10, '{}'), $11)
+    RETURNING a.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.update_agent(
+    agent_id uuid,
+    name text DEFAULT NULL,
+    system_prompt text DEFAULT NULL,
+    model text DEFAULT NULL,
+    tools jsonb DEFAULT NULL,
+    max_context_tokens integer DEFAULT NULL,
+    reply_max_tokens integer DEFAULT NULL,
+    temperature real DEFAULT NULL,
+    summarize_threshold integer DEFAULT NULL,
+    auto_reply boolean DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
+    retention_days integer DEFAULT NULL
+) RETURNS memory.agents
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_row memory.agents;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE memory.agents a
+       SET name = coalesce($2, a.name), system_prompt = coalesce($3, a.system_prompt), model = coalesce($4, a.model),
+           tools = coalesce($5, a.tools), max_context_tokens = coalesce($6, a.max_context_tokens),
+           reply_max_tokens = coalesce($7, a.reply_max_tokens), temperature = coalesce($8, a.temperature),
+           summarize_threshold = coalesce($9, a.summarize_threshold), auto_reply = coalesce($10, a.auto_reply),
+           metadata = coalesce($11, a.metadata), retention_days = coalesce($12, a.retention_days)
+     WHERE a.id = $1 AND a.user_id = memory.current_user_id()
+    RETURNING a.* INTO v_row;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'agent % does not exist', $1 USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN v_row;
+END $$;
+
 -- Full-text search over every conversation the caller can read.
 --
 -- Each message carries its search_vector (memory._search_vector, set by the insert trigger, the
@@ -2484,6 +2557,42 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._list_members($1);
 $$;
 
+-- ---- transfer of ownership ---------------------------------------------------------------------
+
+-- Makes user_id the conversation's owner. The owner's alone. The previous owner stays as an
+-- editor (it may leave with unshare_conversation); if the new owner was a member, that
+-- membership ends; the other members and the share links stay (the new owner manages them). The
+-- conversation keeps its agent_id, but an agent applies only to its own owner's conversations:
+-- until the new owner sets an agent of its own, the defaults apply. Jobs queued before the
+-- transfer run as they were requested.
+CREATE FUNCTION memory._transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+    v_row   memory.conversations;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    IF $2 = v_owner OR $2 = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'cannot transfer conversation % to user %', $1, $2
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN $2 = v_owner THEN 'That user already owns it.' ELSE 'The nil uuid is no user.' END;
+    END IF;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = $2;
+    UPDATE memory.conversation_members m SET owner_id = $2 WHERE m.conversation_id = $1;
+    INSERT INTO memory.conversation_members (conversation_id, user_id, role, owner_id) VALUES ($1, v_owner, 'editor', $2);
+    UPDATE memory.conversations c SET user_id = $2 WHERE c.id = $1 RETURNING c.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._transfer_conversation($1, $2);
+$$;
+
 -- ---- archive -----------------------------------------------------------------------------------
 
 -- An archived conversation stays readable (and exportable, searchable) but is hidden from
@@ -2630,40 +2739,57 @@ $$;
 
 -- ---- retention ---------------------------------------------------------------------------------
 
--- The conversations not updated for `days` days (default: memory.retention_days), oldest first:
--- what the worker's retention jobs will delete. RLS applies: a user sees its own, an operator all.
+-- The conversations past their retention period: not updated for their agent's retention_days
+-- when their agent sets one (0: kept forever), otherwise for `days` (the server's
+-- memory.retention_days; 0: kept). Invoker: RLS applies to whoever calls it.
+CREATE FUNCTION memory._retention_due(days integer)
+RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
+               retention_days integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count, d.days
+      FROM memory.conversations c
+      -- an agent applies to its owner's conversations only (see agents.sql)
+      LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id
+     CROSS JOIN LATERAL (SELECT coalesce(a.retention_days, $1) AS days) d
+     WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
+$$;
+
+-- What the worker's retention jobs will delete, oldest first, with the retention period that
+-- applies to each; `days` stands in for memory.retention_days (default: the setting; agents'
+-- own values apply either way). RLS applies: a user sees its own, an operator all.
 CREATE FUNCTION memory.retention_preview(days integer DEFAULT NULL)
-RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer)
+RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
+               retention_days integer)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_days integer := coalesce($1, nullif(current_setting('memory.retention_days', true), '')::integer, 0);
 BEGIN
-    IF v_days < 1 THEN
-        RAISE EXCEPTION 'retention is off (memory.retention_days = 0): pass days'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF $1 < 1 THEN
+        RAISE EXCEPTION 'days must be at least 1, not %', $1 USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count
-                   FROM memory.conversations c
-                  WHERE c.updated_at < now() - make_interval(days => v_days)
-                  ORDER BY c.updated_at, c.id;
+    RETURN QUERY SELECT d.* FROM memory._retention_due(
+                     coalesce($1, nullif(current_setting('memory.retention_days', true), '')::integer, 0)) d
+                  ORDER BY d.updated_at, d.conversation_id;
 END $$;
 
--- Queues the server's retention job (the worker does, every memory.retention_interval seconds
--- while memory.retention_days is set) unless one is pending.
+-- Queues the server's retention job (the worker asks every memory.retention_interval seconds)
+-- unless one is pending or retention is off everywhere (memory.retention_days = 0 and no agent
+-- sets retention_days).
 CREATE FUNCTION memory._enqueue_retention() RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO memory.jobs (kind, user_id)
     SELECT 'retention', '00000000-0000-0000-0000-000000000000'
-     WHERE NOT EXISTS (SELECT 1 FROM memory.jobs j WHERE j.kind = 'retention' AND j.status IN ('queued', 'running'));
+     WHERE NOT EXISTS (SELECT 1 FROM memory.jobs j WHERE j.kind = 'retention' AND j.status IN ('queued', 'running'))
+       AND (coalesce(nullif(current_setting('memory.retention_days', true), '')::integer, 0) > 0
+            OR EXISTS (SELECT 1 FROM memory.agents a WHERE a.retention_days > 0));
 $$;
 
--- One retention batch, in the worker's transaction: deletes at most `batch` conversations not
--- updated for `days` days, oldest first (those being written are skipped, not waited for), with
--- everything they hold. Returns how many conversations and messages went.
+-- One retention batch, in the worker's transaction: deletes at most `batch` conversations past
+-- their retention period (`days`: memory.retention_days), oldest first (those being written are
+-- skipped, not waited for), with everything they hold. Returns how many conversations and
+-- messages went.
 CREATE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH due AS (SELECT c.id FROM memory.conversations c
-                  WHERE c.updated_at < now() - make_interval(days => $1)
+                  WHERE c.id IN (SELECT d.conversation_id FROM memory._retention_due($1) d)
                   ORDER BY c.updated_at, c.id
                   LIMIT $2
                     FOR UPDATE SKIP LOCKED),

@@ -156,8 +156,9 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
-/// When to queue the next retention job: every memory.retention_interval seconds while
-/// memory.retention_days is set, and at once after a batch that found more than it could take.
+/// When to ask for the next retention job: every memory.retention_interval seconds (the job is
+/// queued only while memory.retention_days or an agent's retention_days is set), and at once
+/// after a batch that found more than it could take.
 struct Retention {
     last_check: Option<Instant>,
     more_due: bool,
@@ -165,9 +166,6 @@ struct Retention {
 
 impl Retention {
     fn maybe_enqueue(&mut self) {
-        if gucs::RETENTION_DAYS.get() == 0 {
-            return;
-        }
         let interval = Duration::from_secs(gucs::RETENTION_INTERVAL.get() as u64);
         if !self.more_due && self.last_check.is_some_and(|t| t.elapsed() < interval) {
             return;
@@ -187,14 +185,12 @@ impl Retention {
     }
 }
 
-/// One retention batch: the conversations not updated for memory.retention_days days, at most
-/// memory.retention_batch of them, deleted in this transaction (a worker stopped halfway deletes
-/// nothing, and its job is queued again when it restarts). Returns whether more may be due.
+/// One retention batch: the conversations past their retention period (their agent's
+/// retention_days, else memory.retention_days), at most memory.retention_batch of them, deleted in
+/// this transaction (a worker stopped halfway deletes nothing, and its job is queued again when it
+/// restarts). Returns whether more may be due.
 fn run_retention() -> (Outcome, bool) {
     let (days, batch) = (gucs::RETENTION_DAYS.get(), gucs::RETENTION_BATCH.get());
-    if days == 0 {
-        return (Outcome::NothingToDo("retention is off (memory.retention_days = 0)"), false);
-    }
     let (conversations, messages) = Spi::connect_mut(|c| {
         let row = c
             .update("SELECT * FROM memory._retention_batch($1, $2)", None, &[days.into(), batch.into()])
@@ -203,7 +199,7 @@ fn run_retention() -> (Outcome, bool) {
         (row.get::<i64>(1).ok().flatten().unwrap_or(0), row.get::<i64>(2).ok().flatten().unwrap_or(0))
     });
     log!(
-        "memory_ext retention: deleted {conversations} conversations ({messages} messages) not updated for {days} days"
+        "memory_ext retention: deleted {conversations} conversations ({messages} messages) past their retention period (memory.retention_days = {days}, or their agent's)"
     );
     (Outcome::NothingToDo("retention batch done"), conversations >= i64::from(batch))
 }

@@ -385,6 +385,13 @@ def unshare_conversation(conversation_id: IdLike, user_id: IdLike) -> Call:
                     conversation_id=as_uuid(conversation_id, "conversation_id"), user_id=as_uuid(user_id, "user_id"))
 
 
+def transfer_conversation(conversation_id: IdLike, user_id: IdLike) -> Call:
+    """Makes user_id the owner (the owner's alone); the previous owner stays as an editor.
+    Returns the conversation."""
+    return function("transfer_conversation", _one(Conversation.parse, "conversation"), "row", ("user_id",),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"), user_id=as_uuid(user_id, "user_id"))
+
+
 def list_members(conversation_id: IdLike) -> Call:
     """The owner (role 'owner') and the members: dicts of user_id, role, created_at."""
     return function("list_members", lambda rows: rows, "row", (), conversation_id=as_uuid(conversation_id, "conversation_id"))
@@ -431,7 +438,7 @@ def erase_user(user_id: IdLike) -> Call:
 # ---- agents and chat turns ----------------------------------------------------------------------
 
 AGENT_SETTINGS = ("system_prompt", "model", "tools", "max_context_tokens", "reply_max_tokens", "temperature",
-                  "summarize_threshold", "auto_reply", "metadata")
+                  "summarize_threshold", "auto_reply", "metadata", "retention_days")
 
 
 def _agent_settings(settings: Mapping[str, Any]) -> Dict[str, Any]:
@@ -502,7 +509,7 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, share_conversation, unshare_conversation, list_members, archive_conversation,
+              delete_template, share_conversation, unshare_conversation, transfer_conversation, list_members, archive_conversation,
               unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
               erase_user, create_agent,
               update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,

@@ -175,6 +175,8 @@ class Agent:
     metadata: Dict[str, Any]
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    # None: memory.retention_days; 0: kept forever; n: deleted n days after the last update
+    retention_days: Optional[int] = None
 
     @classmethod
     def parse(cls, d: Dict[str, Any]) -> "Agent":

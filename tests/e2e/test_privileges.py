@@ -66,8 +66,8 @@ REVIEWED = {
     "_finish_turn(jsonb)": ("pinned", False, True),
     "_suppress_auto_reply()": ("pure-c", False, True),        # stops the caller's own auto-replies only
     "_auto_reply_suppressed()": ("pure-c", False, True),
-    "create_agent(text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb)": ("pinned", False, True),
-    "update_agent(uuid,text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb)": ("pinned", False, True),
+    "create_agent(text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb,integer)": ("pinned", False, True),
+    "update_agent(uuid,text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb,integer)": ("pinned", False, True),
     "delete_agent(uuid)": ("pinned", False, True),
     "get_agent(uuid)": ("pinned", False, True),
     "request_reply(uuid)": ("pinned", False, True),
@@ -122,6 +122,8 @@ REVIEWED = {
     "_share_conversation(uuid,uuid,text)": ("pinned", True, True),       # checks can_manage itself
     "unshare_conversation(uuid,uuid)": ("pinned", False, True),
     "_unshare_conversation(uuid,uuid)": ("pinned", True, True),          # the caller's own membership, or can_manage
+    "transfer_conversation(uuid,uuid)": ("pinned", False, True),
+    "_transfer_conversation(uuid,uuid)": ("pinned", True, True),         # checks can_manage itself
     "list_members(uuid)": ("pinned", False, True),
     "_list_members(uuid)": ("pinned", True, True),                       # checks can_read itself
     "archive_conversation(uuid)": ("pinned", False, True),
@@ -134,6 +136,7 @@ REVIEWED = {
     "revoke_share_link(uuid)": ("pinned", False, True),
     "_revoke_share_link(uuid)": ("pinned", True, True),                  # checks can_manage itself
     "retention_preview(integer)": ("pinned", False, True),               # invoker: RLS applies
+    "_retention_due(integer)": ("pinned", False, True),                  # invoker: RLS applies
     "_enqueue_retention()": ("pinned", False, False),                    # the worker's
     "_retention_batch(integer,integer)": ("pinned", False, False),       # the worker's
     "erase_user(uuid)": ("pinned", False, True),

@@ -142,6 +142,48 @@ def test_a_member_may_leave_and_roles_change():
         assert c.execute("SELECT count(*) FROM memory.conversation_members").fetchone()[0] == 0
 
 
+@MODES
+def test_transfer_of_ownership(mode):
+    """Only the owner transfers; the new owner manages at once, the previous owner stays an
+    editor, a member who receives it stops being a member, other members and links stay."""
+    owner, heir, viewer, outsider = new_user(), new_user(), new_user(), new_user()
+    cid = conversation(owner)
+    share(owner, cid, heir, "viewer")
+    share(owner, cid, viewer, "viewer")
+    with as_guc_user(DB, owner) as c:
+        c.execute("SELECT memory.create_share_link(%s)", (cid,))
+    for who, err in ((viewer, errors.InsufficientPrivilege), (outsider, errors.NoDataFound)):
+        with mode(DB, who) as c:
+            with pytest.raises(err):
+                c.execute("SELECT memory.transfer_conversation(%s, %s)", (cid, who))
+    for args, err in (((cid, owner), errors.InvalidParameterValue),
+                      ((cid, "00000000-0000-0000-0000-000000000000"), errors.InvalidParameterValue),
+                      ((cid, None), errors.NullValueNotAllowed)):
+        with mode(DB, owner) as c:
+            with pytest.raises(err):
+                c.execute("SELECT memory.transfer_conversation(%s, %s)", args)
+    with mode(DB, owner) as c:
+        row = c.execute("SELECT user_id, message_count FROM memory.transfer_conversation(%s, %s)", (cid, heir)).fetchone()
+        assert (str(row[0]), row[1]) == (heir, 4)
+        # the previous owner is now an editor: it appends, but may no longer manage
+        assert c.execute("SELECT access FROM memory.list_conversations()").fetchall() == [("editor",)]
+        c.execute("SELECT memory.add_message(%s, 'user', 'still here')", (cid,))
+    with mode(DB, owner) as c:
+        with pytest.raises(errors.InsufficientPrivilege):
+            c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (cid, outsider))
+    with mode(DB, heir) as c:
+        assert c.execute("SELECT access FROM memory.list_conversations()").fetchall() == [("owner",)]
+        members = {(str(r[0]), r[1]) for r in c.execute("SELECT user_id, role FROM memory.list_members(%s)", (cid,))}
+        assert members == {(heir, "owner"), (owner, "editor"), (viewer, "viewer")}
+        assert c.execute("SELECT count(*) FROM memory.list_share_links(%s)", (cid,)).fetchone() == (1,)
+        assert c.execute("SELECT memory.unshare_conversation(%s, %s)", (cid, owner)).fetchone() == (True,)
+    with mode(DB, owner) as c:
+        assert c.execute("SELECT memory.can_read(%s)", (cid,)).fetchone() == (False,)
+    with as_guc_user(DB, viewer) as c:
+        assert c.execute("SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s",
+                         (cid,)).fetchone() == (5,)
+
+
 def test_members_table_shows_only_ones_own_memberships():
     owner, a, b, outsider = new_user(), new_user(), new_user(), new_user()
     cid = conversation(owner)

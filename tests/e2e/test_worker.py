@@ -424,8 +424,10 @@ def test_retention_deletes_only_what_is_due_in_batches_and_survives_a_restart(wk
         c.execute("RESET session_replication_role")
         due = [r[0] for r in c.execute("SELECT conversation_id FROM memory.retention_preview(30) WHERE user_id = %s", (owner,))]
         assert due == ids[:25]                      # oldest first, the 29-day one not among them
+        # off by default: nothing is due; a period must be a day or more
+        assert c.execute("SELECT count(*) FROM memory.retention_preview() WHERE user_id = %s", (owner,)).fetchone() == (0,)
         with pytest.raises(psycopg.errors.InvalidParameterValue):
-            c.execute("SELECT * FROM memory.retention_preview()")     # off by default
+            c.execute("SELECT * FROM memory.retention_preview(0)")
     assert not any(j for j in jobs_of_kind(wk, "retention"))
 
     def alive():
@@ -477,6 +479,58 @@ def test_retention_deletes_only_what_is_due_in_batches_and_survives_a_restart(wk
         with admin(wk) as c:
             for k in ("memory.retention_days", "memory.retention_batch", "memory.retention_interval"):
                 c.execute(f"ALTER SYSTEM RESET {k}")
+            c.execute("SELECT pg_reload_conf()")
+
+
+def test_an_agents_retention_days_overrides_the_setting(wk, llm):
+    """agents.retention_days: n deletes the agent's conversations n days after their last update
+    even with memory.retention_days off; 0 keeps them whatever the setting; NULL follows it."""
+    owner = str(uuid.uuid4())
+    with admin(wk) as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (owner,))
+        short = c.execute("SELECT (memory.create_agent('short', retention_days => 2)).id").fetchone()[0]
+        forever = c.execute("SELECT (memory.create_agent('forever', retention_days => 0)).id").fetchone()[0]
+        default = c.execute("SELECT (memory.create_agent('default')).id").fetchone()[0]
+        plan = {"short_old": (short, 3), "short_young": (short, 1), "forever_old": (forever, 400),
+                "default_old": (default, 400), "no_agent_old": (None, 400)}
+        ids = {}
+        for name, (agent, _) in plan.items():
+            ids[name] = c.execute("SELECT (memory.create_conversation(coalesce(%s, gen_random_uuid()))).id", (agent,)).fetchone()[0]
+        c.execute("SET session_replication_role = replica")  # back-date past the update trigger
+        for name, (_, age) in plan.items():
+            c.execute("UPDATE memory.conversations SET updated_at = now() - make_interval(days => %s) - interval '1 hour' "
+                      "WHERE id = %s", (age, ids[name]))
+        c.execute("RESET session_replication_role")
+        preview = c.execute("SELECT conversation_id, retention_days FROM memory.retention_preview() WHERE user_id = %s",
+                            (owner,)).fetchall()
+        assert preview == [(ids["short_old"], 2)]
+        preview = c.execute("SELECT conversation_id FROM memory.retention_preview(30) WHERE user_id = %s", (owner,)).fetchall()
+        assert {r[0] for r in preview} == {ids["short_old"], ids["default_old"], ids["no_agent_old"]}
+        with pytest.raises(psycopg.errors.CheckViolation):
+            c.execute("SELECT memory.update_agent(%s, retention_days => -1)", (short,))
+
+    def alive():
+        with admin(wk) as c:
+            found = {r[0] for r in c.execute("SELECT id FROM memory.conversations WHERE id = ANY(%s)", (list(ids.values()),))}
+            return {name for name, cid in ids.items() if cid in found}
+
+    try:
+        with admin(wk) as c:
+            c.execute("ALTER SYSTEM SET memory.retention_interval = 1")
+            c.execute("SELECT pg_reload_conf()")
+        # memory.retention_days is 0: only the agent's own period applies
+        wait_for(lambda: "short_old" not in alive(), timeout=30)
+        assert alive() == set(plan) - {"short_old"}
+        with admin(wk) as c:
+            c.execute("ALTER SYSTEM SET memory.retention_days = 30")
+            c.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: alive() == {"short_young", "forever_old"}, timeout=30)
+        time.sleep(1.5)
+        assert alive() == {"short_young", "forever_old"}
+    finally:
+        with admin(wk) as c:
+            c.execute("ALTER SYSTEM RESET memory.retention_days")
+            c.execute("ALTER SYSTEM RESET memory.retention_interval")
             c.execute("SELECT pg_reload_conf()")
 
 

@@ -195,6 +195,15 @@ def test_sharing_share_links_and_archive(client, db):
         client.get_shared_conversation(token)
     assert client.unshare_conversation(conv.id, viewer) is True
     assert as_viewer.list_conversations() == []
+    # ownership goes to the editor; the previous owner stays as an editor and takes it back
+    with pytest.raises(PermissionDeniedError):
+        as_editor.transfer_conversation(conv.id, editor)
+    assert client.transfer_conversation(conv.id, editor).user_id == uuid.UUID(str(editor))
+    assert (conv.id, "editor") in [(c.id, c.access) for c in client.list_conversations(limit=1000)]
+    me = str(client.current_user_id())
+    assert str(as_editor.transfer_conversation(conv.id, me).user_id) == me
+    assert client.unshare_conversation(conv.id, editor) is True
+    assert client.share_conversation(conv.id, editor, "editor")["role"] == "editor"
     assert client.archive_conversation(conv.id).archived_at is not None
     assert conv.id not in [c.id for c in client.list_conversations()]
     assert conv.id in [c.id for c in client.list_conversations(archived=None)]

@@ -74,6 +74,35 @@ SELECT count(*) AS listed_archived FROM memory.list_conversations(archived => tr
 SELECT memory.add_message(:'cid', 'user', 'anyone?');
 SELECT archived_at IS NULL AS open FROM memory.unarchive_conversation(:'cid');
 
+-- transfer of ownership: the owner's alone; the previous owner stays as an editor
+SET memory.user_id = :'editor';
+SELECT memory.transfer_conversation(:'cid', :'editor');
+SET memory.user_id = :'owner';
+SELECT memory.transfer_conversation(:'cid', :'owner');
+SELECT user_id = :'editor' AS editor_owns FROM memory.transfer_conversation(:'cid', :'editor');
+SELECT user_id, role FROM memory.list_members(:'cid');
+SET memory.user_id = :'editor';
+SELECT user_id = :'owner' AS owner_owns_again FROM memory.transfer_conversation(:'cid', :'owner');
+SET memory.user_id = :'owner';
+SELECT memory.unshare_conversation(:'cid', :'editor') AS previous_owner_removed;
+SELECT role AS shared_again FROM memory.share_conversation(:'cid', :'editor', 'editor');
+
+-- retention: the setting (off here) or the agent's own period; a preview of what would go
+INSERT INTO memory.agents (id, name, retention_days) VALUES ('a0000000-0000-0000-0000-00000000a0d1', 'short-lived', 7);
+SELECT (memory.create_conversation('a0000000-0000-0000-0000-00000000a0d1', 'old')).id IS NOT NULL AS created;
+SELECT count(*) AS due_now FROM memory.retention_preview();
+RESET ROLE;
+SET session_replication_role = replica;  -- back-date past the update trigger
+UPDATE memory.conversations SET updated_at = now() - interval '10 days' WHERE title IN ('old', 'Team plan');
+RESET session_replication_role;
+SET ROLE regress_app;
+SELECT title, retention_days FROM memory.retention_preview();
+SELECT title, retention_days FROM memory.retention_preview(30);
+SELECT title, retention_days FROM memory.retention_preview(9);
+SELECT memory.retention_preview(0);
+SELECT retention_days AS kept_forever FROM memory.update_agent('a0000000-0000-0000-0000-00000000a0d1', retention_days => 0);
+SELECT title, retention_days FROM memory.retention_preview(9);
+
 -- analytics: the caller's own figures
 SELECT sum(messages) AS messages, sum(tool_calls) AS tool_calls FROM memory.usage_daily;
 SELECT tool, calls, results, without_result FROM memory.tool_usage;
