@@ -117,6 +117,11 @@ def test_a_second_user_sees_none_of_the_first_users_conversations(app, open_as):
     page = open_as(alice)
     send(page, "alice's secret plans")
     alice_id = page.locator("#conversations li").first.get_attribute("data-id")
+    page.fill("#search-input", "secret plans")  # the owner finds it: the search works
+    page.press("#search-input", "Enter")
+    page.wait_for_selector("#search-results:not([hidden])")
+    assert page.locator("#search-results .hit").count() == 2  # the message and the echo
+    assert "**secret** **plans**" in page.inner_text("#search-results")
 
     other = open_as(bob)
     other.wait_for_timeout(300)

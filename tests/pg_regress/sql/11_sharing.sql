@@ -93,7 +93,8 @@ SELECT (memory.create_conversation('a0000000-0000-0000-0000-00000000a0d1', 'old'
 SELECT count(*) AS due_now FROM memory.retention_preview();
 RESET ROLE;
 SET session_replication_role = replica;  -- back-date past the update trigger
-UPDATE memory.conversations SET updated_at = now() - interval '10 days' WHERE title IN ('old', 'Team plan');
+UPDATE memory.conversations SET updated_at = now() - interval '10 days' - CASE title WHEN 'old' THEN interval '1 hour' ELSE interval '0' END
+ WHERE title IN ('old', 'Team plan');
 RESET session_replication_role;
 SET ROLE regress_app;
 SELECT title, retention_days FROM memory.retention_preview();
