@@ -1148,16 +1148,25 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', '_search_config_wrapper';
 
 CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT 'conv' || replace($1::text, '-', '')
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'conv' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
 CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT to_tsvector($1, left(concat_ws(' ', $3, (
-               SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments', call->>'tool',
-                                           call->>'input', call->>'output'), ' ')
-                 FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
-           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)])
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_calls text;
+BEGIN
+    IF $1 IS NULL THEN  -- memory.search_config = 'off'
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof($4) = 'array' THEN
+        SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
+                                    c.call->>'input', c.call->>'output'), ' ')
+          INTO v_calls FROM jsonb_array_elements($4) AS c(call);
+    END IF;
+    RETURN to_tsvector($1, left(concat_ws(' ', $3, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)]);
+END;
 $$;
 
 ALTER TABLE memory.conversation_messages ADD COLUMN search_vector tsvector;

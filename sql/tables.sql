@@ -67,17 +67,29 @@ CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
 -- conversation ("conv" and the id's hex digits), through which the GIN index finds a caller's
 -- conversations' messages without visiting anyone else's (RLS still decides what is returned).
 -- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
+-- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
 CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT 'conv' || replace($1::text, '-', '')
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'conv' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
+-- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
+-- be planned again in every transaction, which cost an append more than the words themselves.
 CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT to_tsvector($1, left(concat_ws(' ', $3, (
-               SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments', call->>'tool',
-                                           call->>'input', call->>'output'), ' ')
-                 FROM jsonb_array_elements(CASE WHEN jsonb_typeof($4) = 'array' THEN $4 ELSE '[]' END) AS call)), 200000))
-           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)])
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_calls text;
+BEGIN
+    IF $1 IS NULL THEN  -- memory.search_config = 'off'
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof($4) = 'array' THEN
+        SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
+                                    c.call->>'input', c.call->>'output'), ' ')
+          INTO v_calls FROM jsonb_array_elements($4) AS c(call);
+    END IF;
+    RETURN to_tsvector($1, left(concat_ws(' ', $3, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)]);
+END;
 $$;
 -- A small pending list (512 kB instead of 4 MB): every search reads all of it, so new entries are
 -- merged into the index in small steps instead of waiting for (auto)vacuum.

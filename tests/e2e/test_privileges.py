@@ -108,7 +108,7 @@ REVIEWED = {
     "_append_all(uuid,jsonb,text)": ("pinned", False, True),            # invoker: appends as the caller
     # search
     "_search_config()": ("pure-c", False, True),
-    "_conversation_lexeme(uuid)": ("pinned", False, True),
+    "_conversation_lexeme(uuid)": ("inlined", False, True),
     "_search_vector(regconfig,uuid,text,jsonb)": ("pinned", False, True),
     "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text)": ("pinned", False, True),
     "reindex_search(integer)": ("pinned", False, False),                 # superusers only
