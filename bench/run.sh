@@ -7,6 +7,7 @@
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
 #   bench/run.sh --search   search_messages and the analytics views alone (1,000,000 messages of 1,000 users), bench/results/search.md
 #   bench/run.sh --sharing  the authorization rule's cost with shared conversations (10,000-message history), bench/results/sharing.md
+#   bench/run.sh --append-profile  add_message's server time by function (track_functions), bench/results/append-profile.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -31,7 +32,7 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--append-profile" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0
