@@ -313,7 +313,7 @@ fn claim_job() -> Option<Claimed> {
             (|| {
                 Some(Claimed {
                     id,
-                    kind: row.get::<String>(7).ok()??,
+                    kind,
                     conversation_id: row.get(2).ok()??,
                     attempts: row.get(3).ok()??,
                     encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,

@@ -2,7 +2,7 @@
 user does, and what a second user and a hostile message must not be able to do."""
 import uuid
 
-from conftest import admin, auth, shot, wait_for
+from conftest import admin, auth, shot
 
 
 def user():
@@ -27,7 +27,7 @@ def send(page, text):
 
 
 def test_a_conversation_with_a_tool_call_survives_a_reload(app, open_as):
-    page = open_as(name := user())
+    page = open_as(user())
     assert "stand-in LLM" in page.inner_text("#banner"), "the offline LLM must be labelled as a stand-in"
     page.click("#new-conversation")
     page.wait_for_selector("#meter:not([hidden])")

@@ -188,11 +188,7 @@ async function openConversation(id) {
 $("load-earlier").addEventListener("click", async () => {
   try {
     const page = await api("GET", `/conversations/${state.current}/messages?before=${state.before}`);
-    // rendered oldest first so that results find their calls
-    const older = new Map(state.calls);
-    state.calls = new Map();
-    renderMessages(page.messages, true);
-    older.forEach((v, k) => state.calls.set(k, v));
+    renderMessages(page.messages, true);  // oldest first, so that results find their calls
     state.before = page.has_more ? page.next_before : null;
     $("load-earlier").hidden = !state.before;
   } catch (err) { showError(err); }
@@ -213,16 +209,17 @@ async function send() {
   try {
     const turn = await api("POST", "/agent/chat", { message: text, conversation_id: state.current });
     input.value = "";
-    const isNew = turn.conversation_id !== state.current;
-    state.current = turn.conversation_id;
     pending.remove(); thinking.remove();
-    if (isNew) $("message-list").replaceChildren();
-    renderMessages(turn.messages, false);
-    updateMeter(turn.context);
-    $("actions").hidden = false;
-    $("messages").scrollTop = $("messages").scrollHeight;
-    await loadConversations(true);
-    if (isNew) await openConversation(turn.conversation_id);
+    if (turn.conversation_id !== state.current) {
+      // the turn started a conversation: open it (its messages, meter and actions)
+      await loadConversations(true);
+      await openConversation(turn.conversation_id);
+    } else {
+      renderMessages(turn.messages, false);
+      updateMeter(turn.context);
+      $("messages").scrollTop = $("messages").scrollHeight;
+      await loadConversations(true);
+    }
     const item = document.querySelector(`#conversations li[data-id="${turn.conversation_id}"] .name`);
     if (item) $("title").textContent = item.textContent;  // the first message names the conversation
   } catch (err) {
