@@ -1,6 +1,5 @@
 """The summary worker end to end: a cluster of its own with the library preloaded, the worker
 calling a fake OpenAI-compatible server on 127.0.0.1."""
-import json
 import os
 import re
 import subprocess
