@@ -46,8 +46,7 @@ def triggers_off(admin):
 def bare_insert(cid, rows_sql, words):
     """An INSERT into the messages table as the triggers would leave it: seq given, the search
     words computed inline (words) or not."""
-    # as memory._search_vector makes them for a message without tool calls
-    vector = f"to_tsvector('simple', content) || array_to_tsvector(ARRAY['conv{str(cid).replace('-', '')}'])" if words else "NULL"
+    vector = f"memory._search_vector('simple', '{cid}', content, NULL)" if words else "NULL"
     return (f"INSERT INTO memory.conversation_messages (conversation_id, seq, role, content, token_count, search_vector) "
             f"SELECT '{cid}', seq, role, content, 0, {vector} FROM ({rows_sql}) AS r (seq, role, content);")
 
