@@ -58,9 +58,9 @@ END $$;
 
 -- query: web-search syntax ("quoted phrases", or, -word), in memory.search_config (a stopword-only
 -- query finds nothing). Filters: conversation_id, agent_id, role, since/until (created_at), tool
--- (a tool name the message calls), has_tool_calls. Results are ranked (ts_rank, normalised by length), equal ranks
--- in message id order; a page is {"results": [...], "next_cursor": text|null}; pass next_cursor back
--- as cursor for the next page. Snippets are plain text with the matches between ** and **:
+-- (a tool name the message calls), has_tool_calls. Results are ranked (ts_rank, normalised by
+-- length), equal ranks in message id order; a page is {"results": [...], "next_cursor": text|null};
+-- pass next_cursor back as cursor for the next page. Snippets are plain text with the matches between ** and **:
 -- escape them before rendering as HTML.
 CREATE FUNCTION memory.search_messages(
     query text,
