@@ -542,10 +542,10 @@ def soak(port, seconds):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as admin:
         def pids():
             rows = admin.execute("SELECT pid, backend_type FROM pg_stat_activity WHERE datname = 'bench' AND pid <> pg_backend_pid() "
-                                 "OR backend_type = 'memory_ext summary worker'").fetchall()
+                                 "OR backend_type = 'memory_ext worker'").fetchall()
             return {pid: kind for pid, kind in rows}
         deadline = time.monotonic() + 15  # the worker (re)connects once the database exists
-        while "memory_ext summary worker" not in pids().values() and time.monotonic() < deadline:
+        while "memory_ext worker" not in pids().values() and time.monotonic() < deadline:
             time.sleep(0.2)
         before = {pid: rss_kb(pid) for pid in pids()}
         lat = {"add_message": [], "build_context 8k": []}

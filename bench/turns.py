@@ -96,31 +96,71 @@ def bench_chat(port, llm, n, reps):
             "overhead_ms": in_db - direct, "app_loop_ms": loop, "build_context_ms": window_ms, "add_message_ms": append_ms}
 
 
-def bench_replies(port, n):
-    admin = connect(port, "postgres")  # the queue is not the users'
+def wait_for_worker(admin):
     # the worker restarts after its database was re-created: measure once it serves bench
     deadline = time.perf_counter() + 30
     while time.perf_counter() < deadline and not admin.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'memory_ext summary worker' AND datname = 'bench'").fetchone():
+            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'memory_ext worker' AND datname = 'bench'").fetchone():
         time.sleep(0.1)
+
+
+def answer_replies(port, n):
+    """n conversations each get a user message through a plain INSERT (auto_reply); returns how
+    many were answered and the seconds until every job ended."""
+    admin = connect(port, "postgres")  # the queue is not the users'
     conn = connect(port)
     agent = conn.execute("SELECT (memory.create_agent('auto', 'Be brief.', auto_reply => true)).id").fetchone()[0]
     cids = [r[0] for r in conn.execute("SELECT (memory.create_conversation(%s)).id FROM generate_series(1, %s)", (agent, n)).fetchall()]
+    t = time.perf_counter()
     with conn.transaction():
         conn.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, seq, token_count)
                         SELECT c, 'user', 'Hello, what can you do?', 0, 0 FROM unnest(%s::uuid[]) AS c""", (cids,))
-    t = time.perf_counter()
     while True:
-        done = admin.execute("SELECT count(*) FROM memory.jobs WHERE kind = 'reply' AND status IN ('done', 'failed')").fetchone()[0]
+        done = admin.execute("SELECT count(*) FROM memory.jobs WHERE kind = 'reply' AND status IN ('done', 'failed') "
+                             "AND conversation_id = ANY (%s)", (cids,)).fetchone()[0]
         if done >= n or time.perf_counter() - t > 600:
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     elapsed = time.perf_counter() - t
     answers = conn.execute("SELECT count(*) FROM memory.conversation_messages WHERE role = 'assistant' AND conversation_id = ANY (%s)", (cids,)).fetchone()[0]
     conn.close()
     admin.close()
-    print(f"  reply jobs: {answers} of {n} answered in {elapsed:.2f} s: {answers / elapsed:.0f} replies/s (one worker)", flush=True)
+    return answers, elapsed
+
+
+def bench_replies(port, n):
+    with connect(port, "postgres") as admin:
+        wait_for_worker(admin)
+    answers, elapsed = answer_replies(port, n)
+    print(f"  reply jobs: {answers} of {n} answered in {elapsed:.2f} s: {answers / elapsed:.0f} replies/s "
+          f"(stand-in answering at once, memory.worker_concurrency = 8)", flush=True)
     return {"jobs": n, "answered": answers, "seconds": elapsed, "replies_per_s": answers / elapsed}
+
+
+def bench_reply_concurrency(port, llm, smoke):
+    """Reply jobs per second with the stand-in answering after a fixed delay, at 1, 4 and 8 calls
+    in flight (memory.worker_concurrency; the benchmark's one user may use every slot), next to
+    the ideal of `in flight / delay`."""
+    delays, levels = ((0.05,), (1, 4)) if smoke else ((0.5, 2.0), (1, 4, 8))
+    rows = []
+    try:
+        for delay in delays:
+            llm.delay = delay
+            for level in levels:
+                setting(port, "memory.worker_concurrency", level)
+                setting(port, "memory.worker_user_concurrency", level)
+                n = 4 * level
+                answers, elapsed = answer_replies(port, n)
+                rate, ideal = answers / elapsed, level / delay
+                rows.append({"delay_s": delay, "in_flight": level, "jobs": n, "answered": answers,
+                             "replies_per_s": rate, "ideal_per_s": ideal})
+                print(f"  replies with a {delay} s stand-in, {level} in flight: {answers} of {n} in {elapsed:.2f} s = "
+                      f"{rate:.2f}/s ({rate / ideal:.2f}× the ideal {ideal:.2f}/s)", flush=True)
+    finally:
+        llm.delay = 0.0
+        setting(port, "memory.worker_concurrency", 8)
+        setting(port, "memory.worker_user_concurrency", 2)
+    return rows
 
 
 def bench_limit_check(port, seconds):
@@ -148,8 +188,10 @@ def run(port, llm_port, smoke):
     llm = FakeLLM(llm_port)
     try:
         setup(port, llm_port)
+        setting(port, "memory.worker_user_concurrency", 8)  # the benchmark's one user may use every slot
         return {"chat": bench_chat(port, llm, 1000 if smoke else 10_000, 3 if smoke else 30),
                 "replies": bench_replies(port, 30 if smoke else 1000),
+                "reply_concurrency": bench_reply_concurrency(port, llm, smoke),
                 "limit_check": bench_limit_check(port, 2 if smoke else 10)}
     finally:
         llm.stop()
@@ -169,4 +211,9 @@ def report_lines(t):
             f"| reply jobs answered by the worker, replies/s ({r['answered']} of {r['jobs']}) | {r['replies_per_s']:.0f} |",
             f"| add_message/s without a per-user limit, 1 client | {lc['add_message_per_s_no_limit']:.0f} |",
             f"| add_message/s with `memory.max_messages_per_minute` checked | {lc['add_message_per_s_limit_checked']:.0f} "
-            f"({lc['add_message_per_s_limit_checked'] / lc['add_message_per_s_no_limit']:.2f}×) |"]
+            f"({lc['add_message_per_s_limit_checked'] / lc['add_message_per_s_no_limit']:.2f}×) |",
+            "", "Reply jobs with a slow stand-in (it answers after the delay), by `memory.worker_concurrency`; "
+            "the ideal is calls in flight / delay:", "",
+            "| stand-in delay | calls in flight | jobs | replies/s | × ideal |", "|---:|---:|---:|---:|---:|"] + [
+            f"| {r['delay_s']} s | {r['in_flight']} | {r['jobs']} | {r['replies_per_s']:.2f} | {r['replies_per_s'] / r['ideal_per_s']:.2f} |"
+            for r in t.get("reply_concurrency", [])]

@@ -30,7 +30,7 @@ cargo pgrx test pg15 --runas postgres --pgdata /tmp/memory_ext-pgrx-test/data
 echo "== install the extension"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
 # the released install scripts, for the upgrade test (cargo pgrx installs the upgrade scripts)
-install -m 644 sql/memory_ext--0.1.0.sql "$($PG_CONFIG --sharedir)/extension/"
+install -m 644 sql/memory_ext--[0-9]*.[0-9]*.[0-9]*.sql "$($PG_CONFIG --sharedir)/extension/"
 
 # The test servers listen on fixed ports inside Linux's ephemeral range: keep the kernel from
 # handing those ports to outgoing connections (a client socket on 55434 once kept a replica from

@@ -49,8 +49,10 @@ CREATE TABLE memory.llm_calls (
     local_prompt_tokens integer CHECK (local_prompt_tokens >= 0),
     latency_ms          double precision CHECK (latency_ms >= 0),
     -- ok: the answer was used; discarded: answered, but the conversation changed meanwhile;
-    -- error: no usable answer (error says why)
-    status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error')),
+    -- error: no usable answer (error says why); pending: the worker's call in flight (its row is
+    -- written before the call); unknown: the worker stopped while it was in flight, so the
+    -- provider may have answered and billed it
+    status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown')),
     error               text,
     created_at          timestamptz NOT NULL DEFAULT now()
 );
@@ -119,23 +121,32 @@ END $$;
 CREATE TRIGGER agents_before_write BEFORE INSERT OR UPDATE ON memory.agents
     FOR EACH ROW EXECUTE FUNCTION memory._agent_before_write();
 
--- Keeps the day's token counter of the user a call belongs to.
-CREATE FUNCTION memory._llm_call_after_insert() RETURNS trigger
+-- Keeps the day's token counter of the user a call belongs to: a call is charged when its row is
+-- written (the prompt as counted locally, while the provider has not reported), and charged the
+-- difference when the worker completes the row with the provider's figures.
+CREATE FUNCTION memory._llm_call_after_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_today date := (now() AT TIME ZONE 'UTC')::date;
     v_tokens bigint := coalesce(NEW.total_tokens, NEW.local_prompt_tokens, 0);
 BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        v_tokens := v_tokens - coalesce(OLD.total_tokens, OLD.local_prompt_tokens, 0);
+        IF v_tokens = 0 THEN
+            RETURN NULL;
+        END IF;
+    END IF;
     INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
     VALUES (NEW.user_id, '-infinity', 0, v_today, v_tokens)
     ON CONFLICT (user_id) DO UPDATE
-       SET day_tokens = CASE WHEN u.day_start = excluded.day_start THEN u.day_tokens + excluded.day_tokens ELSE excluded.day_tokens END,
+       SET day_tokens = greatest(0, CASE WHEN u.day_start = excluded.day_start THEN u.day_tokens + excluded.day_tokens
+                                         ELSE excluded.day_tokens END),
            day_start = excluded.day_start;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER llm_calls_after_insert AFTER INSERT ON memory.llm_calls
-    FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_insert();
+CREATE TRIGGER llm_calls_after_write AFTER INSERT OR UPDATE OF total_tokens, local_prompt_tokens ON memory.llm_calls
+    FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
 
 -- Limits ---------------------------------------------------------------------------------------
 -- Counts one message against the caller's memory.max_messages_per_minute (fixed one-minute
@@ -391,7 +402,7 @@ GRANT SELECT ON memory.llm_calls TO PUBLIC;
 REVOKE ALL ON memory.user_usage FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
-    memory._agent_before_write(), memory._llm_call_after_insert(), memory._check_token_quota_of(uuid),
+    memory._agent_before_write(), memory._llm_call_after_write(), memory._check_token_quota_of(uuid),
     memory._token_quota_error(uuid)
 FROM PUBLIC;
 

@@ -21,6 +21,8 @@ pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
 pub static WORKER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static WORKER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static WORKER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static WORKER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(8);
+pub static WORKER_USER_CONCURRENCY: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_BATCH: GucSetting<i32> = GucSetting::<i32>::new(100);
 pub static RETENTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
@@ -236,6 +238,26 @@ fn define_worker() {
         &WORKER_NAPTIME,
         10,
         3_600_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.worker_concurrency",
+        c"Most LLM calls the background worker has in flight at once (replies and summaries of different conversations).",
+        c"Each call waits on a thread of its own; no transaction is open during a call.",
+        &WORKER_CONCURRENCY,
+        1,
+        256,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.worker_user_concurrency",
+        c"Most of those calls one user's jobs may hold at once, so that one user cannot take every slot.",
+        c"",
+        &WORKER_USER_CONCURRENCY,
+        1,
+        256,
         GucContext::Sighup,
         GucFlags::default(),
     );

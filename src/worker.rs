@@ -1,12 +1,19 @@
-//! The background worker: claims a job of the queue (`memory.jobs`) in a short transaction and
-//! dispatches on its kind. A summary job calls the LLM with no transaction open and writes the
-//! summary in a new transaction; a reply job does the same with the agent's turn and appends the
-//! assistant's message, unless the conversation changed meanwhile (then it recomputes). Every
-//! LLM call is recorded in `memory.llm_calls`. Failures are recorded in the job and retried with backoff; an
+//! The background worker: claims jobs of the queue (`memory.jobs`) in short transactions and
+//! dispatches on their kind. A summary or reply job is prepared in a transaction (its window read,
+//! its LLM call recorded as `pending` in `memory.llm_calls`), its LLM call then runs on a thread of
+//! its own with no transaction open, and its answer is stored in a new transaction: the summary,
+//! or the assistant's message unless the conversation changed meanwhile (then it recomputes).
+//! Up to `memory.worker_concurrency` calls are in flight at once, at most
+//! `memory.worker_user_concurrency` of them for one user; the next job always comes from the
+//! waiting user served longest ago. Failures are recorded in the job and retried with backoff; an
 //! error text is never stored as a summary. An error while handling one job is recorded in that
 //! job and never stops the worker.
+//!
+//! Every call's usage row exists before the call starts: a worker that dies while calls are in
+//! flight leaves them `pending`, and the restarted worker marks them `unknown` (the provider may
+//! have answered and billed them) and queues their jobs again without spending an attempt.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -14,22 +21,26 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::Uuid;
+use serde_json::Value;
 
 use crate::api::context::{load_conversation, TurnRequest};
-use crate::api::llm_thread::{call_waiting, config};
+use crate::api::llm_thread::{self, config, InFlight, Poll};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::llm::{Answer, LlmError};
 use crate::core::summary::{backoff, choose_cut, extractive, request_body, summary_content, EXTRACTIVE_MODEL};
 use crate::core::tokenizer::Encoding;
-use crate::core::turn::{self, parse_reply, Reply, Usage};
+use crate::core::turn::{parse_reply, Reply, Usage};
 use crate::core::window::Row;
 use crate::gucs;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::PgTryBuilder;
 
+/// How often the worker looks for answers while calls are in flight.
+const POLL: Duration = Duration::from_millis(5);
+
 pub fn register() {
-    BackgroundWorkerBuilder::new("memory_ext summary worker")
-        .set_type("memory_ext summary worker")
+    BackgroundWorkerBuilder::new("memory_ext worker")
+        .set_type("memory_ext worker")
         .set_library("memory_ext")
         .set_function("memory_ext_worker_main")
         .enable_spi_access()
@@ -43,6 +54,7 @@ struct Claimed {
     kind: String,
     conversation_id: Uuid,
     user_id: Uuid,
+    /// Failed attempts so far (an interrupted worker does not count).
     attempts: i32,
     encoding: Encoding,
     total_tokens: i64,
@@ -59,22 +71,38 @@ struct Job {
     answered_later: HashSet<String>,
 }
 
-/// A reply job's turn, read in the load transaction.
-struct ReplyJob {
-    agent: Option<Uuid>,
-    model: String,
-    body: serde_json::Value,
-    local_prompt: i64,
+/// What an answer is for.
+enum Work {
+    Summary {
+        covers_through_seq: i64,
+        model: String,
+    },
     /// The conversation's last seq when the window was built: the answer is stale when it moved.
-    last_seq: i64,
+    Reply {
+        last_seq: i64,
+    },
 }
 
-/// One LLM call, for `memory.llm_calls`.
+/// What preparing a job gave: an LLM call to make (its usage row already `pending`), or an
+/// outcome reached without one.
+enum Prepared {
+    Call { work: Work, body: Value, call_id: i64 },
+    Finished(Outcome),
+}
+
+/// A job whose LLM call is in flight.
+struct Running {
+    job: Claimed,
+    work: Work,
+    call_id: i64,
+    call: InFlight,
+}
+
+/// What the provider reported about one call, for its `memory.llm_calls` row.
+#[derive(Clone)]
 struct Call {
-    model: String,
-    agent: Option<Uuid>,
+    id: i64,
     usage: Usage,
-    local_prompt: Option<i64>,
     latency_ms: f64,
 }
 
@@ -91,16 +119,22 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = gucs::string(&gucs::WORKER_DATABASE).unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    log!("memory_ext summary worker started in database \"{db}\"");
+    log!("memory_ext worker started in database \"{db}\"");
     BackgroundWorker::transaction(recover_interrupted_jobs);
     // (sigterm_received() clears the flag it reads, so the decision to stop is kept here.)
     let mut stopping = false;
     let mut retention = Retention { last_check: None, more_due: false };
-    while !stopping && BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::WORKER_NAPTIME.get() as u64))) {
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        let nap = if running.is_empty() { Duration::from_millis(gucs::WORKER_NAPTIME.get() as u64) } else { POLL };
+        if stopping || !BackgroundWorker::wait_latch(Some(nap)) {
+            break;
+        }
         if BackgroundWorker::sighup_received() {
             // SAFETY: the documented way for a background worker to reload its settings.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
+        finish_answered(&mut running);
         loop {
             if BackgroundWorker::sigterm_received() {
                 stopping = true;
@@ -109,10 +143,13 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
             // A worker must not outlive a crashed postmaster: it would hold shared memory and
             // block the restart.
             if !postmaster_alive() {
-                log!("memory_ext summary worker: the postmaster died; exiting");
+                log!("memory_ext worker: the postmaster died; exiting");
                 unsafe { pg_sys::proc_exit(1) };
             }
-            let claimed = match try_transaction(claim_job) {
+            if running.len() >= gucs::WORKER_CONCURRENCY.get() as usize {
+                break;
+            }
+            let claimed = match try_transaction(|| claim_job(&saturated_users(&running))) {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => {
                     retention.maybe_enqueue();
@@ -123,38 +160,146 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                     break;
                 }
             };
-            let result = match claimed.kind.as_str() {
-                "summary" => try_transaction(|| load_job(&claimed))
-                    .map(|job| run(&job))
-                    .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
-                "reply" => try_transaction(|| load_reply(&claimed))
-                    .map(|job| {
-                        job.map_or(
-                            Outcome::NothingToDo("nothing to answer: no message, or the newest is already an answer"),
-                            run_reply,
-                        )
-                    })
-                    .and_then(|outcome| try_transaction(|| finish(&claimed, outcome))),
-                "retention" => try_transaction(run_retention).and_then(|(outcome, more)| {
-                    retention.more_due = more;
-                    try_transaction(|| finish(&claimed, outcome))
-                }),
-                other => Err(format!("unknown job kind \"{other}\"")),
-            };
-            if let Err(e) = result {
-                // Recorded in the job like an LLM failure: retried with backoff, then failed.
-                let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", claimed.kind)), None);
-                if let Err(e2) = try_transaction(|| finish(&claimed, failed)) {
-                    warning!("memory_ext: recording the failure of job {} failed: {e2}", claimed.id);
-                }
+            if let Some(started) = start(claimed, &mut retention) {
+                running.push(started);
             }
+            finish_answered(&mut running);
+        }
+    }
+    if !running.is_empty() {
+        log!("memory_ext worker stopping with {} LLM calls in flight; their jobs will be redone", running.len());
+        if let Err(e) = try_transaction(|| release(&running)) {
+            warning!("memory_ext: queueing the interrupted jobs again failed: {e}");
         }
     }
     // Exit code 1 asks the postmaster for a restart after the restart time: a worker stopped by
     // pg_terminate_backend comes back; at server shutdown nothing is restarted anyway.
-    log!("memory_ext summary worker stopped");
+    log!("memory_ext worker stopped");
     unsafe { pg_sys::proc_exit(1) };
 }
+
+/// The users whose jobs hold `memory.worker_user_concurrency` calls already.
+fn saturated_users(running: &[Running]) -> Vec<Uuid> {
+    let cap = gucs::WORKER_USER_CONCURRENCY.get() as usize;
+    let mut per_user: HashMap<Uuid, usize> = HashMap::new();
+    for r in running {
+        *per_user.entry(r.job.user_id).or_default() += 1;
+    }
+    per_user.into_iter().filter(|&(_, n)| n >= cap).map(|(u, _)| u).collect()
+}
+
+/// Prepares a claimed job and starts its LLM call; a job that needs no call is finished here.
+fn start(job: Claimed, retention: &mut Retention) -> Option<Running> {
+    let prepared = match job.kind.as_str() {
+        "summary" => try_transaction(|| prepare_summary(&job)),
+        "reply" => try_transaction(|| prepare_reply(&job)),
+        "retention" => try_transaction(run_retention).map(|(outcome, more)| {
+            retention.more_due = more;
+            Prepared::Finished(outcome)
+        }),
+        other => Err(format!("unknown job kind \"{other}\"")),
+    };
+    match prepared {
+        Ok(Prepared::Call { work, body, call_id }) => {
+            Some(Running { call: llm_thread::start(config(), body), job, work, call_id })
+        }
+        Ok(Prepared::Finished(outcome)) => {
+            settle(&job, outcome);
+            None
+        }
+        Err(e) => {
+            settle(&job, Outcome::Failed(LlmError::new(format!("{} job failed: {e}", job.kind)), None));
+            None
+        }
+    }
+}
+
+/// Finishes every job whose answer has arrived.
+fn finish_answered(running: &mut Vec<Running>) {
+    let mut k = 0;
+    while k < running.len() {
+        match running[k].call.poll() {
+            Poll::Waiting => k += 1,
+            Poll::Done(result) => {
+                let r = running.swap_remove(k);
+                let outcome = outcome_of(r.work, r.call_id, result);
+                settle(&r.job, outcome);
+            }
+        }
+    }
+}
+
+/// Writes an outcome in a transaction of its own; when that fails, records the failure instead.
+fn settle(job: &Claimed, outcome: Outcome) {
+    let call = match &outcome {
+        Outcome::Summary { call: Some(c), .. } | Outcome::Reply { call: c, .. } | Outcome::Failed(_, Some(c)) => {
+            Some(c.clone())
+        }
+        _ => None,
+    };
+    if let Err(e) = try_transaction(|| finish(job, outcome)) {
+        // Recorded in the job like an LLM failure (the call's usage kept): retried with backoff,
+        // then failed.
+        let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", job.kind)), call);
+        if let Err(e2) = try_transaction(|| finish(job, failed)) {
+            warning!("memory_ext: recording the failure of job {} failed: {e2}", job.id);
+        }
+    }
+}
+
+/// The outcome of an answered call.
+fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Outcome {
+    let answer = match result {
+        Err(e) => return Outcome::Failed(e, Some(Call { id: call_id, usage: Usage::default(), latency_ms: 0.0 })),
+        Ok(answer) => answer,
+    };
+    let latency_ms = answer.latency.as_secs_f64() * 1000.0;
+    let call = |usage| Call { id: call_id, usage, latency_ms };
+    match work {
+        Work::Summary { covers_through_seq, model } => match summary_content(&answer.json, &answer.text) {
+            Ok(content) => Outcome::Summary {
+                covers_through_seq,
+                content,
+                model,
+                call: Some(call(Usage::from_answer(&answer.json))),
+            },
+            Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
+        },
+        Work::Reply { last_seq } => match parse_reply(&answer.json, &answer.text) {
+            Ok(reply) => {
+                let usage = reply.usage.clone();
+                Outcome::Reply { reply, last_seq, call: call(usage) }
+            }
+            Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
+        },
+    }
+}
+
+/// A stopping worker's calls in flight: their jobs are queued again (not counted as an attempt)
+/// and their usage rows say the outcome is unknown.
+fn release(running: &[Running]) {
+    let jobs: Vec<i64> = running.iter().map(|r| r.job.id).collect();
+    let calls: Vec<i64> = running.iter().map(|r| r.call_id).collect();
+    Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE memory.jobs SET status = 'queued', updated_at = now(),
+                    last_error = 'interrupted: the worker stopped during this job (not counted as an attempt)'
+              WHERE id = ANY ($1) AND status = 'running'",
+            None,
+            &[jobs.into()],
+        )
+        .expect("queueing the interrupted jobs again");
+        c.update(
+            "UPDATE memory.llm_calls SET status = 'unknown', error = $2 WHERE id = ANY ($1) AND status = 'pending'",
+            None,
+            &[calls.into(), UNKNOWN_OUTCOME.into()],
+        )
+        .expect("marking the interrupted calls");
+    })
+}
+
+const UNKNOWN_OUTCOME: &str =
+    "the worker stopped while this call was in flight: the provider may have answered (and billed) it";
 
 /// When to ask for the next retention job: every memory.retention_interval seconds (the job is
 /// queued only while memory.retention_days or an agent's retention_days is set), and at once
@@ -244,29 +389,39 @@ fn installed(c: &SpiClient) -> bool {
         .unwrap_or(false)
 }
 
-/// A job left `running` belonged to a worker that died: queue it again (or fail it, when out of
-/// attempts).
+/// Jobs left `running` belonged to a worker that died: queue them again without spending an
+/// attempt (a job interrupted `memory.max_attempts` times is failed: it may be what kills the
+/// worker). Calls left `pending` may have been answered and billed: their outcome is `unknown`.
 fn recover_interrupted_jobs() {
     Spi::connect_mut(|c| {
         if !installed(c) {
             return;
         }
         c.update(
-            "UPDATE memory.jobs SET status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'queued' END,
-                    last_error = 'interrupted: the worker stopped during this attempt', updated_at = now()
+            "UPDATE memory.jobs
+                SET status = CASE WHEN coalesce((payload->>'interruptions')::int, 0) + 1 >= $1 THEN 'failed' ELSE 'queued' END,
+                    payload = payload || jsonb_build_object('interruptions', coalesce((payload->>'interruptions')::int, 0) + 1),
+                    last_error = 'interrupted: the worker stopped during this job (not counted as an attempt)',
+                    updated_at = now()
               WHERE status = 'running'",
             None,
             &[gucs::MAX_ATTEMPTS.get().into()],
         )
         .expect("recovering interrupted jobs");
+        c.update(
+            "UPDATE memory.llm_calls SET status = 'unknown', error = $1 WHERE status = 'pending'",
+            None,
+            &[UNKNOWN_OUTCOME.into()],
+        )
+        .expect("recovering interrupted calls");
     })
 }
 
 /// Marks the next due job `running`, taking it from the waiting user whose jobs were served
 /// longest ago (fair between users; one index probe per waiting user, whatever the queue's
-/// length). A job whose conversation cannot be read is ended here, never left
-/// `running`.
-fn claim_job() -> Option<Claimed> {
+/// length), except users in `saturated` (their jobs hold their share of the calls in flight). A
+/// job whose conversation cannot be read is ended here, never left `running`.
+fn claim_job(saturated: &[Uuid]) -> Option<Claimed> {
     Spi::connect_mut(|c| {
         if !installed(c) {
             return None;
@@ -274,13 +429,13 @@ fn claim_job() -> Option<Claimed> {
         let claimed = c
             .update(
                 "UPDATE memory.jobs j
-                    SET status = 'running', attempts = j.attempts + 1, updated_at = now()
+                    SET status = 'running', updated_at = now()
                   WHERE j.id = (SELECT n.id FROM memory.queue_turns t
                                  CROSS JOIN LATERAL (SELECT q.id FROM memory.jobs q
                                                       WHERE q.user_id = t.user_id AND q.status = 'queued'
                                                         AND q.run_after <= now()
                                                       ORDER BY q.run_after, q.id LIMIT 1) n
-                                 WHERE t.queued > 0
+                                 WHERE t.queued > 0 AND t.user_id <> ALL ($1)
                                  ORDER BY t.last_claimed_at NULLS FIRST
                                  LIMIT 1)
                     AND j.status = 'queued'
@@ -289,7 +444,7 @@ fn claim_job() -> Option<Claimed> {
                         (SELECT c.total_tokens FROM memory.conversations c WHERE c.id = j.conversation_id),
                         j.user_id, j.kind",
                 None,
-                &[],
+                &[saturated.to_vec().into()],
             )
             .expect("claiming a job");
         if claimed.is_empty() {
@@ -304,7 +459,7 @@ fn claim_job() -> Option<Claimed> {
                 id,
                 kind,
                 conversation_id: Uuid::from_bytes([0; 16]),
-                attempts: row.get(3).ok().flatten().unwrap_or(1),
+                attempts: row.get(3).ok().flatten().unwrap_or(0),
                 encoding: Encoding::resolve("cl100k_base").ok()?,
                 total_tokens: 0,
                 user_id: Uuid::from_bytes([0; 16]),
@@ -406,24 +561,28 @@ fn load_job(claimed: &Claimed) -> Job {
     })
 }
 
-/// The turn of a reply job: the agent's window as it stands now. None when the newest message
-/// is already a plain assistant answer (nothing to reply to).
-fn load_reply(claimed: &Claimed) -> Option<ReplyJob> {
+/// A reply job's call: the agent's window as it stands now, with its usage row `pending`.
+/// Nothing to do when the newest message is already a plain assistant answer.
+fn prepare_reply(job: &Claimed) -> Prepared {
     Spi::connect_mut(|c| {
-        let conv = load_conversation(c, claimed.conversation_id)?;
+        let Some(conv) = load_conversation(c, job.conversation_id) else {
+            return Prepared::Finished(Outcome::NothingToDo("the conversation is gone"));
+        };
         let newest = c
             .select(
                 "SELECT role = 'assistant' AND tool_calls IS NULL FROM memory.conversation_messages
                   WHERE conversation_id = $1 ORDER BY seq DESC LIMIT 1",
                 None,
-                &[claimed.conversation_id.into()],
+                &[job.conversation_id.into()],
             )
             .expect("reading the newest message");
         if newest.first().get_one::<bool>().ok().flatten().unwrap_or(true) {
-            return None;
+            return Prepared::Finished(Outcome::NothingToDo(
+                "nothing to answer: no message, or the newest is already an answer",
+            ));
         }
         // over the owner's daily token limit: an error, recorded in the job and retried later
-        c.update("SELECT memory._check_token_quota_of($1)", None, &[claimed.user_id.into()])
+        c.update("SELECT memory._check_token_quota_of($1)", None, &[job.user_id.into()])
             .expect("checking the daily token limit");
         // the window's page queries walk the index, as in build_context (see sql/context.sql)
         c.update(
@@ -433,110 +592,77 @@ fn load_reply(claimed: &Claimed) -> Option<ReplyJob> {
         )
         .expect("pinning the window's plans");
         let request = TurnRequest::new(c, &conv);
-        Some(ReplyJob {
-            agent: conv.agent,
-            model: conv.settings.model.clone(),
-            local_prompt: request.local_prompt_tokens(),
-            body: request.body,
-            last_seq: conv.last_seq,
-        })
+        let call_id = begin_call(c, job, &conv.settings.model, conv.agent, Some(request.local_prompt_tokens()));
+        Prepared::Call { work: Work::Reply { last_seq: conv.last_seq }, body: request.body, call_id }
     })
 }
 
-/// The worker's way to wait for an LLM call: neither shutdown nor postmaster death waits for
-/// it. The job is then left `running`, and a restarted worker queues it again.
-fn call_llm(body: serde_json::Value) -> Result<Answer, LlmError> {
-    call_waiting(config(), body, || {
-        if !postmaster_alive() {
-            log!("memory_ext summary worker: the postmaster died during an LLM call; exiting");
-            unsafe { pg_sys::proc_exit(1) };
-        }
-        if BackgroundWorker::sigterm_received() {
-            log!("memory_ext summary worker stopped during an LLM call; its job will be redone");
-            unsafe { pg_sys::proc_exit(1) };
-        }
-    })
-}
-
-fn run_reply(job: ReplyJob) -> Outcome {
-    let ReplyJob { agent, model, body, local_prompt, last_seq } = job;
-    let call = |usage: Usage, latency_ms: f64| Call {
-        model: model.clone(),
-        agent,
-        usage,
-        local_prompt: Some(local_prompt),
-        latency_ms,
-    };
-    match call_llm(body) {
-        Err(e) => Outcome::Failed(e, Some(call(Usage::default(), 0.0))),
-        Ok(answer) => {
-            let ms = answer.latency.as_secs_f64() * 1000.0;
-            match parse_reply(&answer.json, &answer.text) {
-                Ok(reply) => {
-                    let usage = reply.usage.clone();
-                    Outcome::Reply { reply, last_seq, call: call(usage, ms) }
-                }
-                Err(e) => Outcome::Failed(e, Some(call(turn::Usage::from_answer(&answer.json), ms))),
-            }
-        }
-    }
-}
-
-/// Everything between claiming and finishing: no transaction is open here.
-fn run(job: &Job) -> Outcome {
+/// A summary job's call: the next cut of the conversation, with its usage row `pending`. Without
+/// an API key the built-in extractive summarizer answers at once.
+fn prepare_summary(job: &Claimed) -> Prepared {
+    let batch = load_job(job);
     let Some(cut) =
-        choose_cut(&job.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), job.tail_tokens, &job.answered_later)
+        choose_cut(&batch.rows, i64::from(gucs::SUMMARY_KEEP_TOKENS.get()), batch.tail_tokens, &batch.answered_later)
     else {
-        return Outcome::NothingToDo("nothing to summarize: every message is among the newest kept verbatim");
+        return Prepared::Finished(Outcome::NothingToDo(
+            "nothing to summarize: every message is among the newest kept verbatim",
+        ));
     };
-    let rows: Vec<Row> = job.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
+    let rows: Vec<Row> = batch.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
     let max_tokens = gucs::SUMMARY_MAX_TOKENS.get();
-    let model = gucs::string(&gucs::LLM_MODEL).unwrap_or_default();
     if gucs::string(&gucs::LLM_API_KEY).is_none() {
-        let content = extractive(job.previous.as_deref(), &rows, job.encoding, max_tokens);
-        return Outcome::Summary { covers_through_seq: cut, content, model: EXTRACTIVE_MODEL.to_owned(), call: None };
+        let content = extractive(batch.previous.as_deref(), &rows, batch.encoding, max_tokens);
+        return Prepared::Finished(Outcome::Summary {
+            covers_through_seq: cut,
+            content,
+            model: EXTRACTIVE_MODEL.to_owned(),
+            call: None,
+        });
     }
-    let body = request_body(&model, job.previous.as_deref(), &rows, max_tokens);
-    let call = |usage: Usage, latency_ms: f64| Call {
-        model: model.clone(),
-        agent: None,
-        usage,
-        local_prompt: None,
-        latency_ms,
-    };
-    match call_llm(body) {
-        Err(e) => Outcome::Failed(e, Some(call(Usage::default(), 0.0))),
-        Ok(answer) => {
-            let c = call(Usage::from_answer(&answer.json), answer.latency.as_secs_f64() * 1000.0);
-            match summary_content(&answer.json, &answer.text) {
-                Ok(content) => {
-                    Outcome::Summary { covers_through_seq: cut, content, model: model.clone(), call: Some(c) }
-                }
-                Err(e) => Outcome::Failed(e, Some(c)),
-            }
-        }
-    }
+    let model = gucs::string(&gucs::LLM_MODEL).unwrap_or_default();
+    let body = request_body(&model, batch.previous.as_deref(), &rows, max_tokens);
+    let call_id = Spi::connect_mut(|c| begin_call(c, job, &model, None, None));
+    Prepared::Call { work: Work::Summary { covers_through_seq: cut, model }, body, call_id }
 }
 
-fn record_call(c: &mut SpiClient, job: &Claimed, call: &Call, status: &str, error: Option<&str>) {
-    let n = |v: Option<i64>| v.map(|v| v.min(i64::from(i32::MAX)) as i32);
+/// The usage row of a call about to start, `pending` until its answer is in: committed before
+/// the call, so that no call the provider may bill goes unrecorded.
+fn begin_call(c: &mut SpiClient, job: &Claimed, model: &str, agent: Option<Uuid>, local_prompt: Option<i64>) -> i64 {
+    let local_prompt = local_prompt.map(|v| v.min(i64::from(i32::MAX)) as i32);
     c.update(
-        "INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, job_id, kind, model, prompt_tokens,
-                                       completion_tokens, total_tokens, local_prompt_tokens, latency_ms, status, error)
-         SELECT c.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-           FROM memory.conversations c WHERE c.id = $1",
+        "INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, job_id, kind, model, local_prompt_tokens, status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') RETURNING id",
         None,
         &[
             job.conversation_id.into(),
             job.user_id.into(),
-            call.agent.into(),
+            agent.into(),
             job.id.into(),
             job.kind.clone().into(),
-            call.model.clone().into(),
+            model.into(),
+            local_prompt.into(),
+        ],
+    )
+    .expect("recording the LLM call")
+    .first()
+    .get_one::<i64>()
+    .expect("reading the call's id")
+    .expect("the call's id")
+}
+
+/// Completes a call's usage row with what the provider reported.
+fn record_call(c: &mut SpiClient, call: &Call, status: &str, error: Option<&str>) {
+    let n = |v: Option<i64>| v.map(|v| v.min(i64::from(i32::MAX)) as i32);
+    c.update(
+        "UPDATE memory.llm_calls
+            SET prompt_tokens = $2, completion_tokens = $3, total_tokens = $4, latency_ms = $5, status = $6, error = $7
+          WHERE id = $1",
+        None,
+        &[
+            call.id.into(),
             n(call.usage.prompt_tokens).into(),
             n(call.usage.completion_tokens).into(),
             n(call.usage.total_tokens).into(),
-            n(call.local_prompt).into(),
             call.latency_ms.into(),
             status.into(),
             error.into(),
@@ -556,14 +682,14 @@ fn finish(job: &Claimed, outcome: Outcome) {
             | Outcome::Reply { call, .. }
             | Outcome::Failed(_, Some(call)) = &outcome
             {
-                record_call(c, job, call, "discarded", Some("the job was cancelled while the LLM answered"));
+                record_call(c, call, "discarded", Some("the job was cancelled while the LLM answered"));
             }
             return;
         }
         match outcome {
             Outcome::Summary { covers_through_seq, content, model, call } => {
                 if let Some(call) = &call {
-                    record_call(c, job, call, "ok", None);
+                    record_call(c, call, "ok", None);
                 }
                 // FOR KEY SHARE: a conversation deleted meanwhile (its job went with it) ends
                 // cleanly with nothing written; one being deleted waits for this commit.
@@ -593,14 +719,15 @@ fn finish(job: &Claimed, outcome: Outcome) {
             }
             Outcome::Failed(e, call) => {
                 if let Some(call) = &call {
-                    record_call(c, job, call, "error", Some(&e.message));
+                    record_call(c, call, "error", Some(&e.message));
                 }
-                let wait =
-                    backoff(job.attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
-                warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, job.attempts, e.message);
+                let attempts = job.attempts + 1;
+                let wait = backoff(attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
+                warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, attempts, e.message);
                 c.update(
                     "UPDATE memory.jobs
-                        SET status = CASE WHEN attempts >= $2 THEN 'failed' ELSE 'queued' END,
+                        SET attempts = attempts + 1,
+                            status = CASE WHEN attempts + 1 >= $2 THEN 'failed' ELSE 'queued' END,
                             last_error = $3,
                             run_after = now() + make_interval(secs => $4),
                             updated_at = now()
@@ -637,12 +764,13 @@ fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: Reply, last_seq: i64, c
         .expect("locking the conversation");
     let Some(now_seq) = now_seq.first().get_one::<i64>().ok().flatten() else {
         // deleted meanwhile: its jobs went with it
+        record_call(c, call, "discarded", Some("the conversation was deleted while the LLM answered"));
         return;
     };
     if now_seq != last_seq {
-        record_call(c, job, call, "discarded", Some("the conversation changed while the LLM answered"));
+        record_call(c, call, "discarded", Some("the conversation changed while the LLM answered"));
         c.update(
-            "UPDATE memory.jobs SET status = 'queued', attempts = attempts - 1, run_after = now(), updated_at = now(),
+            "UPDATE memory.jobs SET status = 'queued', run_after = now(), updated_at = now(),
                     last_error = 'recomputing: a message arrived while the LLM answered'
               WHERE id = $1",
             None,
@@ -662,7 +790,7 @@ fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: Reply, last_seq: i64, c
         .first()
         .get_one::<Uuid>()
         .expect("reading the reply's id");
-    record_call(c, job, call, "ok", None);
+    record_call(c, call, "ok", None);
     c.update(
         "UPDATE memory.jobs SET status = 'done', last_error = NULL, updated_at = now(),
                 payload = payload || jsonb_build_object('message_id', $2::uuid)

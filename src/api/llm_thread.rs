@@ -1,5 +1,10 @@
 //! Running an LLM call on a thread of its own, so that the backend or worker that waits for it
-//! keeps serving interrupts (cancel, statement_timeout, shutdown, postmaster death).
+//! keeps serving interrupts (cancel, statement_timeout, shutdown, postmaster death), and so that
+//! the worker can have several calls in flight at once.
+//!
+//! The call's thread runs plain Rust only (HTTP, JSON): nothing of PostgreSQL — no palloc, elog,
+//! SPI, latch or interrupt check — and it blocks every signal from its first instruction (see
+//! `core::threads`), so no PostgreSQL or pgrx signal handler ever runs on it.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -7,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::core::llm::{complete, Answer, LlmConfig, LlmError};
+use crate::core::threads::spawn_without_signals;
 use crate::gucs;
 
 /// The endpoint and key of the operator's settings.
@@ -18,28 +24,62 @@ pub fn config() -> LlmConfig {
     }
 }
 
-/// Waits for the call, running `between` every 10 ms; `between` may raise an error or exit the
-/// process, abandoning the call (its thread ends by itself within `memory.llm_timeout`). The
-/// thread blocks every signal: they are the backend's, and its handlers must run on its own
-/// thread.
-pub fn call_waiting(cfg: LlmConfig, body: Value, mut between: impl FnMut()) -> Result<Answer, LlmError> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // SAFETY: plain libc calls on this new thread's own signal mask.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+/// A call in flight: its answer arrives on the channel. Dropping it abandons the call (its thread
+/// ends by itself within `memory.llm_timeout`).
+pub struct InFlight(mpsc::Receiver<Result<Answer, LlmError>>);
+
+pub enum Poll {
+    Done(Result<Answer, LlmError>),
+    Waiting,
+}
+
+impl InFlight {
+    /// The answer, if it has arrived.
+    pub fn poll(&self) -> Poll {
+        match self.0.try_recv() {
+            Ok(result) => Poll::Done(result),
+            Err(mpsc::TryRecvError::Empty) => Poll::Waiting,
+            Err(mpsc::TryRecvError::Disconnected) => Poll::Done(Err(ended_without_answer())),
         }
+    }
+
+    /// Waits up to `timeout` for the answer.
+    pub fn wait(&self, timeout: Duration) -> Poll {
+        match self.0.recv_timeout(timeout) {
+            Ok(result) => Poll::Done(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => Poll::Waiting,
+            Err(mpsc::RecvTimeoutError::Disconnected) => Poll::Done(Err(ended_without_answer())),
+        }
+    }
+}
+
+fn ended_without_answer() -> LlmError {
+    LlmError::new("the LLM call ended without an answer")
+}
+
+/// Starts the call on a thread that no signal can reach.
+pub fn start(cfg: LlmConfig, body: Value) -> InFlight {
+    let (tx, rx) = mpsc::channel();
+    let spawned = spawn_without_signals("memory_ext llm call", move || {
         let _ = tx.send(complete(&cfg, &body));
     });
+    if let Err(e) = spawned {
+        // the sender went with the closure: poll() reports the failure
+        let (tx, rx) = mpsc::channel();
+        let _ = tx.send(Err(LlmError::new(format!("could not start the LLM call's thread: {e}"))));
+        return InFlight(rx);
+    }
+    InFlight(rx)
+}
+
+/// Makes the call and waits for it, running `between` every 10 ms; `between` may raise an error
+/// or exit the process, abandoning the call.
+pub fn call_waiting(cfg: LlmConfig, body: Value, mut between: impl FnMut()) -> Result<Answer, LlmError> {
+    let call = start(cfg, body);
     loop {
-        match rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(result) => return result,
-            Err(mpsc::RecvTimeoutError::Timeout) => between(),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(LlmError::new("the LLM call ended without an answer"))
-            }
+        match call.wait(Duration::from_millis(10)) {
+            Poll::Done(result) => return result,
+            Poll::Waiting => between(),
         }
     }
 }

@@ -3,6 +3,7 @@ pub mod chat;
 pub mod error;
 pub mod llm;
 pub mod summary;
+pub mod threads;
 pub mod tokenizer;
 pub mod turn;
 pub mod window;

@@ -1,5 +1,5 @@
 """A fake OpenAI-compatible endpoint on 127.0.0.1 for the worker and chat tests: records every
-request and answers according to `mode` (ok, 500, 429, hang, badjson, empty, refuse).
+request (with the times it arrived and, for ok answers, was answered) and answers according to `mode` (ok, 500, 429, hang, badjson, empty, refuse).
 
 In `ok` mode it answers like a tiny deterministic model: a summary request gets "SUMMARY #n";
 a chat whose last message is a tool result gets "The tool said: …"; a user message containing
@@ -50,9 +50,10 @@ class FakeLLM:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                         "json": json.loads(body), "at": time.time(), "mode": fake.mode}
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                                          "json": json.loads(body), "at": time.time(), "mode": fake.mode})
+                    fake.requests.append(entry)
                     n = len(fake.requests)
                     mode = fake.mode
                     if fake.ok_requests_left is not None:
@@ -72,7 +73,8 @@ class FakeLLM:
                 if mode == "refuse":
                     return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I cannot help with that."}, "finish_reason": "stop"}]})
                 time.sleep(fake.delay)
-                return self.reply(200, answer(json.loads(body), n))
+                self.reply(200, answer(json.loads(body), n))
+                entry["done"] = time.time()
 
             def reply(self, status, obj, headers=None, raw=None):
                 data = raw if raw is not None else json.dumps(obj).encode()

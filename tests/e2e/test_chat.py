@@ -351,7 +351,8 @@ def test_rewind_cancels_a_reply_the_worker_is_computing(pg, llm):
         assert one(c, "SELECT memory.rewind_conversation(%s, 1)", cid) == 2
         with pytest.raises(psycopg.errors.NoDataFound):  # the job went with the rewind
             c.execute("SELECT memory.reply_status(%s)", (job,))
-        wait_for(lambda: fetch(pg, "SELECT 1 FROM memory.llm_calls WHERE conversation_id = %s", cid), timeout=15)
+        # the call's row is written before the call ('pending') and completed when the answer comes
+        wait_for(lambda: fetch(pg, "SELECT 1 FROM memory.llm_calls WHERE conversation_id = %s AND status <> 'pending'", cid), timeout=15)
         rows = c.execute("SELECT seq, role, content FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,)).fetchall()
         assert rows == [(1, "user", "first")]
         assert c.execute("SELECT status, job_id FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchall() == [("discarded", job)]

@@ -33,7 +33,7 @@ def test_everything_works_without_preload(cluster):
             # the queue still fills; only the worker is absent
             assert c.execute("SELECT memory.request_summary(%s)", (cid,)).fetchone()[0] > 0
             assert c.execute("SELECT memory.summary_status(%s)->'job'->>'status'", (cid,)).fetchone()[0] == "queued"
-            assert c.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'memory_ext summary worker'").fetchone()[0] == 0
+            assert c.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'memory_ext worker'").fetchone()[0] == 0
         print(f"first estimate_tokens in a new connection without preload: {first_ms:.1f} ms")
     finally:
         subprocess.run([f"{ROOT}/scripts/cluster.sh", "stop", root], check=True)

@@ -81,7 +81,7 @@ REVIEWED = {
     "_check_token_quota_of(uuid)": ("pinned", False, False),
     "_raise_error(jsonb)": ("pinned", False, True),
     "_agent_before_write()": ("pinned", False, False),
-    "_llm_call_after_insert()": ("pinned", False, False),
+    "_llm_call_after_write()": ("pinned", False, False),
     "_conversation_before_insert()": ("pinned", False, False),
     "_conversation_before_update()": ("pinned", False, False),
     "_message_before_insert()": ("pinned", False, False),

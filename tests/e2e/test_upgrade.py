@@ -1,9 +1,10 @@
-"""Upgrades: a database made with the released 0.1.0 and upgraded with ALTER EXTENSION UPDATE has
-exactly the catalog of a fresh install of this version, and its data keeps working. Released
-install scripts never change."""
+"""Upgrades: a database made with any released version (0.1.0, 0.2.0) and upgraded with ALTER
+EXTENSION UPDATE has exactly the catalog of a fresh install of this version, and its data keeps
+working. Released install scripts never change."""
 import hashlib
 import json
 import os
+import re
 import uuid
 
 import psycopg
@@ -14,7 +15,11 @@ from conftest import ROOT, connect, dsn
 RELEASED = {
     # file under sql/ -> sha256 of the released text; a released script is never edited
     "memory_ext--0.1.0.sql": "64c83e79968547d54fdcd2691a70cfcdebce8c20759f72f5597f641dcd20f6fe",
+    "memory_ext--0.2.0.sql": "cb333983bf8eca13ed1854e85ae5d9fac8a0febccd40817f29ef9ea38431868a",
 }
+
+with open(os.path.join(ROOT, "Cargo.toml")) as _f:
+    CURRENT = re.search(r'^version = "([^"]+)"', _f.read(), re.M).group(1)
 
 # Everything an extension defines, as text that must be equal between the two databases.
 CATALOG = {
@@ -140,7 +145,7 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
     with connect(up) as c:
         jobs_before = c.execute("SELECT id, conversation_id, status FROM memory.summary_jobs ORDER BY id").fetchall()
         c.execute("ALTER EXTENSION memory_ext UPDATE")
-        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == "0.2.0"
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == CURRENT
     fresh_db(fresh)
     diff = catalog_diff(catalog(up), catalog(fresh))
     assert diff == [], "\n".join(diff)
@@ -179,6 +184,89 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
         c.execute("SELECT memory.add_message(%s, 'user', 'hello agent')", (cids[2],))
     with connect(up) as c:
         assert c.execute("SELECT status FROM memory.jobs WHERE kind = 'reply' AND conversation_id = %s", (cids[2],)).fetchall() == [("queued",)]
+    with connect("postgres") as c:
+        c.execute(f"DROP DATABASE {up} WITH (FORCE)")
+        c.execute(f"DROP DATABASE {fresh} WITH (FORCE)")
+
+
+def test_every_released_version_has_its_install_script_and_an_upgrade_path():
+    released = sorted(re.match(r"memory_ext--(.+)\.sql$", n).group(1) for n in RELEASED)
+    assert released == sorted(n[len("memory_ext--"):-4] for n in os.listdir(os.path.join(ROOT, "sql"))
+                              if re.fullmatch(r"memory_ext--\d+\.\d+\.\d+\.sql", n))
+    steps = {tuple(re.fullmatch(r"memory_ext--(.+)--(.+)\.sql", n).groups()) for n in os.listdir(os.path.join(ROOT, "sql"))
+             if re.fullmatch(r"memory_ext--.+--.+\.sql", n)}
+    for version in released:
+        v = version
+        while v != CURRENT:
+            nxt = [b for a, b in steps if a == v]
+            assert len(nxt) == 1, f"no single upgrade step from {v}"
+            v = nxt[0]
+
+
+def load_020_data(dbname, user):
+    """Conversations with an agent, tool calls, a summary, a share and a template, written
+    through the 0.2.0 API; a finished LLM call as the worker recorded it then."""
+    other = str(uuid.uuid4())
+    with connect(dbname, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        agent = c.execute("SELECT (memory.create_agent('helper', 'You are helpful.')).id").fetchone()[0]
+        cids = []
+        for k in range(2):
+            cid = c.execute("SELECT (memory.create_conversation(%s, %s)).id", (agent, f"conv {k}")).fetchone()[0]
+            cids.append(cid)
+            for i in range(8):
+                c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 12))
+            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""", (cid,))
+            c.execute("SELECT memory.add_message(%s, 'tool', 'found it', tool_call_id => 'u1')", (cid,))
+        c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (cids[0], other))
+        c.execute("SELECT memory.save_as_template(%s, 'tpl')", (cids[1],))
+    with connect(dbname) as c:
+        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 4, 'four turns', 'app')", (cids[0],))
+        c.execute("""INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, kind, model, prompt_tokens, completion_tokens,
+                                                   total_tokens, local_prompt_tokens, latency_ms, status)
+                     VALUES (%s, %s, %s, 'reply', 'm', 90, 10, 100, 95, 12.5, 'ok')""", (cids[0], user, agent))
+    return cids, other
+
+
+def test_upgrade_from_020_equals_a_fresh_install_and_keeps_the_data(cluster):
+    up, fresh = "upgrade_from_020", "upgrade_fresh_020"
+    fresh_db(up, "0.2.0")
+    user = str(uuid.uuid4())
+    cids, other = load_020_data(up, user)
+
+    def window(cid, budget, who=user):
+        with connect(up, "app") as c:
+            c.execute("SELECT set_config('memory.user_id', %s, false)", (who,))
+            return c.execute("SELECT memory.build_context(%s, %s)", (cid, budget)).fetchone()[0]
+
+    before = {(cid, b): window(cid, b) for cid in cids for b in (60, 300, 8000)}
+    shared_before = window(cids[0], 8000, other)
+    with connect(up) as c:
+        day_before = c.execute("SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", (user,)).fetchone()[0]
+        c.execute("ALTER EXTENSION memory_ext UPDATE")
+        assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == CURRENT
+    fresh_db(fresh)
+    diff = catalog_diff(catalog(up), catalog(fresh))
+    assert diff == [], "\n".join(diff)
+
+    assert {k: window(*k) for k in before} == before
+    assert window(cids[0], 8000, other) == shared_before  # the share still holds
+    with connect(up, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        last = c.execute("SELECT last_seq FROM memory.conversations WHERE id = %s", (cids[1],)).fetchone()[0]
+        assert c.execute("SELECT (memory.add_message(%s, 'user', 'after the upgrade')).seq", (cids[1],)).fetchone()[0] == last + 1
+        assert len(c.execute("SELECT memory.search_messages('lookup')").fetchone()[0]["results"]) == 2
+        assert [t["name"] for t in c.execute("SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]') FROM memory.list_templates() t").fetchone()[0]] == ["tpl"]
+    with connect(up) as c:
+        # the call recorded before the upgrade is kept; a call written the new way ('pending', then
+        # completed) is charged its prompt first and the provider's difference afterwards
+        assert c.execute("SELECT status, total_tokens FROM memory.llm_calls").fetchall() == [("ok", 100)]
+        call = c.execute("""INSERT INTO memory.llm_calls (conversation_id, user_id, kind, model, local_prompt_tokens, status)
+                            VALUES (%s, %s, 'reply', 'm', 50, 'pending') RETURNING id""", (cids[1], user)).fetchone()[0]
+        day = lambda: c.execute("SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", (user,)).fetchone()[0]  # noqa: E731
+        assert day() == day_before + 50
+        c.execute("UPDATE memory.llm_calls SET total_tokens = 70, status = 'ok' WHERE id = %s", (call,))
+        assert day() == day_before + 70
     with connect("postgres") as c:
         c.execute(f"DROP DATABASE {up} WITH (FORCE)")
         c.execute(f"DROP DATABASE {fresh} WITH (FORCE)")
