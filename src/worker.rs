@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::Uuid;
+use pgrx::{PgSqlErrorCode, Uuid};
 use serde_json::Value;
 
 use crate::api::context::{load_conversation, TurnRequest};
@@ -37,6 +37,13 @@ use pgrx::PgTryBuilder;
 
 /// How often the worker looks for answers while calls are in flight.
 const POLL: Duration = Duration::from_millis(5);
+/// How long any worker statement waits for a row lock before giving up: a user who holds a lock
+/// on their own rows (an open transaction, `SELECT … FOR UPDATE`) delays only their own job, which
+/// is tried again shortly, never everyone else's.
+const LOCK_TIMEOUT: &str = "1s";
+/// How long an answer whose rows stay locked is kept and retried before the job counts as failed.
+const DEFER_LIMIT: Duration = Duration::from_secs(60);
+const DEFER_RETRY: Duration = Duration::from_millis(500);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("memory_ext worker")
@@ -120,13 +127,21 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     let db = gucs::string(&gucs::WORKER_DATABASE).unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     log!("memory_ext worker started in database \"{db}\"");
-    BackgroundWorker::transaction(recover_interrupted_jobs);
+    BackgroundWorker::transaction(|| {
+        Spi::run(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'")).expect("setting the worker's lock_timeout");
+        recover_interrupted_jobs();
+    });
     // (sigterm_received() clears the flag it reads, so the decision to stop is kept here.)
     let mut stopping = false;
     let mut retention = Retention { last_check: None, more_due: false };
     let mut running: Vec<Running> = Vec::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
     loop {
-        let nap = if running.is_empty() { Duration::from_millis(gucs::WORKER_NAPTIME.get() as u64) } else { POLL };
+        let nap = if running.is_empty() && deferred.is_empty() {
+            Duration::from_millis(gucs::WORKER_NAPTIME.get() as u64)
+        } else {
+            POLL
+        };
         if stopping || !BackgroundWorker::wait_latch(Some(nap)) {
             break;
         }
@@ -134,7 +149,8 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
             // SAFETY: the documented way for a background worker to reload its settings.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        finish_answered(&mut running);
+        finish_answered(&mut running, &mut deferred);
+        retry_deferred(&mut deferred);
         loop {
             if BackgroundWorker::sigterm_received() {
                 stopping = true;
@@ -160,15 +176,21 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
                     break;
                 }
             };
-            if let Some(started) = start(claimed, &mut retention) {
+            if let Some(started) = start(claimed, &mut retention, &mut deferred) {
                 running.push(started);
             }
-            finish_answered(&mut running);
+            finish_answered(&mut running, &mut deferred);
         }
     }
-    if !running.is_empty() {
-        log!("memory_ext worker stopping with {} LLM calls in flight; their jobs will be redone", running.len());
-        if let Err(e) = try_transaction(|| release(&running)) {
+    if !running.is_empty() || !deferred.is_empty() {
+        log!(
+            "memory_ext worker stopping with {} LLM calls in flight and {} answers not yet stored; their jobs will be redone",
+            running.len(),
+            deferred.len()
+        );
+        let jobs: Vec<i64> = running.iter().map(|r| r.job.id).chain(deferred.iter().map(|d| d.job.id)).collect();
+        let calls: Vec<i64> = running.iter().map(|r| r.call_id).collect();
+        if let Err(e) = try_transaction(|| release(&jobs, &calls)) {
             warning!("memory_ext: queueing the interrupted jobs again failed: {e}");
         }
     }
@@ -189,7 +211,7 @@ fn saturated_users(running: &[Running]) -> Vec<Uuid> {
 }
 
 /// Prepares a claimed job and starts its LLM call; a job that needs no call is finished here.
-fn start(job: Claimed, retention: &mut Retention) -> Option<Running> {
+fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) -> Option<Running> {
     let prepared = match job.kind.as_str() {
         "summary" => try_transaction(|| prepare_summary(&job)),
         "reply" => try_transaction(|| prepare_reply(&job)),
@@ -197,25 +219,32 @@ fn start(job: Claimed, retention: &mut Retention) -> Option<Running> {
             retention.more_due = more;
             Prepared::Finished(outcome)
         }),
-        other => Err(format!("unknown job kind \"{other}\"")),
+        other => Err(TxError { message: format!("unknown job kind \"{other}\""), locked: false }),
     };
     match prepared {
         Ok(Prepared::Call { work, body, call_id }) => {
             Some(Running { call: llm_thread::start(config(), body), job, work, call_id })
         }
         Ok(Prepared::Finished(outcome)) => {
-            settle(&job, outcome);
+            settle(job, outcome, deferred);
+            None
+        }
+        Err(e) if e.locked => {
+            if let Err(e) = try_transaction(|| requeue_locked(&job)) {
+                warning!("memory_ext: queueing job {} again failed: {e}", job.id);
+            }
             None
         }
         Err(e) => {
-            settle(&job, Outcome::Failed(LlmError::new(format!("{} job failed: {e}", job.kind)), None));
+            let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", job.kind)), None);
+            settle(job, failed, deferred);
             None
         }
     }
 }
 
 /// Finishes every job whose answer has arrived.
-fn finish_answered(running: &mut Vec<Running>) {
+fn finish_answered(running: &mut Vec<Running>, deferred: &mut Vec<Deferred>) {
     let mut k = 0;
     while k < running.len() {
         match running[k].call.poll() {
@@ -223,28 +252,75 @@ fn finish_answered(running: &mut Vec<Running>) {
             Poll::Done(result) => {
                 let r = running.swap_remove(k);
                 let outcome = outcome_of(r.work, r.call_id, result);
-                settle(&r.job, outcome);
+                settle(r.job, outcome, deferred);
             }
         }
     }
 }
 
-/// Writes an outcome in a transaction of its own; when that fails, records the failure instead.
-fn settle(job: &Claimed, outcome: Outcome) {
-    let call = match &outcome {
+/// An answer whose rows were locked by another transaction when the worker came to store it:
+/// kept, and stored once the lock is gone.
+struct Deferred {
+    job: Claimed,
+    outcome: Outcome,
+    since: Instant,
+    next_try: Instant,
+}
+
+/// Writes an outcome in a transaction of its own. When a row it needs stays locked, the outcome is
+/// deferred; when it fails otherwise, the failure is recorded instead.
+fn settle(job: Claimed, outcome: Outcome, deferred: &mut Vec<Deferred>) {
+    let now = Instant::now();
+    settle_or_defer(Deferred { job, outcome, since: now, next_try: now }, deferred);
+}
+
+fn settle_or_defer(mut d: Deferred, deferred: &mut Vec<Deferred>) {
+    let failure = match try_transaction(|| finish(&d.job, &d.outcome)) {
+        Ok(()) => return,
+        Err(e) if e.locked && d.since.elapsed() < DEFER_LIMIT => {
+            d.next_try = Instant::now() + DEFER_RETRY;
+            deferred.push(d);
+            return;
+        }
+        Err(e) => e,
+    };
+    // Recorded in the job like an LLM failure (the call's usage kept): retried with backoff,
+    // then failed.
+    let call = match &d.outcome {
         Outcome::Summary { call: Some(c), .. } | Outcome::Reply { call: c, .. } | Outcome::Failed(_, Some(c)) => {
             Some(c.clone())
         }
         _ => None,
     };
-    if let Err(e) = try_transaction(|| finish(job, outcome)) {
-        // Recorded in the job like an LLM failure (the call's usage kept): retried with backoff,
-        // then failed.
-        let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {e}", job.kind)), call);
-        if let Err(e2) = try_transaction(|| finish(job, failed)) {
-            warning!("memory_ext: recording the failure of job {} failed: {e2}", job.id);
-        }
+    let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {failure}", d.job.kind)), call);
+    if let Err(e2) = try_transaction(|| finish(&d.job, &failed)) {
+        warning!("memory_ext: recording the failure of job {} failed: {e2}", d.job.id);
     }
+}
+
+/// Tries the deferred answers that are due again.
+fn retry_deferred(deferred: &mut Vec<Deferred>) {
+    let now = Instant::now();
+    let (due, waiting): (Vec<Deferred>, Vec<Deferred>) = deferred.drain(..).partition(|d| d.next_try <= now);
+    *deferred = waiting;
+    for d in due {
+        settle_or_defer(d, deferred);
+    }
+}
+
+/// A job whose preparation waited too long for a lock: queued again for a moment later, without
+/// spending an attempt (no LLM call was made).
+fn requeue_locked(job: &Claimed) {
+    Spi::connect_mut(|c| {
+        c.update(
+            "UPDATE memory.jobs SET status = 'queued', run_after = now() + interval '2 seconds', updated_at = now(),
+                    last_error = 'waiting: a row it needs is locked by another transaction'
+              WHERE id = $1 AND status = 'running'",
+            None,
+            &[job.id.into()],
+        )
+        .expect("queueing the job again");
+    })
 }
 
 /// The outcome of an answered call.
@@ -277,22 +353,20 @@ fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Out
 
 /// A stopping worker's calls in flight: their jobs are queued again (not counted as an attempt)
 /// and their usage rows say the outcome is unknown.
-fn release(running: &[Running]) {
-    let jobs: Vec<i64> = running.iter().map(|r| r.job.id).collect();
-    let calls: Vec<i64> = running.iter().map(|r| r.call_id).collect();
+fn release(jobs: &[i64], calls: &[i64]) {
     Spi::connect_mut(|c| {
         c.update(
             "UPDATE memory.jobs SET status = 'queued', updated_at = now(),
                     last_error = 'interrupted: the worker stopped during this job (not counted as an attempt)'
               WHERE id = ANY ($1) AND status = 'running'",
             None,
-            &[jobs.into()],
+            &[jobs.to_vec().into()],
         )
         .expect("queueing the interrupted jobs again");
         c.update(
             "UPDATE memory.llm_calls SET status = 'unknown', error = $2 WHERE id = ANY ($1) AND status = 'pending'",
             None,
-            &[calls.into(), UNKNOWN_OUTCOME.into()],
+            &[calls.to_vec().into(), UNKNOWN_OUTCOME.into()],
         )
         .expect("marking the interrupted calls");
     })
@@ -349,9 +423,23 @@ fn run_retention() -> (Outcome, bool) {
     (Outcome::NothingToDo("retention batch done"), conversations >= i64::from(batch))
 }
 
+/// Why a worker transaction failed.
+struct TxError {
+    message: String,
+    /// It waited `LOCK_TIMEOUT` for a row lock another transaction holds (a user's open
+    /// transaction, say): not the job's failure, to be tried again shortly.
+    locked: bool,
+}
+
+impl std::fmt::Display for TxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Runs `body` in a transaction of its own; an error inside aborts that transaction and comes
 /// back as its message instead of ending the worker.
-fn try_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> Result<R, String> {
+fn try_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> Result<R, TxError> {
     // SAFETY: the worker's main loop holds no transaction between jobs.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
@@ -361,8 +449,13 @@ fn try_transaction<R>(body: impl FnOnce() -> R + UnwindSafe + RefUnwindSafe) -> 
     let result = PgTryBuilder::new(|| Ok(body()))
         .catch_others(|e| {
             Err(match e {
-                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
-                CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+                CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => TxError {
+                    message: r.message().to_owned(),
+                    locked: r.sql_error_code() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                },
+                CaughtError::RustPanic { ereport, .. } => {
+                    TxError { message: ereport.message().to_owned(), locked: false }
+                }
             })
         })
         .execute();
@@ -671,7 +764,7 @@ fn record_call(c: &mut SpiClient, call: &Call, status: &str, error: Option<&str>
     .expect("recording the LLM call");
 }
 
-fn finish(job: &Claimed, outcome: Outcome) {
+fn finish(job: &Claimed, outcome: &Outcome) {
     Spi::connect_mut(|c| {
         // A job deleted while its LLM call ran (rewind_conversation cancels the pending jobs of the
         // messages it removes) writes nothing: its answer is about messages that are gone. The
@@ -680,7 +773,7 @@ fn finish(job: &Claimed, outcome: Outcome) {
         if !job_still_running(c, job) {
             if let Outcome::Summary { call: Some(call), .. }
             | Outcome::Reply { call, .. }
-            | Outcome::Failed(_, Some(call)) = &outcome
+            | Outcome::Failed(_, Some(call)) = outcome
             {
                 record_call(c, call, "discarded", Some("the job was cancelled while the LLM answered"));
             }
@@ -688,7 +781,7 @@ fn finish(job: &Claimed, outcome: Outcome) {
         }
         match outcome {
             Outcome::Summary { covers_through_seq, content, model, call } => {
-                if let Some(call) = &call {
+                if let Some(call) = call {
                     record_call(c, call, "ok", None);
                 }
                 // FOR KEY SHARE: a conversation deleted meanwhile (its job went with it) ends
@@ -698,7 +791,12 @@ fn finish(job: &Claimed, outcome: Outcome) {
                      INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model)
                      SELECT id, $2, $3, $4 FROM conv",
                     None,
-                    &[job.conversation_id.into(), covers_through_seq.into(), content.into(), model.into()],
+                    &[
+                        job.conversation_id.into(),
+                        (*covers_through_seq).into(),
+                        content.as_str().into(),
+                        model.as_str().into(),
+                    ],
                 )
                 .expect("storing the summary");
                 c.update(
@@ -708,17 +806,17 @@ fn finish(job: &Claimed, outcome: Outcome) {
                 )
                 .expect("finishing the summary job");
             }
-            Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, last_seq, &call),
+            Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, *last_seq, call),
             Outcome::NothingToDo(why) => {
                 c.update(
                     "UPDATE memory.jobs SET status = 'done', last_error = $2, updated_at = now() WHERE id = $1",
                     None,
-                    &[job.id.into(), why.into()],
+                    &[job.id.into(), (*why).into()],
                 )
                 .expect("finishing the job");
             }
             Outcome::Failed(e, call) => {
-                if let Some(call) = &call {
+                if let Some(call) = call {
                     record_call(c, call, "error", Some(&e.message));
                 }
                 let attempts = job.attempts + 1;
@@ -733,7 +831,12 @@ fn finish(job: &Claimed, outcome: Outcome) {
                             updated_at = now()
                       WHERE id = $1",
                     None,
-                    &[job.id.into(), gucs::MAX_ATTEMPTS.get().into(), e.message.into(), wait.as_secs_f64().into()],
+                    &[
+                        job.id.into(),
+                        gucs::MAX_ATTEMPTS.get().into(),
+                        e.message.as_str().into(),
+                        wait.as_secs_f64().into(),
+                    ],
                 )
                 .expect("recording the failed attempt");
             }
@@ -754,7 +857,7 @@ fn job_still_running(c: &mut SpiClient, job: &Claimed) -> bool {
 /// Appends the answer, unless a message arrived after the window was built: then the answer is
 /// stale (it would ignore that message), recorded as discarded, and the job is queued again at
 /// once without spending an attempt, to answer the conversation as it now stands.
-fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: Reply, last_seq: i64, call: &Call) {
+fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: &Reply, last_seq: i64, call: &Call) {
     let now_seq = c
         .update(
             "SELECT last_seq FROM memory.conversations WHERE id = $1 FOR NO KEY UPDATE",
@@ -784,7 +887,11 @@ fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: Reply, last_seq: i64, c
             "INSERT INTO memory.conversation_messages (conversation_id, role, content, tool_calls, seq, token_count)
              VALUES ($1, 'assistant', $2, $3, 0, 0) RETURNING id",
             None,
-            &[job.conversation_id.into(), reply.content.into(), reply.tool_calls.map(pgrx::JsonB).into()],
+            &[
+                job.conversation_id.into(),
+                reply.content.as_str().into(),
+                reply.tool_calls.clone().map(pgrx::JsonB).into(),
+            ],
         )
         .expect("storing the reply")
         .first()

@@ -160,3 +160,29 @@ def test_kill_9_with_calls_in_flight_records_every_call_and_answers_each_request
         rows = c.execute("SELECT attempts, (payload->>'interruptions')::int FROM memory.jobs WHERE id = ANY (%s)", (jobs,)).fetchall()
         # the crash spent no attempt
         assert rows == [(0, 1)] * 4, rows
+
+
+def test_a_users_row_lock_delays_only_their_own_reply(pg, fake):
+    """An owner holding `SELECT … FOR UPDATE` on their own conversation (an open transaction, an
+    idle-in-transaction session) while its reply comes in: the worker does not wait on it for more
+    than its lock_timeout, serves another user's reply meanwhile, and stores the owner's answer
+    once the lock is gone — exactly once."""
+    fake.delay = 0.7
+    owner, other = str(uuid.uuid4()), str(uuid.uuid4())
+    [locked_cid] = ask(pg, owner, "locked question")
+    [other_cid] = ask(pg, other, "other question")
+    [locked_job] = request_replies(pg, owner, [locked_cid])
+    wait_for(lambda: calls_of(fake, "locked question"), timeout=10, step=0.02)
+    with app(pg, owner) as holder:
+        holder.execute("BEGIN")
+        assert holder.execute("SELECT 1 FROM memory.conversations WHERE id = %s FOR UPDATE", (locked_cid,)).fetchone()
+        time.sleep(1.0)  # the answer arrived and met the lock
+        [other_job] = request_replies(pg, other, [other_cid])
+        asked = time.monotonic()
+        wait_for(lambda: jobs_done(pg, [other_job]), timeout=10, step=0.05)
+        assert time.monotonic() - asked < 3.0, "another user's reply waited for the lock"
+        assert replies(pg, other_cid) == 1 and replies(pg, locked_cid) == 0
+        holder.execute("ROLLBACK")
+    wait_for(lambda: jobs_done(pg, [locked_job]), timeout=10, step=0.05)
+    assert replies(pg, locked_cid) == 1
+    assert len(calls_of(fake, "locked question")) == 1  # the answer was kept, not asked for again
