@@ -443,11 +443,17 @@ BEGIN
 END $$;
 
 -- The same turn without a new user message: after the application appended the results of the
--- previous answer's tool calls.
+-- previous answer's tool calls. Whether the caller may write the answer is checked before the LLM
+-- is called (memory.chat's user message checks it the same way).
 CREATE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._start_turn($1);
+    PERFORM memory._require($1, 'write');
+    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = $1) IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', $1
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
+    END IF;
     RETURN memory._finish_turn(memory._chat_answer($1));
 END $$;
 

@@ -7,6 +7,10 @@
 -- * the background worker answers several calls at once (memory.worker_concurrency,
 --   memory.worker_user_concurrency: settings only, nothing in the schema) and is registered as
 --   "memory_ext worker".
+-- * memory.continue_chat checks that the caller may write the answer (and that the conversation
+--   is not archived) before it calls the LLM.
+-- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
+--   reader's transaction start.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_status_check;
@@ -44,3 +48,31 @@ CREATE TRIGGER llm_calls_after_write AFTER INSERT OR UPDATE OF total_tokens, loc
     FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
 
 REVOKE EXECUTE ON FUNCTION memory._llm_call_after_write() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+    v_conv memory.conversations;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l
+     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
+       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
+    RETURN memory._export_json(v_conv, v_link.up_to_seq);
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._start_turn($1);
+    PERFORM memory._require($1, 'write');
+    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = $1) IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', $1
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
+    END IF;
+    RETURN memory._finish_turn(memory._chat_answer($1));
+END $$;

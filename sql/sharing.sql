@@ -209,7 +209,8 @@ $$;
 
 -- The conversation behind a token, as export_conversation's json up to the link's message, for
 -- anyone holding the token (the anon role included). A wrong, expired or revoked token gives the
--- same error after the same work: one look-up of the token's hash.
+-- same error after the same work: one look-up of the token's hash. Expiry is checked against the
+-- clock, so that a transaction opened before it cannot keep a link alive.
 CREATE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -218,7 +219,7 @@ DECLARE
 BEGIN
     SELECT l.* INTO v_link FROM memory.share_links l
      WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
-       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > now());
+       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp());
     IF NOT FOUND THEN
         RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
     END IF;

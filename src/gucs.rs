@@ -267,7 +267,7 @@ fn define_worker() {
         c"",
         &LLM_BASE_URL,
         GucContext::Sighup,
-        GucFlags::default(),
+        GucFlags::SUPERUSER_ONLY,
     );
     GucRegistry::define_string_guc(
         c"memory.llm_model",

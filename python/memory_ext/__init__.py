@@ -10,12 +10,12 @@
 Adapters: `memory_ext.langchain` (BaseChatMessageHistory) and `memory_ext.llama_index`
 (BaseChatStore)."""
 from .client import AsyncMemoryClient, Identity, MemoryClient
-from .errors import (ArchivedError, ConflictError, InvalidInputError, LimitExceededError, LLMError, LLMRefusalError,
+from .errors import (ArchivedError, ConflictError, ConnectionInTransactionError, InvalidInputError, LimitExceededError, LLMError, LLMRefusalError,
                      LLMTimeoutError, MemoryExError, NotFoundError, PermissionDeniedError, ReadOnlyError)
 from .models import Agent, ChatResult, Conversation, Job, Message, MessagePage, Summary, SummaryStatus, Window
 
 __version__ = "0.2.0"
-__all__ = ["MemoryClient", "AsyncMemoryClient", "Identity", "MemoryExError", "NotFoundError", "InvalidInputError",
+__all__ = ["MemoryClient", "AsyncMemoryClient", "Identity", "MemoryExError", "ConnectionInTransactionError", "NotFoundError", "InvalidInputError",
            "PermissionDeniedError", "ConflictError", "LimitExceededError", "LLMError", "LLMTimeoutError",
            "LLMRefusalError", "ReadOnlyError", "ArchivedError", "Agent", "ChatResult", "Conversation", "Job", "Message",
            "MessagePage", "Summary", "SummaryStatus", "Window"]

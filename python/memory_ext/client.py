@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from . import calls
 from .calls import Call
-from .errors import translate
+from .errors import ConnectionInTransactionError, translate
 
 
 class Identity:
@@ -162,8 +162,18 @@ class MemoryClient(_Api):
         self.close()
 
 
+def _idle(conn) -> None:
+    """Refuses a caller's connection that is inside a transaction (see ConnectionInTransactionError)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ConnectionInTransactionError(
+            "memory_ext: the connection is inside a transaction; the client runs each call in a transaction of "
+            "its own", "25001",
+            "Commit or roll back first, use an autocommit connection, or group calls with client.transaction().")
+
+
 class _SingleConnection:
-    """A caller's connection as a one-connection pool: one call at a time."""
+    """A caller's connection as a one-connection pool: one call at a time, never inside a
+    transaction of the caller's."""
 
     def __init__(self, conn):
         self._conn, self._lock = conn, threading.Lock()
@@ -171,6 +181,7 @@ class _SingleConnection:
     @contextlib.contextmanager
     def connection(self):
         with self._lock:
+            _idle(self._conn)
             yield self._conn
 
 
@@ -181,6 +192,7 @@ class _AsyncSingleConnection:
     @contextlib.asynccontextmanager
     async def connection(self):
         async with self._lock:
+            _idle(self._conn)
             yield self._conn
 
 

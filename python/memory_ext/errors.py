@@ -19,6 +19,13 @@ class MemoryExError(Exception):
         self.hint = hint
 
 
+class ConnectionInTransactionError(MemoryExError):
+    """25001: the connection handed to the client is inside a transaction of the application's.
+    The client's calls set the caller's identity with transaction-local settings; inside someone
+    else's transaction those would outlive the call and apply to the application's own next
+    statements, so the client refuses such a connection."""
+
+
 class NotFoundError(MemoryExError):
     """P0002: no such conversation, agent or job, or it is not the caller's (the two look alike)."""
 

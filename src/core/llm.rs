@@ -92,24 +92,42 @@ fn agent(timeout: Duration) -> ureq::Agent {
     }
 }
 
+/// What an error text may say about an endpoint: its host (and port), never a user name, password,
+/// path or query string that the configured URL may carry.
+pub fn endpoint_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() {
+        "the LLM endpoint".to_owned()
+    } else {
+        host.to_owned()
+    }
+}
+
 pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<Answer, LlmError> {
     let started = Instant::now();
     let agent = agent(cfg.timeout);
     let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+    let host = endpoint_host(&url);
     let mut request = agent.post(&url).header("Content-Type", "application/json");
     // The key goes in this header only; error texts below never contain it.
     if let Some(key) = &cfg.api_key {
         request = request.header("Authorization", &format!("Bearer {key}"));
     }
+    // The client's own error text may quote the URL: only the host is kept.
     let failed = |e: ureq::Error, what: &str| match e {
         ureq::Error::Timeout(_) => LlmError::of(
             Failure::Timeout,
             format!(
-                "{what} {url} timed out: no whole answer within memory.llm_timeout ({} ms)",
+                "{what} {host} timed out: no whole answer within memory.llm_timeout ({} ms)",
                 cfg.timeout.as_millis()
             ),
         ),
-        e => LlmError::of(Failure::Connect, format!("{what} {url} failed: {e}")),
+        e => LlmError::of(
+            Failure::Connect,
+            format!("{what} {host} failed: {}", e.to_string().replace(&url, &host).replace(&cfg.base_url, &host)),
+        ),
     };
     let mut resp = request.send(body.to_string()).map_err(|e| failed(e, "calling"))?;
     let status = resp.status().as_u16();
@@ -117,4 +135,34 @@ pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<Answer, LlmError> {
     let text = resp.body_mut().read_to_string().map_err(|e| failed(e, "reading the answer of"))?;
     let json = read_answer(status, retry_after.as_deref(), &text)?;
     Ok(Answer { json, text, latency: started.elapsed() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_name_the_host_only() {
+        assert_eq!(
+            endpoint_host("https://user:pw@api.example.com:8443/v1/chat/completions?key=s"),
+            "api.example.com:8443"
+        );
+        assert_eq!(endpoint_host("http://127.0.0.1:9/v1"), "127.0.0.1:9");
+        assert_eq!(endpoint_host("api.groq.com/openai/v1#frag"), "api.groq.com");
+        assert_eq!(endpoint_host(""), "the LLM endpoint");
+    }
+
+    #[test]
+    fn a_failed_call_quotes_no_credentials() {
+        let cfg = LlmConfig {
+            base_url: "http://alice:hunter2@127.0.0.1:9/v1?token=s3cret".into(),
+            api_key: Some("sk-never".into()),
+            timeout: Duration::from_millis(500),
+        };
+        let e = complete(&cfg, &serde_json::json!({})).err().expect("nothing listens on port 9");
+        for secret in ["alice", "hunter2", "s3cret", "sk-never", "/v1"] {
+            assert!(!e.message.contains(secret), "{secret} in: {}", e.message);
+        }
+        assert!(e.message.contains("127.0.0.1:9"), "{}", e.message);
+    }
 }

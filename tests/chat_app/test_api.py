@@ -113,6 +113,8 @@ def test_llm_failures_write_nothing(app, fake, database, mode, status):
     got, _, body = turn(app, name, "during the outage", cid)
     assert got == status and body["error"]
     assert "Traceback" not in str(body) and "sk-chat-app-tests" not in str(body)
+    # no internal text: not the LLM's address, not the database's message
+    assert "127.0.0.1" not in str(body) and "HTTP 500" not in str(body) and "invalid JSON" not in str(body)
     fake.mode = "ok"
     _, _, page = app.request("GET", f"/conversations/{cid}/messages", name=name)
     assert [m["content"] for m in page["messages"]] == ["before", "You said: before"], "the failed turn left nothing"
@@ -171,3 +173,13 @@ def test_the_app_connects_as_a_login_that_can_do_nothing_by_itself(database):
         assert c.execute("SELECT rolinherit FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT memory.create_conversation(gen_random_uuid())")
+
+
+def test_every_response_carries_the_security_headers(app):
+    name = user()
+    for method, path in (("GET", "/"), ("GET", "/static/app.js"), ("GET", "/conversations"), ("GET", "/nowhere")):
+        status, headers, _ = app.request(method, path, name=name)
+        csp = headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp, (path, headers)
+        assert headers.get("x-content-type-options") == "nosniff", path
+        assert headers.get("x-frame-options") == "DENY", path

@@ -440,3 +440,54 @@ def test_notify_messages_can_be_turned_off(pg):
         c.execute("SELECT memory.add_message(%s, 'system', 'loud')", (cid,))
         assert [json.loads(n.payload)["seq"] for n in listener.notifies(timeout=2, stop_after=1)] == [2]
         listener.close()
+
+
+def test_the_llm_endpoint_is_superuser_only_and_errors_name_its_host_only(pg, llm):
+    """memory.llm_base_url may carry credentials (userinfo, a query-string key): no ordinary login
+    reads it, and no error, job row or usage row quotes more of it than the host."""
+    hidden = "http://svc:pa55word@127.0.0.1:9/v1?api-key=q-s3cret"
+    setting(pg, "memory.llm_base_url", hidden)
+    try:
+        with as_user(pg) as c:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SHOW memory.llm_base_url")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT current_setting('memory.llm_base_url')")
+            assert one(c, "SELECT count(*) FROM pg_settings WHERE name = 'memory.llm_base_url'") == 0
+            _, cid = new_chat(c)
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
+            assert e.value.sqlstate == "PT502" and "127.0.0.1:9" in str(e.value)
+            c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
+            job = one(c, "SELECT memory.request_reply(%s)", cid)
+            failed = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "failed" and s)
+            texts = [str(e.value), e.value.diag.message_hint or "", json.dumps(failed)]
+        with admin(pg) as a:
+            texts.append(one(a, "SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.jobs t"))
+            texts.append(one(a, "SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.llm_calls t"))
+        for text in texts:
+            for secret in ("svc", "pa55word", "q-s3cret", "/v1"):
+                assert secret not in text, (secret, text)
+    finally:
+        setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+
+
+def test_continue_chat_checks_the_caller_and_the_conversation_before_calling_the_llm(pg, llm):
+    """A viewer's continue_chat, and continue_chat on an archived conversation, fail before any
+    LLM request (in 0.2.0 both called the LLM with the owner's prompt, then failed on the write)."""
+    owner, viewer = str(uuid.uuid4()), str(uuid.uuid4())
+    with as_user(pg, owner) as c:
+        _, cid = new_chat(c)
+        c.execute("SELECT memory.add_message(%s, 'user', 'Hello there')", (cid,))
+        c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (cid, viewer))
+    before = len(llm.requests)
+    with as_user(pg, viewer) as v:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            v.execute("SELECT memory.continue_chat(%s)", (cid,))
+    with as_user(pg, owner) as c:
+        c.execute("SELECT memory.archive_conversation(%s)", (cid,))
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            c.execute("SELECT memory.continue_chat(%s)", (cid,))
+        c.execute("SELECT memory.unarchive_conversation(%s)", (cid,))
+        assert len(llm.requests) == before, "the LLM was called for a turn that could not be stored"
+        assert one(c, "SELECT (memory.continue_chat(%s))->'message'->>'content'", cid) == "You said: Hello there"

@@ -335,3 +335,19 @@ def test_erase_user_removes_everything_of_one_user_and_nothing_else(db):
                           (kept,)).fetchone()[0] == keeper_messages
         assert su.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0] == total - 8
         assert rpc(su, "SELECT memory.erase_user(%s)", victim) == {k: 0 for k in counts}
+
+
+def test_an_expired_share_link_fails_inside_a_transaction_that_began_before_it_expired():
+    """Expiry is checked against the clock, not the transaction's start: a reader cannot keep a
+    link alive by opening a transaction before it expires."""
+    owner = new_user()
+    cid = conversation(owner)
+    with as_guc_user(DB, owner) as c:
+        token = rpc(c, "SELECT memory.create_share_link(%s, clock_timestamp() + interval '1 second')", cid)
+    with connect(DB, "authenticator") as c:
+        with c.transaction():
+            c.execute("SET LOCAL ROLE anon")
+            assert rpc(c, "SELECT memory.get_shared_conversation(%s)", token)["conversation"]["id"] == cid
+            time.sleep(1.3)
+            with pytest.raises(errors.NoDataFound):
+                c.execute("SELECT memory.get_shared_conversation(%s)", (token,))

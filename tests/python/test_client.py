@@ -9,7 +9,8 @@ import pytest
 from psycopg_pool import ConnectionPool
 
 from conftest import admin, claims, dsn, new_user, wait_for
-from memory_ext import (Agent, ArchivedError, ChatResult, ConflictError, Conversation, InvalidInputError,
+from memory_ext import (Agent, ArchivedError, ChatResult, ConflictError, ConnectionInTransactionError, Conversation,
+                        InvalidInputError,
                         LimitExceededError, LLMError, MemoryClient, Message, NotFoundError, PermissionDeniedError, Window)
 
 AGENT = uuid.UUID("a0000000-0000-0000-0000-000000000001")
@@ -294,6 +295,32 @@ def test_connection_sources_and_no_identity_leak(db):
         with pool.connection() as c:
             assert c.execute("SELECT current_setting('memory.user_id', true)").fetchone()[0] in (None, "")
         assert [m.content for m in pa.as_user(a).all_messages(conv.id)] == ["from the pool"]
+
+
+def test_a_connection_inside_the_applications_transaction_is_refused(db):
+    """Inside the application's own transaction the client's transaction-local identity would
+    outlive the call (a savepoint does not end it) and apply to the application's next
+    statements: such a connection is refused, and nothing of the identity is left behind."""
+    victim = new_user()
+    for autocommit in (False, True):
+        with psycopg.connect(dsn(db, "app"), autocommit=autocommit) as conn:
+            if autocommit:
+                conn.execute("BEGIN")
+            else:
+                conn.execute("SELECT 1")  # psycopg opened a transaction
+            with pytest.raises(ConnectionInTransactionError) as e:
+                MemoryClient(conn, user_id=victim).create_conversation(AGENT)
+            assert e.value.sqlstate == "25001" and e.value.hint
+            with pytest.raises(ConnectionInTransactionError):
+                with MemoryClient(conn, user_id=victim).transaction():
+                    pass
+            # the application's next statement runs as nobody
+            assert conn.execute("SELECT memory.current_user_id()").fetchone()[0] is None
+            conn.rollback()
+            # once idle, the same connection is served
+            if not autocommit:
+                conn.autocommit = True
+            assert MemoryClient(conn, user_id=victim).create_conversation(AGENT).user_id == uuid.UUID(victim)
 
 
 def test_concurrent_appends_from_threads(db):

@@ -37,6 +37,22 @@ AGENT = dict(system_prompt="You are a helpful assistant. Use the clock tool when
              tools=tools.DEFINITIONS, max_context_tokens=3000, reply_max_tokens=500)
 MAX_TOOL_ROUNDS = 4  # model → tools → model … at most this many times per user message
 
+# What the page shows for failures whose database text is not the user's business.
+PLAIN = {429: "Too many requests: wait a moment and try again.",
+         502: "The assistant could not be reached. Try again in a moment.",
+         504: "The assistant took too long to answer. Try again."}
+
+# Sent with every response: the page loads scripts, styles and data from this origin only, is never
+# framed, and no response is sniffed into another type.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
 # SQLSTATE → HTTP status; anything else is a 500 without details
 STATUS = {"P0002": 404, "22023": 422, "22004": 422, "22P02": 422, "22001": 422, "23502": 422, "23514": 422,
           "54000": 413, "42501": 403, "23505": 409, "55000": 409, "PT429": 429, "PT502": 502, "PT504": 504,
@@ -110,12 +126,20 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app = FastAPI(title="memory_ext chat", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
     @app.exception_handler(MemoryExError)
     async def memory_error(request: Request, e: MemoryExError):
         status = STATUS.get(e.sqlstate or "", 500)
         # log the path and the SQLSTATE only: never content, tokens or the database's message
         log.warning("%s %s -> %s (SQLSTATE %s)", request.method, request.url.path, status, e.sqlstate)
-        body = {"error": str(e) if status < 500 or status in (502, 504) else "internal error"}
+        # the database's text for the caller's own mistakes; for the LLM and everything else a
+        # plain sentence (an upstream error's text may name internal hosts)
+        body = {"error": PLAIN.get(status, "internal error") if status >= 500 or status == 429 else str(e)}
         if e.hint and status < 500:
             body["hint"] = e.hint
         headers = {}
