@@ -177,6 +177,38 @@ BEGIN
     END IF;
 END $$;
 
+-- Counts p_count messages at once against the caller's memory.max_messages_per_minute, for the
+-- bulk routes (import, templates, fork) that write with the per-row triggers off; PT429 when they
+-- do not all fit in the minute. As in the triggers, roles that bypass RLS and memory.chat's stored
+-- answer are not limited. Keyed by the caller's own identity; called only from memory_ext's
+-- definer functions.
+CREATE FUNCTION memory._take_message_quotas(p_count integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_user uuid := memory.current_user_id();
+    v_max integer := memory._max_messages_per_minute();
+    v_minute timestamptz := date_trunc('minute', clock_timestamp());
+    v_count integer;
+BEGIN
+    IF v_user IS NULL OR v_max <= 0 OR p_count <= 0 OR memory._caller_bypasses_rls() OR memory._in_chat_turn() THEN
+        RETURN;
+    END IF;
+    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
+    VALUES (v_user, v_minute, p_count, (now() AT TIME ZONE 'UTC')::date, 0)
+    ON CONFLICT (user_id) DO UPDATE
+       SET minute_messages = CASE WHEN u.minute_start = excluded.minute_start THEN u.minute_messages + excluded.minute_messages
+                                  ELSE excluded.minute_messages END,
+           minute_start = excluded.minute_start
+    RETURNING u.minute_messages INTO v_count;
+    IF v_count > v_max THEN
+        RAISE EXCEPTION 'rate limit: % messages would make more than % in one minute; retry after %', p_count, v_max,
+                        v_minute + interval '1 minute'
+            USING ERRCODE = 'PT429',
+                  HINT = format('Retry in %s seconds. The operator sets memory.max_messages_per_minute.',
+                                ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
+    END IF;
+END $$;
+
 -- NULL while p_user is under memory.max_llm_tokens_per_day LLM tokens today (UTC); else the
 -- PT429 error to raise, as {sqlstate, message, hint}.
 CREATE FUNCTION memory._token_quota_error(p_user uuid) RETURNS jsonb
@@ -403,6 +435,7 @@ REVOKE ALL ON memory.user_usage FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
     memory._agent_before_write(), memory._llm_call_after_write(), memory._check_token_quota_of(uuid),
+    memory._take_message_quotas(integer),
     memory._token_quota_error(uuid)
 FROM PUBLIC;
 

@@ -141,11 +141,21 @@ DECLARE
 BEGIN
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
      WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
+       AND c.archived_at IS NULL
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % is not an empty conversation of the caller', p_conversation_id
+        RAISE EXCEPTION 'conversation % is not an empty, open conversation of the caller', p_conversation_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- the cap and the per-minute limit are checked here, so that no route to this function skips them
+    IF jsonb_typeof(p_messages) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'messages must be a JSON array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_array_length(p_messages) > 100000 THEN
+        RAISE EXCEPTION 'an import holds at most 100000 messages, got %', jsonb_array_length(p_messages)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Import the rest with add_message.';
+    END IF;
+    PERFORM memory._take_message_quotas(jsonb_array_length(p_messages));
     IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_messages) AS t(e)
                 WHERE jsonb_typeof(t.e) <> 'object' OR jsonb_typeof(t.e->'content') NOT IN ('string', 'null')) THEN
         RAISE EXCEPTION 'a message must be an object whose content is a string' USING ERRCODE = 'invalid_parameter_value';
@@ -206,9 +216,6 @@ DECLARE
     v_hint  text;
 BEGIN
     BEGIN
-        IF memory._message_limit_applies() THEN
-            PERFORM memory._take_message_quota() FROM generate_series(1, jsonb_array_length(p_messages));
-        END IF;
         PERFORM memory._import_messages(p_conversation_id, p_messages);
         v_bulk := true;
     EXCEPTION WHEN OTHERS THEN
@@ -376,6 +383,8 @@ BEGIN
         RAISE EXCEPTION 'at_seq % is outside the conversation (0..%)', v_at, v_src.last_seq
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- the copies count against the caller's per-minute limit like appends
+    PERFORM memory._take_message_quotas(v_at::integer);
     v_cut := memory._tool_group_cut(p_source, v_at);
     IF v_cut IS NOT NULL THEN
         RAISE EXCEPTION 'cannot fork at seq %: %', v_at, v_cut

@@ -9,6 +9,9 @@
 --   "memory_ext worker".
 -- * memory.continue_chat checks that the caller may write the answer (and that the conversation
 --   is not archived) before it calls the LLM.
+-- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
+--   itself (with the 100,000-message cap and the archive check), and fork_conversation counts its
+--   copies (memory._take_message_quotas).
 -- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
 --   reader's transaction start.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
@@ -75,4 +78,207 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
     END IF;
     RETURN memory._finish_turn(memory._chat_answer($1));
+END $$;
+
+CREATE FUNCTION memory._take_message_quotas(p_count integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_user uuid := memory.current_user_id();
+    v_max integer := memory._max_messages_per_minute();
+    v_minute timestamptz := date_trunc('minute', clock_timestamp());
+    v_count integer;
+BEGIN
+    IF v_user IS NULL OR v_max <= 0 OR p_count <= 0 OR memory._caller_bypasses_rls() OR memory._in_chat_turn() THEN
+        RETURN;
+    END IF;
+    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
+    VALUES (v_user, v_minute, p_count, (now() AT TIME ZONE 'UTC')::date, 0)
+    ON CONFLICT (user_id) DO UPDATE
+       SET minute_messages = CASE WHEN u.minute_start = excluded.minute_start THEN u.minute_messages + excluded.minute_messages
+                                  ELSE excluded.minute_messages END,
+           minute_start = excluded.minute_start
+    RETURNING u.minute_messages INTO v_count;
+    IF v_count > v_max THEN
+        RAISE EXCEPTION 'rate limit: % messages would make more than % in one minute; retry after %', p_count, v_max,
+                        v_minute + interval '1 minute'
+            USING ERRCODE = 'PT429',
+                  HINT = format('Retry in %s seconds. The operator sets memory.max_messages_per_minute.',
+                                ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
+    END IF;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION memory._take_message_quotas(integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
+DECLARE
+    v_encoding text;
+    v_config   regconfig := memory._search_config()::regconfig;
+BEGIN
+    SELECT c.encoding INTO v_encoding FROM memory.conversations c
+     WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
+       AND c.archived_at IS NULL
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % is not an empty, open conversation of the caller', p_conversation_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    -- the cap and the per-minute limit are checked here, so that no route to this function skips them
+    IF jsonb_typeof(p_messages) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'messages must be a JSON array' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF jsonb_array_length(p_messages) > 100000 THEN
+        RAISE EXCEPTION 'an import holds at most 100000 messages, got %', jsonb_array_length(p_messages)
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Import the rest with add_message.';
+    END IF;
+    PERFORM memory._take_message_quotas(jsonb_array_length(p_messages));
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_messages) AS t(e)
+                WHERE jsonb_typeof(t.e) <> 'object' OR jsonb_typeof(t.e->'content') NOT IN ('string', 'null')) THEN
+        RAISE EXCEPTION 'a message must be an object whose content is a string' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM memory._check_message_limits(
+                octet_length(coalesce(t.e->>'content', '')) + coalesce(pg_column_size(nullif(t.e->'tool_calls', 'null')), 0)
+                + coalesce(octet_length(t.e->>'tool_call_id'), 0),
+                CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN jsonb_array_length(t.e->'tool_calls') END)
+       FROM jsonb_array_elements(p_messages) AS t(e);
+    IF EXISTS (
+        WITH calls AS (
+            SELECT call->>'id' AS id, t.n, call ? 'function' AS openai
+              FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n),
+                   jsonb_array_elements(CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN t.e->'tool_calls' ELSE '[]' END) AS call),
+        results AS (
+            SELECT t.e->>'tool_call_id' AS id, t.n
+              FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
+             WHERE t.e->>'role' = 'tool')
+        SELECT 1 FROM calls GROUP BY id HAVING count(*) > 1
+        UNION ALL
+        SELECT 1 FROM results r LEFT JOIN calls c ON c.id = r.id AND c.openai AND c.n < r.n WHERE c.id IS NULL
+        UNION ALL
+        SELECT 1 FROM results GROUP BY id HAVING count(*) > 1) THEN
+        RAISE EXCEPTION 'a tool call id used twice, or a tool result without an earlier call or answered twice'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO memory.conversation_messages
+          (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
+           idempotency_key, search_vector)
+    SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
+           t.e->>'tool_call_id',
+           memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
+                                 t.e->>'name', v_encoding, t.e->>'tool_call_id'),
+           nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
+           memory._search_vector(v_config, p_conversation_id, coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'))
+      FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
+     ORDER BY t.n;
+    UPDATE memory.conversations c
+       SET message_count = x.n, total_tokens = x.t, last_seq = x.n, updated_at = now()
+      FROM (SELECT count(*) AS n, coalesce(sum(m.token_count), 0) AS t
+              FROM memory.conversation_messages m WHERE m.conversation_id = p_conversation_id) x
+     WHERE c.id = p_conversation_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._append_all(p_conversation_id uuid, p_messages jsonb, p_what text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bulk  boolean;
+    v_i     integer := -1;
+    v_m     jsonb;
+    v_state text;
+    v_text  text;
+    v_hint  text;
+BEGIN
+    BEGIN
+        PERFORM memory._import_messages(p_conversation_id, p_messages);
+        v_bulk := true;
+    EXCEPTION WHEN OTHERS THEN
+        v_bulk := false;
+    END;
+    IF v_bulk THEN
+        RETURN;
+    END IF;
+    BEGIN
+        FOR v_m IN SELECT e FROM jsonb_array_elements(p_messages) AS e LOOP
+            v_i := v_i + 1;
+            IF jsonb_typeof(v_m) <> 'object' OR jsonb_typeof(v_m->'content') NOT IN ('string', 'null') THEN
+                RAISE EXCEPTION 'a message must be an object whose content is a string'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            INSERT INTO memory.conversation_messages
+                (conversation_id, role, content, name, tool_calls, tool_call_id, metadata, created_at, idempotency_key, seq, token_count)
+            VALUES (p_conversation_id, v_m->>'role', coalesce(v_m->>'content', ''), v_m->>'name', nullif(v_m->'tool_calls', 'null'),
+                    v_m->>'tool_call_id', nullif(v_m->'metadata', 'null'), (v_m->>'created_at')::timestamptz,
+                    v_m->>'idempotency_key', 0, 0);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_text = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+        IF v_state IN ('22P02', '22007', '22008') THEN
+            v_state := '22023';
+        END IF;
+        RAISE EXCEPTION 'message % of the %: %', v_i, p_what, v_text
+            USING ERRCODE = v_state, HINT = coalesce(nullif(v_hint, ''), 'Nothing was written.');
+    END;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._fork_conversation(p_source uuid, p_at bigint, p_title text) RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
+DECLARE
+    v_user uuid := memory.current_user_id();
+    v_src  memory.conversations;
+    v_at   bigint := p_at;
+    v_cut  text;
+    v_id   uuid := gen_random_uuid();
+    -- the copies keep their words; their conversation's lexeme is the new one's
+    v_from text := memory._conversation_lexeme(p_source);
+    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id)];
+BEGIN
+    IF v_user IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM memory._require(p_source, 'read');
+    -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
+    SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;
+    v_at := coalesce(v_at, v_src.last_seq);
+    IF v_at < 0 OR v_at > v_src.last_seq THEN
+        RAISE EXCEPTION 'at_seq % is outside the conversation (0..%)', v_at, v_src.last_seq
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the copies count against the caller's per-minute limit like appends
+    PERFORM memory._take_message_quotas(v_at::integer);
+    v_cut := memory._tool_group_cut(p_source, v_at);
+    IF v_cut IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot fork at seq %: %', v_at, v_cut
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Fork before the tool call or after its last result: a call is kept with its results.';
+    END IF;
+    INSERT INTO memory.conversations (id, agent_id, user_id, title, encoding, total_tokens, message_count, last_seq,
+                                      metadata, created_at, updated_at)
+    VALUES (v_id, v_src.agent_id, v_user, coalesce(p_title, v_src.title), v_src.encoding, 0, 0, 0,
+            v_src.metadata || jsonb_build_object('forked_from', jsonb_build_object('conversation_id', p_source, 'at_seq', v_at)),
+            now(), now());
+    WITH copied AS (
+        INSERT INTO memory.conversation_messages
+              (id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata,
+               created_at, idempotency_key, search_vector)
+        SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
+               m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
+               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to)
+          FROM memory.conversation_messages m
+         WHERE m.conversation_id = p_source AND m.seq <= v_at
+        RETURNING token_count)
+    UPDATE memory.conversations c
+       SET message_count = x.n, total_tokens = x.t, last_seq = x.n
+      FROM (SELECT count(*) AS n, coalesce(sum(token_count), 0) AS t FROM copied) x
+     WHERE c.id = v_id;
+    -- the summaries that cover no more than the fork, renumbered like the messages
+    INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, token_count, covered_tokens,
+                                               model, created_at)
+    SELECT v_id, k.n, s.content, s.token_count, k.t, s.model, s.created_at
+      FROM memory.conversation_summaries s
+      CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(m.token_count), 0) AS t
+                            FROM memory.conversation_messages m
+                           WHERE m.conversation_id = p_source AND m.seq <= s.covers_through_seq) k
+     WHERE s.conversation_id = p_source AND s.covers_through_seq <= v_at
+     ORDER BY s.id;
+    RETURN v_id;
 END $$;

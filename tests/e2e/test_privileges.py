@@ -75,6 +75,7 @@ REVIEWED = {
     "_request_reply(uuid)": ("pinned", True, True),          # checks can_write itself
     "_reply_status(bigint)": ("pinned", True, True),         # checks can_read itself
     "_take_message_quota()": ("pinned", True, True),         # spends the caller's own quota only
+    "_take_message_quotas(integer)": ("pinned", True, False),  # the bulk routes' count, from their definer code
     "_caller_token_quota_error()": ("pinned", True, True),   # the caller's own quota only
     "_token_quota_error(uuid)": ("pinned", False, False),
     "_record_chat_call(uuid,uuid,text,integer,integer,integer,integer,double precision)": ("pinned", True, True),  # refuses outside memory.chat
@@ -101,7 +102,7 @@ REVIEWED = {
     "_md_inline(text)": ("pinned", False, True),
     "_md_message(memory.conversation_messages)": ("pinned", False, True),
     "_import_summary_times(uuid,jsonb)": ("pinned", True, True),       # the caller's own conversation, timestamps only
-    "_import_messages(uuid,jsonb)": ("pinned", True, True),            # the caller's own empty conversation only
+    "_import_messages(uuid,jsonb)": ("pinned", True, True),            # the caller's own empty, open conversation; counts the limits itself
     "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
     "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_manage itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
