@@ -12,6 +12,9 @@
 -- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
 --   itself (with the 100,000-message cap and the archive check), and fork_conversation counts its
 --   copies (memory._take_message_quotas).
+-- * search: the lexeme naming a message's conversation holds a space, which no text can produce
+--   (a message reading "conv<hex>" could pose as another conversation's); the stored messages'
+--   lexemes are rewritten here, a statement over the whole messages table.
 -- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
 --   reader's transaction start.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
@@ -282,3 +285,58 @@ BEGIN
      ORDER BY s.id;
     RETURN v_id;
 END $$;
+
+CREATE OR REPLACE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+$$;
+
+CREATE OR REPLACE FUNCTION memory._search_hits(p_query tsquery, p_conversation_id uuid, p_agent_id uuid, p_role text,
+                                    p_since timestamptz, p_until timestamptz, p_tool text, p_has_tool_calls boolean,
+                                    p_limit integer, p_rank real, p_after uuid)
+RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
+               tool_calls jsonb, rank real)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me     uuid := memory.current_user_id();
+    v_all    boolean := memory._caller_bypasses_rls();
+    v_shared uuid[] := memory._shared_with(v_me, false);
+    v_match  tsquery := p_query;
+    v_scope  tsquery;
+BEGIN
+    IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
+        -- quoted: the lexemes hold a space (see memory._conversation_lexeme)
+        SELECT string_agg('''' || memory._conversation_lexeme(c.id) || '''', ' | ')::tsquery INTO v_scope
+          FROM memory.conversations c
+         WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
+           AND (p_conversation_id IS NULL OR c.id = p_conversation_id)
+           AND (p_agent_id IS NULL OR c.agent_id = p_agent_id);
+        IF v_scope IS NULL THEN
+            RETURN;
+        END IF;
+        v_match := p_query && v_scope;
+    END IF;
+    RETURN QUERY
+        SELECT h.* FROM (
+            SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
+                   -- every hit is ranked before the page is cut: ts_rank (term frequency, damped
+                   -- by 1 + log of the message's length) costs less than half of ts_rank_cd
+                   -- (cover density) per hit, which is what a common word's search spends
+                   ts_rank(m.search_vector, p_query, 1) AS rank
+              FROM memory.conversation_messages m
+             WHERE m.search_vector @@ v_match
+               AND (p_role IS NULL OR m.role = p_role)
+               AND (p_since IS NULL OR m.created_at >= p_since)
+               AND (p_until IS NULL OR m.created_at < p_until)
+               AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
+               AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
+                                   OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
+         WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
+         ORDER BY h.rank DESC, h.id
+         LIMIT p_limit + 1;
+END $$;
+
+UPDATE memory.conversation_messages m
+   SET search_vector = ts_delete(m.search_vector, 'conv' || encode(uuid_send(m.conversation_id), 'hex'))
+                       || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id)])
+ WHERE m.search_vector IS NOT NULL;

@@ -26,7 +26,8 @@ DECLARE
     v_scope  tsquery;
 BEGIN
     IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
-        SELECT string_agg(memory._conversation_lexeme(c.id), ' | ')::tsquery INTO v_scope
+        -- quoted: the lexemes hold a space (see memory._conversation_lexeme)
+        SELECT string_agg('''' || memory._conversation_lexeme(c.id) || '''', ' | ')::tsquery INTO v_scope
           FROM memory.conversations c
          WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
            AND (p_conversation_id IS NULL OR c.id = p_conversation_id)

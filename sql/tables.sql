@@ -64,13 +64,15 @@ CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
     WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
 -- The words of a message as search_messages finds them: its content and its tool calls (names,
 -- arguments, inputs and results), in the search configuration, plus one lexeme naming its
--- conversation ("conv" and the id's hex digits), through which the GIN index finds a caller's
--- conversations' messages without visiting anyone else's (RLS still decides what is returned).
+-- conversation ("conv", a space, and the id's hex digits), through which the GIN index finds a
+-- caller's conversations' messages without visiting anyone else's (RLS still decides what is
+-- returned). The space makes the lexeme unforgeable: the text search parser never puts one inside
+-- a token, so no content can produce it (a message reading "conv<hex>" is just a word).
 -- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
 -- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
 CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT 'conv' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+    SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
 -- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
 -- be planned again in every transaction, which cost an append more than the words themselves.

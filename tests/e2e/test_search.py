@@ -119,3 +119,33 @@ def test_search_off_stores_no_words_and_refuses_queries(db):
         su.execute("SELECT memory.reindex_search()")
         hits = rpc(su, "SELECT memory.search_messages('wombat OR numbat OR quokka', \"limit\" => 100)")["results"]
         assert sorted(h["seq"] for h in hits if h["conversation_id"] in (str(cid), str(imported))) == [1, 1, 2]
+
+
+def test_forged_conversation_tags_change_nothing_for_the_victim(db):
+    """Each message is indexed with a lexeme naming its conversation, through which a caller's
+    search is scoped. An attacker who writes that name as text ("conv" and the hex of the victim's
+    conversation, 300 times next to the victim's word) must not reach into the victim's scope: the
+    victim's results are exactly what they are without the forgeries (in 0.2.0 they pushed the
+    victim's own hits off the first pages), and the attacker's own search of the forged tag finds
+    only the attacker's text."""
+    victim, attacker = new_user(), new_user()
+    with as_guc_user(db, victim) as c:
+        cid = rpc(c, "SELECT (memory.create_conversation(%s, 'pay')).id", AGENT)
+        for i in range(5):
+            c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, f"the payroll run number {i} is due on friday afternoon"))
+        before = search(c, "payroll", limit=20)
+    assert len(before["results"]) == 5
+    tag = "conv" + str(cid).replace("-", "")
+    with as_guc_user(db, attacker) as c:
+        c.execute("SELECT memory.import_conversation(%s)",
+                  (json.dumps([{"role": "user", "content": f"{tag} payroll"} for _ in range(300)]),))
+        own = search(c, tag, limit=100)
+        assert own["results"] and {r["conversation_id"] for r in own["results"]} != {str(cid)}
+    with as_guc_user(db, victim) as c:
+        after = search(c, "payroll", limit=20)
+    assert after == before
+    with as_guc_user(db, attacker) as c:
+        # the helper called directly with the victim's conversation finds nothing either
+        rows = c.execute("SELECT count(*) FROM memory._search_hits(%s::tsquery, %s, NULL, NULL, NULL, NULL, NULL, NULL, 20, NULL, NULL)",
+                         (f"payroll & {tag}", cid)).fetchone()[0]
+        assert rows == 0
