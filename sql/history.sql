@@ -162,7 +162,8 @@ BEGIN
     END IF;
     PERFORM memory._check_message_limits(
                 octet_length(coalesce(t.e->>'content', '')) + coalesce(pg_column_size(nullif(t.e->'tool_calls', 'null')), 0)
-                + coalesce(octet_length(t.e->>'tool_call_id'), 0),
+                + coalesce(octet_length(t.e->>'tool_call_id'), 0)
+                + coalesce(pg_column_size(nullif(t.e->'metadata', 'null')), 0) + coalesce(octet_length(t.e->>'name'), 0),
                 CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN jsonb_array_length(t.e->'tool_calls') END)
        FROM jsonb_array_elements(p_messages) AS t(e);
     IF EXISTS (
@@ -501,6 +502,20 @@ CREATE POLICY templates_owner ON memory.conversation_templates
     WITH CHECK (user_id = (SELECT memory.current_user_id()));
 GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversation_templates TO PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_templates', '');
+
+-- A template is bounded like a message: all its messages and metadata together at most
+-- memory.max_message_size (it is meant as a conversation's start: a prompt and a few turns).
+CREATE FUNCTION memory._template_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._check_size('a template', pg_column_size(NEW.messages) + pg_column_size(NEW.metadata)
+                                             + octet_length(NEW.name));
+    RETURN NEW;
+END $$;
+REVOKE EXECUTE ON FUNCTION memory._template_before_write() FROM PUBLIC;
+
+CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversation_templates
+    FOR EACH ROW EXECUTE FUNCTION memory._template_before_write();
 
 -- Saves the messages of a conversation the caller can read (up to 1000) and its agent as the
 -- caller's template `name`; returns the template's id.

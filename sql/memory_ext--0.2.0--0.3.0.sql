@@ -12,12 +12,16 @@
 -- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
 --   itself (with the 100,000-message cap and the archive check), and fork_conversation counts its
 --   copies (memory._take_message_quotas).
+-- * memory.max_message_size bounds every value users store (memory._check_size): message
+--   metadata and names, a conversation's title and metadata, templates (a new trigger).
 -- * search: the lexeme naming a message's conversation holds a space, which no text can produce
 --   (a message reading "conv<hex>" could pose as another conversation's); the stored messages'
 --   lexemes are rewritten here, a statement over the whole messages table.
 -- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
 --   reader's transaction start.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Schema ------------------------------------------------------------------------------------------
 
 ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_status_check;
 ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_status_check
@@ -26,9 +30,6 @@ ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_status_check
 DROP TRIGGER llm_calls_after_insert ON memory.llm_calls;
 DROP FUNCTION memory._llm_call_after_insert();
 
--- Keeps the day's token counter of the user a call belongs to: a call is charged when its row is
--- written (the prompt as counted locally, while the provider has not reported), and charged the
--- difference when the worker completes the row with the provider's figures.
 CREATE FUNCTION memory._llm_call_after_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -52,36 +53,7 @@ END $$;
 
 CREATE TRIGGER llm_calls_after_write AFTER INSERT OR UPDATE OF total_tokens, local_prompt_tokens ON memory.llm_calls
     FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
-
 REVOKE EXECUTE ON FUNCTION memory._llm_call_after_write() FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_link memory.share_links;
-    v_conv memory.conversations;
-BEGIN
-    SELECT l.* INTO v_link FROM memory.share_links l
-     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
-       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp());
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
-    RETURN memory._export_json(v_conv, v_link.up_to_seq);
-END $$;
-
-CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM memory._start_turn($1);
-    PERFORM memory._require($1, 'write');
-    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = $1) IS NOT NULL THEN
-        RAISE EXCEPTION 'conversation % is archived', $1
-            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
-    END IF;
-    RETURN memory._finish_turn(memory._chat_answer($1));
-END $$;
 
 CREATE FUNCTION memory._take_message_quotas(p_count integer) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -109,8 +81,159 @@ BEGIN
                                 ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
     END IF;
 END $$;
-
 REVOKE EXECUTE ON FUNCTION memory._take_message_quotas(integer) FROM PUBLIC;
+
+CREATE FUNCTION memory._check_size(what text, bytes bigint) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_max bigint := pg_size_bytes(current_setting('memory.max_message_size'));
+BEGIN
+    IF bytes > v_max THEN
+        RAISE EXCEPTION '% too large: % bytes, the limit is % bytes', what, bytes, v_max
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store large documents elsewhere and reference them; the operator can raise memory.max_message_size.';
+    END IF;
+END $$;
+
+CREATE FUNCTION memory._template_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._check_size('a template', pg_column_size(NEW.messages) + pg_column_size(NEW.metadata)
+                                             + octet_length(NEW.name));
+    RETURN NEW;
+END $$;
+REVOKE EXECUTE ON FUNCTION memory._template_before_write() FROM PUBLIC;
+
+CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversation_templates
+    FOR EACH ROW EXECUTE FUNCTION memory._template_before_write();
+
+-- Functions whose bodies changed --------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._start_turn($1);
+    PERFORM memory._require($1, 'write');
+    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = $1) IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', $1
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
+    END IF;
+    RETURN memory._finish_turn(memory._chat_answer($1));
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._conversation_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.encoding := memory.resolve_encoding(coalesce(NEW.encoding, memory.default_encoding()));
+    -- counters belong to the triggers, whatever the INSERT said
+    NEW.total_tokens := 0;
+    NEW.message_count := 0;
+    NEW.last_seq := 0;
+    NEW.metadata := coalesce(NEW.metadata, '{}');
+    PERFORM memory._check_size('a conversation''s title and metadata',
+                               coalesce(octet_length(NEW.title), 0) + pg_column_size(NEW.metadata));
+    NEW.created_at := coalesce(NEW.created_at, now());
+    NEW.updated_at := NEW.created_at;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._conversation_before_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.id IS DISTINCT FROM OLD.id THEN
+        RAISE EXCEPTION 'the id of a conversation cannot change' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF NEW.encoding IS DISTINCT FROM OLD.encoding THEN
+        IF OLD.message_count > 0 THEN
+            RAISE EXCEPTION 'cannot change the encoding of conversation % : its % messages were counted in %',
+                OLD.id, OLD.message_count, OLD.encoding USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        NEW.encoding := memory.resolve_encoding(NEW.encoding);
+    END IF;
+    IF NEW.title IS DISTINCT FROM OLD.title OR NEW.metadata IS DISTINCT FROM OLD.metadata THEN
+        PERFORM memory._check_size('a conversation''s title and metadata',
+                                   coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
+    END IF;
+    IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
+        IF NOT memory._current_role_is_superuser() THEN
+            RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    ELSE
+        NEW.updated_at := now();
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_encoding text;
+    v_archived timestamptz;
+    v_writable boolean;
+BEGIN
+    IF NEW.conversation_id IS NULL THEN
+        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
+    -- anywhere, everyone else where the authorization rule says (owner and editors). A
+    -- conversation the caller cannot see is reported exactly like one that does not exist, before
+    -- anything is locked or counted; a viewer learns it may not write.
+    SELECT c.encoding, c.archived_at,
+           NOT row_security_active('memory.conversations')
+           OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
+      INTO v_encoding, v_archived, v_writable
+      FROM memory.conversations c
+     WHERE c.id = NEW.conversation_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF NOT v_writable THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', NEW.conversation_id
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
+    END IF;
+    IF v_archived IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', NEW.conversation_id
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
+    END IF;
+    -- the caller's messages-per-minute limit (PT429), when one is set
+    IF memory._message_limit_applies() THEN
+        PERFORM memory._take_message_quota();
+    END IF;
+    -- cheap size checks before any parsing or counting
+    PERFORM memory._check_message_limits(
+        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0)
+        + coalesce(pg_column_size(NEW.metadata), 0) + coalesce(octet_length(NEW.name), 0),
+        CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
+    -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
+    NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
+    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
+       IS DISTINCT FROM
+       (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
+        RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'add a new message, or delete the conversation';
+    END IF;
+    IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN
+        PERFORM memory._check_size('a message with its metadata',
+            octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0)
+            + coalesce(pg_column_size(NEW.metadata), 0) + coalesce(octet_length(NEW.name), 0));
+    END IF;
+    -- the search index belongs to memory_ext (memory.reindex_search runs as its owner)
+    IF NEW.search_vector IS DISTINCT FROM OLD.search_vector AND NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'search_vector is maintained by memory_ext' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
 
 CREATE OR REPLACE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -142,7 +265,8 @@ BEGIN
     END IF;
     PERFORM memory._check_message_limits(
                 octet_length(coalesce(t.e->>'content', '')) + coalesce(pg_column_size(nullif(t.e->'tool_calls', 'null')), 0)
-                + coalesce(octet_length(t.e->>'tool_call_id'), 0),
+                + coalesce(octet_length(t.e->>'tool_call_id'), 0)
+                + coalesce(pg_column_size(nullif(t.e->'metadata', 'null')), 0) + coalesce(octet_length(t.e->>'name'), 0),
                 CASE WHEN jsonb_typeof(t.e->'tool_calls') = 'array' THEN jsonb_array_length(t.e->'tool_calls') END)
        FROM jsonb_array_elements(p_messages) AS t(e);
     IF EXISTS (
@@ -336,6 +460,25 @@ BEGIN
          LIMIT p_limit + 1;
 END $$;
 
+CREATE OR REPLACE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_link memory.share_links;
+    v_conv memory.conversations;
+BEGIN
+    SELECT l.* INTO v_link FROM memory.share_links l
+     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
+       AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp());
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
+    RETURN memory._export_json(v_conv, v_link.up_to_seq);
+END $$;
+
+-- Data --------------------------------------------------------------------------------------------
+
+-- every stored message's conversation lexeme in the new, unforgeable form
 UPDATE memory.conversation_messages m
    SET search_vector = ts_delete(m.search_vector, 'conv' || encode(uuid_send(m.conversation_id), 'hex'))
                        || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id)])

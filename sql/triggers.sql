@@ -13,6 +13,21 @@
 -- all its rows, messages_after_insert updates the counters. No trigger function is executable by
 -- PUBLIC, so none can be called directly or attached to another table.
 
+-- Raises 54000 when a value a user supplies (`what`: a conversation's title and metadata, a
+-- message's metadata, a template) is larger than memory.max_message_size, the one bound on
+-- everything users store; checked before the value is parsed further or stored.
+CREATE FUNCTION memory._check_size(what text, bytes bigint) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_max bigint := pg_size_bytes(current_setting('memory.max_message_size'));
+BEGIN
+    IF bytes > v_max THEN
+        RAISE EXCEPTION '% too large: % bytes, the limit is % bytes', what, bytes, v_max
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Store large documents elsewhere and reference them; the operator can raise memory.max_message_size.';
+    END IF;
+END $$;
+
 CREATE FUNCTION memory._conversation_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -22,6 +37,8 @@ BEGIN
     NEW.message_count := 0;
     NEW.last_seq := 0;
     NEW.metadata := coalesce(NEW.metadata, '{}');
+    PERFORM memory._check_size('a conversation''s title and metadata',
+                               coalesce(octet_length(NEW.title), 0) + pg_column_size(NEW.metadata));
     NEW.created_at := coalesce(NEW.created_at, now());
     NEW.updated_at := NEW.created_at;
     RETURN NEW;
@@ -42,6 +59,10 @@ BEGIN
                 OLD.id, OLD.message_count, OLD.encoding USING ERRCODE = 'invalid_parameter_value';
         END IF;
         NEW.encoding := memory.resolve_encoding(NEW.encoding);
+    END IF;
+    IF NEW.title IS DISTINCT FROM OLD.title OR NEW.metadata IS DISTINCT FROM OLD.metadata THEN
+        PERFORM memory._check_size('a conversation''s title and metadata',
+                                   coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
     END IF;
     IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
         IF NOT memory._current_role_is_superuser() THEN
@@ -117,7 +138,8 @@ BEGIN
     END IF;
     -- cheap size checks before any parsing or counting
     PERFORM memory._check_message_limits(
-        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0),
+        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0)
+        + coalesce(pg_column_size(NEW.metadata), 0) + coalesce(octet_length(NEW.name), 0),
         CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
@@ -270,6 +292,11 @@ BEGIN
         RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'add a new message, or delete the conversation';
+    END IF;
+    IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN
+        PERFORM memory._check_size('a message with its metadata',
+            octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0)
+            + coalesce(pg_column_size(NEW.metadata), 0) + coalesce(octet_length(NEW.name), 0));
     END IF;
     -- the search index belongs to memory_ext (memory.reindex_search runs as its owner)
     IF NEW.search_vector IS DISTINCT FROM OLD.search_vector AND NOT memory._current_role_is_superuser() THEN
