@@ -25,7 +25,7 @@ CREATE TABLE memory.agents (
     metadata            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    -- NULL: memory.retention_days; 0: this agent's conversations are kept; n: deleted n days
+    -- NULL or 0: memory.retention_days; n: deleted n days (or sooner when the operator's period is shorter)
     -- after their last update
     retention_days      integer CHECK (retention_days >= 0),
     CONSTRAINT agents_reply_fits_check CHECK (reply_max_tokens < max_context_tokens)

@@ -19,6 +19,10 @@
 --   lexemes are rewritten here, a statement over the whole messages table.
 -- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
 --   reader's transaction start.
+-- * a job belongs to whoever caused it (memory._enqueue_job: the requester, or the author of the
+--   message that queued it), and request_summary checks the requester's daily token limit.
+-- * retention: memory.retention_days is a ceiling that an agent's retention_days may only shorten
+--   (memory._retention_due).
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -108,6 +112,40 @@ CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversa
     FOR EACH ROW EXECUTE FUNCTION memory._template_before_write();
 
 -- Functions whose bodies changed --------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job bigint;
+BEGIN
+    SELECT j.id INTO v_job FROM memory.jobs j
+     WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    IF FOUND THEN
+        RETURN v_job;
+    END IF;
+    -- the job belongs to whoever caused it (the requester, or the author of the message that
+    -- queued it): its LLM call is charged to them and counts in their share of the worker
+    INSERT INTO memory.jobs (kind, conversation_id, user_id)
+    SELECT p_kind, c.id, coalesce(memory.current_user_id(), c.user_id) FROM memory.conversations c WHERE c.id = p_conversation_id
+    ON CONFLICT (kind, conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
+    RETURNING id INTO v_job;
+    IF v_job IS NULL THEN  -- a concurrent request won the race
+        SELECT j.id INTO v_job FROM memory.jobs j
+         WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
+    END IF;
+    -- ids only: a hint to listeners, never content
+    PERFORM pg_notify('memory_' || p_kind || '_jobs', v_job::text);
+    RETURN v_job;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require(p_conversation_id, 'write');
+    -- a summary is an LLM call charged to the requester: refused while over the daily token limit
+    PERFORM memory._raise_error(memory._caller_token_quota_error());
+    RETURN memory._enqueue_job('summary', p_conversation_id);
+END $$;
 
 CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -475,6 +513,20 @@ BEGIN
     SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = v_link.conversation_id;
     RETURN memory._export_json(v_conv, v_link.up_to_seq);
 END $$;
+
+CREATE OR REPLACE FUNCTION memory._retention_due(days integer)
+RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
+               retention_days integer)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count, d.days
+      FROM memory.conversations c
+      -- an agent applies to its owner's conversations only (see agents.sql)
+      LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id
+     -- the operator's period is a ceiling: an agent may only shorten it (0 or NULL: the operator's);
+     -- with no operator period, the agent's own applies
+     CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif($1, 0)), 0) AS days) d
+     WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
+$$;
 
 -- Data --------------------------------------------------------------------------------------------
 

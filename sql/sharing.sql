@@ -280,7 +280,9 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       FROM memory.conversations c
       -- an agent applies to its owner's conversations only (see agents.sql)
       LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id
-     CROSS JOIN LATERAL (SELECT coalesce(a.retention_days, $1) AS days) d
+     -- the operator's period is a ceiling: an agent may only shorten it (0 or NULL: the operator's);
+     -- with no operator period, the agent's own applies
+     CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif($1, 0)), 0) AS days) d
      WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
 $$;
 

@@ -78,8 +78,10 @@ BEGIN
     IF FOUND THEN
         RETURN v_job;
     END IF;
+    -- the job belongs to whoever caused it (the requester, or the author of the message that
+    -- queued it): its LLM call is charged to them and counts in their share of the worker
     INSERT INTO memory.jobs (kind, conversation_id, user_id)
-    SELECT p_kind, c.id, c.user_id FROM memory.conversations c WHERE c.id = p_conversation_id
+    SELECT p_kind, c.id, coalesce(memory.current_user_id(), c.user_id) FROM memory.conversations c WHERE c.id = p_conversation_id
     ON CONFLICT (kind, conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
     RETURNING id INTO v_job;
     IF v_job IS NULL THEN  -- a concurrent request won the race
@@ -96,6 +98,8 @@ CREATE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._require(p_conversation_id, 'write');
+    -- a summary is an LLM call charged to the requester: refused while over the daily token limit
+    PERFORM memory._raise_error(memory._caller_token_quota_error());
     RETURN memory._enqueue_job('summary', p_conversation_id);
 END $$;
 

@@ -704,6 +704,7 @@ fn prepare_summary(job: &Claimed) -> Prepared {
     let rows: Vec<Row> = batch.rows.iter().filter(|r| r.seq <= cut).cloned().collect();
     let max_tokens = gucs::SUMMARY_MAX_TOKENS.get();
     if gucs::string(&gucs::LLM_API_KEY).is_none() {
+        // the built-in summarizer calls no LLM: nothing to charge
         let content = extractive(batch.previous.as_deref(), &rows, batch.encoding, max_tokens);
         return Prepared::Finished(Outcome::Summary {
             covers_through_seq: cut,
@@ -714,7 +715,12 @@ fn prepare_summary(job: &Claimed) -> Prepared {
     }
     let model = gucs::string(&gucs::LLM_MODEL).unwrap_or_default();
     let body = request_body(&model, batch.previous.as_deref(), &rows, max_tokens);
-    let call_id = Spi::connect_mut(|c| begin_call(c, job, &model, None, None));
+    let call_id = Spi::connect_mut(|c| {
+        // over its user's daily token limit: an error, recorded in the job and retried later
+        c.update("SELECT memory._check_token_quota_of($1)", None, &[job.user_id.into()])
+            .expect("checking the daily token limit");
+        begin_call(c, job, &model, None, None)
+    });
     Prepared::Call { work: Work::Summary { covers_through_seq: cut, model }, body, call_id }
 }
 

@@ -491,3 +491,30 @@ def test_continue_chat_checks_the_caller_and_the_conversation_before_calling_the
         c.execute("SELECT memory.unarchive_conversation(%s)", (cid,))
         assert len(llm.requests) == before, "the LLM was called for a turn that could not be stored"
         assert one(c, "SELECT (memory.continue_chat(%s))->'message'->>'content'", cid) == "You said: Hello there"
+
+
+def test_jobs_are_charged_to_whoever_caused_them(pg, llm):
+    """An editor's reply request is the editor's job: its LLM call and tokens are charged to the
+    editor, not to the conversation's owner (in 0.2.0 every job was the owner's). A summary request
+    counts against the requester's daily token limit."""
+    owner, editor = str(uuid.uuid4()), str(uuid.uuid4())
+    with as_user(pg, owner) as c:
+        _, cid = new_chat(c)
+        c.execute("SELECT memory.share_conversation(%s, %s, 'editor')", (cid, editor))
+    with as_user(pg, editor) as e:
+        e.execute("SELECT memory.add_message(%s, 'user', 'Hello from the editor')", (cid,))
+        job = one(e, "SELECT memory.request_reply(%s)", cid)
+        wait_for(lambda: one(e, "SELECT memory.reply_status(%s)", job)["status"] == "done")
+    assert fetch(pg, "SELECT user_id::text FROM memory.jobs WHERE id = %s", job)[0] == editor
+    assert fetch(pg, "SELECT user_id::text, status FROM memory.llm_calls WHERE job_id = %s", job) == (editor, "ok")
+    assert fetch(pg, "SELECT count(*) FROM memory.user_usage WHERE user_id = %s AND day_tokens > 0", owner)[0] == 0
+    setting(pg, "memory.max_llm_tokens_per_day", 1)
+    try:
+        with as_user(pg, editor) as e:
+            with pytest.raises(psycopg.Error) as err:
+                e.execute("SELECT memory.request_summary(%s)", (cid,))
+            assert err.value.sqlstate == "PT429"
+        with as_user(pg, owner) as c:  # the owner has spent nothing
+            assert one(c, "SELECT memory.request_summary(%s)", cid) > 0
+    finally:
+        setting(pg, "memory.max_llm_tokens_per_day", 0)
