@@ -51,8 +51,9 @@ CREATE TABLE memory.llm_calls (
     -- ok: the answer was used; discarded: answered, but the conversation changed meanwhile;
     -- error: no usable answer (error says why); pending: the worker's call in flight (its row is
     -- written before the call); unknown: the worker stopped while it was in flight, so the
-    -- provider may have answered and billed it
-    status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown')),
+    -- provider may have answered and billed it; rolled_back: memory.chat's call whose turn the
+    -- caller's transaction rolled back (written afterwards by the worker: billed all the same)
+    status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back')),
     error               text,
     created_at          timestamptz NOT NULL DEFAULT now()
 );
@@ -223,7 +224,9 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT u.day_tokens INTO v_used FROM memory.user_usage u WHERE u.user_id = p_user AND u.day_start = v_today;
-    IF coalesce(v_used, 0) < v_max THEN
+    -- with the calls of rolled-back turns that the worker has not written yet
+    v_used := coalesce(v_used, 0) + memory._pending_llm_tokens(p_user);
+    IF v_used < v_max THEN
         RETURN NULL;
     END IF;
     v_reset := (v_today + 1)::timestamp AT TIME ZONE 'UTC';
@@ -436,7 +439,7 @@ REVOKE ALL ON memory.user_usage FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION
     memory._agent_before_write(), memory._llm_call_after_write(), memory._check_token_quota_of(uuid),
     memory._take_message_quotas(integer),
-    memory._token_quota_error(uuid)
+    memory._token_quota_error(uuid), memory._pending_llm_tokens(uuid)
 FROM PUBLIC;
 
 -- Chat turns -----------------------------------------------------------------------------------

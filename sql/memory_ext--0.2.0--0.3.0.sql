@@ -7,6 +7,9 @@
 -- * the background worker answers several calls at once (memory.worker_concurrency,
 --   memory.worker_user_concurrency: settings only, nothing in the schema) and is registered as
 --   "memory_ext worker".
+-- * memory.chat's call is charged even when the caller's transaction rolls back: the worker
+--   writes it as a 'rolled_back' row, and the daily token limit counts it meanwhile
+--   (memory._pending_llm_tokens, memory._token_quota_error).
 -- * memory.continue_chat checks that the caller may write the answer (and that the conversation
 --   is not archived) before it calls the LLM.
 -- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
@@ -29,7 +32,16 @@
 
 ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_status_check;
 ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_status_check
-    CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown'));
+    CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back'));
+
+-- the charges of rolled-back chat turns that the worker has not written yet (shared memory)
+CREATE FUNCTION memory."_pending_llm_tokens"(
+	"user_id" uuid /* Uuid */
+) RETURNS bigint /* i64 */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_pending_llm_tokens_wrapper';
+REVOKE EXECUTE ON FUNCTION memory._pending_llm_tokens(uuid) FROM PUBLIC;
 
 DROP TRIGGER llm_calls_after_insert ON memory.llm_calls;
 DROP FUNCTION memory._llm_call_after_insert();
@@ -145,6 +157,31 @@ BEGIN
     -- a summary is an LLM call charged to the requester: refused while over the daily token limit
     PERFORM memory._raise_error(memory._caller_token_quota_error());
     RETURN memory._enqueue_job('summary', p_conversation_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._token_quota_error(p_user uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_max bigint := memory._max_llm_tokens_per_day();
+    v_today date := (now() AT TIME ZONE 'UTC')::date;
+    v_used bigint;
+    v_reset timestamptz;
+BEGIN
+    IF p_user IS NULL OR v_max <= 0 THEN
+        RETURN NULL;
+    END IF;
+    SELECT u.day_tokens INTO v_used FROM memory.user_usage u WHERE u.user_id = p_user AND u.day_start = v_today;
+    -- with the calls of rolled-back turns that the worker has not written yet
+    v_used := coalesce(v_used, 0) + memory._pending_llm_tokens(p_user);
+    IF v_used < v_max THEN
+        RETURN NULL;
+    END IF;
+    v_reset := (v_today + 1)::timestamp AT TIME ZONE 'UTC';
+    RETURN jsonb_build_object(
+        'sqlstate', 'PT429',
+        'message', format('daily LLM token limit reached: %s of %s tokens used today (UTC); retry after %s', v_used, v_max, v_reset),
+        'hint', format('Retry in %s seconds. The operator sets memory.max_llm_tokens_per_day.',
+                       ceil(extract(epoch FROM v_reset - clock_timestamp()))));
 END $$;
 
 CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb

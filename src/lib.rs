@@ -50,7 +50,8 @@ extension_sql_file!(
         api::limits::_notify_messages,
         api::turn::_suppress_auto_reply,
         api::turn::_auto_reply_suppressed,
-        api::turn::_chat_answer
+        api::turn::_chat_answer,
+        api::charges::_pending_llm_tokens
     ]
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);
@@ -72,6 +73,8 @@ pub extern "C-unwind" fn _PG_init() {
             enc.preload();
         }
     }
+    // the ledger of rolled-back calls' charges (see api/charges.rs)
+    api::charges::init();
     if gucs::WORKER_ENABLED.get() {
         worker::register();
     }

@@ -23,6 +23,7 @@ use pgrx::spi::SpiClient;
 use pgrx::{PgSqlErrorCode, Uuid};
 use serde_json::Value;
 
+use crate::api::charges;
 use crate::api::context::{load_conversation, TurnRequest};
 use crate::api::llm_thread::{self, config, InFlight, Poll};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
@@ -151,6 +152,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
         }
         finish_answered(&mut running, &mut deferred);
         retry_deferred(&mut deferred);
+        write_rolled_back_charges();
         loop {
             if BackgroundWorker::sigterm_received() {
                 stopping = true;
@@ -208,6 +210,50 @@ fn saturated_users(running: &[Running]) -> Vec<Uuid> {
         *per_user.entry(r.job.user_id).or_default() += 1;
     }
     per_user.into_iter().filter(|&(_, n)| n >= cap).map(|(u, _)| u).collect()
+}
+
+/// Writes the calls of memory.chat turns whose transactions rolled back (see api/charges.rs) as
+/// usage rows of their own, charged to their callers' day.
+fn write_rolled_back_charges() {
+    let (pending, dropped) = charges::pending();
+    if dropped > 0 {
+        warning!("memory_ext: the charges of {dropped} rolled-back chat turns were lost: the ledger was full");
+    }
+    let Some(last) = pending.last().map(|c| c.seq) else {
+        return;
+    };
+    let written = try_transaction(|| {
+        Spi::connect_mut(|c| {
+            for charge in &pending {
+                let error = charge.failed.then_some("no usable answer (timed out or unreadable)");
+                c.update(
+                    "INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, kind, model, prompt_tokens,
+                                                   completion_tokens, total_tokens, local_prompt_tokens, latency_ms,
+                                                   status, error)
+                     VALUES ((SELECT c.id FROM memory.conversations c WHERE c.id = $1), $2, $3, 'chat', $4, $5, $6, $7,
+                             $8, $9, 'rolled_back', $10)",
+                    None,
+                    &[
+                        Uuid::from_bytes(charge.conversation).into(),
+                        Uuid::from_bytes(charge.user).into(),
+                        charge.agent.map(Uuid::from_bytes).into(),
+                        charge.model().into(),
+                        charge.prompt_tokens.into(),
+                        charge.completion_tokens.into(),
+                        charge.total_tokens.into(),
+                        charge.local_prompt_tokens.into(),
+                        charge.latency_ms.into(),
+                        error.into(),
+                    ],
+                )
+                .expect("recording a rolled-back call");
+            }
+        })
+    });
+    match written {
+        Ok(()) => charges::forget_through(last),
+        Err(e) => warning!("memory_ext: recording the calls of rolled-back chat turns failed: {e}"),
+    }
 }
 
 /// Prepares a claimed job and starts its LLM call; a job that needs no call is finished here.

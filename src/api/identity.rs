@@ -77,7 +77,7 @@ fn claims_sub() -> Option<Option<Uuid>> {
 /// assert what). Claims, when trusted and present, win: a request with claims but no `sub` is
 /// anonymous.
 #[pg_extern(stable, parallel_safe)]
-fn current_user_id() -> Option<Uuid> {
+pub(crate) fn current_user_id() -> Option<Uuid> {
     if let Some(bound) = gucs::string(&gucs::LOGIN_USER_ID) {
         return Some(parse_uuid(&bound, "memory.login_user_id"));
     }

@@ -1,4 +1,5 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
+pub mod charges;
 pub mod context;
 pub mod identity;
 pub mod limits;

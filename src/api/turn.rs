@@ -10,10 +10,12 @@ use pgrx::{register_xact_callback, PgXactCallbackEvent};
 use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 use serde_json::{json, Value};
 
+use super::charges;
 use super::context::{load_conversation, not_found, spi_failed, TurnRequest};
 use super::llm_thread::{call_waiting, config};
+use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
-use crate::core::turn::parse_reply;
+use crate::core::turn::{parse_reply, Usage};
 use crate::sql_error::{fail, required};
 
 // Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
@@ -120,7 +122,31 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
         );
     }
     let TurnRequest { window, budget, tools_tokens, body } = TurnRequest::new(client, &conv);
-    let answer = call_waiting(config(), body, crate::sql_error::interrupt).map_err(llm_error)?;
+    // Charged even if the caller's transaction rolls back (see api/charges.rs): counted at the
+    // prompt's own size until the provider reports, and kept if the wait is cancelled (the
+    // request was sent).
+    let charge = charges::remember(Charge::provisional(
+        *crate::api::identity::current_user_id().or(conv.owner).unwrap_or(id).as_bytes(),
+        *id.as_bytes(),
+        conv.agent.map(|a| *a.as_bytes()),
+        &conv.settings.model,
+        (window.token_count + tools_tokens).min(i64::from(i32::MAX)) as i32,
+    ));
+    let answered = call_waiting(config(), body, crate::sql_error::interrupt);
+    match &answered {
+        Ok(a) => charges::amend(charge, |c| {
+            let usage = Usage::from_answer(&a.json);
+            let n = |v: Option<i64>| v.map(|v| v.clamp(0, i64::from(i32::MAX)) as i32);
+            (c.prompt_tokens, c.completion_tokens, c.total_tokens) =
+                (n(usage.prompt_tokens), n(usage.completion_tokens), n(usage.total_tokens));
+            c.latency_ms = a.latency.as_secs_f64() * 1000.0;
+            c.failed = false;
+        }),
+        // the provider may have processed it
+        Err(e) if matches!(e.failure, Failure::Timeout | Failure::Malformed) => {}
+        Err(_) => charges::forget(charge),
+    }
+    let answer = answered.map_err(llm_error)?;
     let reply = parse_reply(&answer.json, &answer.text).map_err(llm_error)?;
 
     let _writing = Raised::new(&WRITING);

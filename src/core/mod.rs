@@ -1,6 +1,7 @@
 //! Pure logic: no pgrx in here, unit-tested with plain `#[test]`.
 pub mod chat;
 pub mod error;
+pub mod ledger;
 pub mod llm;
 pub mod summary;
 pub mod threads;

@@ -518,3 +518,46 @@ def test_jobs_are_charged_to_whoever_caused_them(pg, llm):
             assert one(c, "SELECT memory.request_summary(%s)", cid) > 0
     finally:
         setting(pg, "memory.max_llm_tokens_per_day", 0)
+
+
+def test_a_rolled_back_turn_is_still_charged(pg, llm):
+    """BEGIN; memory.chat(...); ROLLBACK removes the turn and its usage row, but the provider
+    answered and billed it: the call is charged all the same (the worker writes it as a
+    'rolled_back' row, and the daily limit counts it at once), so rolling back is no way past
+    memory.max_llm_tokens_per_day (in 0.2.0 it gave unlimited answers). A savepoint rolled back
+    around a turn is charged the same way."""
+    setting(pg, "memory.max_llm_tokens_per_day", 40)
+    uid = str(uuid.uuid4())
+    try:
+        with as_user(pg, uid) as c:
+            _, cid = new_chat(c)
+            answered, refused = 0, None
+            for _ in range(8):
+                c.execute("BEGIN")
+                try:
+                    c.execute("SELECT memory.chat(%s, 'hi')", (cid,))
+                    answered += 1
+                except psycopg.Error as e:
+                    refused = e.sqlstate
+                    break
+                finally:
+                    c.execute("ROLLBACK")
+            # each turn costs 16 tokens at the stand-in: the limit of 40 stops the fourth
+            assert refused == "PT429" and answered == 3, (answered, refused)
+            assert one(c, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
+        wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
+        assert fetch(pg, "SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", uid)[0] == 48
+        assert fetch(pg, "SELECT memory._pending_llm_tokens(%s)", uid)[0] == 0  # written: no longer counted twice
+        other = str(uuid.uuid4())
+        with as_user(pg, other) as c:
+            _, cid = new_chat(c)
+            c.execute("BEGIN")
+            c.execute("SAVEPOINT turn")
+            c.execute("SELECT memory.chat(%s, 'hi')", (cid,))
+            c.execute("ROLLBACK TO SAVEPOINT turn")
+            c.execute("SELECT memory.add_message(%s, 'user', 'kept')", (cid,))
+            c.execute("COMMIT")
+        wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", other)[0] == 1)
+        assert fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s", other)[0] == 1
+    finally:
+        setting(pg, "memory.max_llm_tokens_per_day", 0)

@@ -78,6 +78,7 @@ REVIEWED = {
     "_take_message_quotas(integer)": ("pinned", True, False),  # the bulk routes' count, from their definer code
     "_caller_token_quota_error()": ("pinned", True, True),   # the caller's own quota only
     "_token_quota_error(uuid)": ("pinned", False, False),
+    "_pending_llm_tokens(uuid)": ("pure-c", False, False),
     "_record_chat_call(uuid,uuid,text,integer,integer,integer,integer,double precision)": ("pinned", True, True),  # refuses outside memory.chat
     "_check_token_quota_of(uuid)": ("pinned", False, False),
     "_raise_error(jsonb)": ("pinned", False, True),
