@@ -28,6 +28,10 @@ CREATE TABLE memory.agents (
     -- NULL or 0: memory.retention_days; n: deleted n days (or sooner when the operator's period is shorter)
     -- after their last update
     retention_days      integer CHECK (retention_days >= 0),
+    -- whether members of the agent's conversations (viewers, editors) may read its system_prompt
+    -- and tools, and whether their turns and reply jobs are built with them: off, only the owner's
+    -- are (members get windows without the private parts)
+    share_config        boolean NOT NULL DEFAULT false,
     CONSTRAINT agents_reply_fits_check CHECK (reply_max_tokens < max_context_tokens)
 );
 CREATE INDEX agents_user_idx ON memory.agents (user_id, created_at);
@@ -422,9 +426,11 @@ ALTER TABLE memory.user_usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY agents_owner ON memory.agents
     USING (user_id = (SELECT memory.current_user_id()))
     WITH CHECK (user_id = (SELECT memory.current_user_id()));
--- whoever may read a conversation may read the agent that applies to it
+-- whoever may read a conversation may read the agent that applies to it, when its owner shares
+-- its configuration (share_config): otherwise the prompt and tools stay the owner's alone, on every
+-- route that reads agents under the caller's RLS (the table, get_agent, build_context, chat turns)
 CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
-    USING (EXISTS (SELECT 1 FROM memory.conversations c
+    USING (share_config AND EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
                       AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                                (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));

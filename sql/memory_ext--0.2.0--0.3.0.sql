@@ -7,6 +7,9 @@
 -- * the background worker answers several calls at once (memory.worker_concurrency,
 --   memory.worker_user_concurrency: settings only, nothing in the schema) and is registered as
 --   "memory_ext worker".
+-- * memory.agents.share_config (default off): members of an agent's conversations no longer read
+--   its system prompt and tools (the members' policy requires it), and reply jobs a member causes
+--   are built without them.
 -- * memory.chat's call is charged even when the caller's transaction rolls back: the worker
 --   writes it as a 'rolled_back' row, and the daily token limit counts it meanwhile
 --   (memory._pending_llm_tokens, memory._token_quota_error).
@@ -33,6 +36,15 @@
 ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_status_check;
 ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_status_check
     CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back'));
+
+-- an agent's prompt and tools are its owner's unless shared
+ALTER TABLE memory.agents ADD COLUMN share_config boolean NOT NULL DEFAULT false;
+DROP POLICY agents_of_readable_conversations ON memory.agents;
+CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
+    USING (share_config AND EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                               (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
 
 -- the charges of rolled-back chat turns that the worker has not written yet (shared memory)
 CREATE FUNCTION memory."_pending_llm_tokens"(

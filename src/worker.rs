@@ -707,6 +707,8 @@ fn prepare_reply(job: &Claimed) -> Prepared {
         let Some(conv) = load_conversation(c, job.conversation_id) else {
             return Prepared::Finished(Outcome::NothingToDo("the conversation is gone"));
         };
+        // a job a member caused is answered without the agent's private parts (unless shared)
+        let conv = conv.for_caller(job.user_id);
         let newest = c
             .select(
                 "SELECT role = 'assistant' AND tool_calls IS NULL FROM memory.conversation_messages

@@ -175,8 +175,11 @@ class Agent:
     metadata: Dict[str, Any]
     created_at: datetime.datetime
     updated_at: datetime.datetime
-    # None: memory.retention_days; 0: kept forever; n: deleted n days after the last update
+    # None or 0: memory.retention_days; n: deleted n days after the last update (or sooner, when
+    # the operator's period is shorter)
     retention_days: Optional[int] = None
+    # whether members of its conversations may read (and their turns use) the prompt and tools
+    share_config: bool = False
 
     @classmethod
     def parse(cls, d: Dict[str, Any]) -> "Agent":

@@ -107,10 +107,22 @@ pub struct Conversation {
     pub owner: Option<Uuid>,
     /// The agents row that applies, if any.
     pub agent: Option<Uuid>,
+    /// Whether the agent's owner lets members' turns use its system prompt and tools.
+    pub agent_config_shared: bool,
     pub settings: TurnSettings,
 }
 
 impl Conversation {
+    /// The agent's settings without its private parts (system prompt, tools), for a turn that
+    /// someone other than the agent's owner caused, unless the owner shares them.
+    pub fn for_caller(mut self, caller: Uuid) -> Conversation {
+        if self.owner != Some(caller) && !self.agent_config_shared {
+            self.settings.system_prompt = None;
+            self.settings.tools = serde_json::Value::Array(vec![]);
+        }
+        self
+    }
+
     /// Tokens of the agent's tool definitions in this conversation's encoding.
     pub fn tools_tokens(&self) -> i64 {
         tools_tokens(&self.settings.tools, self.encoding)
@@ -151,30 +163,44 @@ impl TurnRequest {
     }
 }
 
-/// Whether this database has the agents table (the library may be newer than the installed SQL
-/// until `ALTER EXTENSION memory_ext UPDATE`). Only a positive answer is remembered.
-fn agents_installed(client: &SpiClient) -> bool {
-    thread_local!(static KNOWN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    if KNOWN.get() {
+thread_local! {
+    static AGENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static SHARE_CONFIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+const SHARE_CONFIG_COLUMN: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                                    WHERE attrelid = to_regclass('memory.agents') AND attname = 'share_config')";
+
+/// Whether this database has what `probe` asks about (the library may be newer than the installed
+/// SQL until `ALTER EXTENSION memory_ext UPDATE`). Only a positive answer is remembered.
+fn installed(client: &SpiClient, probe: &str, known: &'static std::thread::LocalKey<std::cell::Cell<bool>>) -> bool {
+    if known.get() {
         return true;
     }
     let found = client
-        .select("SELECT to_regclass('memory.agents') IS NOT NULL", None, &[])
+        .select(probe, None, &[])
         .and_then(|t| t.first().get_one::<bool>())
         .unwrap_or_else(|e| spi_failed(e))
         .unwrap_or(false);
-    KNOWN.set(found);
+    known.set(found);
     found
 }
 
 /// Reads a conversation (RLS applies to the caller) and its agent; None when it cannot be seen.
 pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
-    let agent_columns = if agents_installed(client) {
-        "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
-         a.temperature::text::float8 FROM memory.conversations c \
-         LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
+    let agent_columns = if installed(client, "SELECT to_regclass('memory.agents') IS NOT NULL", &AGENTS) {
+        if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) {
+            "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
+             a.temperature::text::float8, a.share_config FROM memory.conversations c \
+             LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
+        } else {
+            // 0.2.0's schema, until ALTER EXTENSION UPDATE: nothing is shared
+            "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
+             a.temperature::text::float8, false FROM memory.conversations c \
+             LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
+        }
     } else {
-        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8 FROM memory.conversations c"
+        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8, NULL::bool \
+         FROM memory.conversations c"
     };
     let sql = format!(
         "SELECT c.encoding, c.total_tokens, c.message_count, c.last_seq, c.user_id, {agent_columns} WHERE c.id = $1"
@@ -196,6 +222,7 @@ pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
         total_rows: int(3).unwrap_or_default(),
         last_seq: r.get::<i64>(4).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
         owner: r.get::<Uuid>(5).unwrap_or_else(|e| spi_failed(e)),
+        agent_config_shared: r.get::<bool>(13).unwrap_or_else(|e| spi_failed(e)).unwrap_or(false),
         settings: TurnSettings {
             agent_id: agent.map(|a| a.to_string()),
             system_prompt: get(r.get::<String>(7)),

@@ -250,7 +250,10 @@ def test_upgrade_from_020_equals_a_fresh_install_and_keeps_the_data(cluster):
     assert diff == [], "\n".join(diff)
 
     assert {k: window(*k) for k in before} == before
-    assert window(cids[0], 8000, other) == shared_before  # the share still holds
+    # the share still holds; the agent's prompt is its owner's now (share_config is off)
+    shared_after = window(cids[0], 8000, other)
+    assert shared_before["messages"][0] == {"role": "system", "content": "You are helpful."}
+    assert shared_after["messages"] == shared_before["messages"][1:]
     with connect(up, "app") as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
         last = c.execute("SELECT last_seq FROM memory.conversations WHERE id = %s", (cids[1],)).fetchone()[0]

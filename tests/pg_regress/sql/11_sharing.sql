@@ -87,7 +87,8 @@ SET memory.user_id = :'owner';
 SELECT memory.unshare_conversation(:'cid', :'editor') AS previous_owner_removed;
 SELECT role AS shared_again FROM memory.share_conversation(:'cid', :'editor', 'editor');
 
--- retention: the setting (off here) or the agent's own period; a preview of what would go
+-- retention: the setting (off here) or the agent's own period, whichever is shorter (the setting is a
+-- ceiling: an agent's 0 follows it); a preview of what would go
 INSERT INTO memory.agents (id, name, retention_days) VALUES ('a0000000-0000-0000-0000-00000000a0d1', 'short-lived', 7);
 SELECT (memory.create_conversation('a0000000-0000-0000-0000-00000000a0d1', 'old')).id IS NOT NULL AS created;
 SELECT count(*) AS due_now FROM memory.retention_preview();
@@ -101,7 +102,7 @@ SELECT title, retention_days FROM memory.retention_preview();
 SELECT title, retention_days FROM memory.retention_preview(30);
 SELECT title, retention_days FROM memory.retention_preview(9);
 SELECT memory.retention_preview(0);
-SELECT retention_days AS kept_forever FROM memory.update_agent('a0000000-0000-0000-0000-00000000a0d1', retention_days => 0);
+SELECT retention_days AS follows_the_operator FROM memory.update_agent('a0000000-0000-0000-0000-00000000a0d1', retention_days => 0);
 SELECT title, retention_days FROM memory.retention_preview(9);
 
 -- analytics: the caller's own figures
