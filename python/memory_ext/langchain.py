@@ -25,7 +25,7 @@ from . import calls
 from ._convert import compact, expand_combined, json_safe, openai_tool_call, parse_arguments, split_name
 from .errors import NotFoundError
 from .models import Message, Window
-from .sessions import Sessions, conversation_id, known_user_id, needs_user_id
+from .sessions import Sessions, find_conversation, key_as_id
 
 __all__ = ["MemoryExChatMessageHistory", "to_stored", "from_stored", "from_openai", "window_messages"]
 
@@ -141,24 +141,27 @@ class MemoryExChatMessageHistory(BaseChatMessageHistory):
         self.session_id = session_id
         self.client, self.async_client = client, async_client
         self._sessions = Sessions(agent_id, title, metadata)
-        self._cid = None
-        if not needs_user_id(session_id):
-            self._cid = conversation_id(session_id, None)
-        else:
-            user = known_user_id(client or async_client)
-            self._cid = conversation_id(session_id, user) if user else None
+        self._cid = key_as_id(session_id)
 
     # -- sync --------------------------------------------------------------------------------
     @property
     def conversation_id(self):
-        """The conversation's id (the caller's id is looked up once when the key needs it)."""
+        """The conversation's id, created when the session has none yet (looked up once among the
+        caller's conversations when the key is not a UUID; see `memory_ext.sessions`)."""
         if self._cid is None:
-            self._cid = conversation_id(self.session_id, self.client.current_user_id())
+            self._cid = self.client.run(self._sessions.open(self.session_id))
+        return self._cid
+
+    def _existing_id(self):
+        """The conversation's id if it exists (None: the session was never written)."""
+        if self._cid is None:
+            self._cid = self.client.run(find_conversation(self.session_id))
         return self._cid
 
     @property
     def messages(self) -> List[BaseMessage]:  # type: ignore[override]
-        return [m for stored in self.client.all_messages(self.conversation_id) for m in from_stored(stored)]
+        cid = self._existing_id()
+        return [m for stored in self.client.all_messages(cid) for m in from_stored(stored)] if cid else []
 
     def get_messages(self) -> List[BaseMessage]:
         return self.messages
@@ -170,7 +173,8 @@ class MemoryExChatMessageHistory(BaseChatMessageHistory):
 
     def clear(self) -> None:
         """Deletes the conversation (messages, summaries, jobs); the next message starts it anew."""
-        self.client.delete_conversation(self.conversation_id)
+        if self._existing_id():
+            self.client.delete_conversation(self._cid)
 
     def context(self, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None) -> List[BaseMessage]:
         """The newest messages that fit `max_tokens`, counted exactly, tool calls never split from
@@ -181,7 +185,10 @@ class MemoryExChatMessageHistory(BaseChatMessageHistory):
     def window(self, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None) -> Window:
         """The whole build_context result (messages as OpenAI dicts, token_count, what was left out)."""
         try:
-            return self.client.build_context(self.conversation_id, max_tokens, system_prompt)
+            cid = self._existing_id()
+            if cid is None:
+                raise NotFoundError("no conversation yet")
+            return self.client.build_context(cid, max_tokens, system_prompt)
         except NotFoundError:
             return _empty_window(self.client, max_tokens, system_prompt)
 
@@ -199,11 +206,17 @@ class MemoryExChatMessageHistory(BaseChatMessageHistory):
     # -- async -------------------------------------------------------------------------------
     async def _aconversation_id(self):
         if self._cid is None:
-            self._cid = conversation_id(self.session_id, await self.async_client.current_user_id())
+            self._cid = await self.async_client.run(self._sessions.open(self.session_id))
+        return self._cid
+
+    async def _aexisting_id(self):
+        if self._cid is None:
+            self._cid = await self.async_client.run(find_conversation(self.session_id))
         return self._cid
 
     async def aget_messages(self) -> List[BaseMessage]:
-        stored = await self.async_client.all_messages(await self._aconversation_id())
+        cid = await self._aexisting_id()
+        stored = await self.async_client.all_messages(cid) if cid else []
         return [m for s in stored for m in from_stored(s)]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -212,11 +225,15 @@ class MemoryExChatMessageHistory(BaseChatMessageHistory):
         await self.async_client.run(self._sessions.ensure(self.session_id, cid), calls.add_messages(cid, rows))
 
     async def aclear(self) -> None:
-        await self.async_client.delete_conversation(await self._aconversation_id())
+        if await self._aexisting_id():
+            await self.async_client.delete_conversation(self._cid)
 
     async def acontext(self, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None) -> List[BaseMessage]:
         try:
-            window = await self.async_client.build_context(await self._aconversation_id(), max_tokens, system_prompt)
+            cid = await self._aexisting_id()
+            if cid is None:
+                raise NotFoundError("no conversation yet")
+            window = await self.async_client.build_context(cid, max_tokens, system_prompt)
         except NotFoundError:
             window = await _empty_window(self.async_client, max_tokens, system_prompt)
         return window_messages(window)

@@ -24,7 +24,7 @@ from pydantic import PrivateAttr
 from . import calls
 from ._convert import compact, json_safe, split_name
 from .models import Message
-from .sessions import Sessions, conversation_id, known_user_id, needs_user_id, session_keys
+from .sessions import Sessions, find_conversation, key_as_id, session_keys
 
 __all__ = ["MemoryExChatStore", "to_stored", "from_stored"]
 
@@ -95,24 +95,38 @@ class MemoryExChatStore(BaseChatStore):
         return "MemoryExChatStore"
 
     def _known_id(self, key: str) -> Any:
-        if key not in self._ids and not needs_user_id(key):
-            self._ids[key] = conversation_id(key, None)
-        if key not in self._ids:
-            user = known_user_id(self._client or self._async_client)
-            if user:
-                self._ids[key] = conversation_id(key, user)
+        if key not in self._ids and key_as_id(key):
+            self._ids[key] = key_as_id(key)
         return self._ids.get(key)
 
     def _id(self, key: str) -> Any:
+        """The key's conversation id, created if the key has none yet (see memory_ext.sessions)."""
         cid = self._known_id(key)
         if cid is None:
-            cid = self._ids[key] = conversation_id(key, self._client.current_user_id())
+            cid = self._ids[key] = self._client.run(self._sessions.open(key))
+        return cid
+
+    def _existing(self, key: str) -> Any:
+        """The key's conversation id, or None when the key was never written."""
+        cid = self._known_id(key)
+        if cid is None:
+            cid = self._client.run(find_conversation(key))
+            if cid is not None:
+                self._ids[key] = cid
         return cid
 
     async def _aid(self, key: str) -> Any:
         cid = self._known_id(key)
         if cid is None:
-            cid = self._ids[key] = conversation_id(key, await self._async_client.current_user_id())
+            cid = self._ids[key] = await self._async_client.run(self._sessions.open(key))
+        return cid
+
+    async def _aexisting(self, key: str) -> Any:
+        cid = self._known_id(key)
+        if cid is None:
+            cid = await self._async_client.run(find_conversation(key))
+            if cid is not None:
+                self._ids[key] = cid
         return cid
 
     def _replace(self, key: str, cid: Any, messages: List[ChatMessage]) -> list:
@@ -128,19 +142,23 @@ class MemoryExChatStore(BaseChatStore):
         self._client.run(*self._replace(key, cid, messages))
 
     def get_messages(self, key: str) -> List[ChatMessage]:
-        return [from_stored(m) for m in self._client.all_messages(self._id(key))]
+        cid = self._existing(key)
+        return [from_stored(m) for m in self._client.all_messages(cid)] if cid else []
 
     def add_message(self, key: str, message: ChatMessage) -> None:
         cid = self._id(key)
         self._client.run(self._sessions.ensure(key, cid), calls.add_messages(cid, [to_stored(message)]))
 
     def delete_messages(self, key: str) -> Optional[List[ChatMessage]]:
-        cid = self._id(key)
+        cid = self._existing(key)
+        if cid is None:
+            return []
         stored, _ = self._client.run(calls.all_messages(cid), calls.delete_conversation(cid))
         return [from_stored(m) for m in stored]
 
     def delete_message(self, key: str, idx: int) -> Optional[ChatMessage]:
-        gone = self._client.delete_nth_message(self._id(key), idx)
+        cid = self._existing(key)
+        gone = self._client.delete_nth_message(cid, idx) if cid else None
         return from_stored(gone) if gone else None
 
     def delete_last_message(self, key: str) -> Optional[ChatMessage]:
@@ -155,19 +173,23 @@ class MemoryExChatStore(BaseChatStore):
         await self._async_client.run(*self._replace(key, cid, messages))
 
     async def aget_messages(self, key: str) -> List[ChatMessage]:
-        return [from_stored(m) for m in await self._async_client.all_messages(await self._aid(key))]
+        cid = await self._aexisting(key)
+        return [from_stored(m) for m in await self._async_client.all_messages(cid)] if cid else []
 
     async def async_add_message(self, key: str, message: ChatMessage) -> None:
         cid = await self._aid(key)
         await self._async_client.run(self._sessions.ensure(key, cid), calls.add_messages(cid, [to_stored(message)]))
 
     async def adelete_messages(self, key: str) -> Optional[List[ChatMessage]]:
-        cid = await self._aid(key)
+        cid = await self._aexisting(key)
+        if cid is None:
+            return []
         stored, _ = await self._async_client.run(calls.all_messages(cid), calls.delete_conversation(cid))
         return [from_stored(m) for m in stored]
 
     async def adelete_message(self, key: str, idx: int) -> Optional[ChatMessage]:
-        gone = await self._async_client.delete_nth_message(await self._aid(key), idx)
+        cid = await self._aexisting(key)
+        gone = await self._async_client.delete_nth_message(cid, idx) if cid else None
         return from_stored(gone) if gone else None
 
     async def adelete_last_message(self, key: str) -> Optional[ChatMessage]:

@@ -11,7 +11,7 @@ from langchain_core.messages import (AIMessage, ChatMessage, FunctionMessage, Hu
                                      ToolMessage, convert_to_openai_messages, trim_messages)
 
 from conftest import dsn, new_user
-from memory_ext import AsyncMemoryClient, ConflictError, MemoryClient
+from memory_ext import AsyncMemoryClient, ConflictError, MemoryClient, calls
 from memory_ext.langchain import MemoryExChatMessageHistory
 
 EVERY_TYPE = [
@@ -165,3 +165,22 @@ def test_another_users_session_is_invisible(db):
             stolen.add_messages([HumanMessage("injected")])
         stolen.clear()
         assert [x.content for x in MemoryExChatMessageHistory(sid, client=a).messages] == ["uuid secret"]
+
+
+def test_a_session_key_cannot_be_taken_by_another_user(db):
+    """A key is looked up among the caller's own conversations; one not used yet gets a random
+    id. In 0.2.0 the id was uuid5(user id, key): another user who knew both created that
+    conversation first, and the victim's adapter failed with a conflict from then on."""
+    import uuid as _uuid
+    victim, squatter = new_user(), new_user()
+    with MemoryClient(dsn(db), user_id=victim) as v, MemoryClient(dsn(db), user_id=squatter) as s:
+        # what 0.2.0 would have used as the victim's "support" conversation, taken in advance
+        guessed = _uuid.uuid5(_uuid.UUID("8f6c1d2e-55a3-4c1b-9d0e-6d656d6f7279"), f"{victim}:support")
+        s.run(calls.ensure_conversation(guessed, _uuid.UUID(int=0), "squatted", {"session_key": "support"}))
+        history = MemoryExChatMessageHistory("support", client=v)
+        history.add_messages([HumanMessage("my order number is 77")])
+        assert [m.content for m in MemoryExChatMessageHistory("support", client=v).messages] == ["my order number is 77"]
+        assert history.conversation_id != guessed
+        # the squatter's own "support" is the squatter's, and holds nothing of the victim's
+        assert MemoryExChatMessageHistory("support", client=s).conversation_id == guessed
+        assert MemoryExChatMessageHistory("support", client=s).messages == []
