@@ -633,6 +633,8 @@ def main():
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")
     ap.add_argument("--llm-port", type=int, help="where the stand-in LLM listens (the turns cluster calls it)")
+    ap.add_argument("--replies", action="store_true",
+                    help="the worker's reply throughput alone (with --turns-port, --llm-port), written to OUT/replies.md")
     a = ap.parse_args()
     if a.soak:
         soak(a.port, a.soak)
@@ -643,6 +645,10 @@ def main():
         return
     if a.only:
         only(a)
+        return
+    if a.replies:
+        import turns as turns_bench
+        turns_bench.run_replies(a.turns_port, a.llm_port, a.out)
         return
     sizes = [100, 1000] if a.smoke else [1000, 10_000, 100_000]
     budgets = [8000, 32000]

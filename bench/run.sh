@@ -8,6 +8,7 @@
 #   bench/run.sh --search   search_messages and the analytics views alone (1,000,000 messages of 1,000 users), bench/results/search.md
 #   bench/run.sh --sharing  the authorization rule's cost with shared conversations (10,000-message history), bench/results/sharing.md
 #   bench/run.sh --append-profile  add_message's server time by function (track_functions), bench/results/append-profile.md
+#   bench/run.sh --replies  the worker's reply throughput (stand-in LLM at 0, 0.5 and 2 s; 1, 4, 8 calls in flight), bench/results/replies.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -35,6 +36,12 @@ rm -rf "$DIR"
 if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--append-profile" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
+    exit 0
+fi
+if [ "${1:-}" = "--replies" ]; then
+    scripts/cluster.sh start "$DIR/turns" "$((PORT + 3))" "shared_buffers=256MB" "memory.worker_database=bench" "memory.worker_naptime=10"
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --turns-port "$((PORT + 3))" --llm-port "$((PORT + 2))" \
+        --out "$OUT" --replies
     exit 0
 fi
 if [ "$SOAK" != 0 ]; then

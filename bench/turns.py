@@ -197,6 +197,35 @@ def run(port, llm_port, smoke):
         llm.stop()
 
 
+def run_replies(port, llm_port, out_dir):
+    """The worker's reply throughput alone (bench/run.sh --replies): with a stand-in answering at
+    once, and with one answering after 0.5 s and 2 s at 1, 4 and 8 calls in flight."""
+    import datetime
+    import platform
+    llm = FakeLLM(llm_port)
+    try:
+        setup(port, llm_port)
+        setting(port, "memory.worker_user_concurrency", 8)
+        replies = bench_replies(port, 1000)
+        levels = bench_reply_concurrency(port, llm, False)
+    finally:
+        llm.stop()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = ["# Reply jobs: the worker's throughput", "",
+             f"{date}, {platform.machine()}, {os.cpu_count()} cores; `bench/run.sh --replies`. The stand-in LLM "
+             "(tests/e2e/fake_llm.py) on 127.0.0.1; one user's 1,000 (then 4 × calls in flight) conversations "
+             "each get a user message through a plain INSERT, and the agent's auto_reply queues a reply job.", "",
+             f"Stand-in answering at once, memory.worker_concurrency = 8: {replies['answered']} of {replies['jobs']} "
+             f"replies in {replies['seconds']:.2f} s = **{replies['replies_per_s']:.0f} replies/s**.", "",
+             "| stand-in delay | calls in flight | jobs | replies/s | × ideal (in flight / delay) |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['delay_s']} s | {r['in_flight']} | {r['jobs']} | {r['replies_per_s']:.2f} | "
+              f"{r['replies_per_s'] / r['ideal_per_s']:.2f} |" for r in levels]
+    path = os.path.join(out_dir, "replies.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"== wrote {path}", flush=True)
+
+
 def report_lines(t):
     c, r, lc = t["chat"], t["replies"], t["limit_check"]
     return ["", "## Chat turns (stand-in LLM on 127.0.0.1 answering at once)", "",
