@@ -464,7 +464,7 @@ def chart(rows, budgets, path):
 
 
 def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, adapters, history, search, sharing):
-    lines = [f"# memory_ext benchmark results", "",
+    lines = ["# memory_ext benchmark results", "",
              f"{meta['date']} on {meta['machine']}. Command: `{meta['command']}`.", "",
              "## Context window (client-observed median; ratio = peer / memory_ext)", "",
              "| messages | budget | method | median ms | min ms | × memory_ext | returned | tokens | fits budget | valid payload |",

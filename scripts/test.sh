@@ -4,7 +4,9 @@
 #   1. unit tests of the pure modules and #[pg_test]s (cargo pgrx test, server run as postgres)
 #   2. pg_regress files under tests/pg_regress against a throwaway cluster with the library preloaded
 #   3. end-to-end tests (pytest, tests/e2e): RLS as PostgREST applies it, concurrency, bad input,
-#      token parity with Python tiktoken, read-only and hot-standby build_context, the worker
+#      token parity with Python tiktoken, read-only and hot-standby build_context, the worker (its
+#      calls in flight, crashes), attacks as an ordinary login, upgrades from every release, and a
+#      30 s stress of signals (reloads, NOTIFY, cancels) during LLM calls
 #   4. the Python package (tests/python): its clients and adapters through LangChain's and
 #      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
 #   5. the reference chat app (examples/chat-app): its HTTP API over real HTTP, and its page in

@@ -123,6 +123,18 @@ def llm_cluster(name, port, settings):
         subprocess.run([cluster_sh, "stop", root], check=True)
 
 
+def app_on(port, user_id):
+    """The application login `app` on a cluster of its own (by port), asserting `user_id`."""
+    c = psycopg.connect(dsn(user="app", port=port), autocommit=True)
+    c.execute("SELECT set_config('memory.user_id', %s, false)", (user_id,))
+    return c
+
+
+def admin_on(port):
+    """The superuser on a cluster of its own (by port)."""
+    return psycopg.connect(dsn(port=port), autocommit=True)
+
+
 def wait_for(pred, timeout=20, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

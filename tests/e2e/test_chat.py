@@ -4,7 +4,6 @@ asynchronous reply jobs (request_reply, auto-reply from a plain INSERT as PostgR
 NOTIFY payloads, stale answers), usage rows, per-user limits, and the API key's secrecy."""
 import contextlib
 import json
-import select
 import threading
 import time
 import uuid

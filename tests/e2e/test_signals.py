@@ -14,7 +14,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_ROOT, dsn, llm_cluster, wait_for
+from conftest import TEST_ROOT, admin_on, app_on, llm_cluster, wait_for
 
 SECONDS = float(os.environ.get("MEMORY_EXT_STRESS_SECONDS", "30"))
 CHATTERS = 3
@@ -33,16 +33,6 @@ def pg(cluster, llm):
         yield port
 
 
-def app(port, user):
-    c = psycopg.connect(dsn(user="app", port=port), autocommit=True)
-    c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
-    return c
-
-
-def admin(port):
-    return psycopg.connect(dsn(port=port), autocommit=True)
-
-
 def new_conversation(c):
     agent = c.execute("SELECT (memory.create_agent('stress', 'You are terse.')).id").fetchone()[0]
     return c.execute("SELECT (memory.create_conversation(%s)).id", (agent,)).fetchone()[0]
@@ -59,7 +49,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
 
     def chatter(k):
         user = str(uuid.uuid4())
-        with app(pg, user) as c:
+        with app_on(pg, user) as c:
             cid = new_conversation(c)
             # a listener on the channel every append notifies: each NOTIFY is a SIGUSR1 to this backend
             c.execute("LISTEN memory_messages")
@@ -99,7 +89,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
     def replier(k):
         user = str(uuid.uuid4())
         try:
-            with app(pg, user) as c:
+            with app_on(pg, user) as c:
                 cid = new_conversation(c)
                 n = 0
                 while time.monotonic() < stop:
@@ -125,13 +115,13 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
         # reconnects on its own errors: a cancel may hit it too
         while time.monotonic() < stop:
             try:
-                with admin(pg) as c:
+                with admin_on(pg) as c:
                     while time.monotonic() < stop:
                         c.execute(sql_of())
             except psycopg.Error:
                 time.sleep(0.01)
 
-    idle = [admin(pg) for _ in range(4)]  # sessions that just sit there and take the cancels
+    idle = [admin_on(pg) for _ in range(4)]  # sessions that just sit there and take the cancels
     threads = [threading.Thread(target=chatter, args=(k,)) for k in range(CHATTERS)]
     threads += [threading.Thread(target=replier, args=(k,)) for k in range(REPLIERS)]
     threads += [threading.Thread(target=hammer, args=(lambda: "SELECT pg_reload_conf()",)),
@@ -156,7 +146,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
     assert results["replies"] >= 20, results
     # only cancels (a cancel that meets a session just as it turns busy) may fail a turn
     assert set(results["failed"]) <= {"57014"}, results
-    with admin(pg) as c:
+    with admin_on(pg) as c:
         # the last summaries requested finish, then no call is left pending
         wait_for(lambda: c.execute("SELECT count(*) FROM memory.jobs WHERE status IN ('queued', 'running')").fetchone()[0] == 0,
                  timeout=30)

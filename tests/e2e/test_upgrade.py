@@ -2,7 +2,6 @@
 EXTENSION UPDATE has exactly the catalog of a fresh install of this version, and its data keeps
 working. Released install scripts never change."""
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -10,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import ROOT, connect, dsn
+from conftest import ROOT, connect
 
 RELEASED = {
     # file under sql/ -> sha256 of the released text; a released script is never edited
@@ -105,6 +104,12 @@ def fresh_db(name, version=None):
         c.execute(f"ALTER DATABASE {name} SET memory.user_id_roles = 'app'")
 
 
+def window_as(dbname, user, cid, budget, system_prompt=None):
+    with connect(dbname, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        return c.execute("SELECT memory.build_context(%s, %s, %s)", (cid, budget, system_prompt)).fetchone()[0]
+
+
 def test_released_scripts_are_unchanged():
     for name, digest in RELEASED.items():
         with open(os.path.join(ROOT, "sql", name), "rb") as f:
@@ -137,9 +142,7 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
     cids = load_010_data(up, user)
 
     def window(cid, budget):
-        with connect(up, "app") as c:
-            c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
-            return c.execute("SELECT memory.build_context(%s, %s, 'be brief')", (cid, budget)).fetchone()[0]
+        return window_as(up, user, cid, budget, "be brief")
 
     before = {(cid, b): window(cid, b) for cid in cids for b in (120, 400, 8000)}
     with connect(up) as c:
@@ -235,9 +238,7 @@ def test_upgrade_from_020_equals_a_fresh_install_and_keeps_the_data(cluster):
     cids, other = load_020_data(up, user)
 
     def window(cid, budget, who=user):
-        with connect(up, "app") as c:
-            c.execute("SELECT set_config('memory.user_id', %s, false)", (who,))
-            return c.execute("SELECT memory.build_context(%s, %s)", (cid, budget)).fetchone()[0]
+        return window_as(up, who, cid, budget)
 
     before = {(cid, b): window(cid, b) for cid in cids for b in (60, 300, 8000)}
     shared_before = window(cids[0], 8000, other)

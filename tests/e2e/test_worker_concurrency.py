@@ -4,14 +4,13 @@ others wait; a kill -9 of the worker with several calls in flight leaves a usage
 the provider received, redoes each job once without spending an attempt, and stores exactly one
 reply per request."""
 import os
-import subprocess
 import time
 import uuid
 
 import psycopg
 import pytest
 
-from conftest import dsn, llm_cluster, wait_for
+from conftest import admin_on, app_on, llm_cluster, wait_for
 
 API_KEY = "sk-concurrency-test-77aa"
 
@@ -33,19 +32,9 @@ def fake(llm):
     llm.mode, llm.delay = "ok", 0.0
 
 
-def app(port, user):
-    c = psycopg.connect(dsn(user="app", port=port), autocommit=True)
-    c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
-    return c
-
-
-def admin(port):
-    return psycopg.connect(dsn(port=port), autocommit=True)
-
-
 def ask(port, user, text, conversations=1):
     """Conversations of `user`, each with one user message `text #k`; returns their ids."""
-    with app(port, user) as c:
+    with app_on(port, user) as c:
         agent = c.execute("SELECT (memory.create_agent('a', 'You are terse.')).id").fetchone()[0]
         cids = []
         for k in range(conversations):
@@ -56,17 +45,17 @@ def ask(port, user, text, conversations=1):
 
 
 def request_replies(port, user, cids):
-    with app(port, user) as c:
+    with app_on(port, user) as c:
         return [c.execute("SELECT memory.request_reply(%s)", (cid,)).fetchone()[0] for cid in cids]
 
 
 def jobs_done(port, jobs):
-    with admin(port) as c:
+    with admin_on(port) as c:
         return c.execute("SELECT count(*) FROM memory.jobs WHERE id = ANY (%s) AND status = 'done'", (jobs,)).fetchone()[0] == len(jobs)
 
 
 def replies(port, cid):
-    with admin(port) as c:
+    with admin_on(port) as c:
         return c.execute("SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'",
                          (cid,)).fetchone()[0]
 
@@ -120,7 +109,7 @@ def test_one_user_cannot_take_every_slot_and_the_user_served_longest_ago_goes_fi
 
 
 def worker_pid(port):
-    with admin(port) as c:
+    with admin_on(port) as c:
         return c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'memory_ext worker'").fetchone()[0]
 
 
@@ -131,7 +120,7 @@ def test_kill_9_with_calls_in_flight_records_every_call_and_answers_each_request
     before = len(fake.requests)
     jobs = [request_replies(pg, u, [cids[u]])[0] for u in users]
     wait_for(lambda: len(fake.requests) - before >= 4, timeout=10, step=0.02)
-    with admin(pg) as c:  # the test clusters commit asynchronously: make the writes durable first
+    with admin_on(pg) as c:  # the test clusters commit asynchronously: make the writes durable first
         c.execute("CHECKPOINT")
         assert c.execute("SELECT count(*) FROM memory.llm_calls WHERE job_id = ANY (%s) AND status = 'pending'",
                          (jobs,)).fetchone()[0] == 4
@@ -148,7 +137,7 @@ def test_kill_9_with_calls_in_flight_records_every_call_and_answers_each_request
     time.sleep(2 * 0.2 + 0.5)  # nothing more arrives
     for u in users:
         assert replies(pg, cids[u]) == 1, "exactly one reply per request"
-    with admin(pg) as c:
+    with admin_on(pg) as c:
         calls = c.execute("SELECT status, count(*) FROM memory.llm_calls WHERE job_id = ANY (%s) GROUP BY 1 ORDER BY 1",
                           (jobs,)).fetchall()
         # every call the provider received has its row: the interrupted ones as 'unknown'
@@ -173,7 +162,7 @@ def test_a_users_row_lock_delays_only_their_own_reply(pg, fake):
     [other_cid] = ask(pg, other, "other question")
     [locked_job] = request_replies(pg, owner, [locked_cid])
     wait_for(lambda: calls_of(fake, "locked question"), timeout=10, step=0.02)
-    with app(pg, owner) as holder:
+    with app_on(pg, owner) as holder:
         holder.execute("BEGIN")
         assert holder.execute("SELECT 1 FROM memory.conversations WHERE id = %s FOR UPDATE", (locked_cid,)).fetchone()
         time.sleep(1.0)  # the answer arrived and met the lock
