@@ -79,12 +79,9 @@ def test_replies_of_different_users_are_answered_concurrently(pg, fake):
     fake.delay = 1.0
     users = [str(uuid.uuid4()) for _ in range(8)]
     cids = {u: ask(pg, u, f"parallel question of {u}") for u in users}
-    started = time.monotonic()
     jobs = [j for u in users for j in request_replies(pg, u, cids[u])]
     wait_for(lambda: jobs_done(pg, jobs), timeout=30, step=0.05)
-    elapsed = time.monotonic() - started
-    # one call at a time would take 8 s
-    assert elapsed < 4.5, f"8 replies of 1 s each took {elapsed:.1f} s"
+    # the provider saw the calls overlap (one call at a time: never more than 1)
     assert most_at_once(calls_of(fake, "parallel question of")) >= 6
     assert all(replies(pg, cid) == 1 for u in users for cid in cids[u])
 
@@ -97,14 +94,14 @@ def test_one_user_cannot_take_every_slot_and_the_user_served_longest_ago_goes_fi
     jobs = request_replies(pg, greedy, greedy_cids)
     time.sleep(0.3)  # the greedy user's calls are in flight before the patient user asks
     jobs += request_replies(pg, patient, patient_cids)
-    asked = time.time()
     wait_for(lambda: jobs_done(pg, jobs), timeout=30, step=0.05)
     greedy_calls = calls_of(fake, "greedy question")
     assert len(greedy_calls) == 6
     assert most_at_once(greedy_calls) <= 2, "more calls of one user in flight than memory.worker_user_concurrency"
-    # the patient user's one job did not wait behind the greedy user's queue (3 rounds of 1 s)
+    # the patient user's one job did not wait behind the greedy user's queue: it reached the
+    # provider before the greedy user's third call (the greedy user holds its 2 slots meanwhile)
     [(patient_at, _)] = calls_of(fake, "patient question")
-    assert patient_at - asked < 0.5
+    assert patient_at < sorted(a for a, _ in greedy_calls)[2]
     assert all(replies(pg, cid) == 1 for cid in greedy_cids + patient_cids)
 
 
@@ -167,9 +164,8 @@ def test_a_users_row_lock_delays_only_their_own_reply(pg, fake):
         assert holder.execute("SELECT 1 FROM memory.conversations WHERE id = %s FOR UPDATE", (locked_cid,)).fetchone()
         time.sleep(1.0)  # the answer arrived and met the lock
         [other_job] = request_replies(pg, other, [other_cid])
-        asked = time.monotonic()
+        # answered while the lock is still held (in 0.2.0 it waited for the ROLLBACK below)
         wait_for(lambda: jobs_done(pg, [other_job]), timeout=10, step=0.05)
-        assert time.monotonic() - asked < 3.0, "another user's reply waited for the lock"
         assert replies(pg, other_cid) == 1 and replies(pg, locked_cid) == 0
         holder.execute("ROLLBACK")
     wait_for(lambda: jobs_done(pg, [locked_job]), timeout=10, step=0.05)
