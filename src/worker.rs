@@ -191,7 +191,11 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
             deferred.len()
         );
         let jobs: Vec<i64> = running.iter().map(|r| r.job.id).chain(deferred.iter().map(|d| d.job.id)).collect();
-        let calls: Vec<i64> = running.iter().map(|r| r.call_id).collect();
+        let calls: Vec<i64> = running
+            .iter()
+            .map(|r| r.call_id)
+            .chain(deferred.iter().filter_map(|d| call_of(&d.outcome).map(|c| c.id)))
+            .collect();
         if let Err(e) = try_transaction(|| release(&jobs, &calls)) {
             warning!("memory_ext: queueing the interrupted jobs again failed: {e}");
         }
@@ -332,15 +336,20 @@ fn settle_or_defer(mut d: Deferred, deferred: &mut Vec<Deferred>) {
     };
     // Recorded in the job like an LLM failure (the call's usage kept): retried with backoff,
     // then failed.
-    let call = match &d.outcome {
-        Outcome::Summary { call: Some(c), .. } | Outcome::Reply { call: c, .. } | Outcome::Failed(_, Some(c)) => {
-            Some(c.clone())
-        }
-        _ => None,
-    };
-    let failed = Outcome::Failed(LlmError::new(format!("{} job failed: {failure}", d.job.kind)), call);
+    let failed =
+        Outcome::Failed(LlmError::new(format!("{} job failed: {failure}", d.job.kind)), call_of(&d.outcome).cloned());
     if let Err(e2) = try_transaction(|| finish(&d.job, &failed)) {
         warning!("memory_ext: recording the failure of job {} failed: {e2}", d.job.id);
+    }
+}
+
+/// The LLM call an outcome records, if it made one.
+fn call_of(outcome: &Outcome) -> Option<&Call> {
+    match outcome {
+        Outcome::Summary { call: Some(c), .. } | Outcome::Reply { call: c, .. } | Outcome::Failed(_, Some(c)) => {
+            Some(c)
+        }
+        _ => None,
     }
 }
 
@@ -825,10 +834,7 @@ fn finish(job: &Claimed, outcome: &Outcome) {
         // row lock makes a rewind that is deleting the job wait for this decision, or this wait
         // for the rewind's commit.
         if !job_still_running(c, job) {
-            if let Outcome::Summary { call: Some(call), .. }
-            | Outcome::Reply { call, .. }
-            | Outcome::Failed(_, Some(call)) = outcome
-            {
+            if let Some(call) = call_of(outcome) {
                 record_call(c, call, "discarded", Some("the job was cancelled while the LLM answered"));
             }
             return;
