@@ -42,7 +42,10 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
     llm.mode, llm.delay = "ok", 0.002
     log_path = f"{TEST_ROOT}/signals/server.log"
     log_start = os.path.getsize(log_path)
-    stop = time.monotonic() + SECONDS
+    # every session connects and makes its conversation before the signals start: a cancel may
+    # otherwise meet the set-up rather than a turn
+    ready = threading.Barrier(CHATTERS + REPLIERS + 1)
+    stop = float("inf")
     results = {"answered": 0, "failed": {}, "lost": [], "replies": 0}
     lock = threading.Lock()
     chat_conversations = {}
@@ -53,6 +56,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
             cid = new_conversation(c)
             # a listener on the channel every append notifies: each NOTIFY is a SIGUSR1 to this backend
             c.execute("LISTEN memory_messages")
+            ready.wait()
             answered = 0
             while time.monotonic() < stop:
                 try:
@@ -91,6 +95,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
         try:
             with app_on(pg, user) as c:
                 cid = new_conversation(c)
+                ready.wait()
                 n = 0
                 while time.monotonic() < stop:
                     retried(c, "SELECT memory.add_message(%s, 'user', %s)", cid, f"question {n} " + "word " * 40)
@@ -122,16 +127,20 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
                 time.sleep(0.01)
 
     idle = [admin_on(pg) for _ in range(4)]  # sessions that just sit there and take the cancels
-    threads = [threading.Thread(target=chatter, args=(k,)) for k in range(CHATTERS)]
-    threads += [threading.Thread(target=replier, args=(k,)) for k in range(REPLIERS)]
-    threads += [threading.Thread(target=hammer, args=(lambda: "SELECT pg_reload_conf()",)),
+    sessions = [threading.Thread(target=chatter, args=(k,)) for k in range(CHATTERS)]
+    sessions += [threading.Thread(target=replier, args=(k,)) for k in range(REPLIERS)]
+    for t in sessions:
+        t.start()
+    stop = time.monotonic() + SECONDS  # read by the threads once the barrier opens
+    ready.wait(timeout=60)
+    threads = [threading.Thread(target=hammer, args=(lambda: "SELECT pg_reload_conf()",)),
                 threading.Thread(target=hammer, args=(lambda: "NOTIFY memory_messages, 'noise'",)),
                 threading.Thread(target=hammer, args=(lambda: """
                     SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
                      WHERE state = 'idle' AND backend_type = 'client backend' AND pid <> pg_backend_pid()""",))]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in sessions + threads:
         t.join(SECONDS + 60)
     for c in idle:
         c.close()
