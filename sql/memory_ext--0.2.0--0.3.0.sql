@@ -135,6 +135,18 @@ REVOKE EXECUTE ON FUNCTION memory._template_before_write() FROM PUBLIC;
 CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversation_templates
     FOR EACH ROW EXECUTE FUNCTION memory._template_before_write();
 
+CREATE FUNCTION memory._conversation_check_size() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._check_size('a conversation''s title and metadata',
+                               coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
+    RETURN NEW;
+END $$;
+REVOKE EXECUTE ON FUNCTION memory._conversation_check_size() FROM PUBLIC;
+
+CREATE TRIGGER conversations_check_size BEFORE INSERT OR UPDATE OF title, metadata ON memory.conversations
+    FOR EACH ROW EXECUTE FUNCTION memory._conversation_check_size();
+
 -- Functions whose bodies changed --------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
@@ -206,50 +218,6 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
     END IF;
     RETURN memory._finish_turn(memory._chat_answer($1));
-END $$;
-
-CREATE OR REPLACE FUNCTION memory._conversation_before_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    NEW.encoding := memory.resolve_encoding(coalesce(NEW.encoding, memory.default_encoding()));
-    -- counters belong to the triggers, whatever the INSERT said
-    NEW.total_tokens := 0;
-    NEW.message_count := 0;
-    NEW.last_seq := 0;
-    NEW.metadata := coalesce(NEW.metadata, '{}');
-    PERFORM memory._check_size('a conversation''s title and metadata',
-                               coalesce(octet_length(NEW.title), 0) + pg_column_size(NEW.metadata));
-    NEW.created_at := coalesce(NEW.created_at, now());
-    NEW.updated_at := NEW.created_at;
-    RETURN NEW;
-END $$;
-
-CREATE OR REPLACE FUNCTION memory._conversation_before_update() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NEW.id IS DISTINCT FROM OLD.id THEN
-        RAISE EXCEPTION 'the id of a conversation cannot change' USING ERRCODE = 'feature_not_supported';
-    END IF;
-    IF NEW.encoding IS DISTINCT FROM OLD.encoding THEN
-        IF OLD.message_count > 0 THEN
-            RAISE EXCEPTION 'cannot change the encoding of conversation % : its % messages were counted in %',
-                OLD.id, OLD.message_count, OLD.encoding USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        NEW.encoding := memory.resolve_encoding(NEW.encoding);
-    END IF;
-    IF NEW.title IS DISTINCT FROM OLD.title OR NEW.metadata IS DISTINCT FROM OLD.metadata THEN
-        PERFORM memory._check_size('a conversation''s title and metadata',
-                                   coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
-    END IF;
-    IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
-        IF NOT memory._current_role_is_superuser() THEN
-            RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    ELSE
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
 END $$;
 
 CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger

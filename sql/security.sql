@@ -79,7 +79,7 @@ REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 -- Trigger functions and internal helpers are not for callers: without EXECUTE nobody can call
 -- them or attach them to a table of their own (triggers fire without that privilege).
 REVOKE EXECUTE ON FUNCTION
-    memory._conversation_before_insert(), memory._conversation_before_update(),
+    memory._conversation_before_insert(), memory._conversation_before_update(), memory._conversation_check_size(),
     memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
     memory._messages_after_insert(), memory._messages_after_delete(),
     memory._summary_before_insert(),

@@ -37,8 +37,6 @@ BEGIN
     NEW.message_count := 0;
     NEW.last_seq := 0;
     NEW.metadata := coalesce(NEW.metadata, '{}');
-    PERFORM memory._check_size('a conversation''s title and metadata',
-                               coalesce(octet_length(NEW.title), 0) + pg_column_size(NEW.metadata));
     NEW.created_at := coalesce(NEW.created_at, now());
     NEW.updated_at := NEW.created_at;
     RETURN NEW;
@@ -60,10 +58,6 @@ BEGIN
         END IF;
         NEW.encoding := memory.resolve_encoding(NEW.encoding);
     END IF;
-    IF NEW.title IS DISTINCT FROM OLD.title OR NEW.metadata IS DISTINCT FROM OLD.metadata THEN
-        PERFORM memory._check_size('a conversation''s title and metadata',
-                                   coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
-    END IF;
     IF (NEW.total_tokens, NEW.message_count, NEW.last_seq) IS DISTINCT FROM (OLD.total_tokens, OLD.message_count, OLD.last_seq) THEN
         IF NOT memory._current_role_is_superuser() THEN
             RAISE EXCEPTION 'total_tokens, message_count and last_seq are maintained by memory_ext'
@@ -77,6 +71,20 @@ END $$;
 
 CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
+
+-- A conversation's title and metadata are bounded like a message. A trigger of its own, fired only
+-- by statements that set those columns, so that the counter updates of every append skip it.
+CREATE FUNCTION memory._conversation_check_size() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._check_size('a conversation''s title and metadata',
+                               coalesce(octet_length(NEW.title), 0) + coalesce(pg_column_size(NEW.metadata), 0));
+    RETURN NEW;
+END $$;
+
+-- (after conversations_before_insert, which fills in the default metadata: triggers fire in name order)
+CREATE TRIGGER conversations_check_size BEFORE INSERT OR UPDATE OF title, metadata ON memory.conversations
+    FOR EACH ROW EXECUTE FUNCTION memory._conversation_check_size();
 
 -- The first of p_keys (see memory._tool_keys) that an earlier message of the conversation holds,
 -- or NULL. One GIN scan probes every key once (linear in the keys); only the matching rows'

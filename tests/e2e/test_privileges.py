@@ -87,6 +87,7 @@ REVIEWED = {
     "_conversation_before_insert()": ("pinned", False, False),
     "_conversation_before_update()": ("pinned", False, False),
     "_check_size(text,bigint)": ("pinned", False, True),   # raises or not: nothing to see
+    "_conversation_check_size()": ("pinned", False, False),
     "_template_before_write()": ("pinned", False, False),
     "_message_before_insert()": ("pinned", False, False),
     "_message_before_insert_write()": ("pinned", True, False),
