@@ -30,7 +30,7 @@ use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::core::llm::{Answer, LlmError};
 use crate::core::summary::{backoff, choose_cut, extractive, request_body, summary_content, EXTRACTIVE_MODEL};
 use crate::core::tokenizer::Encoding;
-use crate::core::turn::{parse_reply, Reply, Usage};
+use crate::core::turn::{column_count, parse_reply, Reply, Usage};
 use crate::core::window::Row;
 use crate::gucs;
 use pgrx::pg_sys::panic::CaughtError;
@@ -784,7 +784,7 @@ fn prepare_summary(job: &Claimed) -> Prepared {
 /// The usage row of a call about to start, `pending` until its answer is in: committed before
 /// the call, so that no call the provider may bill goes unrecorded.
 fn begin_call(c: &mut SpiClient, job: &Claimed, model: &str, agent: Option<Uuid>, local_prompt: Option<i64>) -> i64 {
-    let local_prompt = local_prompt.map(|v| v.min(i64::from(i32::MAX)) as i32);
+    let local_prompt = local_prompt.map(column_count);
     c.update(
         "INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, job_id, kind, model, local_prompt_tokens, status)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') RETURNING id",
@@ -808,7 +808,7 @@ fn begin_call(c: &mut SpiClient, job: &Claimed, model: &str, agent: Option<Uuid>
 
 /// Completes a call's usage row with what the provider reported.
 fn record_call(c: &mut SpiClient, call: &Call, status: &str, error: Option<&str>) {
-    let n = |v: Option<i64>| v.map(|v| v.min(i64::from(i32::MAX)) as i32);
+    let [prompt_tokens, completion_tokens, total_tokens] = call.usage.columns();
     c.update(
         "UPDATE memory.llm_calls
             SET prompt_tokens = $2, completion_tokens = $3, total_tokens = $4, latency_ms = $5, status = $6, error = $7
@@ -816,9 +816,9 @@ fn record_call(c: &mut SpiClient, call: &Call, status: &str, error: Option<&str>
         None,
         &[
             call.id.into(),
-            n(call.usage.prompt_tokens).into(),
-            n(call.usage.completion_tokens).into(),
-            n(call.usage.total_tokens).into(),
+            prompt_tokens.into(),
+            completion_tokens.into(),
+            total_tokens.into(),
             call.latency_ms.into(),
             status.into(),
             error.into(),

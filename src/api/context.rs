@@ -188,19 +188,17 @@ fn installed(client: &SpiClient, probe: &str, known: &'static std::thread::Local
 /// Reads a conversation (RLS applies to the caller) and its agent; None when it cannot be seen.
 pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
     let agent_columns = if installed(client, "SELECT to_regclass('memory.agents') IS NOT NULL", &AGENTS) {
-        if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) {
+        // 0.2.0's schema, until ALTER EXTENSION UPDATE, has no share_config: nothing is shared
+        let shared = if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) { "a.share_config" } else { "false" };
+        format!(
             "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
-             a.temperature::text::float8, a.share_config FROM memory.conversations c \
+             a.temperature::text::float8, {shared} FROM memory.conversations c \
              LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
-        } else {
-            // 0.2.0's schema, until ALTER EXTENSION UPDATE: nothing is shared
-            "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
-             a.temperature::text::float8, false FROM memory.conversations c \
-             LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
-        }
+        )
     } else {
         "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8, NULL::bool \
          FROM memory.conversations c"
+            .to_owned()
     };
     let sql = format!(
         "SELECT c.encoding, c.total_tokens, c.message_count, c.last_seq, c.user_id, {agent_columns} WHERE c.id = $1"

@@ -36,11 +36,7 @@ pub enum Poll {
 impl InFlight {
     /// The answer, if it has arrived.
     pub fn poll(&self) -> Poll {
-        match self.0.try_recv() {
-            Ok(result) => Poll::Done(result),
-            Err(mpsc::TryRecvError::Empty) => Poll::Waiting,
-            Err(mpsc::TryRecvError::Disconnected) => Poll::Done(Err(ended_without_answer())),
-        }
+        self.wait(Duration::ZERO)
     }
 
     /// Waits up to `timeout` for the answer.

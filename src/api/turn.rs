@@ -15,7 +15,7 @@ use super::context::{load_conversation, not_found, spi_failed, TurnRequest};
 use super::llm_thread::{call_waiting, config};
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
-use crate::core::turn::{parse_reply, Usage};
+use crate::core::turn::{column_count, parse_reply, Usage};
 use crate::sql_error::{fail, required};
 
 // Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
@@ -121,7 +121,9 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
             format!("conversation {id} has no messages to answer: use memory.chat with the user's message"),
         );
     }
-    let TurnRequest { window, budget, tools_tokens, body } = TurnRequest::new(client, &conv);
+    let request = TurnRequest::new(client, &conv);
+    let local_prompt = column_count(request.local_prompt_tokens());
+    let TurnRequest { window, budget, tools_tokens, body } = request;
     // Charged even if the caller's transaction rolls back (see api/charges.rs): counted at the
     // prompt's own size until the provider reports, and kept if the wait is cancelled (the
     // request was sent).
@@ -130,15 +132,12 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
         *id.as_bytes(),
         conv.agent.map(|a| *a.as_bytes()),
         &conv.settings.model,
-        (window.token_count + tools_tokens).min(i64::from(i32::MAX)) as i32,
+        local_prompt,
     ));
     let answered = call_waiting(config(), body, crate::sql_error::interrupt);
     match &answered {
         Ok(a) => charges::amend(charge, |c| {
-            let usage = Usage::from_answer(&a.json);
-            let n = |v: Option<i64>| v.map(|v| v.clamp(0, i64::from(i32::MAX)) as i32);
-            (c.prompt_tokens, c.completion_tokens, c.total_tokens) =
-                (n(usage.prompt_tokens), n(usage.completion_tokens), n(usage.total_tokens));
+            [c.prompt_tokens, c.completion_tokens, c.total_tokens] = Usage::from_answer(&a.json).columns();
             c.latency_ms = a.latency.as_secs_f64() * 1000.0;
             c.failed = false;
         }),
@@ -160,7 +159,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
         .unwrap_or_else(|e| spi_failed(e))
         .map(|j| j.0)
         .unwrap_or(Value::Null);
-    let to_i32 = |n: Option<i64>| n.map(|n| n.min(i64::from(i32::MAX)) as i32);
+    let [prompt_tokens, completion_tokens, total_tokens] = reply.usage.columns();
     client
         .update(
             "SELECT memory._record_chat_call($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -169,10 +168,10 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
                 id.into(),
                 conv.agent.into(),
                 conv.settings.model.clone().into(),
-                to_i32(reply.usage.prompt_tokens).into(),
-                to_i32(reply.usage.completion_tokens).into(),
-                to_i32(reply.usage.total_tokens).into(),
-                to_i32(Some(window.token_count + tools_tokens)).into(),
+                prompt_tokens.into(),
+                completion_tokens.into(),
+                total_tokens.into(),
+                local_prompt.into(),
                 (answer.latency.as_secs_f64() * 1000.0).into(),
             ],
         )

@@ -60,6 +60,11 @@ pub fn request_body(s: &TurnSettings, messages: &Value) -> Value {
     body
 }
 
+/// A token count as an `integer` column stores it: past i32::MAX it is clamped, never wrapped.
+pub fn column_count(n: i64) -> i32 {
+    n.clamp(0, i64::from(i32::MAX)) as i32
+}
+
 /// Token usage as the provider reported it (absent fields stay None).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Usage {
@@ -78,6 +83,11 @@ impl Usage {
             _ => None,
         });
         Usage { prompt_tokens: p, completion_tokens: c, total_tokens: total }
+    }
+
+    /// Prompt, completion and total tokens as the usage columns store them.
+    pub fn columns(&self) -> [Option<i32>; 3] {
+        [self.prompt_tokens, self.completion_tokens, self.total_tokens].map(|n| n.map(column_count))
     }
 
     pub fn to_json(&self) -> Value {
