@@ -28,13 +28,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The conversations shared with `caller`: all of them, or those it may write (editors_only).
+-- Only accepted shares count: a pending one (an offer, see share_conversation) gives nothing.
 -- Under the members table's RLS a caller sees its own memberships only, so asking about someone
 -- else returns nothing.
 CREATE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(m.conversation_id), '{}')
       FROM memory.conversation_members m
-     WHERE m.user_id = $1 AND (NOT $2 OR m.role = 'editor');
+     WHERE m.user_id = $1 AND m.accepted_at IS NOT NULL AND (NOT $2 OR m.role = 'editor');
 $$;
 
 -- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for

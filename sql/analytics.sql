@@ -5,7 +5,8 @@
 -- They aggregate on read: a user's figures cost what that user stored (its conversations are
 -- found through the index on their owner, their messages through (conversation_id, seq)).
 
--- Per day (UTC), user (the conversation's owner), agent and model: stored messages, their tokens
+-- Per day (UTC), user (a message's author, or the conversation's owner for messages written
+-- without an identity), agent and model: stored messages, their tokens
 -- and tool calls (rows with model NULL: messages carry no model), and LLM calls with the tokens
 -- the provider reported (rows with the call's model).
 CREATE VIEW memory.usage_daily WITH (security_invoker = true) AS
@@ -16,7 +17,7 @@ SELECT u.day, u.user_id, u.agent_id, u.model,
        sum(u.llm_calls)::bigint AS llm_calls,
        sum(u.prompt_tokens)::bigint AS prompt_tokens,
        sum(u.completion_tokens)::bigint AS completion_tokens
-  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, c.user_id, c.agent_id, NULL::text AS model,
+  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, coalesce(m.author_id, c.user_id) AS user_id, c.agent_id, NULL::text AS model,
                count(*) AS messages, sum(m.token_count) AS stored_tokens,
                sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
                0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens

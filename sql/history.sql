@@ -185,13 +185,15 @@ BEGIN
     END IF;
     INSERT INTO memory.conversation_messages
           (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
-           idempotency_key, search_vector)
+           idempotency_key, search_vector, author_id)
     SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
            t.e->>'tool_call_id',
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
            nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
-           memory._search_vector(v_config, p_conversation_id, coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'))
+           memory._search_vector(v_config, p_conversation_id, memory.current_user_id(), coalesce(t.e->>'content', ''),
+                                 nullif(t.e->'tool_calls', 'null')),
+           memory.current_user_id()
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c
@@ -369,9 +371,10 @@ DECLARE
     v_at   bigint := p_at;
     v_cut  text;
     v_id   uuid := gen_random_uuid();
-    -- the copies keep their words; their conversation's lexeme is the new one's
-    v_from text := memory._conversation_lexeme(p_source);
-    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id)];
+    -- the copies keep their words and their authors; their conversation's and owner's lexemes are
+    -- the new one's
+    v_from text[];
+    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id), memory._owner_lexeme(v_user)];
 BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
@@ -379,6 +382,7 @@ BEGIN
     PERFORM memory._require(p_source, 'read');
     -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
     SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;
+    v_from := ARRAY[memory._conversation_lexeme(p_source), memory._owner_lexeme(v_src.user_id)];
     v_at := coalesce(v_at, v_src.last_seq);
     IF v_at < 0 OR v_at > v_src.last_seq THEN
         RAISE EXCEPTION 'at_seq % is outside the conversation (0..%)', v_at, v_src.last_seq
@@ -400,10 +404,10 @@ BEGIN
     WITH copied AS (
         INSERT INTO memory.conversation_messages
               (id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata,
-               created_at, idempotency_key, search_vector)
+               created_at, idempotency_key, search_vector, author_id)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
                m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
-               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to)
+               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to), m.author_id
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)

@@ -29,6 +29,17 @@
 --   message that queued it), and request_summary checks the requester's daily token limit.
 -- * retention: memory.retention_days is a ceiling that an agent's retention_days may only shorten
 --   (memory._retention_due).
+-- * consent: a transfer is an offer (memory.conversation_transfers) that the recipient accepts or
+--   declines (accept_transfer, decline_transfer, list_transfer_offers); shares beyond
+--   memory.max_unrequested_shares from one owner wait as offers (conversation_members.accepted_at
+--   NULL; accept_shares, decline_shares, list_share_offers). Existing memberships are accepted.
+-- * messages have an author (conversation_messages.author_id, set by the insert trigger from the
+--   caller's identity): usage_daily counts messages for their author, erase_user removes what a
+--   user wrote in others' conversations. Messages stored before 0.3.0 have no author.
+-- * search: each message's vector also names its conversation's owner (memory._owner_lexeme), so
+--   a search costs the same however many conversations the caller has; shared conversations are
+--   searched through their owners' lexemes. list_conversations reads shared conversations
+--   through the caller's membership list, as the owner (no longer once per row under RLS).
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -147,6 +158,55 @@ REVOKE EXECUTE ON FUNCTION memory._conversation_check_size() FROM PUBLIC;
 CREATE TRIGGER conversations_check_size BEFORE INSERT OR UPDATE OF title, metadata ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_check_size();
 
+-- consent: shares beyond memory.max_unrequested_shares wait for their recipient; those made so
+-- far were in effect, and stay so
+ALTER TABLE memory.conversation_members ADD COLUMN accepted_at timestamptz;
+UPDATE memory.conversation_members SET accepted_at = created_at;
+
+CREATE TABLE memory.conversation_transfers (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    from_user_id    uuid NOT NULL,
+    to_user_id      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX conversation_transfers_to_idx ON memory.conversation_transfers (to_user_id, created_at);
+CREATE INDEX conversation_transfers_from_idx ON memory.conversation_transfers (from_user_id, created_at);
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_transfers', '');
+ALTER TABLE memory.conversation_transfers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY transfers_visible ON memory.conversation_transfers FOR SELECT
+    USING (from_user_id = (SELECT memory.current_user_id()) OR to_user_id = (SELECT memory.current_user_id()));
+GRANT SELECT ON memory.conversation_transfers TO PUBLIC;
+
+-- who wrote each message (NULL for those stored before)
+ALTER TABLE memory.conversation_messages ADD COLUMN author_id uuid;
+
+-- the owner's search lexeme
+DROP FUNCTION memory._search_vector(regconfig, uuid, text, jsonb);
+CREATE OR REPLACE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'user ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+$$;
+
+CREATE OR REPLACE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
+RETURNS tsvector
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_calls text;
+BEGIN
+    IF $1 IS NULL THEN  -- memory.search_config = 'off'
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof($5) = 'array' THEN
+        SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
+                                    c.call->>'input', c.call->>'output'), ' ')
+          INTO v_calls FROM jsonb_array_elements($5) AS c(call);
+    END IF;
+    RETURN to_tsvector($1, left(concat_ws(' ', $4, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2), memory._owner_lexeme($3)]);
+END;
+$$;
+
+
 -- Functions whose bodies changed --------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
@@ -226,6 +286,7 @@ DECLARE
     v_encoding text;
     v_archived timestamptz;
     v_writable boolean;
+    v_owner    uuid;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -234,10 +295,10 @@ BEGIN
     -- anywhere, everyone else where the authorization rule says (owner and editors). A
     -- conversation the caller cannot see is reported exactly like one that does not exist, before
     -- anything is locked or counted; a viewer learns it may not write.
-    SELECT c.encoding, c.archived_at,
+    SELECT c.encoding, c.archived_at, c.user_id,
            NOT row_security_active('memory.conversations')
            OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
-      INTO v_encoding, v_archived, v_writable
+      INTO v_encoding, v_archived, v_owner, v_writable
       FROM memory.conversations c
      WHERE c.id = NEW.conversation_id;
     IF NOT FOUND THEN
@@ -262,7 +323,9 @@ BEGIN
         CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
-    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
+    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, v_owner, NEW.content, NEW.tool_calls);
+    -- the author is whoever appends, never a value the caller supplies
+    NEW.author_id := memory.current_user_id();
     RETURN NEW;
 END $$;
 
@@ -270,10 +333,10 @@ CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
-        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key, NEW.author_id)
        IS DISTINCT FROM
        (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
-        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key, OLD.author_id) THEN
         RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'add a new message, or delete the conversation';
@@ -343,13 +406,15 @@ BEGIN
     END IF;
     INSERT INTO memory.conversation_messages
           (conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata, created_at,
-           idempotency_key, search_vector)
+           idempotency_key, search_vector, author_id)
     SELECT p_conversation_id, t.n, t.e->>'role', coalesce(t.e->>'content', ''), t.e->>'name', nullif(t.e->'tool_calls', 'null'),
            t.e->>'tool_call_id',
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
            nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
-           memory._search_vector(v_config, p_conversation_id, coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'))
+           memory._search_vector(v_config, p_conversation_id, memory.current_user_id(), coalesce(t.e->>'content', ''),
+                                 nullif(t.e->'tool_calls', 'null')),
+           memory.current_user_id()
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c
@@ -410,9 +475,10 @@ DECLARE
     v_at   bigint := p_at;
     v_cut  text;
     v_id   uuid := gen_random_uuid();
-    -- the copies keep their words; their conversation's lexeme is the new one's
-    v_from text := memory._conversation_lexeme(p_source);
-    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id)];
+    -- the copies keep their words and their authors; their conversation's and owner's lexemes are
+    -- the new one's
+    v_from text[];
+    v_to   text[] := ARRAY[memory._conversation_lexeme(v_id), memory._owner_lexeme(v_user)];
 BEGIN
     IF v_user IS NULL THEN
         RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
@@ -420,6 +486,7 @@ BEGIN
     PERFORM memory._require(p_source, 'read');
     -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
     SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;
+    v_from := ARRAY[memory._conversation_lexeme(p_source), memory._owner_lexeme(v_src.user_id)];
     v_at := coalesce(v_at, v_src.last_seq);
     IF v_at < 0 OR v_at > v_src.last_seq THEN
         RAISE EXCEPTION 'at_seq % is outside the conversation (0..%)', v_at, v_src.last_seq
@@ -441,10 +508,10 @@ BEGIN
     WITH copied AS (
         INSERT INTO memory.conversation_messages
               (id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count, metadata,
-               created_at, idempotency_key, search_vector)
+               created_at, idempotency_key, search_vector, author_id)
         SELECT gen_random_uuid(), v_id, row_number() OVER (ORDER BY m.seq), m.role, m.content, m.name, m.tool_calls,
                m.tool_call_id, m.token_count, m.metadata, m.created_at, m.idempotency_key,
-               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to)
+               ts_delete(m.search_vector, v_from) || array_to_tsvector(v_to), m.author_id
           FROM memory.conversation_messages m
          WHERE m.conversation_id = p_source AND m.seq <= v_at
         RETURNING token_count)
@@ -475,44 +542,78 @@ CREATE OR REPLACE FUNCTION memory._search_hits(p_query tsquery, p_conversation_i
                                     p_limit integer, p_rank real, p_after uuid)
 RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
                tool_calls jsonb, rank real)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- a few pages at most: the planner joins them to conversations by id (not a scan of them all)
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 100 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me     uuid := memory.current_user_id();
     v_all    boolean := memory._caller_bypasses_rls();
-    v_shared uuid[] := memory._shared_with(v_me, false);
-    v_match  tsquery := p_query;
-    v_scope  tsquery;
+    v_shared uuid[];
+    v_scopes tsquery[];      -- one GIN scan each (NULL: no scope, for a role that bypasses RLS)
+    v_agent  uuid[];
+    v_i      integer;
 BEGIN
-    IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
-        -- quoted: the lexemes hold a space (see memory._conversation_lexeme)
-        SELECT string_agg('''' || memory._conversation_lexeme(c.id) || '''', ' | ')::tsquery INTO v_scope
-          FROM memory.conversations c
-         WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
-           AND (p_conversation_id IS NULL OR c.id = p_conversation_id)
-           AND (p_agent_id IS NULL OR c.agent_id = p_agent_id);
-        IF v_scope IS NULL THEN
+    IF v_me IS NULL AND NOT v_all THEN
+        RETURN;
+    END IF;
+    IF p_conversation_id IS NOT NULL THEN
+        -- one conversation: its own lexeme, when the caller may read it
+        IF NOT (v_all OR memory.can_read(p_conversation_id))
+           OR (p_agent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM memory.conversations c
+                                                       WHERE c.id = p_conversation_id AND c.agent_id = p_agent_id)) THEN
             RETURN;
         END IF;
-        v_match := p_query && v_scope;
+        v_scopes := ARRAY[quote_literal(memory._conversation_lexeme(p_conversation_id))::tsquery];
+    ELSIF v_all THEN
+        v_scopes := ARRAY[NULL::tsquery];
+        IF p_agent_id IS NOT NULL THEN
+            SELECT array_agg(c.id) INTO v_agent FROM memory.conversations c WHERE c.agent_id = p_agent_id;
+        END IF;
+    ELSE
+        v_shared := memory._shared_with(v_me, false);
+        -- the caller's own conversations, then the owners of those shared with it, 50 to a scan
+        SELECT ARRAY[quote_literal(memory._owner_lexeme(v_me))::tsquery]
+               || coalesce(array_agg(g.q ORDER BY g.k), '{}')
+          INTO v_scopes
+          FROM (SELECT o.k, string_agg(quote_literal(memory._owner_lexeme(o.owner_id)), ' | ')::tsquery AS q
+                  FROM (SELECT d.owner_id, (row_number() OVER (ORDER BY d.owner_id) - 1) / 50 AS k
+                          FROM (SELECT DISTINCT m.owner_id FROM memory.conversation_members m
+                                 WHERE m.user_id = v_me AND m.accepted_at IS NOT NULL) d) o
+                 GROUP BY o.k) g;
+        IF p_agent_id IS NOT NULL THEN
+            SELECT array_agg(x.id) INTO v_agent
+              FROM (SELECT c.id FROM memory.conversations c WHERE c.user_id = v_me AND c.agent_id = p_agent_id
+                    UNION ALL
+                    SELECT c.id FROM unnest(v_shared) AS s(id) JOIN memory.conversations c ON c.id = s.id
+                     WHERE c.agent_id = p_agent_id) x;
+        END IF;
     END IF;
-    RETURN QUERY
-        SELECT h.* FROM (
-            SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
-                   -- every hit is ranked before the page is cut: ts_rank (term frequency, damped
-                   -- by 1 + log of the message's length) costs less than half of ts_rank_cd
-                   -- (cover density) per hit, which is what a common word's search spends
-                   ts_rank(m.search_vector, p_query, 1) AS rank
-              FROM memory.conversation_messages m
-             WHERE m.search_vector @@ v_match
-               AND (p_role IS NULL OR m.role = p_role)
-               AND (p_since IS NULL OR m.created_at >= p_since)
-               AND (p_until IS NULL OR m.created_at < p_until)
-               AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
-               AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
-                                   OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
-         WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
-         ORDER BY h.rank DESC, h.id
-         LIMIT p_limit + 1;
+    IF p_agent_id IS NOT NULL AND p_conversation_id IS NULL AND v_agent IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_i IN 1 .. cardinality(v_scopes) LOOP
+        RETURN QUERY
+            SELECT h.* FROM (
+                SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
+                       -- every hit is ranked before the page is cut: ts_rank (term frequency, damped
+                       -- by 1 + log of the message's length) costs less than half of ts_rank_cd
+                       -- (cover density) per hit, which is what a common word's search spends
+                       ts_rank(m.search_vector, p_query, 1) AS rank
+                  FROM memory.conversation_messages m
+                 WHERE m.search_vector @@ CASE WHEN v_scopes[v_i] IS NULL THEN p_query ELSE p_query && v_scopes[v_i] END
+                   -- an owner's scan (after the caller's own) keeps the conversations shared with the caller
+                   AND (v_i = 1 OR v_all OR p_conversation_id IS NOT NULL
+                        OR m.conversation_id IN (SELECT s.id FROM unnest(v_shared) AS s(id)))
+                   AND (v_agent IS NULL OR m.conversation_id IN (SELECT a.id FROM unnest(v_agent) AS a(id)))
+                   AND (p_role IS NULL OR m.role = p_role)
+                   AND (p_since IS NULL OR m.created_at >= p_since)
+                   AND (p_until IS NULL OR m.created_at < p_until)
+                   AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
+                   AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
+                                       OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
+             WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
+             ORDER BY h.rank DESC, h.id
+             LIMIT p_limit + 1;
+    END LOOP;
 END $$;
 
 CREATE OR REPLACE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
@@ -545,10 +646,359 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
 $$;
 
+CREATE OR REPLACE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(m.conversation_id), '{}')
+      FROM memory.conversation_members m
+     WHERE m.user_id = $1 AND m.accepted_at IS NOT NULL AND (NOT $2 OR m.role = 'editor');
+$$;
+
+CREATE OR REPLACE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
+RETURNS memory.conversation_members
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+    v_row   memory.conversation_members;
+    v_free  boolean;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF $3 NOT IN ('viewer', 'editor') THEN
+        RAISE EXCEPTION 'unknown member role "%"', left($3, 80)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use viewer or editor.';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    -- the conversation's lock: shares and unshares of one conversation serialise, and the count holds
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    IF $2 = v_owner THEN
+        RAISE EXCEPTION 'user % owns conversation %: an owner is not a member', $2, $1 USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
+        RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    -- the recipient's memberships from this owner, counted up to the setting (an index range)
+    v_free := (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
+                                      WHERE m.user_id = $2 AND m.owner_id = v_owner
+                                      LIMIT current_setting('memory.max_unrequested_shares')::integer) x)
+              < current_setting('memory.max_unrequested_shares')::integer;
+    INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
+    VALUES ($1, $2, $3, v_owner, CASE WHEN v_free THEN now() END)
+    ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
+    RETURNING m.* INTO v_row;
+    RETURN v_row;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._identity() RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory.current_user_id();
+BEGIN
+    IF v_me IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN v_me;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.list_share_offers()
+RETURNS TABLE (from_user_id uuid, offers bigint, oldest timestamptz, newest timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.owner_id, count(*), min(m.created_at), max(m.created_at)
+      FROM memory.conversation_members m
+     WHERE m.user_id = memory._identity() AND m.accepted_at IS NULL
+     GROUP BY m.owner_id
+     ORDER BY max(m.created_at) DESC, m.owner_id;
+$$;
+
+CREATE OR REPLACE FUNCTION memory._accept_shares(from_user_id uuid, conversation_id uuid) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    IF ($1 IS NULL) = ($2 IS NULL) THEN
+        RAISE EXCEPTION 'give either from_user_id or conversation_id' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE memory.conversation_members m SET accepted_at = now()
+     WHERE m.user_id = v_me AND m.accepted_at IS NULL
+       AND ($1 IS NULL OR m.owner_id = $1) AND ($2 IS NULL OR m.conversation_id = $2);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.accept_shares(from_user_id uuid DEFAULT NULL, conversation_id uuid DEFAULT NULL) RETURNS integer
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._accept_shares($1, $2);
+$$;
+
+CREATE OR REPLACE FUNCTION memory._decline_shares(from_user_id uuid) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'from_user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM memory.conversation_members m WHERE m.user_id = v_me AND m.owner_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.decline_shares(from_user_id uuid) RETURNS integer
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._decline_shares($1);
+$$;
+
+CREATE OR REPLACE FUNCTION memory._transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_owner uuid;
+    v_row   memory.conversations;
+BEGIN
+    IF $1 IS NULL OR $2 IS NULL THEN
+        RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM memory._require($1, 'manage');
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    v_owner := v_row.user_id;
+    IF $2 = v_owner OR $2 = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'cannot transfer conversation % to user %', $1, $2
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN $2 = v_owner THEN 'That user already owns it.' ELSE 'The nil uuid is no user.' END;
+    END IF;
+    IF (SELECT count(*) FROM memory.conversation_transfers t WHERE t.from_user_id = v_owner AND t.conversation_id <> $1) >= 100 THEN
+        RAISE EXCEPTION 'user % already offers 100 conversations', v_owner
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Offers end when accepted or declined; memory.decline_transfer withdraws one.';
+    END IF;
+    INSERT INTO memory.conversation_transfers AS t (conversation_id, from_user_id, to_user_id)
+    VALUES ($1, v_owner, $2)
+    ON CONFLICT ON CONSTRAINT conversation_transfers_pkey DO UPDATE SET from_user_id = excluded.from_user_id, to_user_id = excluded.to_user_id,
+                                                created_at = now();
+    RETURN v_row;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._list_transfer_offers()
+RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
+               total_tokens bigint, members jsonb, created_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.conversation_id, t.from_user_id, t.to_user_id, c.title, c.message_count, c.total_tokens,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role) ORDER BY m.created_at, m.user_id), '[]')
+              FROM memory.conversation_members m WHERE m.conversation_id = t.conversation_id AND m.accepted_at IS NOT NULL),
+           t.created_at
+      FROM memory.conversation_transfers t JOIN memory.conversations c ON c.id = t.conversation_id
+     WHERE memory._identity() IN (t.from_user_id, t.to_user_id)
+     ORDER BY t.created_at DESC, t.conversation_id;
+$$;
+
+CREATE OR REPLACE FUNCTION memory.list_transfer_offers() RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
+               total_tokens bigint, members jsonb, created_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_transfer_offers();
+$$;
+
+CREATE OR REPLACE FUNCTION memory._accept_transfer(conversation_id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me     uuid := memory._identity();
+    v_offer  memory.conversation_transfers;
+    v_row    memory.conversations;
+    v_config regconfig := memory._search_config()::regconfig;
+BEGIN
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    SELECT t.* INTO v_offer FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me;
+    -- an offer made by someone who no longer owns the conversation is void
+    IF v_offer.conversation_id IS NULL OR v_row.user_id IS DISTINCT FROM v_offer.from_user_id THEN
+        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = v_me;
+    UPDATE memory.conversation_members m SET owner_id = v_me WHERE m.conversation_id = $1;
+    INSERT INTO memory.conversation_members (conversation_id, user_id, role, owner_id, accepted_at)
+    VALUES ($1, v_offer.from_user_id, 'editor', v_me, now());
+    UPDATE memory.conversations c SET user_id = v_me WHERE c.id = $1 RETURNING c.* INTO v_row;
+    UPDATE memory.conversation_messages m
+       SET search_vector = memory._search_vector(v_config, m.conversation_id, v_me, m.content, m.tool_calls)
+     WHERE m.conversation_id = $1;
+    RETURN v_row;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.accept_transfer(conversation_id uuid) RETURNS memory.conversations
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._accept_transfer($1);
+$$;
+
+CREATE OR REPLACE FUNCTION memory._decline_transfer(conversation_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND v_me IN (t.from_user_id, t.to_user_id);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n > 0;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.decline_transfer(conversation_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._decline_transfer($1);
+$$;
+
+CREATE OR REPLACE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_counts jsonb := '{}';
+    v_n      bigint;
+    v_table  text;
+BEGIN
+    IF NOT memory._caller_bypasses_rls() THEN
+        RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- what the user wrote elsewhere, then what the conversations' cascade takes, counted first
+    DELETE FROM memory.conversation_messages m USING memory.conversations c
+     WHERE m.author_id = $1 AND c.id = m.conversation_id AND c.user_id <> $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('authored_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_summaries', v_n);
+    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('share_links', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = $1 OR m.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_members', v_n);
+    SELECT count(*) INTO v_n FROM memory.jobs j
+     WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
+    v_counts := v_counts || jsonb_build_object('jobs', v_n);
+
+    SELECT count(*) INTO v_n FROM memory.conversation_transfers t WHERE t.from_user_id = $1 OR t.to_user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_transfers', v_n);
+
+    DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
+    DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = $1;
+    DELETE FROM memory.jobs j WHERE j.user_id = $1;
+    DELETE FROM memory.conversations c WHERE c.user_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('conversations', v_n);
+    -- the tables keyed by the user alone
+    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
+        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING $1;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_counts := v_counts || jsonb_build_object(v_table, v_n);
+    END LOOP;
+    RETURN v_counts;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_config regconfig := memory._search_config()::regconfig;
+    v_done   bigint := 0;
+    v_n      bigint;
+    v_last   uuid := '00000000-0000-0000-0000-000000000000';
+BEGIN
+    IF NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'memory.reindex_search is for superusers' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    LOOP
+        WITH b AS (SELECT m.id FROM memory.conversation_messages m WHERE m.id > v_last ORDER BY m.id LIMIT greatest($1, 1)),
+             u AS (UPDATE memory.conversation_messages m
+                      SET search_vector = memory._search_vector(v_config, m.conversation_id, c.user_id, m.content, m.tool_calls)
+                     FROM b, memory.conversations c WHERE m.id = b.id AND c.id = m.conversation_id RETURNING m.id)
+        SELECT count(*), (array_agg(u.id ORDER BY u.id DESC))[1] INTO v_n, v_last FROM u;
+        EXIT WHEN v_n = 0;
+        v_done := v_done + v_n;
+    END LOOP;
+    RETURN v_done;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory._shared_conversations() RETURNS SETOF memory.listed_conversation
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.*, m.role
+      FROM unnest(memory._shared_with(memory.current_user_id(), false)) AS s(id)
+      JOIN memory.conversations c ON c.id = s.id
+      JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = memory.current_user_id();
+$$;
+
+CREATE OR REPLACE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20,
+    metadata jsonb DEFAULT NULL,
+    title text DEFAULT NULL,
+    updated_before timestamptz DEFAULT NULL,
+    updated_after timestamptz DEFAULT NULL,
+    before_id uuid DEFAULT NULL,
+    archived boolean DEFAULT false,
+    shared boolean DEFAULT NULL
+) RETURNS SETOF memory.listed_conversation
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- the filters, written once for both sources below
+    v_filter constant text := $f$
+           AND ($1 IS NULL OR c.agent_id = $1)
+           AND ($3 IS NULL OR c.metadata @> $3)
+           AND ($4 IS NULL OR c.title ILIKE '%' || replace(replace(replace($4, '\', '\\'), '%', '\%'), '_', '\_') || '%')
+           AND ($5 IS NULL OR c.updated_at < $5 OR (c.updated_at = $5 AND $7 IS NOT NULL AND c.id > $7))
+           AND ($6 IS NULL OR c.updated_at > $6)
+           AND ($8 IS NULL OR (c.archived_at IS NOT NULL) = $8)
+         ORDER BY c.updated_at DESC, c.id
+         LIMIT $2$f$;
+BEGIN
+    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $4 IS NOT NULL AND length($4) > 200 THEN
+        RAISE EXCEPTION 'title filter longer than 200 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF $7 IS NOT NULL AND $5 IS NULL THEN
+        RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Two sources, each cut at the page size, merged: the caller's own conversations (index on
+    -- user_id, updated_at; RLS applies) and those shared with it (memory._shared_conversations).
+    RETURN QUERY EXECUTE format($q$
+        SELECT x.* FROM (
+            (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
+              WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
+            UNION ALL
+            (SELECT c.* FROM memory._shared_conversations() c
+              WHERE $9 IS NOT FALSE %1$s)
+        ) x
+        ORDER BY x.updated_at DESC, x.id
+        LIMIT $2$q$, v_filter)
+    USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
+END $$;
+
+CREATE OR REPLACE VIEW memory.usage_daily WITH (security_invoker = true) AS
+SELECT u.day, u.user_id, u.agent_id, u.model,
+       sum(u.messages)::bigint AS messages,
+       sum(u.stored_tokens)::bigint AS stored_tokens,
+       sum(u.tool_calls)::bigint AS tool_calls,
+       sum(u.llm_calls)::bigint AS llm_calls,
+       sum(u.prompt_tokens)::bigint AS prompt_tokens,
+       sum(u.completion_tokens)::bigint AS completion_tokens
+  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, coalesce(m.author_id, c.user_id) AS user_id, c.agent_id, NULL::text AS model,
+               count(*) AS messages, sum(m.token_count) AS stored_tokens,
+               sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
+               0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens
+          FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+         GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
+               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0)
+          FROM memory.llm_calls l
+         GROUP BY 1, 2, 3, 4) u
+ GROUP BY u.day, u.user_id, u.agent_id, u.model;
+
 -- Data --------------------------------------------------------------------------------------------
 
--- every stored message's conversation lexeme in the new, unforgeable form
+-- every stored message's conversation lexeme in the new, unforgeable form, and its owner's lexeme
 UPDATE memory.conversation_messages m
    SET search_vector = ts_delete(m.search_vector, 'conv' || encode(uuid_send(m.conversation_id), 'hex'))
-                       || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id)])
- WHERE m.search_vector IS NOT NULL;
+                       || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id), memory._owner_lexeme(c.user_id)])
+  FROM memory.conversations c
+ WHERE c.id = m.conversation_id AND m.search_vector IS NOT NULL;

@@ -1,60 +1,98 @@
 -- Full-text search over every conversation the caller can read.
 --
 -- Each message carries its search_vector (memory._search_vector, set by the insert trigger, the
--- import and the fork). A query is the caller's words (websearch syntax) AND any one of the
--- lexemes naming the caller's readable conversations, so the GIN index intersects the words with
--- the caller's own messages: the cost follows what the caller stored, not what everyone stored.
--- The match runs in memory._search_hits (see there why as the owner, and how it stays within the
--- rule); the page is then joined to conversations under the caller's RLS.
+-- import and the fork) with two unforgeable lexemes: its conversation's and its conversation's
+-- owner's. A query is the caller's words (websearch syntax) AND a scope lexeme, so the GIN index
+-- intersects the words with the caller's own messages: the cost follows what the caller stored,
+-- not what everyone stored, nor how many conversations it has. Conversations shared with the
+-- caller are found through their owners' lexemes (50 owners per scan) and kept by their ids (a
+-- hashed set): the cost follows what those owners stored. The match runs in memory._search_hits
+-- (see there why as the owner, and how it stays within the rule); the page is then joined to
+-- conversations under the caller's RLS.
 
--- The caller's matching messages, ranked, one page (plus one row) after the cursor (p_rank,
--- p_after). SECURITY DEFINER so that the GIN index serves the match: under RLS the planner may not
--- use the (not leakproof) @@ operator as an index condition and would read every message. It
--- trusts no argument for access: the scope is computed here, by the authorization rule, from the
--- caller's identity (a role that bypasses RLS searches everything, as RLS lets it).
+-- The caller's matching messages, ranked, one page (plus one row) per scan after the cursor
+-- (p_rank, p_after): search_messages keeps the best page of all. SECURITY DEFINER so that the GIN
+-- index serves the match: under RLS the planner may not use the (not leakproof) @@ operator as an
+-- index condition and would read every message. It trusts no argument for access: the scope is
+-- computed here, by the authorization rule, from the caller's identity (a role that bypasses RLS
+-- searches everything, as RLS lets it).
 CREATE FUNCTION memory._search_hits(p_query tsquery, p_conversation_id uuid, p_agent_id uuid, p_role text,
                                     p_since timestamptz, p_until timestamptz, p_tool text, p_has_tool_calls boolean,
                                     p_limit integer, p_rank real, p_after uuid)
 RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
                tool_calls jsonb, rank real)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- a few pages at most: the planner joins them to conversations by id (not a scan of them all)
+LANGUAGE plpgsql STABLE SECURITY DEFINER ROWS 100 SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me     uuid := memory.current_user_id();
     v_all    boolean := memory._caller_bypasses_rls();
-    v_shared uuid[] := memory._shared_with(v_me, false);
-    v_match  tsquery := p_query;
-    v_scope  tsquery;
+    v_shared uuid[];
+    v_scopes tsquery[];      -- one GIN scan each (NULL: no scope, for a role that bypasses RLS)
+    v_agent  uuid[];
+    v_i      integer;
 BEGIN
-    IF NOT v_all OR p_conversation_id IS NOT NULL OR p_agent_id IS NOT NULL THEN
-        -- quoted: the lexemes hold a space (see memory._conversation_lexeme)
-        SELECT string_agg('''' || memory._conversation_lexeme(c.id) || '''', ' | ')::tsquery INTO v_scope
-          FROM memory.conversations c
-         WHERE (v_all OR c.user_id = v_me OR c.id = ANY (v_shared))
-           AND (p_conversation_id IS NULL OR c.id = p_conversation_id)
-           AND (p_agent_id IS NULL OR c.agent_id = p_agent_id);
-        IF v_scope IS NULL THEN
+    IF v_me IS NULL AND NOT v_all THEN
+        RETURN;
+    END IF;
+    IF p_conversation_id IS NOT NULL THEN
+        -- one conversation: its own lexeme, when the caller may read it
+        IF NOT (v_all OR memory.can_read(p_conversation_id))
+           OR (p_agent_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM memory.conversations c
+                                                       WHERE c.id = p_conversation_id AND c.agent_id = p_agent_id)) THEN
             RETURN;
         END IF;
-        v_match := p_query && v_scope;
+        v_scopes := ARRAY[quote_literal(memory._conversation_lexeme(p_conversation_id))::tsquery];
+    ELSIF v_all THEN
+        v_scopes := ARRAY[NULL::tsquery];
+        IF p_agent_id IS NOT NULL THEN
+            SELECT array_agg(c.id) INTO v_agent FROM memory.conversations c WHERE c.agent_id = p_agent_id;
+        END IF;
+    ELSE
+        v_shared := memory._shared_with(v_me, false);
+        -- the caller's own conversations, then the owners of those shared with it, 50 to a scan
+        SELECT ARRAY[quote_literal(memory._owner_lexeme(v_me))::tsquery]
+               || coalesce(array_agg(g.q ORDER BY g.k), '{}')
+          INTO v_scopes
+          FROM (SELECT o.k, string_agg(quote_literal(memory._owner_lexeme(o.owner_id)), ' | ')::tsquery AS q
+                  FROM (SELECT d.owner_id, (row_number() OVER (ORDER BY d.owner_id) - 1) / 50 AS k
+                          FROM (SELECT DISTINCT m.owner_id FROM memory.conversation_members m
+                                 WHERE m.user_id = v_me AND m.accepted_at IS NOT NULL) d) o
+                 GROUP BY o.k) g;
+        IF p_agent_id IS NOT NULL THEN
+            SELECT array_agg(x.id) INTO v_agent
+              FROM (SELECT c.id FROM memory.conversations c WHERE c.user_id = v_me AND c.agent_id = p_agent_id
+                    UNION ALL
+                    SELECT c.id FROM unnest(v_shared) AS s(id) JOIN memory.conversations c ON c.id = s.id
+                     WHERE c.agent_id = p_agent_id) x;
+        END IF;
     END IF;
-    RETURN QUERY
-        SELECT h.* FROM (
-            SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
-                   -- every hit is ranked before the page is cut: ts_rank (term frequency, damped
-                   -- by 1 + log of the message's length) costs less than half of ts_rank_cd
-                   -- (cover density) per hit, which is what a common word's search spends
-                   ts_rank(m.search_vector, p_query, 1) AS rank
-              FROM memory.conversation_messages m
-             WHERE m.search_vector @@ v_match
-               AND (p_role IS NULL OR m.role = p_role)
-               AND (p_since IS NULL OR m.created_at >= p_since)
-               AND (p_until IS NULL OR m.created_at < p_until)
-               AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
-               AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
-                                   OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
-         WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
-         ORDER BY h.rank DESC, h.id
-         LIMIT p_limit + 1;
+    IF p_agent_id IS NOT NULL AND p_conversation_id IS NULL AND v_agent IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_i IN 1 .. cardinality(v_scopes) LOOP
+        RETURN QUERY
+            SELECT h.* FROM (
+                SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
+                       -- every hit is ranked before the page is cut: ts_rank (term frequency, damped
+                       -- by 1 + log of the message's length) costs less than half of ts_rank_cd
+                       -- (cover density) per hit, which is what a common word's search spends
+                       ts_rank(m.search_vector, p_query, 1) AS rank
+                  FROM memory.conversation_messages m
+                 WHERE m.search_vector @@ CASE WHEN v_scopes[v_i] IS NULL THEN p_query ELSE p_query && v_scopes[v_i] END
+                   -- an owner's scan (after the caller's own) keeps the conversations shared with the caller
+                   AND (v_i = 1 OR v_all OR p_conversation_id IS NOT NULL
+                        OR m.conversation_id IN (SELECT s.id FROM unnest(v_shared) AS s(id)))
+                   AND (v_agent IS NULL OR m.conversation_id IN (SELECT a.id FROM unnest(v_agent) AS a(id)))
+                   AND (p_role IS NULL OR m.role = p_role)
+                   AND (p_since IS NULL OR m.created_at >= p_since)
+                   AND (p_until IS NULL OR m.created_at < p_until)
+                   AND (p_has_tool_calls IS NULL OR (m.tool_calls IS NOT NULL) = p_has_tool_calls)
+                   AND (p_tool IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', p_tool)))
+                                       OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', p_tool)))) h
+             WHERE p_rank IS NULL OR h.rank < p_rank OR (h.rank = p_rank AND h.id > p_after)
+             ORDER BY h.rank DESC, h.id
+             LIMIT p_limit + 1;
+    END LOOP;
 END $$;
 
 -- query: web-search syntax ("quoted phrases", or, -word), in memory.search_config (a stopword-only
@@ -152,8 +190,8 @@ BEGIN
     LOOP
         WITH b AS (SELECT m.id FROM memory.conversation_messages m WHERE m.id > v_last ORDER BY m.id LIMIT greatest($1, 1)),
              u AS (UPDATE memory.conversation_messages m
-                      SET search_vector = memory._search_vector(v_config, m.conversation_id, m.content, m.tool_calls)
-                     FROM b WHERE m.id = b.id RETURNING m.id)
+                      SET search_vector = memory._search_vector(v_config, m.conversation_id, c.user_id, m.content, m.tool_calls)
+                     FROM b, memory.conversations c WHERE m.id = b.id AND c.id = m.conversation_id RETURNING m.id)
         SELECT count(*), (array_agg(u.id ORDER BY u.id DESC))[1] INTO v_n, v_last FROM u;
         EXIT WHEN v_n = 0;
         v_done := v_done + v_n;

@@ -7,6 +7,7 @@ ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
 ALTER TABLE memory.conversation_members ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.conversation_transfers ENABLE ROW LEVEL SECURITY;
 
 -- conversations: read by owner and members; created, changed and deleted by the owner
 CREATE POLICY conversations_read ON memory.conversations FOR SELECT
@@ -63,6 +64,11 @@ CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
 CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
     USING (user_id = (SELECT memory.current_user_id()) OR owner_id = (SELECT memory.current_user_id()));
 
+-- transfer offers: their sender and their recipient see them; written only through
+-- memory.transfer_conversation, accept_transfer and decline_transfer
+CREATE POLICY transfers_visible ON memory.conversation_transfers FOR SELECT
+    USING (from_user_id = (SELECT memory.current_user_id()) OR to_user_id = (SELECT memory.current_user_id()));
+
 -- jobs and queue_turns have no policy: ordinary roles reach them only through memory's
 -- functions.
 
@@ -72,7 +78,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- ids from everyone else), the counts are computed by the trigger, and a stored summary is
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
-GRANT SELECT ON memory.conversation_members TO PUBLIC;
+GRANT SELECT ON memory.conversation_members, memory.conversation_transfers TO PUBLIC;
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
 REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 

@@ -7,12 +7,17 @@
 -- Makes user_id a member of the conversation as 'viewer' (reads it: messages, build_context,
 -- export, search, fork) or 'editor' (also appends messages and requests summaries and replies);
 -- sharing again changes the role. The owner's alone. Returns the membership.
+-- Consent: while the recipient holds fewer than memory.max_unrequested_shares memberships from
+-- this owner, a share takes effect at once (accepted_at set); beyond that it is an offer
+-- (accepted_at NULL) that gives nothing until the recipient accepts it (memory.accept_shares).
+-- So nobody can fill another user's list and search with conversations it did not ask for.
 CREATE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
 RETURNS memory.conversation_members
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
     v_row   memory.conversation_members;
+    v_free  boolean;
 BEGIN
     IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -30,8 +35,13 @@ BEGIN
     IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
         RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id)
-    VALUES ($1, $2, $3, v_owner)
+    -- the recipient's memberships from this owner, counted up to the setting (an index range)
+    v_free := (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
+                                      WHERE m.user_id = $2 AND m.owner_id = v_owner
+                                      LIMIT current_setting('memory.max_unrequested_shares')::integer) x)
+              < current_setting('memory.max_unrequested_shares')::integer;
+    INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
+    VALUES ($1, $2, $3, v_owner, CASE WHEN v_free THEN now() END)
     ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
     RETURNING m.* INTO v_row;
     RETURN v_row;
@@ -86,14 +96,87 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._list_members($1);
 $$;
 
+-- ---- consent: shares waiting for their recipient ------------------------------------------------
+
+-- The caller's identity, or 42501 when there is none.
+CREATE FUNCTION memory._identity() RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory.current_user_id();
+BEGIN
+    IF v_me IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN v_me;
+END $$;
+
+-- Who offers the caller shares it has not accepted: one row per sharer, with how many
+-- conversations and the oldest and newest offer. (Each offer is a row of
+-- memory.conversation_members with accepted_at NULL, which the caller can read.)
+CREATE FUNCTION memory.list_share_offers()
+RETURNS TABLE (from_user_id uuid, offers bigint, oldest timestamptz, newest timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT m.owner_id, count(*), min(m.created_at), max(m.created_at)
+      FROM memory.conversation_members m
+     WHERE m.user_id = memory._identity() AND m.accepted_at IS NULL
+     GROUP BY m.owner_id
+     ORDER BY max(m.created_at) DESC, m.owner_id;
+$$;
+
+-- Accepts the caller's pending shares: every one from from_user_id, or only conversation_id's
+-- (give one of the two). Returns how many took effect.
+CREATE FUNCTION memory._accept_shares(from_user_id uuid, conversation_id uuid) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    IF ($1 IS NULL) = ($2 IS NULL) THEN
+        RAISE EXCEPTION 'give either from_user_id or conversation_id' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE memory.conversation_members m SET accepted_at = now()
+     WHERE m.user_id = v_me AND m.accepted_at IS NULL
+       AND ($1 IS NULL OR m.owner_id = $1) AND ($2 IS NULL OR m.conversation_id = $2);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+
+CREATE FUNCTION memory.accept_shares(from_user_id uuid DEFAULT NULL, conversation_id uuid DEFAULT NULL) RETURNS integer
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._accept_shares($1, $2);
+$$;
+
+-- Ends every share from from_user_id to the caller at once, accepted or pending (one share is
+-- left with memory.unshare_conversation). Returns how many memberships ended.
+CREATE FUNCTION memory._decline_shares(from_user_id uuid) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'from_user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    DELETE FROM memory.conversation_members m WHERE m.user_id = v_me AND m.owner_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END $$;
+
+CREATE FUNCTION memory.decline_shares(from_user_id uuid) RETURNS integer
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._decline_shares($1);
+$$;
+
 -- ---- transfer of ownership ---------------------------------------------------------------------
 
--- Makes user_id the conversation's owner. The owner's alone. The previous owner stays as an
--- editor (it may leave with unshare_conversation); if the new owner was a member, that
--- membership ends; the other members and the share links stay (the new owner manages them). The
--- conversation keeps its agent_id, but an agent applies only to its own owner's conversations:
--- until the new owner sets an agent of its own, the defaults apply. Jobs queued before the
--- transfer run as they were requested.
+-- A transfer is an offer: transfer_conversation records it, and nothing changes until user_id
+-- accepts it (accept_transfer) or declines it (decline_transfer; the owner may withdraw it the
+-- same way). A conversation has at most one offer: offering it again replaces the offer. Until
+-- accepted, nothing of it is the recipient's: not in its list, search, usage or quota, and the
+-- recipient cannot read it. What the recipient sees of an offer (list_transfer_offers): who
+-- offers it, its title, size, and who else can read or write it.
+-- Returns the conversation as it is (still the owner's). The owner's alone; at most 100 open
+-- offers per sender.
 CREATE FUNCTION memory._transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -104,22 +187,104 @@ BEGIN
         RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM memory._require($1, 'manage');
-    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    v_owner := v_row.user_id;
     IF $2 = v_owner OR $2 = '00000000-0000-0000-0000-000000000000' THEN
         RAISE EXCEPTION 'cannot transfer conversation % to user %', $1, $2
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = CASE WHEN $2 = v_owner THEN 'That user already owns it.' ELSE 'The nil uuid is no user.' END;
     END IF;
-    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = $2;
-    UPDATE memory.conversation_members m SET owner_id = $2 WHERE m.conversation_id = $1;
-    INSERT INTO memory.conversation_members (conversation_id, user_id, role, owner_id) VALUES ($1, v_owner, 'editor', $2);
-    UPDATE memory.conversations c SET user_id = $2 WHERE c.id = $1 RETURNING c.* INTO v_row;
+    IF (SELECT count(*) FROM memory.conversation_transfers t WHERE t.from_user_id = v_owner AND t.conversation_id <> $1) >= 100 THEN
+        RAISE EXCEPTION 'user % already offers 100 conversations', v_owner
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Offers end when accepted or declined; memory.decline_transfer withdraws one.';
+    END IF;
+    INSERT INTO memory.conversation_transfers AS t (conversation_id, from_user_id, to_user_id)
+    VALUES ($1, v_owner, $2)
+    ON CONFLICT ON CONSTRAINT conversation_transfers_pkey DO UPDATE SET from_user_id = excluded.from_user_id, to_user_id = excluded.to_user_id,
+                                                created_at = now();
     RETURN v_row;
 END $$;
 
 CREATE FUNCTION memory.transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._transfer_conversation($1, $2);
+$$;
+
+-- The transfer offers the caller has made and received, newest first, each with what the
+-- recipient needs to decide: title, messages, tokens and the members (who else reads or writes).
+CREATE FUNCTION memory._list_transfer_offers()
+RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
+               total_tokens bigint, members jsonb, created_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.conversation_id, t.from_user_id, t.to_user_id, c.title, c.message_count, c.total_tokens,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role) ORDER BY m.created_at, m.user_id), '[]')
+              FROM memory.conversation_members m WHERE m.conversation_id = t.conversation_id AND m.accepted_at IS NOT NULL),
+           t.created_at
+      FROM memory.conversation_transfers t JOIN memory.conversations c ON c.id = t.conversation_id
+     WHERE memory._identity() IN (t.from_user_id, t.to_user_id)
+     ORDER BY t.created_at DESC, t.conversation_id;
+$$;
+
+CREATE FUNCTION memory.list_transfer_offers() RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
+               total_tokens bigint, members jsonb, created_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_transfer_offers();
+$$;
+
+-- The recipient takes the offered conversation: it becomes the caller's own. The previous owner
+-- stays as an editor (it may leave with unshare_conversation); if the caller was a member, that
+-- membership ends; the other members and the share links stay (the new owner sees them with
+-- list_members and list_share_links, and manages them). The conversation keeps its agent_id, but
+-- an agent applies only to its own owner's conversations: until the new owner sets an agent of its
+-- own, the defaults apply. Jobs queued before run as they were requested. The messages' search
+-- lexeme of their owner is rewritten (a cost that follows the conversation's size).
+CREATE FUNCTION memory._accept_transfer(conversation_id uuid) RETURNS memory.conversations
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me     uuid := memory._identity();
+    v_offer  memory.conversation_transfers;
+    v_row    memory.conversations;
+    v_config regconfig := memory._search_config()::regconfig;
+BEGIN
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    SELECT t.* INTO v_offer FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me;
+    -- an offer made by someone who no longer owns the conversation is void
+    IF v_offer.conversation_id IS NULL OR v_row.user_id IS DISTINCT FROM v_offer.from_user_id THEN
+        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = v_me;
+    UPDATE memory.conversation_members m SET owner_id = v_me WHERE m.conversation_id = $1;
+    INSERT INTO memory.conversation_members (conversation_id, user_id, role, owner_id, accepted_at)
+    VALUES ($1, v_offer.from_user_id, 'editor', v_me, now());
+    UPDATE memory.conversations c SET user_id = v_me WHERE c.id = $1 RETURNING c.* INTO v_row;
+    UPDATE memory.conversation_messages m
+       SET search_vector = memory._search_vector(v_config, m.conversation_id, v_me, m.content, m.tool_calls)
+     WHERE m.conversation_id = $1;
+    RETURN v_row;
+END $$;
+
+CREATE FUNCTION memory.accept_transfer(conversation_id uuid) RETURNS memory.conversations
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._accept_transfer($1);
+$$;
+
+-- Ends an offer: its recipient declines it, or the owner withdraws it. Returns whether there was
+-- such an offer.
+CREATE FUNCTION memory._decline_transfer(conversation_id uuid) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory._identity();
+    v_n  integer;
+BEGIN
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND v_me IN (t.from_user_id, t.to_user_id);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n > 0;
+END $$;
+
+CREATE FUNCTION memory.decline_transfer(conversation_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._decline_transfer($1);
 $$;
 
 -- ---- archive -----------------------------------------------------------------------------------
@@ -333,9 +498,12 @@ REVOKE EXECUTE ON FUNCTION memory._enqueue_retention(), memory._retention_batch(
 -- ---- erasure -----------------------------------------------------------------------------------
 
 -- Removes everything of one user, in one transaction: its conversations (with their messages,
--- summaries, jobs, members and share links), its memberships in others' conversations, its
--- agents, templates, LLM call records, usage counters and queue state. For superusers and roles
--- that bypass RLS (Supabase's service_role) only. Returns the rows removed per table.
+-- summaries, jobs, members, share links and transfer offers), the messages it wrote in others'
+-- conversations (as any deletion of messages: a call takes its results along, and build_context
+-- leaves out results whose call is gone), its memberships and the offers made to it, its agents,
+-- templates, LLM call records, usage counters and queue state. For superusers and roles that
+-- bypass RLS (Supabase's service_role) only; it reads every message once (messages have no
+-- index by author). Returns the rows removed per table.
 CREATE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -350,7 +518,11 @@ BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    -- what the conversations' cascade takes, counted first
+    -- what the user wrote elsewhere, then what the conversations' cascade takes, counted first
+    DELETE FROM memory.conversation_messages m USING memory.conversations c
+     WHERE m.author_id = $1 AND c.id = m.conversation_id AND c.user_id <> $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('authored_messages', v_n);
     SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
     v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
     SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
@@ -363,7 +535,11 @@ BEGIN
      WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
     v_counts := v_counts || jsonb_build_object('jobs', v_n);
 
+    SELECT count(*) INTO v_n FROM memory.conversation_transfers t WHERE t.from_user_id = $1 OR t.to_user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_transfers', v_n);
+
     DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
+    DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = $1;
     DELETE FROM memory.jobs j WHERE j.user_id = $1;
     DELETE FROM memory.conversations c WHERE c.user_id = $1;
     GET DIAGNOSTICS v_n = ROW_COUNT;

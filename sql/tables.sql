@@ -40,7 +40,12 @@ CREATE TABLE memory.conversation_messages (
     -- a client's key for one append: a retry with the same key returns the stored message
     idempotency_key text CHECK (length(idempotency_key) BETWEEN 1 AND 200),
     -- what search_messages finds: see memory._search_vector
-    search_vector   tsvector
+    search_vector   tsvector,
+    -- who wrote it: the caller's identity when it was appended (the requester, for a reply the
+    -- worker wrote; NULL for a role that bypasses RLS writing without an identity). Analytics
+    -- count a message for its author, erase_user removes what its user wrote in others'
+    -- conversations.
+    author_id       uuid
 );
 CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversation_messages (conversation_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -63,20 +68,28 @@ CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
     WITH (fastupdate = off)
     WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
 -- The words of a message as search_messages finds them: its content and its tool calls (names,
--- arguments, inputs and results), in the search configuration, plus one lexeme naming its
--- conversation ("conv", a space, and the id's hex digits), through which the GIN index finds a
--- caller's conversations' messages without visiting anyone else's (RLS still decides what is
--- returned). The space makes the lexeme unforgeable: the text search parser never puts one inside
--- a token, so no content can produce it (a message reading "conv<hex>" is just a word).
+-- arguments, inputs and results), in the search configuration, plus two lexemes: one naming its
+-- conversation ("conv", a space, and the id's hex digits) and one naming the conversation's owner
+-- ("user", a space, the hex digits). Through them the GIN index finds a caller's messages without
+-- visiting anyone else's: all of an owner's through one lexeme, however many conversations it
+-- has, or one conversation's (RLS still decides what is returned). The space makes the lexemes
+-- unforgeable: the text search parser never puts one inside a token, so no content can produce
+-- them (a message reading "conv<hex>" is just a word). A transfer rewrites the owner lexeme of
+-- the conversation's messages.
 -- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
 -- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
 CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
+CREATE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'user ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+$$;
 -- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
 -- be planned again in every transaction, which cost an append more than the words themselves.
-CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, content text, tool_calls jsonb) RETURNS tsvector
+CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
+RETURNS tsvector
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_calls text;
@@ -84,13 +97,13 @@ BEGIN
     IF $1 IS NULL THEN  -- memory.search_config = 'off'
         RETURN NULL;
     END IF;
-    IF jsonb_typeof($4) = 'array' THEN
+    IF jsonb_typeof($5) = 'array' THEN
         SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
                                     c.call->>'input', c.call->>'output'), ' ')
-          INTO v_calls FROM jsonb_array_elements($4) AS c(call);
+          INTO v_calls FROM jsonb_array_elements($5) AS c(call);
     END IF;
-    RETURN to_tsvector($1, left(concat_ws(' ', $3, v_calls), 200000))
-           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2)]);
+    RETURN to_tsvector($1, left(concat_ws(' ', $4, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2), memory._owner_lexeme($3)]);
 END;
 $$;
 -- A small pending list (512 kB instead of 4 MB): every search reads all of it, so new entries are
@@ -161,9 +174,23 @@ CREATE TABLE memory.conversation_members (
     role            text NOT NULL CHECK (role IN ('viewer', 'editor')),
     owner_id        uuid NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (conversation_id, user_id)
+    PRIMARY KEY (conversation_id, user_id),
+    -- when the member accepted (or the share took effect at once: see share_conversation);
+    -- NULL while the share is an offer, which gives no access
+    accepted_at     timestamptz
 );
 CREATE INDEX conversation_members_user_idx ON memory.conversation_members (user_id, role);
+
+-- A transfer of ownership offered to to_user_id, until it accepts or declines (or the owner
+-- withdraws it). Nothing of the conversation is the recipient's before it accepts.
+CREATE TABLE memory.conversation_transfers (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    from_user_id    uuid NOT NULL,
+    to_user_id      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX conversation_transfers_to_idx ON memory.conversation_transfers (to_user_id, created_at);
+CREATE INDEX conversation_transfers_from_idx ON memory.conversation_transfers (from_user_id, created_at);
 
 -- pg_dump keeps user data of extension tables only when they are registered.
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
@@ -171,6 +198,7 @@ SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_members', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_transfers', '');
 -- and the identity sequences, so ids continue after the restored ones
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');

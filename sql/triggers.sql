@@ -115,6 +115,7 @@ DECLARE
     v_encoding text;
     v_archived timestamptz;
     v_writable boolean;
+    v_owner    uuid;
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -123,10 +124,10 @@ BEGIN
     -- anywhere, everyone else where the authorization rule says (owner and editors). A
     -- conversation the caller cannot see is reported exactly like one that does not exist, before
     -- anything is locked or counted; a viewer learns it may not write.
-    SELECT c.encoding, c.archived_at,
+    SELECT c.encoding, c.archived_at, c.user_id,
            NOT row_security_active('memory.conversations')
            OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
-      INTO v_encoding, v_archived, v_writable
+      INTO v_encoding, v_archived, v_owner, v_writable
       FROM memory.conversations c
      WHERE c.id = NEW.conversation_id;
     IF NOT FOUND THEN
@@ -151,7 +152,9 @@ BEGIN
         CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
     -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
-    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, NEW.content, NEW.tool_calls);
+    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, v_owner, NEW.content, NEW.tool_calls);
+    -- the author is whoever appends, never a value the caller supplies
+    NEW.author_id := memory.current_user_id();
     RETURN NEW;
 END $$;
 
@@ -293,10 +296,10 @@ CREATE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
-        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key)
+        NEW.tool_call_id, NEW.token_count, NEW.created_at, NEW.idempotency_key, NEW.author_id)
        IS DISTINCT FROM
        (OLD.id, OLD.conversation_id, OLD.seq, OLD.role, OLD.content, OLD.name, OLD.tool_calls::text,
-        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key) THEN
+        OLD.tool_call_id, OLD.token_count, OLD.created_at, OLD.idempotency_key, OLD.author_id) THEN
         RAISE EXCEPTION 'messages are append-only: only metadata can be updated'
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'add a new message, or delete the conversation';

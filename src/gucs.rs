@@ -12,6 +12,7 @@ pub static JWT_GATEWAY_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<
 pub static LOGIN_USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_TOOL_CALLS: GucSetting<i32> = GucSetting::<i32>::new(128);
+pub static MAX_UNREQUESTED_SHARES: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static NOTIFY_MESSAGES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static MAX_MESSAGES_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_LLM_TOKENS_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(0);
@@ -102,6 +103,16 @@ pub fn define(preloading: bool) {
         65_536,
         GucContext::Suset,
         GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"memory.max_unrequested_shares",
+        c"Shares from one user that take effect without the recipient's consent; further ones wait as offers.",
+        c"The recipient accepts offers with memory.accept_shares and declines everything from a user with memory.decline_shares.",
+        &MAX_UNREQUESTED_SHARES,
+        0,
+        100_000,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"memory.max_tool_calls",

@@ -44,6 +44,7 @@ REVIEWED = {
     "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
     "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)": ("pinned", False, True),
+    "_shared_conversations()": ("pinned", True, True),                   # the caller's accepted shares (the read rule)
     "delete_conversation(uuid)": ("pinned", False, True),
     "build_context(uuid,integer,text)": ("pinned", False, True),
     "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),
@@ -114,7 +115,8 @@ REVIEWED = {
     # search
     "_search_config()": ("pure-c", False, True),
     "_conversation_lexeme(uuid)": ("inlined", False, True),
-    "_search_vector(regconfig,uuid,text,jsonb)": ("pinned", False, True),
+    "_owner_lexeme(uuid)": ("inlined", False, True),
+    "_search_vector(regconfig,uuid,uuid,text,jsonb)": ("pinned", False, True),
     "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text)": ("pinned", False, True),
     "reindex_search(integer)": ("pinned", False, False),                 # superusers only
     "_search_hits(tsquery,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,real,uuid)":
@@ -130,6 +132,18 @@ REVIEWED = {
     "transfer_conversation(uuid,uuid)": ("pinned", False, True),
     "_transfer_conversation(uuid,uuid)": ("pinned", True, True),         # checks can_manage itself
     "list_members(uuid)": ("pinned", False, True),
+    "_identity()": ("pinned", False, True),
+    "list_share_offers()": ("pinned", False, True),                      # invoker: the members' RLS shows one's own
+    "accept_shares(uuid,uuid)": ("pinned", False, True),
+    "_accept_shares(uuid,uuid)": ("pinned", True, True),                 # the caller's own memberships only
+    "decline_shares(uuid)": ("pinned", False, True),
+    "_decline_shares(uuid)": ("pinned", True, True),                     # the caller's own memberships only
+    "list_transfer_offers()": ("pinned", False, True),
+    "_list_transfer_offers()": ("pinned", True, True),                   # offers the caller made or received
+    "accept_transfer(uuid)": ("pinned", False, True),
+    "_accept_transfer(uuid)": ("pinned", True, True),                    # an offer made to the caller by the owner
+    "decline_transfer(uuid)": ("pinned", False, True),
+    "_decline_transfer(uuid)": ("pinned", True, True),                   # an offer the caller made or received
     "_list_members(uuid)": ("pinned", True, True),                       # checks can_read itself
     "archive_conversation(uuid)": ("pinned", False, True),
     "unarchive_conversation(uuid)": ("pinned", False, True),
@@ -160,6 +174,7 @@ TABLES = {
     "user_usage": set(),
     "conversation_templates": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "conversation_members": {"SELECT"},
+    "conversation_transfers": {"SELECT"},
     "share_links": {"SELECT"},
 }
 

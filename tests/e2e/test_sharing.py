@@ -144,8 +144,9 @@ def test_a_member_may_leave_and_roles_change():
 
 @MODES
 def test_transfer_of_ownership(mode):
-    """Only the owner transfers; the new owner manages at once, the previous owner stays an
-    editor, a member who receives it stops being a member, other members and links stay."""
+    """Only the owner offers a transfer; nothing changes until the recipient accepts. Then the new
+    owner manages at once, the previous owner stays an editor, a member who receives it stops
+    being a member, other members and links stay."""
     owner, heir, viewer, outsider = new_user(), new_user(), new_user(), new_user()
     cid = conversation(owner)
     share(owner, cid, heir, "viewer")
@@ -164,7 +165,23 @@ def test_transfer_of_ownership(mode):
                 c.execute("SELECT memory.transfer_conversation(%s, %s)", args)
     with mode(DB, owner) as c:
         row = c.execute("SELECT user_id, message_count FROM memory.transfer_conversation(%s, %s)", (cid, heir)).fetchone()
-        assert (str(row[0]), row[1]) == (heir, 4)
+        # an offer: the conversation is still the owner's
+        assert (str(row[0]), row[1]) == (owner, 4)
+        assert c.execute("SELECT access FROM memory.list_conversations()").fetchall() == [("owner",)]
+    # only the recipient accepts
+    for who in (owner, viewer, outsider):
+        with mode(DB, who) as c:
+            with pytest.raises(errors.NoDataFound):
+                c.execute("SELECT memory.accept_transfer(%s)", (cid,))
+    with mode(DB, heir) as c:
+        offers = c.execute("SELECT conversation_id, from_user_id, to_user_id, title, message_count, members"
+                           " FROM memory.list_transfer_offers()").fetchall()
+        assert [(str(o[0]), str(o[1]), str(o[2]), o[3], o[4]) for o in offers] == [(cid, owner, heir, "shared", 4)]
+        assert {(m["user_id"], m["role"]) for m in offers[0][5]} == {(heir, "viewer"), (viewer, "viewer")}
+        row = c.execute("SELECT user_id FROM memory.accept_transfer(%s)", (cid,)).fetchone()
+        assert str(row[0]) == heir
+        assert c.execute("SELECT count(*) FROM memory.list_transfer_offers()").fetchone() == (0,)
+    with mode(DB, owner) as c:
         # the previous owner is now an editor: it appends, but may no longer manage
         assert c.execute("SELECT access FROM memory.list_conversations()").fetchall() == [("editor",)]
         c.execute("SELECT memory.add_message(%s, 'user', 'still here')", (cid,))
@@ -176,6 +193,9 @@ def test_transfer_of_ownership(mode):
         members = {(str(r[0]), r[1]) for r in c.execute("SELECT user_id, role FROM memory.list_members(%s)", (cid,))}
         assert members == {(heir, "owner"), (owner, "editor"), (viewer, "viewer")}
         assert c.execute("SELECT count(*) FROM memory.list_share_links(%s)", (cid,)).fetchone() == (1,)
+        # the new owner finds its messages in search (their owner lexeme was rewritten)
+        hits = rpc(c, "SELECT memory.search_messages('paris')")["results"]
+        assert {h["conversation_id"] for h in hits} == {cid}
         assert c.execute("SELECT memory.unshare_conversation(%s, %s)", (cid, owner)).fetchone() == (True,)
     with mode(DB, owner) as c:
         assert c.execute("SELECT memory.can_read(%s)", (cid,)).fetchone() == (False,)
@@ -324,6 +344,8 @@ def test_erase_user_removes_everything_of_one_user_and_nothing_else(db):
     with connect(DB) as su:
         counts = rpc(su, "SELECT memory.erase_user(%s)", victim)
         assert counts["conversations"] == 1 and counts["conversation_messages"] == 8
+        # what the victim wrote in the keeper's conversation goes too
+        assert counts["authored_messages"] == 1
         assert counts["agents"] == 1 and counts["conversation_templates"] == 1 and counts["share_links"] == 1
         assert counts["conversation_members"] == 2 and counts["jobs"] == 1
         after = user_rows(su, victim)
@@ -332,8 +354,8 @@ def test_erase_user_removes_everything_of_one_user_and_nothing_else(db):
         after_keeper = user_rows(su, keeper)
         assert after_keeper["conversations"] == before_keeper["conversations"]
         assert su.execute("SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s",
-                          (kept,)).fetchone()[0] == keeper_messages
-        assert su.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0] == total - 8
+                          (kept,)).fetchone()[0] == keeper_messages - 1
+        assert su.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0] == total - 9
         assert rpc(su, "SELECT memory.erase_user(%s)", victim) == {k: 0 for k in counts}
 
 
