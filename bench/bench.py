@@ -607,6 +607,9 @@ def only(a):
         setup_writes_db(a.port)
         title, lines = "where an append's time goes", append_profile.report_lines(
             append_profile.run(a.port, USER_ID, AGENT, 2 if a.smoke else 10))
+    elif a.only == "scale":
+        import scale as scale_bench
+        title, lines = "many readable conversations", scale_bench.report_lines(scale_bench.run(a.port, a.smoke))
     elif a.only == "sharing":
         import sharing as sharing_bench
         conn, convs = setup_db(a.port, [10_000], 1000)
@@ -628,7 +631,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
-    ap.add_argument("--only", choices=["adapters", "history", "search", "sharing", "append-profile"],
+    ap.add_argument("--only", choices=["adapters", "history", "search", "sharing", "scale", "append-profile"],
                     help="one part alone on a 10,000-message history, written to OUT/<part>.md")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")

@@ -7,6 +7,7 @@
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
 #   bench/run.sh --search   search_messages and the analytics views alone (1,000,000 messages of 1,000 users), bench/results/search.md
 #   bench/run.sh --sharing  the authorization rule's cost with shared conversations (10,000-message history), bench/results/sharing.md
+#   bench/run.sh --scale    search and listing for users with 30,000 own / 20,000 shared conversations / a share bomb, bench/results/scale.md
 #   bench/run.sh --append-profile  add_message's server time by function (track_functions), bench/results/append-profile.md
 #   bench/run.sh --replies  the worker's reply throughput (stand-in LLM at 0, 0.5 and 2 s; 1, 4, 8 calls in flight), bench/results/replies.md
 set -euo pipefail
@@ -33,7 +34,7 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--append-profile" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--scale" ] || [ "${1:-}" = "--append-profile" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0

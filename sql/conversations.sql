@@ -135,35 +135,21 @@ CREATE TYPE memory.listed_conversation AS (
     access        text
 );
 
--- The conversations shared with the caller (accepted shares), with the caller's role. As the
--- owner: its source is the read rule itself (memory._shared_with), and under RLS every row would
--- be checked again against the caller's whole list of shared conversations, a cost that grows
--- with the square of that list (20,000 shares: seconds instead of milliseconds).
-CREATE FUNCTION memory._shared_conversations() RETURNS SETOF memory.listed_conversation
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT c.*, m.role
-      FROM unnest(memory._shared_with(memory.current_user_id(), false)) AS s(id)
-      JOIN memory.conversations c ON c.id = s.id
-      JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = memory.current_user_id();
-$$;
-
 -- The caller's conversations and those shared with it, newest updated first. Filters: agent,
 -- metadata containment, a title substring (case-insensitive, taken literally), updated before /
 -- after, archived (false: hide archived ones, the default; true: only those; NULL: both), shared
 -- (false: own ones only; true: shared ones only; NULL: both). Next page: updated_before => the last
 -- row's updated_at, before_id => its id.
-CREATE FUNCTION memory.list_conversations(
-    agent_id uuid DEFAULT NULL,
-    "limit" integer DEFAULT 20,
-    metadata jsonb DEFAULT NULL,
-    title text DEFAULT NULL,
-    updated_before timestamptz DEFAULT NULL,
-    updated_after timestamptz DEFAULT NULL,
-    before_id uuid DEFAULT NULL,
-    archived boolean DEFAULT false,
-    shared boolean DEFAULT NULL
+-- As the owner: its two sources are the read rule itself (the caller's own conversations, and
+-- those memory._shared_with lists), and under RLS the planner loses the index order of the first
+-- (a user with 30,000 conversations had all of them sorted for a page) and checks every shared row
+-- again against the caller's whole list of shared conversations (a cost that grows with the
+-- square of that list: seconds for 20,000 shares).
+CREATE FUNCTION memory._list_conversations(
+    agent_id uuid, "limit" integer, metadata jsonb, title text, updated_before timestamptz, updated_after timestamptz,
+    before_id uuid, archived boolean, shared boolean
 ) RETURNS SETOF memory.listed_conversation
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- the filters, written once for both sources below
     v_filter constant text := $f$
@@ -186,20 +172,37 @@ BEGIN
     IF $7 IS NOT NULL AND $5 IS NULL THEN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Two sources, each cut at the page size, merged: the caller's own conversations (index on
-    -- user_id, updated_at; RLS applies) and those shared with it (memory._shared_conversations).
+    -- Two sources, each cut at the page size, merged: the caller's own conversations (in the order
+    -- of the index on user_id, updated_at) and those shared with it.
     RETURN QUERY EXECUTE format($q$
         SELECT x.* FROM (
             (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
               WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
             UNION ALL
-            (SELECT c.* FROM memory._shared_conversations() c
+            (SELECT c.*, m.role FROM unnest(memory._shared_with($10, false)) AS s(id)
+               JOIN memory.conversations c ON c.id = s.id
+               JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = $10
               WHERE $9 IS NOT FALSE %1$s)
         ) x
         ORDER BY x.updated_at DESC, x.id
         LIMIT $2$q$, v_filter)
     USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
 END $$;
+
+CREATE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20,
+    metadata jsonb DEFAULT NULL,
+    title text DEFAULT NULL,
+    updated_before timestamptz DEFAULT NULL,
+    updated_after timestamptz DEFAULT NULL,
+    before_id uuid DEFAULT NULL,
+    archived boolean DEFAULT false,
+    shared boolean DEFAULT NULL
+) RETURNS SETOF memory.listed_conversation
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_conversations($1, $2, $3, $4, $5, $6, $7, $8, $9);
+$$;
 
 CREATE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$

@@ -38,8 +38,10 @@
 --   user wrote in others' conversations. Messages stored before 0.3.0 have no author.
 -- * search: each message's vector also names its conversation's owner (memory._owner_lexeme), so
 --   a search costs the same however many conversations the caller has; shared conversations are
---   searched through their owners' lexemes. list_conversations reads shared conversations
---   through the caller's membership list, as the owner (no longer once per row under RLS).
+--   searched through their owners' lexemes. list_conversations runs as the owner
+--   (memory._list_conversations): its sources are the read rule itself, and under RLS a page of
+--   a user with many conversations sorted all of them, and every shared row was checked against
+--   the caller's whole list of shared conversations.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -916,26 +918,11 @@ BEGIN
     RETURN v_done;
 END $$;
 
-CREATE OR REPLACE FUNCTION memory._shared_conversations() RETURNS SETOF memory.listed_conversation
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT c.*, m.role
-      FROM unnest(memory._shared_with(memory.current_user_id(), false)) AS s(id)
-      JOIN memory.conversations c ON c.id = s.id
-      JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = memory.current_user_id();
-$$;
-
-CREATE OR REPLACE FUNCTION memory.list_conversations(
-    agent_id uuid DEFAULT NULL,
-    "limit" integer DEFAULT 20,
-    metadata jsonb DEFAULT NULL,
-    title text DEFAULT NULL,
-    updated_before timestamptz DEFAULT NULL,
-    updated_after timestamptz DEFAULT NULL,
-    before_id uuid DEFAULT NULL,
-    archived boolean DEFAULT false,
-    shared boolean DEFAULT NULL
+CREATE OR REPLACE FUNCTION memory._list_conversations(
+    agent_id uuid, "limit" integer, metadata jsonb, title text, updated_before timestamptz, updated_after timestamptz,
+    before_id uuid, archived boolean, shared boolean
 ) RETURNS SETOF memory.listed_conversation
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- the filters, written once for both sources below
     v_filter constant text := $f$
@@ -958,20 +945,37 @@ BEGIN
     IF $7 IS NOT NULL AND $5 IS NULL THEN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Two sources, each cut at the page size, merged: the caller's own conversations (index on
-    -- user_id, updated_at; RLS applies) and those shared with it (memory._shared_conversations).
+    -- Two sources, each cut at the page size, merged: the caller's own conversations (in the order
+    -- of the index on user_id, updated_at) and those shared with it.
     RETURN QUERY EXECUTE format($q$
         SELECT x.* FROM (
             (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
               WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
             UNION ALL
-            (SELECT c.* FROM memory._shared_conversations() c
+            (SELECT c.*, m.role FROM unnest(memory._shared_with($10, false)) AS s(id)
+               JOIN memory.conversations c ON c.id = s.id
+               JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = $10
               WHERE $9 IS NOT FALSE %1$s)
         ) x
         ORDER BY x.updated_at DESC, x.id
         LIMIT $2$q$, v_filter)
     USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
 END $$;
+
+CREATE OR REPLACE FUNCTION memory.list_conversations(
+    agent_id uuid DEFAULT NULL,
+    "limit" integer DEFAULT 20,
+    metadata jsonb DEFAULT NULL,
+    title text DEFAULT NULL,
+    updated_before timestamptz DEFAULT NULL,
+    updated_after timestamptz DEFAULT NULL,
+    before_id uuid DEFAULT NULL,
+    archived boolean DEFAULT false,
+    shared boolean DEFAULT NULL
+) RETURNS SETOF memory.listed_conversation
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM memory._list_conversations($1, $2, $3, $4, $5, $6, $7, $8, $9);
+$$;
 
 CREATE OR REPLACE VIEW memory.usage_daily WITH (security_invoker = true) AS
 SELECT u.day, u.user_id, u.agent_id, u.model,

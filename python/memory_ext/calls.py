@@ -386,10 +386,45 @@ def unshare_conversation(conversation_id: IdLike, user_id: IdLike) -> Call:
 
 
 def transfer_conversation(conversation_id: IdLike, user_id: IdLike) -> Call:
-    """Makes user_id the owner (the owner's alone); the previous owner stays as an editor.
-    Returns the conversation."""
+    """Offers the caller's conversation to user_id (the owner's alone); nothing changes until
+    user_id accepts it with accept_transfer. Returns the conversation (still the caller's)."""
     return function("transfer_conversation", _one(Conversation.parse, "conversation"), "row", ("user_id",),
                     conversation_id=as_uuid(conversation_id, "conversation_id"), user_id=as_uuid(user_id, "user_id"))
+
+
+def list_transfer_offers() -> Call:
+    """Transfer offers the caller made or received: dicts of conversation_id, from_user_id,
+    to_user_id, title, message_count, total_tokens, members, created_at."""
+    return function("list_transfer_offers", lambda rows: rows, "row")
+
+
+def accept_transfer(conversation_id: IdLike) -> Call:
+    """Takes a conversation offered to the caller; the previous owner stays as an editor. Returns
+    the conversation, now the caller's."""
+    return function("accept_transfer", _one(Conversation.parse, "conversation"), "row", (),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def decline_transfer(conversation_id: IdLike) -> Call:
+    """Ends an offer: its recipient declines it, or its sender withdraws it; whether there was one."""
+    return function("decline_transfer", _value, "value", (), conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def list_share_offers() -> Call:
+    """Shares waiting for the caller's consent, per sharer: dicts of from_user_id, offers, oldest, newest."""
+    return function("list_share_offers", lambda rows: rows, "row")
+
+
+def accept_shares(from_user_id: Optional[IdLike] = None, conversation_id: Optional[IdLike] = None) -> Call:
+    """Accepts the caller's pending shares from one user, or of one conversation; how many took effect."""
+    return function("accept_shares", _value, "value", (),
+                    from_user_id=as_uuid(from_user_id, "from_user_id"),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def decline_shares(from_user_id: IdLike) -> Call:
+    """Ends every share from one user to the caller, accepted or pending; how many ended."""
+    return function("decline_shares", _value, "value", (), from_user_id=as_uuid(from_user_id, "from_user_id"))
 
 
 def list_members(conversation_id: IdLike) -> Call:
@@ -509,7 +544,8 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, share_conversation, unshare_conversation, transfer_conversation, list_members, archive_conversation,
+              delete_template, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
+              accept_transfer, decline_transfer, list_share_offers, accept_shares, decline_shares, list_members, archive_conversation,
               unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
               erase_user, create_agent,
               update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,

@@ -44,7 +44,8 @@ REVIEWED = {
     "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
     "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)": ("pinned", False, True),
-    "_shared_conversations()": ("pinned", True, True),                   # the caller's accepted shares (the read rule)
+    "_list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)":
+        ("pinned", True, True),                                          # the caller's own and accepted shares (the read rule)
     "delete_conversation(uuid)": ("pinned", False, True),
     "build_context(uuid,integer,text)": ("pinned", False, True),
     "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),

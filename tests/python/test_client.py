@@ -196,14 +196,32 @@ def test_sharing_share_links_and_archive(client, db):
         client.get_shared_conversation(token)
     assert client.unshare_conversation(conv.id, viewer) is True
     assert as_viewer.list_conversations() == []
-    # ownership goes to the editor; the previous owner stays as an editor and takes it back
+    # ownership is offered to the editor, who accepts; the previous owner stays as an editor, and
+    # takes it back the same way
     with pytest.raises(PermissionDeniedError):
         as_editor.transfer_conversation(conv.id, editor)
-    assert client.transfer_conversation(conv.id, editor).user_id == uuid.UUID(str(editor))
-    assert (conv.id, "editor") in [(c.id, c.access) for c in client.list_conversations(limit=1000)]
     me = str(client.current_user_id())
-    assert str(as_editor.transfer_conversation(conv.id, me).user_id) == me
+    assert str(client.transfer_conversation(conv.id, editor).user_id) == me
+    [offer] = as_editor.list_transfer_offers()
+    assert (offer["conversation_id"], str(offer["from_user_id"])) == (conv.id, me)
+    assert as_editor.accept_transfer(conv.id).user_id == uuid.UUID(str(editor))
+    assert (conv.id, "editor") in [(c.id, c.access) for c in client.list_conversations(limit=1000)]
+    as_editor.transfer_conversation(conv.id, me)
+    assert client.decline_transfer(conv.id) is True
+    with pytest.raises(NotFoundError):
+        client.accept_transfer(conv.id)
+    as_editor.transfer_conversation(conv.id, me)
+    assert str(client.accept_transfer(conv.id).user_id) == me
     assert client.unshare_conversation(conv.id, editor) is True
+    # shares beyond the recipient's consent wait; it declines everything from one user at once
+    bomber = client.as_user(new_user())
+    for i in range(12):
+        bomber.share_conversation(bomber.create_conversation(AGENT, f"b{i}").id, viewer)
+    [pending] = as_viewer.list_share_offers()
+    assert (str(pending["from_user_id"]), pending["offers"]) == (str(bomber.current_user_id()), 2)
+    assert as_viewer.accept_shares(conversation_id=None, from_user_id=bomber.current_user_id()) == 2
+    assert as_viewer.decline_shares(bomber.current_user_id()) == 12
+    assert as_viewer.list_conversations() == []
     assert client.share_conversation(conv.id, editor, "editor")["role"] == "editor"
     assert client.archive_conversation(conv.id).archived_at is not None
     assert conv.id not in [c.id for c in client.list_conversations()]
