@@ -164,6 +164,7 @@ CREATE TRIGGER conversations_check_size BEFORE INSERT OR UPDATE OF title, metada
 -- far were in effect, and stay so
 ALTER TABLE memory.conversation_members ADD COLUMN accepted_at timestamptz;
 UPDATE memory.conversation_members SET accepted_at = created_at;
+CREATE INDEX conversation_members_accepted_idx ON memory.conversation_members (user_id) WHERE accepted_at IS NOT NULL;
 
 CREATE TABLE memory.conversation_transfers (
     conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,

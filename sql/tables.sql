@@ -180,6 +180,9 @@ CREATE TABLE memory.conversation_members (
     accepted_at     timestamptz
 );
 CREATE INDEX conversation_members_user_idx ON memory.conversation_members (user_id, role);
+-- what the authorization rule reads (memory._shared_with): a user's accepted shares only, however
+-- many offers wait
+CREATE INDEX conversation_members_accepted_idx ON memory.conversation_members (user_id) WHERE accepted_at IS NOT NULL;
 
 -- A transfer of ownership offered to to_user_id, until it accepts or declines (or the owner
 -- withdraws it). Nothing of the conversation is the recipient's before it accepts.
