@@ -74,16 +74,20 @@ SELECT count(*) AS listed_archived FROM memory.list_conversations(archived => tr
 SELECT memory.add_message(:'cid', 'user', 'anyone?');
 SELECT archived_at IS NULL AS open FROM memory.unarchive_conversation(:'cid');
 
--- transfer of ownership: the owner's alone; the previous owner stays as an editor
+-- transfer of ownership: the owner offers, the recipient accepts; the previous owner stays as an editor
 SET memory.user_id = :'editor';
 SELECT memory.transfer_conversation(:'cid', :'editor');
 SET memory.user_id = :'owner';
 SELECT memory.transfer_conversation(:'cid', :'owner');
-SELECT user_id = :'editor' AS editor_owns FROM memory.transfer_conversation(:'cid', :'editor');
-SELECT user_id, role FROM memory.list_members(:'cid');
+SELECT user_id = :'owner' AS still_the_owners FROM memory.transfer_conversation(:'cid', :'editor');
+SELECT memory.accept_transfer(:'cid');
 SET memory.user_id = :'editor';
-SELECT user_id = :'owner' AS owner_owns_again FROM memory.transfer_conversation(:'cid', :'owner');
+SELECT title, message_count, members FROM memory.list_transfer_offers();
+SELECT user_id = :'editor' AS editor_owns FROM memory.accept_transfer(:'cid');
+SELECT user_id, role FROM memory.list_members(:'cid');
+SELECT user_id = :'editor' AS offered FROM memory.transfer_conversation(:'cid', :'owner');
 SET memory.user_id = :'owner';
+SELECT user_id = :'owner' AS owner_owns_again FROM memory.accept_transfer(:'cid');
 SELECT memory.unshare_conversation(:'cid', :'editor') AS previous_owner_removed;
 SELECT role AS shared_again FROM memory.share_conversation(:'cid', :'editor', 'editor');
 
