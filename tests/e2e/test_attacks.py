@@ -2,6 +2,7 @@
 finding of the security review, and shows that the hole is closed. The worker-side findings
 (failing jobs, the offline summarizer's cost, fair scheduling, bounded prompts) are in
 test_worker_attacks.py."""
+import datetime
 import json
 import time
 import uuid
@@ -149,16 +150,19 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
     with connect(db) as c:
         created = rpc(c, "SELECT created_at FROM memory.conversations WHERE id = %s", cid)
         c.execute("SELECT memory._request_summary(%s)", (cid,))  # the victim has a job
-        # no helper takes a timestamp as proof any more (a share link's expiry and search's date
-        # filters prove nothing: both check the rule themselves)
+        # no helper takes a timestamp as proof any more (a share link's expiry and the date
+        # filters of search and listing prove nothing: each checks the rule itself)
         assert rpc(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'memory'::regnamespace AND proname LIKE '\\_%%' "
-                      "AND proname NOT IN ('_create_share_link', '_search_hits') "
+                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations') "
                       "AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
     attacker = new_user()
     with mode(db, attacker) as c:
         assert rpc(c, "SELECT memory._summary_job_status(%s)", cid) is None
         assert rpc(c, "SELECT memory.can_read(%s)", cid) is False
         assert rpc(c, "SELECT memory.can_write(%s)", cid) is False
+        # listing with the victim's exact timestamp as a filter lists nothing of the victim's
+        assert c.execute("SELECT id FROM memory._list_conversations(NULL, 1000, NULL, NULL, %s, NULL, NULL, NULL, NULL)",
+                         (created + datetime.timedelta(seconds=1),)).fetchall() == []
     with pytest.raises(errors.NoDataFound):
         with mode(db, attacker) as c:
             c.execute("SELECT memory._request_summary(%s)", (cid,))

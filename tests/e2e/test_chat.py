@@ -600,6 +600,11 @@ def test_an_agents_prompt_and_tools_stay_with_its_owner(pg, llm):
     with as_user(pg, stranger) as s:
         planted = one(s, "SELECT (memory.create_conversation(%s)).id", agent)
         s.execute("SELECT memory.transfer_conversation(%s, %s)", (planted, owner))
+    # an offer changes nothing until the owner accepts; here the owner is tricked into accepting,
+    # and the stranger stays on as an editor
+    assert fetch(pg, "SELECT user_id::text FROM memory.conversations WHERE id = %s", planted)[0] == stranger
+    with as_user(pg, owner) as c:
+        c.execute("SELECT memory.accept_transfer(%s)", (planted,))
     wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.jobs WHERE conversation_id = %s AND status = 'done'", cid)[0] >= 1)
     for who, conv in ((member, cid), (stranger, planted)):
         seen = []
