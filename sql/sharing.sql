@@ -246,6 +246,11 @@ DECLARE
     v_row    memory.conversations;
     v_config regconfig := memory._search_config()::regconfig;
 BEGIN
+    -- the offer first: nobody else may take the conversation's lock (an aborted transaction holds
+    -- its locks until it ends)
+    IF NOT EXISTS (SELECT 1 FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me) THEN
+        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    END IF;
     SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
     SELECT t.* INTO v_offer FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me;
     -- an offer made by someone who no longer owns the conversation is void

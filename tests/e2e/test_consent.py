@@ -242,3 +242,24 @@ def test_messages_have_their_authors_and_usage_counts_them_for_their_author(mode
         usage = dict(su.execute("SELECT user_id::text, messages FROM memory.usage_daily WHERE user_id IN (%s, %s)",
                                 (owner, editor)).fetchall())
         assert usage == {owner: 1, editor: 2}
+
+
+def test_a_failed_accept_takes_no_lock_on_the_conversation():
+    """An attacker who calls accept_transfer on someone's conversation (no offer to it) and leaves
+    its transaction open, aborted, must not hold the conversation's row lock: the owner's appends
+    go on."""
+    owner, attacker = new_user(), new_user()
+    cid = conversation(owner, "t", "hello")
+    bad = connect(DB, "app")
+    try:
+        bad.autocommit = False
+        bad.execute("SELECT set_config('memory.user_id', %s, false)", (attacker,))
+        with pytest.raises(errors.NoDataFound):
+            bad.execute("SELECT memory.accept_transfer(%s)", (cid,))
+        with as_guc_user(DB, owner) as c:
+            c.execute("SET statement_timeout = '5s'")
+            c.execute("SELECT memory.add_message(%s, 'user', 'not blocked')", (cid,))
+            assert rpc(c, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == 2
+    finally:
+        bad.rollback()
+        bad.close()
