@@ -3,21 +3,13 @@ one run: 100 own conversations (the ordinary user), 30,000 own conversations, 20
 shares from 200 owners, and a share bomb (20,000 pending offers from one user, 10 in effect) on
 top of an ordinary user's data. Among 200,000 messages of 1,000 other users. Server time of
 each call (EXPLAIN ANALYZE), medians, and the ratio to the ordinary user's time."""
-import re
 import uuid
 
 import psycopg
 
+from sharing import _server_ms
+
 AGENT = "a0000000-0000-0000-0000-000000005ca1"
-
-
-def _server_ms(conn, sql, args, reps):
-    times = []
-    for _ in range(reps):
-        plan = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) " + sql, args).fetchall()
-        times.append(float(re.search(r"Execution Time: ([\d.]+)", plan[-1][0]).group(1)))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def _own(su, user, n, title):

@@ -138,9 +138,10 @@ SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS 
 DECLARE
     v_encoding text;
     v_config   regconfig := memory._search_config()::regconfig;
+    v_me       uuid := memory.current_user_id();
 BEGIN
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
-     WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
+     WHERE c.id = p_conversation_id AND c.user_id = v_me AND c.last_seq = 0
        AND c.archived_at IS NULL
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -191,9 +192,9 @@ BEGIN
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
            nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
-           memory._search_vector(v_config, p_conversation_id, memory.current_user_id(), coalesce(t.e->>'content', ''),
+           memory._search_vector(v_config, p_conversation_id, v_me, coalesce(t.e->>'content', ''),
                                  nullif(t.e->'tool_calls', 'null')),
-           memory.current_user_id()
+           v_me
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c

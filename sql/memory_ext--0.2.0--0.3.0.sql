@@ -290,6 +290,7 @@ DECLARE
     v_archived timestamptz;
     v_writable boolean;
     v_owner    uuid;
+    v_me       uuid := memory.current_user_id();
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -300,7 +301,7 @@ BEGIN
     -- anything is locked or counted; a viewer learns it may not write.
     SELECT c.encoding, c.archived_at, c.user_id,
            NOT row_security_active('memory.conversations')
-           OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
+           OR memory._can_write_row(c.id, c.user_id, v_me, memory._shared_with(v_me, true))
       INTO v_encoding, v_archived, v_owner, v_writable
       FROM memory.conversations c
      WHERE c.id = NEW.conversation_id;
@@ -328,7 +329,7 @@ BEGIN
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
     NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, v_owner, NEW.content, NEW.tool_calls);
     -- the author is whoever appends, never a value the caller supplies
-    NEW.author_id := memory.current_user_id();
+    NEW.author_id := v_me;
     RETURN NEW;
 END $$;
 
@@ -362,9 +363,10 @@ SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS 
 DECLARE
     v_encoding text;
     v_config   regconfig := memory._search_config()::regconfig;
+    v_me       uuid := memory.current_user_id();
 BEGIN
     SELECT c.encoding INTO v_encoding FROM memory.conversations c
-     WHERE c.id = p_conversation_id AND c.user_id = memory.current_user_id() AND c.last_seq = 0
+     WHERE c.id = p_conversation_id AND c.user_id = v_me AND c.last_seq = 0
        AND c.archived_at IS NULL
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -415,9 +417,9 @@ BEGIN
            memory.message_tokens(t.e->>'role', coalesce(t.e->>'content', ''), nullif(t.e->'tool_calls', 'null'),
                                  t.e->>'name', v_encoding, t.e->>'tool_call_id'),
            nullif(t.e->'metadata', 'null'), coalesce((t.e->>'created_at')::timestamptz, now()), t.e->>'idempotency_key',
-           memory._search_vector(v_config, p_conversation_id, memory.current_user_id(), coalesce(t.e->>'content', ''),
+           memory._search_vector(v_config, p_conversation_id, v_me, coalesce(t.e->>'content', ''),
                                  nullif(t.e->'tool_calls', 'null')),
-           memory.current_user_id()
+           v_me
       FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS t(e, n)
      ORDER BY t.n;
     UPDATE memory.conversations c
@@ -662,7 +664,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
     v_row   memory.conversation_members;
-    v_free  boolean;
+    v_cap   integer;
 BEGIN
     IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -680,13 +682,14 @@ BEGIN
     IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
         RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    -- the recipient's memberships from this owner, counted up to the setting (an index range)
-    v_free := (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
-                                      WHERE m.user_id = $2 AND m.owner_id = v_owner
-                                      LIMIT current_setting('memory.max_unrequested_shares')::integer) x)
-              < current_setting('memory.max_unrequested_shares')::integer;
+    -- the recipient's memberships from this owner, counted up to the setting (an index range); read
+    -- here, after _require has loaded the library that defines the setting
+    v_cap := current_setting('memory.max_unrequested_shares')::integer;
     INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
-    VALUES ($1, $2, $3, v_owner, CASE WHEN v_free THEN now() END)
+    VALUES ($1, $2, $3, v_owner,
+            CASE WHEN (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
+                                              WHERE m.user_id = $2 AND m.owner_id = v_owner LIMIT v_cap) x) < v_cap
+                 THEN now() END)
     ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
     RETURNING m.* INTO v_row;
     RETURN v_row;

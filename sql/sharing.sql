@@ -17,7 +17,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
     v_row   memory.conversation_members;
-    v_free  boolean;
+    v_cap   integer;
 BEGIN
     IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -35,13 +35,14 @@ BEGIN
     IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
         RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
     END IF;
-    -- the recipient's memberships from this owner, counted up to the setting (an index range)
-    v_free := (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
-                                      WHERE m.user_id = $2 AND m.owner_id = v_owner
-                                      LIMIT current_setting('memory.max_unrequested_shares')::integer) x)
-              < current_setting('memory.max_unrequested_shares')::integer;
+    -- the recipient's memberships from this owner, counted up to the setting (an index range); read
+    -- here, after _require has loaded the library that defines the setting
+    v_cap := current_setting('memory.max_unrequested_shares')::integer;
     INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
-    VALUES ($1, $2, $3, v_owner, CASE WHEN v_free THEN now() END)
+    VALUES ($1, $2, $3, v_owner,
+            CASE WHEN (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
+                                              WHERE m.user_id = $2 AND m.owner_id = v_owner LIMIT v_cap) x) < v_cap
+                 THEN now() END)
     ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
     RETURNING m.* INTO v_row;
     RETURN v_row;

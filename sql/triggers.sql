@@ -116,6 +116,7 @@ DECLARE
     v_archived timestamptz;
     v_writable boolean;
     v_owner    uuid;
+    v_me       uuid := memory.current_user_id();
 BEGIN
     IF NEW.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -126,7 +127,7 @@ BEGIN
     -- anything is locked or counted; a viewer learns it may not write.
     SELECT c.encoding, c.archived_at, c.user_id,
            NOT row_security_active('memory.conversations')
-           OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(), memory._shared_with(memory.current_user_id(), true))
+           OR memory._can_write_row(c.id, c.user_id, v_me, memory._shared_with(v_me, true))
       INTO v_encoding, v_archived, v_owner, v_writable
       FROM memory.conversations c
      WHERE c.id = NEW.conversation_id;
@@ -154,7 +155,7 @@ BEGIN
     NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
     NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, v_owner, NEW.content, NEW.tool_calls);
     -- the author is whoever appends, never a value the caller supplies
-    NEW.author_id := memory.current_user_id();
+    NEW.author_id := v_me;
     RETURN NEW;
 END $$;
 
