@@ -12,7 +12,7 @@ PORT=${MEMORY_EXT_DEMO_PORT:-55440}
 LLM_PORT=$((PORT + 1))
 
 echo "== building and installing memory_ext (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+scripts/install.sh --release
 
 scripts/cluster.sh stop "$DIR"
 rm -rf "$DIR"

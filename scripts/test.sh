@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite:
-#   0. lint: cargo fmt --check, cargo clippy -D warnings
+#   0. lint: cargo fmt --check, cargo clippy -D warnings, ruff over the Python code
 #   1. unit tests of the pure modules and #[pg_test]s (cargo pgrx test, server run as postgres)
 #   2. pg_regress files under tests/pg_regress against a throwaway cluster with the library preloaded
 #   3. end-to-end tests (pytest, tests/e2e): RLS as PostgREST applies it, concurrency, bad input,
@@ -21,18 +21,18 @@ PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 TEST_ROOT=${MEMORY_EXT_TEST_ROOT:-/tmp/memory_ext-test}
 PORT=${MEMORY_EXT_TEST_PORT:-55433}
 
-echo "== lint: rustfmt and clippy (warnings are errors)"
+echo "== lint: rustfmt, clippy (warnings are errors), ruff"
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+python3 -m ruff check --quiet python tests bench examples scripts
 
 echo "== unit tests and pg_tests"
 install -d -o postgres /tmp/memory_ext-pgrx-test
 cargo pgrx test pg15 --runas postgres --pgdata /tmp/memory_ext-pgrx-test/data
 
 echo "== install the extension"
-cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
-# the released install scripts, for the upgrade test (cargo pgrx installs the upgrade scripts)
-install -m 644 sql/memory_ext--[0-9]*.[0-9]*.[0-9]*.sql "$($PG_CONFIG --sharedir)/extension/"
+# with the released scripts and the generated upgrade script, for the upgrade test
+scripts/install.sh "$PG_CONFIG"
 
 # The test servers listen on fixed ports inside Linux's ephemeral range: keep the kernel from
 # handing those ports to outgoing connections (a client socket on 55434 once kept a replica from

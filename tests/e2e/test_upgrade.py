@@ -4,18 +4,22 @@ working. Released install scripts never change."""
 import hashlib
 import os
 import re
+import subprocess
 import uuid
 
 import psycopg
 import pytest
 
-from conftest import ROOT, connect
+from support.pg import ROOT, connect
 
 RELEASED = {
-    # file under sql/ -> sha256 of the released text; a released script is never edited
+    # file under sql/released/ -> sha256 of the released text; a released script is never edited
     "memory_ext--0.1.0.sql": "64c83e79968547d54fdcd2691a70cfcdebce8c20759f72f5597f641dcd20f6fe",
+    "memory_ext--0.1.0--0.2.0.sql": "3740ef2c4fcb879068e4fb27699021c70651016e9b6323bfe721b9beb2dcfea7",
     "memory_ext--0.2.0.sql": "cb333983bf8eca13ed1854e85ae5d9fac8a0febccd40817f29ef9ea38431868a",
 }
+RELEASED_DIR = os.path.join(ROOT, "sql", "released")
+DELTAS_DIR = os.path.join(ROOT, "sql", "deltas")
 
 with open(os.path.join(ROOT, "Cargo.toml")) as _f:
     CURRENT = re.search(r'^version = "([^"]+)"', _f.read(), re.M).group(1)
@@ -111,9 +115,30 @@ def window_as(dbname, user, cid, budget, system_prompt=None):
 
 
 def test_released_scripts_are_unchanged():
+    """Every released script is pinned here, and none has changed since its release."""
+    assert sorted(os.listdir(RELEASED_DIR)) == sorted(RELEASED), "a released script must be pinned in RELEASED"
     for name, digest in RELEASED.items():
-        with open(os.path.join(ROOT, "sql", name), "rb") as f:
+        with open(os.path.join(RELEASED_DIR, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest, f"{name} was released and must never change"
+
+
+def test_the_installed_upgrade_script_is_the_generated_one(cluster):
+    """The upgrade script to this version is the schema delta with the install script's
+    functions, views, triggers, policies and privileges replayed (scripts/make_upgrade.py): what
+    scripts/install.sh installed, no hand-made copy."""
+    with connect("postgres") as c:
+        sharedir = c.execute("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'").fetchone()[0]
+    ext = os.path.join(sharedir, "extension")
+    deltas = [n for n in os.listdir(DELTAS_DIR) if n.endswith(f"--{CURRENT}.sql")]
+    assert len(deltas) == 1, deltas
+    generated = subprocess.run(
+        ["python3", os.path.join(ROOT, "scripts", "make_upgrade.py"), os.path.join(DELTAS_DIR, deltas[0]),
+         os.path.join(ext, f"memory_ext--{CURRENT}.sql")], check=True, capture_output=True, text=True).stdout
+    with open(os.path.join(ext, "memory_ext--" + deltas[0])) as f:
+        installed = f.read()
+    assert installed == generated
+    assert installed.count("CREATE FUNCTION") == 0 and installed.count("CREATE OR REPLACE FUNCTION") > 100
+    assert '\\echo Use "ALTER EXTENSION memory_ext UPDATE' in installed
 
 
 def load_010_data(dbname, user):
@@ -127,10 +152,12 @@ def load_010_data(dbname, user):
             cids.append(cid)
             for i in range(10):
                 c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 15))
-            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""", (cid,))
+            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""",
+                      (cid,))
             c.execute("SELECT memory.add_message(%s, 'tool', 'found it', tool_call_id => 'u1')", (cid,))
             c.execute("""SELECT memory.add_message(%s, 'assistant', 'booked', '[{"id":"g1","tool":"book","input":{"n":2},"output":"ok"}]')""", (cid,))
-        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 6, 'six turns', 'app')", (cids[0],))
+        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 6, 'six turns', 'app')",
+                  (cids[0],))
         c.execute("SELECT memory.request_summary(%s)", (cids[1],))
     return cids
 
@@ -193,11 +220,10 @@ def test_upgrade_from_010_equals_a_fresh_install_and_keeps_the_data(cluster):
 
 
 def test_every_released_version_has_its_install_script_and_an_upgrade_path():
-    released = sorted(re.match(r"memory_ext--(.+)\.sql$", n).group(1) for n in RELEASED)
-    assert released == sorted(n[len("memory_ext--"):-4] for n in os.listdir(os.path.join(ROOT, "sql"))
-                              if re.fullmatch(r"memory_ext--\d+\.\d+\.\d+\.sql", n))
-    steps = {tuple(re.fullmatch(r"memory_ext--(.+)--(.+)\.sql", n).groups()) for n in os.listdir(os.path.join(ROOT, "sql"))
-             if re.fullmatch(r"memory_ext--.+--.+\.sql", n)}
+    released = sorted(m.group(1) for n in RELEASED if (m := re.fullmatch(r"memory_ext--([^-]+)\.sql", n)))
+    assert released, "no released install script"
+    steps = {tuple(re.fullmatch(r"memory_ext--(.+)--(.+)\.sql", n).groups()) for n in RELEASED if n.count("--") == 2}
+    steps |= {tuple(re.fullmatch(r"(.+)--(.+)\.sql", n).groups()) for n in os.listdir(DELTAS_DIR)}
     for version in released:
         v = version
         while v != CURRENT:
@@ -219,12 +245,14 @@ def load_020_data(dbname, user):
             cids.append(cid)
             for i in range(8):
                 c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 12))
-            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""", (cid,))
+            c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"u1","type":"function","function":{"name":"lookup","arguments":"{}"}}]')""",
+                      (cid,))
             c.execute("SELECT memory.add_message(%s, 'tool', 'found it', tool_call_id => 'u1')", (cid,))
         c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (cids[0], other))
         c.execute("SELECT memory.save_as_template(%s, 'tpl')", (cids[1],))
     with connect(dbname) as c:
-        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 4, 'four turns', 'app')", (cids[0],))
+        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 4, 'four turns', 'app')",
+                  (cids[0],))
         c.execute("""INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, kind, model, prompt_tokens, completion_tokens,
                                                    total_tokens, local_prompt_tokens, latency_ms, status)
                      VALUES (%s, %s, %s, 'reply', 'm', 90, 10, 100, 95, 12.5, 'ok')""", (cids[0], user, agent))

@@ -1,0 +1,105 @@
+-- memory_ext 0.2.0 -> 0.3.0
+--
+-- The schema delta of 0.3.0: what re-running the install script's functions, views, triggers,
+-- policies and privileges (scripts/make_upgrade.py) cannot do. What changed:
+-- * memory.llm_calls: the worker writes a call's row before the call ('pending') and completes
+--   it with the provider's figures afterwards; a call in flight when the worker stopped is
+--   'unknown' (the provider may have billed it). The day's token counter follows both writes.
+-- * the background worker answers several calls at once (memory.worker_concurrency,
+--   memory.worker_user_concurrency: settings only, nothing in the schema) and is registered as
+--   "memory_ext worker".
+-- * memory.agents.share_config (default off): members of an agent's conversations no longer read
+--   its system prompt and tools (the members' policy requires it), and reply jobs a member causes
+--   are built without them.
+-- * memory.chat's call is charged even when the caller's transaction rolls back: the worker
+--   writes it as a 'rolled_back' row, and the daily token limit counts it meanwhile
+--   (memory._pending_llm_tokens, memory._token_quota_error); it also counts one message against
+--   the per-minute limit (memory._pending_rolled_back_turns, memory._add_minute_messages).
+-- * internal implementations behind public entry points are no longer executable by PUBLIC: the
+--   entry points (list_conversations, share_conversation, … erase_user) are SECURITY DEFINER and
+--   do nothing but call them (privileges only: replayed).
+-- * memory.summary_tokens(content, encoding): a summary's framed tokens (new, replayed).
+-- * memory.continue_chat checks that the caller may write the answer (and that the conversation
+--   is not archived) before it calls the LLM.
+-- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
+--   itself (with the 100,000-message cap and the archive check), and fork_conversation counts its
+--   copies (memory._take_message_quotas).
+-- * memory.max_message_size bounds every value users store (memory._check_size): message
+--   metadata and names, a conversation's title and metadata, templates (a new trigger).
+-- * search: the lexeme naming a message's conversation holds a space, which no text can produce
+--   (a message reading "conv<hex>" could pose as another conversation's); the stored messages'
+--   lexemes are rewritten here, a statement over the whole messages table.
+-- * memory._get_shared_conversation: a share link's expiry is checked against the clock, not the
+--   reader's transaction start.
+-- * a job belongs to whoever caused it (memory._enqueue_job: the requester, or the author of the
+--   message that queued it), and request_summary checks the requester's daily token limit.
+-- * retention: memory.retention_days is a ceiling that an agent's retention_days may only shorten
+--   (memory._retention_due).
+-- * consent: a transfer is an offer (memory.conversation_transfers) that the recipient accepts or
+--   declines (accept_transfer, decline_transfer, list_transfer_offers); shares beyond
+--   memory.max_unrequested_shares from one owner wait as offers (conversation_members.accepted_at
+--   NULL; accept_shares, decline_shares, list_share_offers). Existing memberships are accepted.
+-- * messages have an author (conversation_messages.author_id, set by the insert trigger from the
+--   caller's identity): usage_daily counts messages for their author, erase_user removes what a
+--   user wrote in others' conversations. Messages stored before 0.3.0 have no author.
+-- * search: each message's vector also names its conversation's owner (memory._owner_lexeme), so
+--   a search costs the same however many conversations the caller has; shared conversations are
+--   searched through their owners' lexemes. list_conversations runs as the owner
+--   (memory._list_conversations): its sources are the read rule itself, and under RLS a page of
+--   a user with many conversations sorted all of them, and every shared row was checked against
+--   the caller's whole list of shared conversations.
+\echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
+
+-- Schema ------------------------------------------------------------------------------------------
+
+ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_status_check;
+
+ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_status_check
+    CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back'));
+
+-- an agent's prompt and tools are its owner's unless shared
+ALTER TABLE memory.agents ADD COLUMN share_config boolean NOT NULL DEFAULT false;
+
+DROP TRIGGER llm_calls_after_insert ON memory.llm_calls;
+
+DROP FUNCTION memory._llm_call_after_insert();
+
+-- consent: shares beyond memory.max_unrequested_shares wait for their recipient; those made so
+-- far were in effect, and stay so
+ALTER TABLE memory.conversation_members ADD COLUMN accepted_at timestamptz;
+
+UPDATE memory.conversation_members SET accepted_at = created_at;
+
+CREATE INDEX conversation_members_accepted_idx ON memory.conversation_members (user_id) WHERE accepted_at IS NOT NULL;
+
+CREATE TABLE memory.conversation_transfers (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    from_user_id    uuid NOT NULL,
+    to_user_id      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX conversation_transfers_to_idx ON memory.conversation_transfers (to_user_id, created_at);
+
+CREATE INDEX conversation_transfers_from_idx ON memory.conversation_transfers (from_user_id, created_at);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_transfers', '');
+
+ALTER TABLE memory.conversation_transfers ENABLE ROW LEVEL SECURITY;
+
+-- who wrote each message (NULL for those stored before)
+ALTER TABLE memory.conversation_messages ADD COLUMN author_id uuid;
+
+-- _search_vector takes the conversation's owner (for its search lexeme)
+DROP FUNCTION memory._search_vector(regconfig, uuid, text, jsonb);
+
+-- @replay
+
+-- Data --------------------------------------------------------------------------------------------
+
+-- every stored message's conversation lexeme in the new, unforgeable form, and its owner's lexeme
+UPDATE memory.conversation_messages m
+   SET search_vector = ts_delete(m.search_vector, 'conv' || encode(uuid_send(m.conversation_id), 'hex'))
+                       || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id), memory._owner_lexeme(c.user_id)])
+  FROM memory.conversations c
+ WHERE c.id = m.conversation_id AND m.search_vector IS NOT NULL;
