@@ -12,17 +12,17 @@
 -- policies pass the caller as (SELECT memory.current_user_id()) and the conversations shared with
 -- the caller as (SELECT memory._shared_with(...)): each computed once per query, and the shared
 -- list only when a row is not the caller's own (an owner's queries never read the members table).
-CREATE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid, shared uuid[]) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._can_read_row(conversation_id uuid, owner uuid, caller uuid, shared uuid[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
 $$;
 
-CREATE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid, editable uuid[]) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._can_write_row(conversation_id uuid, owner uuid, caller uuid, editable uuid[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT $2 OPERATOR(pg_catalog.=) $3 OR $1 OPERATOR(pg_catalog.=) ANY ($4)
 $$;
 
-CREATE FUNCTION memory._can_manage_row(owner uuid, caller uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._can_manage_row(owner uuid, caller uuid) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT $1 OPERATOR(pg_catalog.=) $2
 $$;
@@ -31,7 +31,7 @@ $$;
 -- Only accepted shares count: a pending one (an offer, see share_conversation) gives nothing.
 -- Under the members table's RLS a caller sees its own memberships only, so asking about someone
 -- else returns nothing.
-CREATE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
+CREATE OR REPLACE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(m.conversation_id), '{}')
       FROM memory.conversation_members m
@@ -41,7 +41,7 @@ $$;
 -- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
 -- callers who want to ask. Reveals nothing: false for a conversation that does not exist and for
 -- one the caller may not see alike.
-CREATE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = $1 AND (memory._caller_bypasses_rls()
@@ -49,7 +49,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                                                                  memory._shared_with(memory.current_user_id(), false))));
 $$;
 
-CREATE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = $1 AND (memory._caller_bypasses_rls()
@@ -57,7 +57,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                                                                   memory._shared_with(memory.current_user_id(), true))));
 $$;
 
-CREATE FUNCTION memory.can_manage(conversation_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.can_manage(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = $1 AND (memory._caller_bypasses_rls()
@@ -67,7 +67,7 @@ $$;
 -- Raises unless the caller may do `action` ('read', 'write' or 'manage') with the conversation:
 -- P0002 "does not exist" when it cannot even read it (nothing is revealed), 42501 naming what the
 -- caller lacks when it is a member without that right.
-CREATE FUNCTION memory._require(conversation_id uuid, action text) RETURNS void
+CREATE OR REPLACE FUNCTION memory._require(conversation_id uuid, action text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT memory.can_read($1) THEN

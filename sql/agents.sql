@@ -80,7 +80,7 @@ SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls_id_seq', '');
 
 -- Validates an agent: tools are OpenAI function definitions with unique names; the owner and id
 -- never change; sizes are bounded like messages.
-CREATE FUNCTION memory._agent_before_write() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._agent_before_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tool jsonb;
@@ -129,7 +129,7 @@ CREATE TRIGGER agents_before_write BEFORE INSERT OR UPDATE ON memory.agents
 -- Keeps the day's token counter of the user a call belongs to: a call is charged when its row is
 -- written (the prompt as counted locally, while the provider has not reported), and charged the
 -- difference when the worker completes the row with the provider's figures.
-CREATE FUNCTION memory._llm_call_after_write() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._llm_call_after_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_today date := (now() AT TIME ZONE 'UTC')::date;
@@ -154,31 +154,55 @@ CREATE TRIGGER llm_calls_after_write AFTER INSERT OR UPDATE OF total_tokens, loc
     FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
 
 -- Limits ---------------------------------------------------------------------------------------
--- Counts one message against the caller's memory.max_messages_per_minute (fixed one-minute
--- windows); over the limit: PT429 and the insert fails. Keyed by the caller's own identity:
--- calling it directly only spends one's own quota.
-CREATE FUNCTION memory._take_message_quota() RETURNS void
+-- The one home of the per-minute counter (fixed one-minute windows): adds p_count messages to
+-- p_user's count of the minute that starts at p_minute and returns that minute's count. A newer
+-- minute starts the count afresh; an older minute than the one stored changes nothing (returns 0).
+-- The worker calls it too, for the chat turns whose transactions rolled back.
+CREATE OR REPLACE FUNCTION memory._add_minute_messages(p_user uuid, p_count integer, p_minute timestamptz) RETURNS integer
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
+    VALUES (p_user, p_minute, p_count, (now() AT TIME ZONE 'UTC')::date, 0)
+    ON CONFLICT (user_id) DO UPDATE
+       SET minute_messages = CASE WHEN u.minute_start = excluded.minute_start THEN u.minute_messages + excluded.minute_messages
+                                  WHEN u.minute_start < excluded.minute_start THEN excluded.minute_messages
+                                  ELSE u.minute_messages END,
+           minute_start = greatest(u.minute_start, excluded.minute_start)
+    RETURNING CASE WHEN u.minute_start = p_minute THEN u.minute_messages ELSE 0 END;
+$$;
+
+-- Counts p_count messages against p_user's memory.max_messages_per_minute (p_max), with the
+-- user's chat turns of this minute that rolled back and the worker has not recorded yet (each
+-- counts one: rolling back is no way past the limit). Over the limit: PT429, and the caller's
+-- statement fails.
+CREATE OR REPLACE FUNCTION memory._take_minute_quota(p_user uuid, p_count integer, p_max integer) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_minute timestamptz := date_trunc('minute', clock_timestamp());
+    v_count integer := memory._add_minute_messages(p_user, p_count, v_minute)
+                       + memory._pending_rolled_back_turns(p_user);
+BEGIN
+    IF v_count > p_max THEN
+        RAISE EXCEPTION '%', CASE WHEN p_count = 1 THEN format('rate limit: more than %s messages in one minute; retry after %s',
+                                                                p_max, v_minute + interval '1 minute')
+                                  ELSE format('rate limit: %s messages would make more than %s in one minute; retry after %s',
+                                              p_count, p_max, v_minute + interval '1 minute') END
+            USING ERRCODE = 'PT429',
+                  HINT = format('Retry in %s seconds. The operator sets memory.max_messages_per_minute.',
+                                ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
+    END IF;
+END $$;
+
+-- Counts one message against the caller's memory.max_messages_per_minute; the insert triggers
+-- call it when memory._message_limit_applies(). Keyed by the caller's own identity: calling it
+-- directly only spends one's own quota.
+CREATE OR REPLACE FUNCTION memory._take_message_quota() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_user uuid := memory.current_user_id();
     v_max integer := memory._max_messages_per_minute();
-    v_minute timestamptz := date_trunc('minute', clock_timestamp());
-    v_count integer;
 BEGIN
-    IF v_user IS NULL OR v_max <= 0 THEN
-        RETURN;
-    END IF;
-    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
-    VALUES (v_user, v_minute, 1, (now() AT TIME ZONE 'UTC')::date, 0)
-    ON CONFLICT (user_id) DO UPDATE
-       SET minute_messages = CASE WHEN u.minute_start = excluded.minute_start THEN u.minute_messages + 1 ELSE 1 END,
-           minute_start = excluded.minute_start
-    RETURNING u.minute_messages INTO v_count;
-    IF v_count > v_max THEN
-        RAISE EXCEPTION 'rate limit: more than % messages in one minute; retry after %', v_max, v_minute + interval '1 minute'
-            USING ERRCODE = 'PT429',
-                  HINT = format('Retry in %s seconds. The operator sets memory.max_messages_per_minute.',
-                                ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
+    IF v_user IS NOT NULL AND v_max > 0 THEN
+        PERFORM memory._take_minute_quota(v_user, 1, v_max);
     END IF;
 END $$;
 
@@ -187,36 +211,21 @@ END $$;
 -- do not all fit in the minute. As in the triggers, roles that bypass RLS and memory.chat's stored
 -- answer are not limited. Keyed by the caller's own identity; called only from memory_ext's
 -- definer functions.
-CREATE FUNCTION memory._take_message_quotas(p_count integer) RETURNS void
+CREATE OR REPLACE FUNCTION memory._take_message_quotas(p_count integer) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_user uuid := memory.current_user_id();
     v_max integer := memory._max_messages_per_minute();
-    v_minute timestamptz := date_trunc('minute', clock_timestamp());
-    v_count integer;
 BEGIN
     IF v_user IS NULL OR v_max <= 0 OR p_count <= 0 OR memory._caller_bypasses_rls() OR memory._in_chat_turn() THEN
         RETURN;
     END IF;
-    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
-    VALUES (v_user, v_minute, p_count, (now() AT TIME ZONE 'UTC')::date, 0)
-    ON CONFLICT (user_id) DO UPDATE
-       SET minute_messages = CASE WHEN u.minute_start = excluded.minute_start THEN u.minute_messages + excluded.minute_messages
-                                  ELSE excluded.minute_messages END,
-           minute_start = excluded.minute_start
-    RETURNING u.minute_messages INTO v_count;
-    IF v_count > v_max THEN
-        RAISE EXCEPTION 'rate limit: % messages would make more than % in one minute; retry after %', p_count, v_max,
-                        v_minute + interval '1 minute'
-            USING ERRCODE = 'PT429',
-                  HINT = format('Retry in %s seconds. The operator sets memory.max_messages_per_minute.',
-                                ceil(extract(epoch FROM v_minute + interval '1 minute' - clock_timestamp())));
-    END IF;
+    PERFORM memory._take_minute_quota(v_user, p_count, v_max);
 END $$;
 
 -- NULL while p_user is under memory.max_llm_tokens_per_day LLM tokens today (UTC); else the
 -- PT429 error to raise, as {sqlstate, message, hint}.
-CREATE FUNCTION memory._token_quota_error(p_user uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._token_quota_error(p_user uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_max bigint := memory._max_llm_tokens_per_day();
@@ -242,7 +251,7 @@ BEGIN
 END $$;
 
 -- Raises an error given as {sqlstate, message, hint}; nothing when it is NULL.
-CREATE FUNCTION memory._raise_error(p_error jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION memory._raise_error(p_error jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_error IS NOT NULL THEN
@@ -250,13 +259,13 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION memory._check_token_quota_of(p_user uuid) RETURNS void
+CREATE OR REPLACE FUNCTION memory._check_token_quota_of(p_user uuid) RETURNS void
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._raise_error(memory._token_quota_error(p_user));
 $$;
 
 -- The caller's own token quota, for memory.chat before it calls the LLM.
-CREATE FUNCTION memory._caller_token_quota_error() RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._caller_token_quota_error() RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._token_quota_error(memory.current_user_id());
 $$;
@@ -264,7 +273,7 @@ $$;
 -- memory.chat's record of its LLM call. Works only while memory.chat writes its answer (the
 -- library says so), so nobody can write usage rows of their own making; charged to the caller (or, for a caller
 -- without identity such as a service role, to the conversation's owner).
-CREATE FUNCTION memory._record_chat_call(
+CREATE OR REPLACE FUNCTION memory._record_chat_call(
     p_conversation_id uuid, p_agent_id uuid, p_model text, p_prompt_tokens integer, p_completion_tokens integer,
     p_total_tokens integer, p_local_prompt_tokens integer, p_latency_ms double precision
 ) RETURNS bigint
@@ -285,7 +294,7 @@ BEGIN
 END $$;
 
 -- Agents ---------------------------------------------------------------------------------------
-CREATE FUNCTION memory.create_agent(
+CREATE OR REPLACE FUNCTION memory.create_agent(
     name text,
     system_prompt text DEFAULT NULL,
     model text DEFAULT NULL,
@@ -321,7 +330,7 @@ END $$;
 
 -- Changes the given settings; a NULL argument leaves its setting as it is (set a column to NULL
 -- with a plain UPDATE).
-CREATE FUNCTION memory.update_agent(
+CREATE OR REPLACE FUNCTION memory.update_agent(
     agent_id uuid,
     name text DEFAULT NULL,
     system_prompt text DEFAULT NULL,
@@ -358,13 +367,13 @@ END $$;
 
 -- Deletes one's own agent. Its conversations stay (agent_id is a plain uuid) and from then on
 -- use the defaults: no system prompt, memory.llm_model, an 8000-token window.
-CREATE FUNCTION memory.delete_agent(agent_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.delete_agent(agent_id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.agents a WHERE a.id = $1 AND a.user_id = memory.current_user_id() RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
 
-CREATE FUNCTION memory.get_agent(agent_id uuid) RETURNS memory.agents
+CREATE OR REPLACE FUNCTION memory.get_agent(agent_id uuid) RETURNS memory.agents
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.agents;
@@ -377,7 +386,7 @@ BEGIN
 END $$;
 
 -- Reply jobs -----------------------------------------------------------------------------------
-CREATE FUNCTION memory._request_reply(p_conversation_id uuid) RETURNS bigint
+CREATE OR REPLACE FUNCTION memory._request_reply(p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
@@ -388,8 +397,8 @@ BEGIN
     RETURN memory._enqueue_job('reply', p_conversation_id);
 END $$;
 
-CREATE FUNCTION memory.request_reply(conversation_id uuid) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.request_reply(conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -398,7 +407,7 @@ BEGIN
 END $$;
 
 -- A reply job of a conversation the caller may read, or NULL.
-CREATE FUNCTION memory._reply_status(p_job_id bigint) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._reply_status(p_job_id bigint) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('id', j.id, 'conversation_id', j.conversation_id, 'status', j.status,
                               'attempts', j.attempts, 'last_error', j.last_error, 'run_after', j.run_after,
@@ -407,8 +416,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      WHERE j.id = p_job_id AND j.kind = 'reply' AND memory.can_read(j.conversation_id);
 $$;
 
-CREATE FUNCTION memory.reply_status(job_id bigint) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.reply_status(job_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_status jsonb := memory._reply_status($1);
 BEGIN
@@ -444,15 +453,19 @@ REVOKE ALL ON memory.user_usage FROM PUBLIC;
 
 REVOKE EXECUTE ON FUNCTION
     memory._agent_before_write(), memory._llm_call_after_write(), memory._check_token_quota_of(uuid),
-    memory._take_message_quotas(integer),
-    memory._token_quota_error(uuid), memory._pending_llm_tokens(uuid)
+    memory._take_message_quotas(integer), memory._add_minute_messages(uuid, integer, timestamptz),
+    memory._take_minute_quota(uuid, integer, integer), memory._pending_rolled_back_turns(uuid),
+    memory._token_quota_error(uuid), memory._pending_llm_tokens(uuid),
+    -- settings and flags that only memory_ext's definer code reads
+    memory._max_messages_per_minute(), memory._max_llm_tokens_per_day(), memory._in_chat_turn(),
+    memory._notify_messages(), memory._auto_reply_suppressed()
 FROM PUBLIC;
 
 -- Chat turns -----------------------------------------------------------------------------------
 -- The synchronous turn: appends the user's message, then memory._chat_answer (the library) builds
 -- the agent's window, calls the LLM, stores the answer and records the call. In the caller's
 -- transaction: on any failure nothing is written.
-CREATE FUNCTION memory._start_turn(p_conversation_id uuid) RETURNS void
+CREATE OR REPLACE FUNCTION memory._start_turn(p_conversation_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF p_conversation_id IS NULL THEN
@@ -465,14 +478,14 @@ BEGIN
     PERFORM memory._raise_error(memory._caller_token_quota_error());
 END $$;
 
-CREATE FUNCTION memory._finish_turn(p_answer jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._finish_turn(p_answer jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._raise_error(p_answer->'error');
     RETURN p_answer;
 END $$;
 
-CREATE FUNCTION memory.chat(conversation_id uuid, content text, metadata jsonb DEFAULT NULL) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory.chat(conversation_id uuid, content text, metadata jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._start_turn($1);
@@ -487,7 +500,7 @@ END $$;
 -- The same turn without a new user message: after the application appended the results of the
 -- previous answer's tool calls. Whether the caller may write the answer is checked before the LLM
 -- is called (memory.chat's user message checks it the same way).
-CREATE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._start_turn($1);
@@ -506,3 +519,10 @@ ALTER FUNCTION memory._chat_answer(uuid)
     SET enable_bitmapscan = off
     SET enable_seqscan = off;
 ALTER FUNCTION memory._chat_answer(uuid) SET search_path = pg_catalog, pg_temp;
+
+-- The implementations behind the entry points above, which run as the owner and call them:
+-- never executable by PUBLIC (internal helpers are no RPC endpoints).
+REVOKE EXECUTE ON FUNCTION
+    memory._request_reply(uuid),
+    memory._reply_status(bigint)
+FROM PUBLIC;

@@ -3,7 +3,7 @@
 
 -- template_id: start with the messages of one of the caller's templates (see history.sql); then
 -- agent_id may be NULL (the template's agent).
-CREATE FUNCTION memory.create_conversation(
+CREATE OR REPLACE FUNCTION memory.create_conversation(
     agent_id uuid,
     title text DEFAULT NULL,
     metadata jsonb DEFAULT '{}',
@@ -45,7 +45,7 @@ END $$;
 -- idempotency_key: a client's key for this append. A retry with the same key and the same message
 -- returns the message stored the first time instead of appending it again; the same key with a
 -- different message is an error (23505).
-CREATE FUNCTION memory.add_message(
+CREATE OR REPLACE FUNCTION memory.add_message(
     conversation_id uuid,
     role text,
     content text,
@@ -71,7 +71,7 @@ BEGIN
     RETURN v_row;
 END $$;
 
-CREATE FUNCTION memory.get_messages(
+CREATE OR REPLACE FUNCTION memory.get_messages(
     conversation_id uuid,
     "limit" integer DEFAULT 50,
     before_seq bigint DEFAULT NULL
@@ -145,7 +145,7 @@ CREATE TYPE memory.listed_conversation AS (
 -- (a user with 30,000 conversations had all of them sorted for a page) and checks every shared row
 -- again against the caller's whole list of shared conversations (a cost that grows with the
 -- square of that list: seconds for 20,000 shares).
-CREATE FUNCTION memory._list_conversations(
+CREATE OR REPLACE FUNCTION memory._list_conversations(
     agent_id uuid, "limit" integer, metadata jsonb, title text, updated_before timestamptz, updated_after timestamptz,
     before_id uuid, archived boolean, shared boolean
 ) RETURNS SETOF memory.listed_conversation
@@ -189,7 +189,7 @@ BEGIN
     USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
 END $$;
 
-CREATE FUNCTION memory.list_conversations(
+CREATE OR REPLACE FUNCTION memory.list_conversations(
     agent_id uuid DEFAULT NULL,
     "limit" integer DEFAULT 20,
     metadata jsonb DEFAULT NULL,
@@ -200,12 +200,18 @@ CREATE FUNCTION memory.list_conversations(
     archived boolean DEFAULT false,
     shared boolean DEFAULT NULL
 ) RETURNS SETOF memory.listed_conversation
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._list_conversations($1, $2, $3, $4, $5, $6, $7, $8, $9);
 $$;
 
-CREATE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = $1 RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
+
+-- The implementations behind the entry points above, which run as the owner and call them:
+-- never executable by PUBLIC (internal helpers are no RPC endpoints).
+REVOKE EXECUTE ON FUNCTION
+    memory._list_conversations(uuid, integer, jsonb, text, timestamp with time zone, timestamp with time zone, uuid, boolean, boolean)
+FROM PUBLIC;

@@ -11,13 +11,13 @@
 -- Markdown helpers. Every message body goes into a fenced block whose fence is longer than any
 -- run of backticks in it, so no content (code fences, HTML, headings) can end the block or be
 -- rendered as markup; one-line fields (title, names, ids) are escaped instead.
-CREATE FUNCTION memory._md_fenced(p_text text, p_info text DEFAULT '') RETURNS text
+CREATE OR REPLACE FUNCTION memory._md_fenced(p_text text, p_info text DEFAULT '') RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT f || p_info || E'\n' || p_text || E'\n' || f
       FROM (SELECT repeat('`', greatest(3, coalesce((SELECT max(length(m[1])) FROM regexp_matches(p_text, '(`+)', 'g') AS m), 0) + 1)) AS f) x
 $$;
 
-CREATE FUNCTION memory._md_inline(p_text text) RETURNS text
+CREATE OR REPLACE FUNCTION memory._md_inline(p_text text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT regexp_replace(
                replace(replace(replace(regexp_replace(left(coalesce(p_text, ''), 500), '[\r\n\t]+', ' ', 'g'),
@@ -25,7 +25,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
                '([\\`*_{}\[\]()#+!|~-])', '\\\1', 'g')
 $$;
 
-CREATE FUNCTION memory._md_message(p_m memory.conversation_messages) RETURNS text
+CREATE OR REPLACE FUNCTION memory._md_message(p_m memory.conversation_messages) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT concat_ws(E'\n\n',
         format('### %s · #%s · %s%s', p_m.role, p_m.seq, to_char(p_m.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
@@ -48,7 +48,7 @@ $$;
 
 -- The json export of a conversation, of its messages up to p_upto (NULL: all), as whoever calls
 -- it may read them (share links call it as the owner).
-CREATE FUNCTION memory._export_json(p_conv memory.conversations, p_upto bigint) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._export_json(p_conv memory.conversations, p_upto bigint) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
         'format', 'memory_ext.conversation',
@@ -82,7 +82,7 @@ $$;
 -- people, as a JSON string: `#>> '{}'` gives the text), 'openai' ({"messages": [...]}: the whole
 -- conversation as a /chat/completions payload, the agent's system prompt first; one line of a
 -- JSONL fine-tuning file).
-CREATE FUNCTION memory.export_conversation(id uuid, format text DEFAULT 'json') RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory.export_conversation(id uuid, format text DEFAULT 'json') RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv memory.conversations;
@@ -117,7 +117,7 @@ END $$;
 -- The summaries' created_at an export carries (callers may not write that column). Only for the
 -- caller's own conversation. The conversation's updated_at is not restored: the import is its
 -- latest activity, and a caller who could set it could keep a conversation from ever aging.
-CREATE FUNCTION memory._import_summary_times(p_conversation_id uuid, p_times jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION memory._import_summary_times(p_conversation_id uuid, p_times jsonb) RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UPDATE memory.conversation_summaries s SET created_at = (t.value #>> '{}')::timestamptz
       FROM memory.conversations c, jsonb_each(coalesce(p_times, '{}')) t
@@ -132,7 +132,7 @@ $$;
 -- one INSERT with the triggers off and the counters set once. It only ever refuses more than the
 -- per-row path: import_conversation falls back to that path whenever this one fails, so the
 -- rules and errors are add_message's.
-CREATE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
+CREATE OR REPLACE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
 DECLARE
@@ -209,7 +209,7 @@ END $$;
 -- it refuses anything, every message goes through add_message's triggers instead, in one
 -- subtransaction around the loop (not one per message), and the first one refused fails the whole
 -- call with its index (0-based) in the message and the trigger's SQLSTATE.
-CREATE FUNCTION memory._append_all(p_conversation_id uuid, p_messages jsonb, p_what text) RETURNS void
+CREATE OR REPLACE FUNCTION memory._append_all(p_conversation_id uuid, p_messages jsonb, p_what text) RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_bulk  boolean;
@@ -256,7 +256,7 @@ END $$;
 -- export's ids are not reused); agent_id and title override the export's. All or nothing: the
 -- first message that add_message would refuse fails the import with its index (0-based) in the
 -- message and add_message's SQLSTATE.
-CREATE FUNCTION memory.import_conversation(data jsonb, agent_id uuid DEFAULT NULL, title text DEFAULT NULL) RETURNS uuid
+CREATE OR REPLACE FUNCTION memory.import_conversation(data jsonb, agent_id uuid DEFAULT NULL, title text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv     jsonb := '{}';
@@ -344,7 +344,7 @@ END $$;
 -- A hint when cutting a conversation after p_at would separate a tool call (at or before p_at)
 -- from a result after it; NULL when the cut is clean. Called by the definer helpers below (no
 -- RLS), so that the GIN index of tool keys finds each call.
-CREATE FUNCTION memory._tool_group_cut(p_conversation_id uuid, p_at bigint) RETURNS text
+CREATE OR REPLACE FUNCTION memory._tool_group_cut(p_conversation_id uuid, p_at bigint) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
     SELECT format('the tool call at seq %s has its result at seq %s', c.seq, r.seq)
       FROM memory.conversation_messages r
@@ -363,7 +363,7 @@ $$;
 -- The whole fork, as the owner with triggers off: the rows copied were validated and counted
 -- when they were appended (same encoding, so the same token counts), and the counters are set
 -- once. Triggers off also means no NOTIFY and no jobs for the copy.
-CREATE FUNCTION memory._fork_conversation(p_source uuid, p_at bigint, p_title text) RETURNS uuid
+CREATE OR REPLACE FUNCTION memory._fork_conversation(p_source uuid, p_at bigint, p_title text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
 DECLARE
@@ -433,8 +433,8 @@ END $$;
 -- (default: all of them), the summaries that cover no more than that, the same agent and
 -- encoding, and metadata.forked_from = {conversation_id, at_seq}. Messages are numbered 1..n in
 -- the copy. An at_seq that would separate a tool call from its results is refused (22023).
-CREATE FUNCTION memory.fork_conversation(id uuid, at_seq bigint DEFAULT NULL, title text DEFAULT NULL) RETURNS uuid
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.fork_conversation(id uuid, at_seq bigint DEFAULT NULL, title text DEFAULT NULL) RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -445,7 +445,7 @@ END $$;
 -- The whole rewind, as the owner: pending jobs first (a summary or reply the worker is writing
 -- for the removed messages waits for this transaction, then finds its job gone and discards
 -- its answer), then the conversation's lock, then the messages and the summaries after to_seq.
-CREATE FUNCTION memory._rewind_conversation(p_id uuid, p_to bigint) RETURNS integer
+CREATE OR REPLACE FUNCTION memory._rewind_conversation(p_id uuid, p_to bigint) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_cut  text;
@@ -472,8 +472,8 @@ END $$;
 -- how many messages went. Totals stay exact; seq keeps counting from the highest ever given (the
 -- next message after a rewind does not reuse a removed seq). Refuses to separate a tool call
 -- from its results (22023).
-CREATE FUNCTION memory.rewind_conversation(id uuid, to_seq bigint) RETURNS integer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.rewind_conversation(id uuid, to_seq bigint) RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF $1 IS NULL OR $2 IS NULL THEN
         RAISE EXCEPTION 'id and to_seq must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -510,7 +510,7 @@ SELECT pg_catalog.pg_extension_config_dump('memory.conversation_templates', '');
 
 -- A template is bounded like a message: all its messages and metadata together at most
 -- memory.max_message_size (it is meant as a conversation's start: a prompt and a few turns).
-CREATE FUNCTION memory._template_before_write() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._template_before_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._check_size('a template', pg_column_size(NEW.messages) + pg_column_size(NEW.metadata)
@@ -524,7 +524,7 @@ CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversa
 
 -- Saves the messages of a conversation the caller can read (up to 1000) and its agent as the
 -- caller's template `name`; returns the template's id.
-CREATE FUNCTION memory.save_as_template(conversation_id uuid, name text) RETURNS uuid
+CREATE OR REPLACE FUNCTION memory.save_as_template(conversation_id uuid, name text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv memory.conversations;
@@ -555,13 +555,20 @@ BEGIN
     RETURN v_id;
 END $$;
 
-CREATE FUNCTION memory.list_templates() RETURNS SETOF memory.conversation_templates
+CREATE OR REPLACE FUNCTION memory.list_templates() RETURNS SETOF memory.conversation_templates
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.* FROM memory.conversation_templates t ORDER BY t.name, t.id;
 $$;
 
-CREATE FUNCTION memory.delete_template(template_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.delete_template(template_id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = $1 RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
+
+-- The implementations behind the entry points above, which run as the owner and call them:
+-- never executable by PUBLIC (internal helpers are no RPC endpoints).
+REVOKE EXECUTE ON FUNCTION
+    memory._fork_conversation(uuid, bigint, text),
+    memory._rewind_conversation(uuid, bigint)
+FROM PUBLIC;

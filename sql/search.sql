@@ -16,7 +16,7 @@
 -- index condition and would read every message. It trusts no argument for access: the scope is
 -- computed here, by the authorization rule, from the caller's identity (a role that bypasses RLS
 -- searches everything, as RLS lets it).
-CREATE FUNCTION memory._search_hits(p_query tsquery, p_conversation_id uuid, p_agent_id uuid, p_role text,
+CREATE OR REPLACE FUNCTION memory._search_hits(p_query tsquery, p_conversation_id uuid, p_agent_id uuid, p_role text,
                                     p_since timestamptz, p_until timestamptz, p_tool text, p_has_tool_calls boolean,
                                     p_limit integer, p_rank real, p_after uuid)
 RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
@@ -101,7 +101,7 @@ END $$;
 -- length), equal ranks in message id order; a page is {"results": [...], "next_cursor": text|null};
 -- pass next_cursor back as cursor for the next page. Snippets are plain text with the matches between ** and **:
 -- escape them before rendering as HTML.
-CREATE FUNCTION memory.search_messages(
+CREATE OR REPLACE FUNCTION memory.search_messages(
     query text,
     conversation_id uuid DEFAULT NULL,
     agent_id uuid DEFAULT NULL,
@@ -176,7 +176,7 @@ END $$;
 -- Recomputes every message's search_vector in the current memory.search_config (after changing
 -- it; 'off' empties them), in batches of `batch` messages; returns how many were updated.
 -- Superusers only.
-CREATE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
+CREATE OR REPLACE FUNCTION memory.reindex_search(batch integer DEFAULT 10000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_config regconfig := memory._search_config()::regconfig;

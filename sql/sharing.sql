@@ -11,7 +11,7 @@
 -- this owner, a share takes effect at once (accepted_at set); beyond that it is an offer
 -- (accepted_at NULL) that gives nothing until the recipient accepts it (memory.accept_shares).
 -- So nobody can fill another user's list and search with conversations it did not ask for.
-CREATE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
+CREATE OR REPLACE FUNCTION memory._share_conversation(conversation_id uuid, user_id uuid, role text)
 RETURNS memory.conversation_members
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -48,15 +48,15 @@ BEGIN
     RETURN v_row;
 END $$;
 
-CREATE FUNCTION memory.share_conversation(conversation_id uuid, user_id uuid, role text DEFAULT 'viewer') RETURNS memory.conversation_members
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.share_conversation(conversation_id uuid, user_id uuid, role text DEFAULT 'viewer') RETURNS memory.conversation_members
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._share_conversation($1, $2, $3);
 $$;
 
 -- Removes user_id from the conversation's members: the owner removes anyone, a member itself.
 -- The removed member's next statement no longer sees the conversation. Returns whether there was
 -- such a membership.
-CREATE FUNCTION memory._unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_gone integer;
@@ -73,14 +73,14 @@ BEGIN
     RETURN v_gone > 0;
 END $$;
 
-CREATE FUNCTION memory.unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.unshare_conversation(conversation_id uuid, user_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._unshare_conversation($1, $2);
 $$;
 
 -- Who may use the conversation: its owner (role 'owner') and its members, for anyone who may read
 -- it.
-CREATE FUNCTION memory._list_members(conversation_id uuid)
+CREATE OR REPLACE FUNCTION memory._list_members(conversation_id uuid)
 RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -92,15 +92,15 @@ BEGIN
           WHERE m.conversation_id = $1 ORDER BY m.created_at, m.user_id);
 END $$;
 
-CREATE FUNCTION memory.list_members(conversation_id uuid) RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.list_members(conversation_id uuid) RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._list_members($1);
 $$;
 
 -- ---- consent: shares waiting for their recipient ------------------------------------------------
 
 -- The caller's identity, or 42501 when there is none.
-CREATE FUNCTION memory._identity() RETURNS uuid
+CREATE OR REPLACE FUNCTION memory._identity() RETURNS uuid
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me uuid := memory.current_user_id();
@@ -114,7 +114,7 @@ END $$;
 -- Who offers the caller shares it has not accepted: one row per sharer, with how many
 -- conversations and the oldest and newest offer. (Each offer is a row of
 -- memory.conversation_members with accepted_at NULL, which the caller can read.)
-CREATE FUNCTION memory.list_share_offers()
+CREATE OR REPLACE FUNCTION memory.list_share_offers()
 RETURNS TABLE (from_user_id uuid, offers bigint, oldest timestamptz, newest timestamptz)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT m.owner_id, count(*), min(m.created_at), max(m.created_at)
@@ -126,7 +126,7 @@ $$;
 
 -- Accepts the caller's pending shares: every one from from_user_id, or only conversation_id's
 -- (give one of the two). Returns how many took effect.
-CREATE FUNCTION memory._accept_shares(from_user_id uuid, conversation_id uuid) RETURNS integer
+CREATE OR REPLACE FUNCTION memory._accept_shares(from_user_id uuid, conversation_id uuid) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me uuid := memory._identity();
@@ -142,14 +142,14 @@ BEGIN
     RETURN v_n;
 END $$;
 
-CREATE FUNCTION memory.accept_shares(from_user_id uuid DEFAULT NULL, conversation_id uuid DEFAULT NULL) RETURNS integer
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.accept_shares(from_user_id uuid DEFAULT NULL, conversation_id uuid DEFAULT NULL) RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._accept_shares($1, $2);
 $$;
 
 -- Ends every share from from_user_id to the caller at once, accepted or pending (one share is
 -- left with memory.unshare_conversation). Returns how many memberships ended.
-CREATE FUNCTION memory._decline_shares(from_user_id uuid) RETURNS integer
+CREATE OR REPLACE FUNCTION memory._decline_shares(from_user_id uuid) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me uuid := memory._identity();
@@ -163,8 +163,8 @@ BEGIN
     RETURN v_n;
 END $$;
 
-CREATE FUNCTION memory.decline_shares(from_user_id uuid) RETURNS integer
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.decline_shares(from_user_id uuid) RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._decline_shares($1);
 $$;
 
@@ -178,7 +178,7 @@ $$;
 -- offers it, its title, size, and who else can read or write it.
 -- Returns the conversation as it is (still the owner's). The owner's alone; at most 100 open
 -- offers per sender.
-CREATE FUNCTION memory._transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
+CREATE OR REPLACE FUNCTION memory._transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_owner uuid;
@@ -206,14 +206,14 @@ BEGIN
     RETURN v_row;
 END $$;
 
-CREATE FUNCTION memory.transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.transfer_conversation(conversation_id uuid, user_id uuid) RETURNS memory.conversations
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._transfer_conversation($1, $2);
 $$;
 
 -- The transfer offers the caller has made and received, newest first, each with what the
 -- recipient needs to decide: title, messages, tokens and the members (who else reads or writes).
-CREATE FUNCTION memory._list_transfer_offers()
+CREATE OR REPLACE FUNCTION memory._list_transfer_offers()
 RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
                total_tokens bigint, members jsonb, created_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -226,9 +226,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY t.created_at DESC, t.conversation_id;
 $$;
 
-CREATE FUNCTION memory.list_transfer_offers() RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
+CREATE OR REPLACE FUNCTION memory.list_transfer_offers() RETURNS TABLE (conversation_id uuid, from_user_id uuid, to_user_id uuid, title text, message_count integer,
                total_tokens bigint, members jsonb, created_at timestamptz)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._list_transfer_offers();
 $$;
 
@@ -239,7 +239,7 @@ $$;
 -- an agent applies only to its own owner's conversations: until the new owner sets an agent of its
 -- own, the defaults apply. Jobs queued before run as they were requested. The messages' search
 -- lexeme of their owner is rewritten (a cost that follows the conversation's size).
-CREATE FUNCTION memory._accept_transfer(conversation_id uuid) RETURNS memory.conversations
+CREATE OR REPLACE FUNCTION memory._accept_transfer(conversation_id uuid) RETURNS memory.conversations
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me     uuid := memory._identity();
@@ -270,14 +270,14 @@ BEGIN
     RETURN v_row;
 END $$;
 
-CREATE FUNCTION memory.accept_transfer(conversation_id uuid) RETURNS memory.conversations
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.accept_transfer(conversation_id uuid) RETURNS memory.conversations
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM memory._accept_transfer($1);
 $$;
 
 -- Ends an offer: its recipient declines it, or the owner withdraws it. Returns whether there was
 -- such an offer.
-CREATE FUNCTION memory._decline_transfer(conversation_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._decline_transfer(conversation_id uuid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_me uuid := memory._identity();
@@ -288,8 +288,8 @@ BEGIN
     RETURN v_n > 0;
 END $$;
 
-CREATE FUNCTION memory.decline_transfer(conversation_id uuid) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.decline_transfer(conversation_id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._decline_transfer($1);
 $$;
 
@@ -297,7 +297,7 @@ $$;
 
 -- An archived conversation stays readable (and exportable, searchable) but is hidden from
 -- list_conversations by default and refuses new messages (SQLSTATE 55000). The owner's.
-CREATE FUNCTION memory.archive_conversation(id uuid) RETURNS memory.conversations
+CREATE OR REPLACE FUNCTION memory.archive_conversation(id uuid) RETURNS memory.conversations
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.conversations;
@@ -307,7 +307,7 @@ BEGIN
     RETURN v_row;
 END $$;
 
-CREATE FUNCTION memory.unarchive_conversation(id uuid) RETURNS memory.conversations
+CREATE OR REPLACE FUNCTION memory.unarchive_conversation(id uuid) RETURNS memory.conversations
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.conversations;
@@ -344,7 +344,7 @@ SELECT pg_catalog.pg_extension_config_dump('memory.share_links', '');
 -- Returns a new token (about 244 random bits, from two version-4 UUIDs) for the conversation's
 -- messages up to up_to_seq (default: all it has now), valid until expires_at (default: until
 -- revoked). The owner's; at most 100 links per conversation.
-CREATE FUNCTION memory._create_share_link(conversation_id uuid, expires_at timestamptz, up_to_seq bigint)
+CREATE OR REPLACE FUNCTION memory._create_share_link(conversation_id uuid, expires_at timestamptz, up_to_seq bigint)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -373,8 +373,8 @@ BEGIN
     RETURN v_token;
 END $$;
 
-CREATE FUNCTION memory.create_share_link(conversation_id uuid, expires_at timestamptz DEFAULT NULL, up_to_seq bigint DEFAULT NULL) RETURNS text
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.create_share_link(conversation_id uuid, expires_at timestamptz DEFAULT NULL, up_to_seq bigint DEFAULT NULL) RETURNS text
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._create_share_link($1, $2, $3);
 $$;
 
@@ -382,7 +382,7 @@ $$;
 -- anyone holding the token (the anon role included). A wrong, expired or revoked token gives the
 -- same error after the same work: one look-up of the token's hash. Expiry is checked against the
 -- clock, so that a transaction opened before it cannot keep a link alive.
-CREATE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._get_shared_conversation(token text) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_link memory.share_links;
@@ -398,13 +398,13 @@ BEGIN
     RETURN memory._export_json(v_conv, v_link.up_to_seq);
 END $$;
 
-CREATE FUNCTION memory.get_shared_conversation(token text) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.get_shared_conversation(token text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._get_shared_conversation($1);
 $$;
 
 -- The conversation's links (no tokens: they are not stored), newest first. The owner's.
-CREATE FUNCTION memory.list_share_links(conversation_id uuid)
+CREATE OR REPLACE FUNCTION memory.list_share_links(conversation_id uuid)
 RETURNS TABLE (id uuid, up_to_seq bigint, expires_at timestamptz, revoked_at timestamptz, created_at timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -416,7 +416,7 @@ END $$;
 
 -- Revokes a link at once (its token stops working for the next statement). Revoking a revoked
 -- link deletes it. Returns false when there is no such link of a conversation the caller owns.
-CREATE FUNCTION memory._revoke_share_link(id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory._revoke_share_link(id uuid) RETURNS boolean
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_link memory.share_links;
@@ -433,8 +433,8 @@ BEGIN
     RETURN true;
 END $$;
 
-CREATE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.revoke_share_link(id uuid) RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._revoke_share_link($1);
 $$;
 
@@ -443,7 +443,7 @@ $$;
 -- The conversations past their retention period: not updated for their agent's retention_days
 -- when their agent sets one (0: kept forever), otherwise for `days` (the server's
 -- memory.retention_days; 0: kept). Invoker: RLS applies to whoever calls it.
-CREATE FUNCTION memory._retention_due(days integer)
+CREATE OR REPLACE FUNCTION memory._retention_due(days integer)
 RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
                retention_days integer)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -460,7 +460,7 @@ $$;
 -- What the worker's retention jobs will delete, oldest first, with the retention period that
 -- applies to each; `days` stands in for memory.retention_days (default: the setting; agents'
 -- own values apply either way). RLS applies: a user sees its own, an operator all.
-CREATE FUNCTION memory.retention_preview(days integer DEFAULT NULL)
+CREATE OR REPLACE FUNCTION memory.retention_preview(days integer DEFAULT NULL)
 RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
                retention_days integer)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -476,7 +476,7 @@ END $$;
 -- Queues the server's retention job (the worker asks every memory.retention_interval seconds)
 -- unless one is pending or retention is off everywhere (memory.retention_days = 0 and no agent
 -- sets retention_days).
-CREATE FUNCTION memory._enqueue_retention() RETURNS void
+CREATE OR REPLACE FUNCTION memory._enqueue_retention() RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO memory.jobs (kind, user_id)
     SELECT 'retention', '00000000-0000-0000-0000-000000000000'
@@ -489,7 +489,7 @@ $$;
 -- their retention period (`days`: memory.retention_days), oldest first (those being written are
 -- skipped, not waited for), with everything they hold. Returns how many conversations and
 -- messages went.
-CREATE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
+CREATE OR REPLACE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH due AS (SELECT c.id FROM memory.conversations c
                   WHERE c.id IN (SELECT d.conversation_id FROM memory._retention_due($1) d)
@@ -510,7 +510,7 @@ REVOKE EXECUTE ON FUNCTION memory._enqueue_retention(), memory._retention_batch(
 -- templates, LLM call records, usage counters and queue state. For superusers and roles that
 -- bypass RLS (Supabase's service_role) only; it reads every message once (messages have no
 -- index by author). Returns the rows removed per table.
-CREATE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_counts jsonb := '{}';
@@ -559,7 +559,25 @@ BEGIN
     RETURN v_counts;
 END $$;
 
-CREATE FUNCTION memory.erase_user(user_id uuid) RETURNS jsonb
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT memory._erase_user($1);
 $$;
+
+-- The implementations behind the entry points above, which run as the owner and call them:
+-- never executable by PUBLIC (internal helpers are no RPC endpoints).
+REVOKE EXECUTE ON FUNCTION
+    memory._share_conversation(uuid, uuid, text),
+    memory._unshare_conversation(uuid, uuid),
+    memory._list_members(uuid),
+    memory._accept_shares(uuid, uuid),
+    memory._decline_shares(uuid),
+    memory._transfer_conversation(uuid, uuid),
+    memory._list_transfer_offers(),
+    memory._accept_transfer(uuid),
+    memory._decline_transfer(uuid),
+    memory._create_share_link(uuid, timestamp with time zone, bigint),
+    memory._get_shared_conversation(text),
+    memory._revoke_share_link(uuid),
+    memory._erase_user(uuid)
+FROM PUBLIC;

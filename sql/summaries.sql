@@ -4,7 +4,7 @@
 
 -- "The newest summary" of a conversation, one definition for build_context, the worker and
 -- summary_status: the highest covers_through_seq, then the highest id.
-CREATE FUNCTION memory._newest_summary(p_conversation_id uuid) RETURNS memory.conversation_summaries
+CREATE OR REPLACE FUNCTION memory._newest_summary(p_conversation_id uuid) RETURNS memory.conversation_summaries
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT s.* FROM memory.conversation_summaries s
      WHERE s.conversation_id = p_conversation_id
@@ -14,7 +14,7 @@ $$;
 
 -- Validates an inserted summary and sets what memory_ext maintains: it must cover messages that
 -- exist, fit the size limit, and its counts are computed here (users cannot choose them).
-CREATE FUNCTION memory._summary_before_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._summary_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
@@ -31,7 +31,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- what build_context will emit for it, counted once here
-    NEW.token_count := memory.message_tokens('system', 'Summary of the earlier conversation: ' || NEW.content, NULL, NULL, v_encoding);
+    NEW.token_count := memory.summary_tokens(NEW.content, v_encoding);
     NEW.covered_tokens := coalesce((SELECT sum(m.token_count) FROM memory.conversation_messages m
                                      WHERE m.conversation_id = NEW.conversation_id AND m.seq <= NEW.covers_through_seq), 0);
     NEW.created_at := now();
@@ -42,14 +42,14 @@ CREATE TRIGGER summaries_before_insert BEFORE INSERT ON memory.conversation_summ
     FOR EACH ROW EXECUTE FUNCTION memory._summary_before_insert();
 
 -- Tokens of a conversation not covered by its newest summary: two index probes.
-CREATE FUNCTION memory._uncovered_tokens(p_conversation_id uuid, p_total_tokens bigint) RETURNS bigint
+CREATE OR REPLACE FUNCTION memory._uncovered_tokens(p_conversation_id uuid, p_total_tokens bigint) RETURNS bigint
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
 
 -- Keeps queue_turns.queued, the number of each user's queued jobs. SECURITY DEFINER: jobs also
 -- go with a conversation a user deletes (the cascade), and users may not write queue_turns.
-CREATE FUNCTION memory._jobs_count_queued() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._jobs_count_queued() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'queued' AND OLD.user_id IS NOT NULL THEN
@@ -68,7 +68,7 @@ CREATE TRIGGER jobs_count_queued AFTER INSERT OR DELETE OR UPDATE OF status, use
 -- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
 -- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
 -- and the insert trigger check access first.
-CREATE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
+CREATE OR REPLACE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_job bigint;
@@ -94,7 +94,7 @@ BEGIN
 END $$;
 
 -- request_summary's way into the queue: checks that the caller may write the conversation.
-CREATE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
+CREATE OR REPLACE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._require(p_conversation_id, 'write');
@@ -104,7 +104,7 @@ BEGIN
 END $$;
 
 -- The newest summary job of a conversation the caller may read, or NULL.
-CREATE FUNCTION memory._summary_job_status(p_conversation_id uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory._summary_job_status(p_conversation_id uuid) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object('id', j.id, 'status', j.status, 'attempts', j.attempts,
                               'last_error', j.last_error, 'run_after', j.run_after,
@@ -114,7 +114,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY j.id DESC LIMIT 1;
 $$;
 
-CREATE FUNCTION memory.should_summarize(conversation_id uuid) RETURNS boolean
+CREATE OR REPLACE FUNCTION memory.should_summarize(conversation_id uuid) RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_total bigint;
@@ -126,8 +126,8 @@ BEGIN
     RETURN memory._uncovered_tokens($1, v_total) > memory._summarize_threshold();
 END $$;
 
-CREATE FUNCTION memory.request_summary(conversation_id uuid) RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION memory.request_summary(conversation_id uuid) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -135,7 +135,7 @@ BEGIN
     RETURN memory._request_summary($1);
 END $$;
 
-CREATE FUNCTION memory.summary_status(conversation_id uuid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION memory.summary_status(conversation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv memory.conversations;
@@ -161,3 +161,9 @@ BEGIN
                                           'model', v_summary.model, 'created_at', v_summary.created_at) END,
         'job', memory._summary_job_status(v_conv.id));
 END $$;
+
+-- The implementations behind the entry points above, which run as the owner and call them:
+-- never executable by PUBLIC (internal helpers are no RPC endpoints).
+REVOKE EXECUTE ON FUNCTION
+    memory._request_summary(uuid)
+FROM PUBLIC;

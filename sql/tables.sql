@@ -55,7 +55,7 @@ CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversa
 -- conversation and however common the id elsewhere.
 -- Runs in index maintenance (as whoever inserts, and as the superuser during REINDEX): its
 -- search_path is pinned so that no one's functions or operators can stand in for the built-ins.
-CREATE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
+CREATE OR REPLACE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg($1::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
            || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
@@ -78,17 +78,17 @@ CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
 -- the conversation's messages.
 -- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
 -- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
-CREATE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
+CREATE OR REPLACE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
-CREATE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
+CREATE OR REPLACE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT 'user ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
 $$;
 -- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
 -- be planned again in every transaction, which cost an append more than the words themselves.
-CREATE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
+CREATE OR REPLACE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
 RETURNS tsvector
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

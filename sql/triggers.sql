@@ -16,7 +16,7 @@
 -- Raises 54000 when a value a user supplies (`what`: a conversation's title and metadata, a
 -- message's metadata, a template) is larger than memory.max_message_size, the one bound on
 -- everything users store; checked before the value is parsed further or stored.
-CREATE FUNCTION memory._check_size(what text, bytes bigint) RETURNS void
+CREATE OR REPLACE FUNCTION memory._check_size(what text, bytes bigint) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_max bigint := pg_size_bytes(current_setting('memory.max_message_size'));
@@ -28,7 +28,7 @@ BEGIN
     END IF;
 END $$;
 
-CREATE FUNCTION memory._conversation_before_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._conversation_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     NEW.encoding := memory.resolve_encoding(coalesce(NEW.encoding, memory.default_encoding()));
@@ -45,7 +45,7 @@ END $$;
 CREATE TRIGGER conversations_before_insert BEFORE INSERT ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_insert();
 
-CREATE FUNCTION memory._conversation_before_update() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._conversation_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.id IS DISTINCT FROM OLD.id THEN
@@ -74,7 +74,7 @@ CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
 
 -- A conversation's title and metadata are bounded like a message. A trigger of its own, fired only
 -- by statements that set those columns, so that the counter updates of every append skip it.
-CREATE FUNCTION memory._conversation_check_size() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._conversation_check_size() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM memory._check_size('a conversation''s title and metadata',
@@ -91,7 +91,7 @@ CREATE TRIGGER conversations_check_size BEFORE INSERT OR UPDATE OF title, metada
 -- own keys are compared. Called by the insert trigger only, outside RLS, so that the GIN index
 -- can serve the lookup (under RLS the planner may not use the non-leakproof && operator as an
 -- index condition); p_keys all name the one conversation the trigger has checked.
-CREATE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
+CREATE OR REPLACE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
     v_keys text[];
@@ -109,7 +109,7 @@ BEGIN
     RETURN (SELECT k FROM unnest(p_keys) AS k WHERE k = ANY (v_keys) LIMIT 1);
 END $$;
 
-CREATE FUNCTION memory._message_before_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_encoding text;
@@ -164,7 +164,7 @@ END $$;
 -- auto-reply and the NOTIFY on channel memory_messages follow once per statement
 -- (memory._messages_after_insert), so an INSERT ... SELECT of many rows does not rewrite the
 -- conversation's row once per message.
-CREATE FUNCTION memory._message_before_insert_write() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._message_before_insert_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_clash    text;
@@ -244,7 +244,7 @@ CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation
 -- auto-reply, and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
 -- reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
 -- conversations the row triggers let the caller write.
-CREATE FUNCTION memory._messages_after_insert() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r           record;
@@ -293,7 +293,7 @@ CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_message
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
 
-CREATE FUNCTION memory._message_before_update() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF (NEW.id, NEW.conversation_id, NEW.seq, NEW.role, NEW.content, NEW.name, NEW.tool_calls::text,
@@ -323,7 +323,7 @@ CREATE TRIGGER messages_before_update BEFORE UPDATE ON memory.conversation_messa
 -- One statement-level pass per DELETE (including the cascade of a deleted conversation).
 -- SECURITY DEFINER: it keeps the counters (see the top of this file). It touches only the
 -- conversations the deleted rows belonged to, rows RLS let the caller delete.
-CREATE FUNCTION memory._messages_after_delete() RETURNS trigger
+CREATE OR REPLACE FUNCTION memory._messages_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE memory.conversations c

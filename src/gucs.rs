@@ -363,11 +363,6 @@ pub fn max_message_bytes() -> i64 {
     i64::from(MAX_MESSAGE_SIZE_KB.get()) * 1024
 }
 
-/// The summarize threshold in force: the session's choice, never below the operator's floor.
-pub fn summarize_threshold() -> i64 {
-    agent_summarize_threshold(None)
-}
-
 /// The threshold of a conversation whose agent may set its own, never below the operator's floor.
 pub fn agent_summarize_threshold(agent: Option<i32>) -> i64 {
     i64::from(agent.unwrap_or_else(|| SUMMARIZE_THRESHOLD.get()).max(MIN_SUMMARIZE_THRESHOLD.get()))

@@ -23,13 +23,14 @@ extension_sql_file!(
     "../sql/summaries.sql",
     name = "summaries",
     requires =
-        ["access", api::tokens::message_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
+        ["access", api::tokens::summary_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
 );
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
     requires = [
         "summaries",
+        api::tokens::message_tokens,
         api::tokens::resolve_encoding,
         api::limits::_current_role_is_superuser,
         api::limits::_search_config
@@ -51,7 +52,8 @@ extension_sql_file!(
         api::turn::_suppress_auto_reply,
         api::turn::_auto_reply_suppressed,
         api::turn::_chat_answer,
-        api::charges::_pending_llm_tokens
+        api::charges::_pending_llm_tokens,
+        api::charges::_pending_rolled_back_turns
     ]
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);

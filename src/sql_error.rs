@@ -8,9 +8,21 @@ use crate::core::error::{Code, MemError};
 pub fn raise(e: MemError) -> ! {
     let code = match e.code {
         Code::InvalidParameter => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        Code::LimitExceeded => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
     };
     fail(code, e.message)
+}
+
+/// memory_ext's own SQLSTATEs (class PT: PostgREST answers them with the HTTP status of their
+/// digits). Raised from SQL too (`sql/agents.sql`); all are listed in docs/errors.md.
+pub mod custom {
+    /// A per-user limit (messages per minute, LLM tokens per day) or the LLM provider's rate limit.
+    pub const RATE_LIMITED: &str = "PT429";
+    /// The LLM failed or answered something unusable.
+    pub const BAD_GATEWAY: &str = "PT502";
+    /// The LLM did not answer within memory.llm_timeout.
+    pub const GATEWAY_TIMEOUT: &str = "PT504";
+    /// The model declined to answer (its `message.refusal`).
+    pub const UNPROCESSABLE: &str = "PT422";
 }
 
 /// Raises an ERROR with the given SQLSTATE; usable where an expression is expected.

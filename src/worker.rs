@@ -217,7 +217,8 @@ fn saturated_users(running: &[Running]) -> Vec<Uuid> {
 }
 
 /// Writes the calls of memory.chat turns whose transactions rolled back (see api/charges.rs) as
-/// usage rows of their own, charged to their callers' day.
+/// usage rows of their own, charged to their callers' day, and counts each turn's message in its
+/// caller's minute.
 fn write_rolled_back_charges() {
     let (pending, dropped) = charges::pending();
     if dropped > 0 {
@@ -251,6 +252,13 @@ fn write_rolled_back_charges() {
                     ],
                 )
                 .expect("recording a rolled-back call");
+                // the turn's message, undone, still counts in the minute the call was made
+                c.update(
+                    "SELECT memory._add_minute_messages($1, 1, to_timestamp($2 * 60))",
+                    None,
+                    &[Uuid::from_bytes(charge.user).into(), (charge.minute as f64).into()],
+                )
+                .expect("counting a rolled-back turn's message");
             }
         })
     });

@@ -53,6 +53,7 @@ pub fn remember(mut charge: Charge) -> u64 {
     let id = NEXT_ID.get();
     NEXT_ID.set(id + 1);
     charge.seq = id; // a backend-local handle until the ledger numbers it
+    charge.minute = unix_minute();
     if !HOOKED.get() {
         // SAFETY: registering this backend's callbacks once; they only touch backend memory and
         // the ledger under its lock.
@@ -140,6 +141,25 @@ fn move_to_ledger(rolled_back: impl Fn(pg_sys::SubTransactionId) -> bool) {
     for charge in gone {
         ledger.0.push(charge);
     }
+}
+
+/// The current minute since the Unix epoch, by the clock `clock_timestamp()` reads.
+fn unix_minute() -> i64 {
+    /// Seconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+    const PG_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+    // SAFETY: reads the system clock.
+    let micros = unsafe { pg_sys::GetCurrentTimestamp() };
+    (micros.div_euclid(1_000_000) + PG_EPOCH_UNIX_SECONDS).div_euclid(60)
+}
+
+/// How many of `user_id`'s rolled-back calls of the current minute the worker has not written
+/// yet: the per-minute message limit counts each as one message (the turn's, undone).
+#[pg_extern(volatile, parallel_safe)]
+fn _pending_rolled_back_turns(user_id: Uuid) -> i32 {
+    if !READY.load(Ordering::Relaxed) {
+        return 0;
+    }
+    LEDGER.share().0.pending_turns(user_id.as_bytes(), unix_minute())
 }
 
 /// Tokens of `user_id`'s rolled-back calls that the worker has not written yet.

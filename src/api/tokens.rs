@@ -5,6 +5,7 @@ use pgrx::JsonB;
 
 use crate::core::chat::{count_messages, parse_messages_json, RawMessage};
 use crate::core::tokenizer::Encoding;
+use crate::core::window::Summary;
 use crate::gucs;
 use crate::sql_error::{interrupt, required, OrRaise};
 
@@ -66,6 +67,16 @@ fn message_tokens(
         tool_call_id,
     };
     raw.expand().or_raise().tokens(enc, &mut interrupt) as i32
+}
+
+/// Framed tokens of a summary as build_context emits it: a system message that names it the
+/// summary of the earlier conversation. The one definition behind summaries' stored
+/// `token_count`, so a window's count never differs from what the trigger stored.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn summary_tokens(content: &str, encoding: default!(&str, "'cl100k_base'")) -> i32 {
+    let framed = Summary::framed(content);
+    let raw = RawMessage { role: "system", content: &framed, name: None, tool_calls: None, tool_call_id: None };
+    raw.expand().or_raise().tokens(self::encoding(encoding), &mut interrupt) as i32
 }
 
 /// Tokens of an OpenAI-style messages array, plus 3 for reply priming: equal to the OpenAI

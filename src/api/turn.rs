@@ -16,7 +16,7 @@ use super::llm_thread::{call_waiting, config};
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
 use crate::core::turn::{column_count, parse_reply, Usage};
-use crate::sql_error::{fail, required};
+use crate::sql_error::{custom, fail, required};
 
 // Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
 // answer: the library's own state, which no setting or SQL can raise. SUPPRESS_AUTO_REPLY is
@@ -71,18 +71,18 @@ fn llm_error(e: LlmError) -> Value {
         Failure::Http(429) => {
             let wait = e.retry_after.map(|d| format!("Retry in {} seconds. ", d.as_secs())).unwrap_or_default();
             error(
-                "PT429",
+                custom::RATE_LIMITED,
                 message,
                 &format!("The LLM provider is rate limiting. {wait}Nothing was written: retry the call."),
             )
         }
         Failure::Timeout => error(
-            "PT504",
+            custom::GATEWAY_TIMEOUT,
             message,
             "The LLM did not answer within memory.llm_timeout. Nothing was written: retry the call.",
         ),
-        Failure::Refused => error("PT422", message, "Nothing was written."),
-        _ => error("PT502", message, "Nothing was written: retry the call."),
+        Failure::Refused => error(custom::UNPROCESSABLE, message, "Nothing was written."),
+        _ => error(custom::BAD_GATEWAY, message, "Nothing was written: retry the call."),
     }
 }
 

@@ -7,8 +7,6 @@ use std::fmt;
 pub enum Code {
     /// 22023 invalid_parameter_value
     InvalidParameter,
-    /// 54000 program_limit_exceeded
-    LimitExceeded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +18,6 @@ pub struct MemError {
 impl MemError {
     pub fn invalid(message: impl Into<String>) -> Self {
         MemError { code: Code::InvalidParameter, message: message.into() }
-    }
-    pub fn limit(message: impl Into<String>) -> Self {
-        MemError { code: Code::LimitExceeded, message: message.into() }
     }
 }
 

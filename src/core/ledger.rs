@@ -20,6 +20,9 @@ pub struct Charge {
     pub latency_ms: f64,
     /// The call gave no usable answer (timed out, or answered something unusable).
     pub failed: bool,
+    /// When the call was made, in whole minutes since the Unix epoch: a rolled-back turn counts
+    /// one message against the per-minute limit of that minute.
+    pub minute: i64,
 }
 
 impl Charge {
@@ -36,6 +39,7 @@ impl Charge {
         local_prompt_tokens: 0,
         latency_ms: 0.0,
         failed: false,
+        minute: 0,
     };
 
     /// A call about to be made, counted at its locally counted prompt until the provider reports.
@@ -108,6 +112,11 @@ impl<const N: usize> Ledger<N> {
         self.pending().iter().filter(|c| &c.user == user).map(Charge::tokens).sum()
     }
 
+    /// How many of one user's charges still listed were made in `minute` (see `Charge::minute`).
+    pub fn pending_turns(&self, user: &[u8; 16], minute: i64) -> i32 {
+        self.pending().iter().filter(|c| &c.user == user && c.minute == minute).count() as i32
+    }
+
     /// Removes the charges up to `seq` (written by the worker), keeping the later ones in order.
     pub fn forget_through(&mut self, seq: u64) {
         let kept: Vec<Charge> = self.pending().iter().filter(|c| c.seq > seq).copied().collect();
@@ -138,6 +147,18 @@ mod tests {
         assert_eq!(l.pending_tokens(&[1; 16]), 140);
         assert_eq!(l.pending_tokens(&[2; 16]), 7);
         assert_eq!(l.pending_tokens(&[3; 16]), 0);
+    }
+
+    #[test]
+    fn counts_each_users_pending_turns_per_minute() {
+        let mut l: Ledger<8> = Ledger::default();
+        for (user, minute) in [(1, 10), (1, 10), (1, 9), (2, 10)] {
+            l.push(Charge { minute, ..charge(user, Some(1), 1) });
+        }
+        assert_eq!(l.pending_turns(&[1; 16], 10), 2);
+        assert_eq!(l.pending_turns(&[1; 16], 9), 1);
+        assert_eq!(l.pending_turns(&[2; 16], 10), 1);
+        assert_eq!(l.pending_turns(&[3; 16], 10), 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from conftest import as_guc_user, as_jwt_user, connect, dsn, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, dsn, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 CALL = '[{{"id":"{}","type":"function","function":{{"name":"f","arguments":"{{}}"}}}}]'
@@ -151,9 +151,10 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
         created = rpc(c, "SELECT created_at FROM memory.conversations WHERE id = %s", cid)
         c.execute("SELECT memory._request_summary(%s)", (cid,))  # the victim has a job
         # no helper takes a timestamp as proof any more (a share link's expiry and the date
-        # filters of search and listing prove nothing: each checks the rule itself)
+        # filters of search and listing prove nothing: each checks the rule itself; the minute of
+        # the messages-per-minute counter is the worker's, and no caller may execute it)
         assert rpc(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'memory'::regnamespace AND proname LIKE '\\_%%' "
-                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations') "
+                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations', '_add_minute_messages') "
                       "AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
     attacker = new_user()
     with mode(db, attacker) as c:
@@ -161,12 +162,17 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
         assert rpc(c, "SELECT memory.can_read(%s)", cid) is False
         assert rpc(c, "SELECT memory.can_write(%s)", cid) is False
         # listing with the victim's exact timestamp as a filter lists nothing of the victim's
-        assert c.execute("SELECT id FROM memory._list_conversations(NULL, 1000, NULL, NULL, %s, NULL, NULL, NULL, NULL)",
+        assert c.execute("SELECT id FROM memory.list_conversations(NULL, 1000, NULL, NULL, %s, NULL, NULL, NULL, NULL)",
                          (created + datetime.timedelta(seconds=1),)).fetchall() == []
     with pytest.raises(errors.NoDataFound):
         with mode(db, attacker) as c:
-            c.execute("SELECT memory._request_summary(%s)", (cid,))
+            c.execute("SELECT memory.request_summary(%s)", (cid,))
+    # the implementations behind the entry points are no endpoints of their own
     for sql, args in (("SELECT memory._enqueue_job('summary', %s)", (cid,)),
+                      ("SELECT memory._request_summary(%s)", (cid,)),
+                      ("SELECT memory._share_conversation(%s, %s, 'editor')", (cid, attacker)),
+                      ("SELECT memory._list_conversations(NULL, 10, NULL, NULL, NULL, NULL, NULL, NULL, NULL)", ()),
+                      ("SELECT memory._erase_user(%s)", (victim,)),
                       ("SELECT memory._tool_key_taken(ARRAY[%s])", (f"{cid}/c/v1",))):
         with pytest.raises(errors.InsufficientPrivilege):
             with mode(db, attacker) as c:
@@ -253,7 +259,8 @@ def test_messages_over_the_size_limit_are_refused_before_any_work(db):
             c.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', repeat('y', 50000000))", (cid,))
         # tool calls and ids count too
         with pytest.raises(errors.ProgramLimitExceeded):
-            c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, Jsonb([{"id": "a", "type": "function", "function": {"name": "f", "arguments": big}}])))
+            c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, Jsonb([{"id": "a", "type": "function", "function": {"name": "f",
+                                                                                                                                      "arguments": big}}])))
         c.execute("SELECT memory.add_message(%s, 'user', 'fine')", (cid,))
         with pytest.raises(errors.ProgramLimitExceeded):
             c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 1, %s, 'x')", (cid, big))
@@ -290,7 +297,7 @@ def test_a_session_cannot_go_below_the_operators_threshold_floor(db):
     with as_guc_user(db, new_user()) as c:
         c.execute("SET memory.summarize_threshold = 1")
         cid = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
-        for i in range(5):
+        for _ in range(5):
             c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, "a few words of chat " * 5))
         status = rpc(c, "SELECT memory.summary_status(%s)", cid)
         assert status["threshold"] == 1000 and status["should_summarize"] is False and status["job"] is None
@@ -330,8 +337,10 @@ def test_summaries_are_validated_and_immutable(db, mode):
         for bad in (11, 0, -1):
             with pytest.raises(errors.InvalidParameterValue):
                 with c.transaction():
-                    c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, %s, 's', 'x')", (cid, bad))
-        sid = rpc(c, "INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 5, 'the first five turns', 'x') RETURNING id", cid)
+                    c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, %s, 's', 'x')",
+                              (cid, bad))
+        sid = rpc(c,
+                  "INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 5, 'the first five turns', 'x') RETURNING id", cid)
         for col, val in (("token_count", -1000000), ("covered_tokens", 10 ** 9), ("content", "changed"), ("covers_through_seq", 10)):
             with pytest.raises(errors.InsufficientPrivilege):
                 with c.transaction():
@@ -350,7 +359,8 @@ def test_errors_quote_at_most_a_little_of_the_input(db):
         for sql, args in (("SELECT memory.add_message(%s, %s, 'x')", (cid, huge)),
                           ("SELECT memory.add_message(%s, 'user', 'x', name => %s)", (cid, huge)),
                           ("SELECT memory.add_message(%s, 'tool', 'x', tool_call_id => %s)", (cid, huge)),
-                          ("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, Jsonb([{"id": huge, "type": "function", "function": {"name": "f", "arguments": "{}"}}] * 2))),
+                          ("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, Jsonb([{"id": huge, "type": "function", "function": {"name": "f",
+                                                                                                                                            "arguments": "{}"}}] * 2))),
                           ("SELECT memory.estimate_tokens('x', %s)", (huge,))):
             with pytest.raises(psycopg.Error) as e:
                 c.execute(sql, args)

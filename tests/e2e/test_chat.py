@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_ROOT, dsn, llm_cluster, wait_for
+from support.pg import TEST_ROOT, dsn, llm_cluster, wait_for
 
 API_KEY = "sk-chat-test-93be5e1d0c"
 CLOCK = [{"type": "function", "function": {"name": "clock", "description": "The current time",
@@ -233,7 +233,7 @@ def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             anon.execute("SELECT count(*) FROM memory.user_usage")
     assert len(llm.requests) == start
-    with as_user(pg) as c:
+    with as_user(pg):
         assert count(pg, cid) == 0
 
 
@@ -531,6 +531,20 @@ def test_jobs_are_charged_to_whoever_caused_them(pg, llm):
         setting(pg, "memory.max_llm_tokens_per_day", 0)
 
 
+def rolled_back_turns(c, cid, most):
+    """Up to `most` turns, each in a transaction rolled back at once: how many were answered, and
+    the SQLSTATE of the refusal that ended them (None when none was refused)."""
+    for answered in range(most):
+        c.execute("BEGIN")
+        try:
+            c.execute("SELECT memory.chat(%s, 'hi')", (cid,))
+        except psycopg.Error as e:
+            return answered, e.sqlstate
+        finally:
+            c.execute("ROLLBACK")
+    return most, None
+
+
 def test_a_rolled_back_turn_is_still_charged(pg, llm):
     """BEGIN; memory.chat(...); ROLLBACK removes the turn and its usage row, but the provider
     answered and billed it: the call is charged all the same (the worker writes it as a
@@ -542,17 +556,7 @@ def test_a_rolled_back_turn_is_still_charged(pg, llm):
     try:
         with as_user(pg, uid) as c:
             _, cid = new_chat(c)
-            answered, refused = 0, None
-            for _ in range(8):
-                c.execute("BEGIN")
-                try:
-                    c.execute("SELECT memory.chat(%s, 'hi')", (cid,))
-                    answered += 1
-                except psycopg.Error as e:
-                    refused = e.sqlstate
-                    break
-                finally:
-                    c.execute("ROLLBACK")
+            answered, refused = rolled_back_turns(c, cid, 8)
             # each turn costs 16 tokens at the stand-in: the limit of 40 stops the fourth
             assert refused == "PT429" and answered == 3, (answered, refused)
             assert one(c, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
@@ -572,6 +576,36 @@ def test_a_rolled_back_turn_is_still_charged(pg, llm):
         assert fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s", other)[0] == 1
     finally:
         setting(pg, "memory.max_llm_tokens_per_day", 0)
+
+
+def test_a_rolled_back_turn_counts_against_the_messages_per_minute_limit(pg, llm):
+    """BEGIN; memory.chat(...); ROLLBACK undoes the turn's user message and its count in
+    memory.user_usage, but the provider answered: the turn still counts one message in the minute
+    it was made (from the ledger until the worker records it, then in the user's counter), so
+    rolling back is no way past memory.max_messages_per_minute either (before, every rolled-back
+    turn was free and the limit never stopped them)."""
+    # the whole test must fall in one clock minute: the limit counts fixed minutes
+    while time.time() % 60 > 40:
+        time.sleep(1)
+    setting(pg, "memory.max_messages_per_minute", 3)
+    uid = str(uuid.uuid4())
+    try:
+        with as_user(pg, uid) as c:
+            _, cid = new_chat(c)  # adds no message
+            answered, refused = rolled_back_turns(c, cid, 6)
+            assert (answered, refused) == (3, "PT429")
+            calls = len(llm.requests)
+            # the worker records the three calls and counts their messages in the user's minute
+            wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
+            wait_for(lambda: fetch(pg, "SELECT memory._pending_rolled_back_turns(%s)", uid)[0] == 0)
+            assert fetch(pg, "SELECT minute_messages FROM memory.user_usage WHERE user_id = %s", uid)[0] == 3
+            with pytest.raises(psycopg.Error) as err:  # a plain message is over the limit too
+                c.execute("SELECT memory.add_message(%s, 'user', 'one more')", (cid,))
+            assert err.value.sqlstate == "PT429"
+            assert len(llm.requests) == calls, "the refused turn called the LLM"
+            assert one(c, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
+    finally:
+        setting(pg, "memory.max_messages_per_minute", 0)
 
 
 SECRET_PROMPT = "You are Acme's agent. Internal discount code: ZEBRA-7731."

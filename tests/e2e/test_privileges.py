@@ -3,7 +3,7 @@ catalog: a new function cannot slip in without being listed here with its securi
 its search_path is made safe, and who may execute it."""
 import re
 
-from conftest import connect
+from support.pg import connect
 
 # kind: "pinned"  — runs with search_path = pg_catalog, pg_temp
 #       "pure-c"  — Rust that runs no SQL: nothing a search_path could redirect
@@ -18,6 +18,7 @@ REVIEWED = {
     "resolve_encoding(text)": ("pure-c", False, True),
     "default_encoding()": ("pure-c", False, True),
     "message_tokens(text,text,jsonb,text,text,text)": ("pure-c", False, True),
+    "summary_tokens(text,text)": ("pure-c", False, True),
     "count_message_tokens(jsonb,text)": ("pure-c", False, True),
     "build_context_from(jsonb,integer,text,text)": ("pure-c", False, True),
     # identity, limits and the authorization rule
@@ -26,11 +27,11 @@ REVIEWED = {
     "_current_role_is_superuser()": ("pure-c", False, True),
     "_check_message_limits(bigint,integer)": ("pure-c", False, True),
     "_summarize_threshold(integer)": ("pure-c", False, True),
-    "_max_messages_per_minute()": ("pure-c", False, True),
-    "_max_llm_tokens_per_day()": ("pure-c", False, True),
+    "_max_messages_per_minute()": ("pure-c", False, False),
+    "_max_llm_tokens_per_day()": ("pure-c", False, False),
     "_message_limit_applies()": ("pure-c", False, True),
-    "_in_chat_turn()": ("pure-c", False, True),
-    "_notify_messages()": ("pure-c", False, True),
+    "_in_chat_turn()": ("pure-c", False, False),
+    "_notify_messages()": ("pure-c", False, False),
     "_can_read_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_write_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_manage_row(uuid,uuid)": ("inlined", False, True),
@@ -43,19 +44,19 @@ REVIEWED = {
     "create_conversation(uuid,text,jsonb,text,uuid)": ("pinned", False, True),
     "add_message(uuid,text,text,jsonb,text,text,jsonb,text)": ("pinned", False, True),
     "get_messages(uuid,integer,bigint)": ("pinned", False, True),
-    "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)": ("pinned", False, True),
+    "list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)": ("pinned", True, True),
     "_list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)":
-        ("pinned", True, True),                                          # the caller's own and accepted shares (the read rule)
+        ("pinned", True, False),                                          # the caller's own and accepted shares (the read rule)
     "delete_conversation(uuid)": ("pinned", False, True),
     "build_context(uuid,integer,text)": ("pinned", False, True),
-    "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),
+    "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),   # an index expression: every writer evaluates it
     # summaries
     "should_summarize(uuid)": ("pinned", False, True),
-    "request_summary(uuid)": ("pinned", False, True),
+    "request_summary(uuid)": ("pinned", True, True),
     "summary_status(uuid)": ("pinned", False, True),
     "_newest_summary(uuid)": ("pinned", False, True),
     "_uncovered_tokens(uuid,bigint)": ("pinned", False, True),
-    "_request_summary(uuid)": ("pinned", True, True),       # checks can_write itself
+    "_request_summary(uuid)": ("pinned", True, False),       # checks can_write itself
     "_summary_job_status(uuid)": ("pinned", True, True),    # checks can_read itself
     "_enqueue_job(text,uuid)": ("pinned", False, False),
     "_tool_key_taken(text[])": ("pinned", False, False),
@@ -67,17 +68,20 @@ REVIEWED = {
     "_start_turn(uuid)": ("pinned", False, True),
     "_finish_turn(jsonb)": ("pinned", False, True),
     "_suppress_auto_reply()": ("pure-c", False, True),        # stops the caller's own auto-replies only
-    "_auto_reply_suppressed()": ("pure-c", False, True),
+    "_auto_reply_suppressed()": ("pure-c", False, False),
     "create_agent(text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb,integer)": ("pinned", False, True),
     "update_agent(uuid,text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb,integer)": ("pinned", False, True),
     "delete_agent(uuid)": ("pinned", False, True),
     "get_agent(uuid)": ("pinned", False, True),
-    "request_reply(uuid)": ("pinned", False, True),
-    "reply_status(bigint)": ("pinned", False, True),
-    "_request_reply(uuid)": ("pinned", True, True),          # checks can_write itself
-    "_reply_status(bigint)": ("pinned", True, True),         # checks can_read itself
+    "request_reply(uuid)": ("pinned", True, True),
+    "reply_status(bigint)": ("pinned", True, True),
+    "_request_reply(uuid)": ("pinned", True, False),          # checks can_write itself
+    "_reply_status(bigint)": ("pinned", True, False),         # checks can_read itself
     "_take_message_quota()": ("pinned", True, True),         # spends the caller's own quota only
     "_take_message_quotas(integer)": ("pinned", True, False),  # the bulk routes' count, from their definer code
+    "_take_minute_quota(uuid,integer,integer)": ("pinned", True, False),
+    "_add_minute_messages(uuid,integer,timestamp with time zone)": ("pinned", True, False),  # also the worker's
+    "_pending_rolled_back_turns(uuid)": ("pure-c", False, False),
     "_caller_token_quota_error()": ("pinned", True, True),   # the caller's own quota only
     "_token_quota_error(uuid)": ("pinned", False, False),
     "_pending_llm_tokens(uuid)": ("pure-c", False, False),
@@ -101,16 +105,16 @@ REVIEWED = {
     # export and import, fork and rewind
     "export_conversation(uuid,text)": ("pinned", False, True),
     "import_conversation(jsonb,uuid,text)": ("pinned", False, True),
-    "fork_conversation(uuid,bigint,text)": ("pinned", False, True),
-    "rewind_conversation(uuid,bigint)": ("pinned", False, True),
+    "fork_conversation(uuid,bigint,text)": ("pinned", True, True),
+    "rewind_conversation(uuid,bigint)": ("pinned", True, True),
     "_export_json(memory.conversations,bigint)": ("pinned", False, True),  # invoker: reads what the caller may read
     "_md_fenced(text,text)": ("pinned", False, True),
     "_md_inline(text)": ("pinned", False, True),
     "_md_message(memory.conversation_messages)": ("pinned", False, True),
     "_import_summary_times(uuid,jsonb)": ("pinned", True, True),       # the caller's own conversation, timestamps only
     "_import_messages(uuid,jsonb)": ("pinned", True, True),            # the caller's own empty, open conversation; counts the limits itself
-    "_fork_conversation(uuid,bigint,text)": ("pinned", True, True),    # checks can_read itself
-    "_rewind_conversation(uuid,bigint)": ("pinned", True, True),       # checks can_manage itself
+    "_fork_conversation(uuid,bigint,text)": ("pinned", True, False),    # checks can_read itself
+    "_rewind_conversation(uuid,bigint)": ("pinned", True, False),       # checks can_manage itself
     "_tool_group_cut(uuid,bigint)": ("pinned", False, False),
     "_append_all(uuid,jsonb,text)": ("pinned", False, True),            # invoker: appends as the caller
     # search
@@ -126,41 +130,41 @@ REVIEWED = {
     "list_templates()": ("pinned", False, True),
     "delete_template(uuid)": ("pinned", False, True),
     # sharing, share links, archive, erasure
-    "share_conversation(uuid,uuid,text)": ("pinned", False, True),
-    "_share_conversation(uuid,uuid,text)": ("pinned", True, True),       # checks can_manage itself
-    "unshare_conversation(uuid,uuid)": ("pinned", False, True),
-    "_unshare_conversation(uuid,uuid)": ("pinned", True, True),          # the caller's own membership, or can_manage
-    "transfer_conversation(uuid,uuid)": ("pinned", False, True),
-    "_transfer_conversation(uuid,uuid)": ("pinned", True, True),         # checks can_manage itself
-    "list_members(uuid)": ("pinned", False, True),
+    "share_conversation(uuid,uuid,text)": ("pinned", True, True),
+    "_share_conversation(uuid,uuid,text)": ("pinned", True, False),       # checks can_manage itself
+    "unshare_conversation(uuid,uuid)": ("pinned", True, True),
+    "_unshare_conversation(uuid,uuid)": ("pinned", True, False),          # the caller's own membership, or can_manage
+    "transfer_conversation(uuid,uuid)": ("pinned", True, True),
+    "_transfer_conversation(uuid,uuid)": ("pinned", True, False),         # checks can_manage itself
+    "list_members(uuid)": ("pinned", True, True),
     "_identity()": ("pinned", False, True),
     "list_share_offers()": ("pinned", False, True),                      # invoker: the members' RLS shows one's own
-    "accept_shares(uuid,uuid)": ("pinned", False, True),
-    "_accept_shares(uuid,uuid)": ("pinned", True, True),                 # the caller's own memberships only
-    "decline_shares(uuid)": ("pinned", False, True),
-    "_decline_shares(uuid)": ("pinned", True, True),                     # the caller's own memberships only
-    "list_transfer_offers()": ("pinned", False, True),
-    "_list_transfer_offers()": ("pinned", True, True),                   # offers the caller made or received
-    "accept_transfer(uuid)": ("pinned", False, True),
-    "_accept_transfer(uuid)": ("pinned", True, True),                    # an offer made to the caller by the owner
-    "decline_transfer(uuid)": ("pinned", False, True),
-    "_decline_transfer(uuid)": ("pinned", True, True),                   # an offer the caller made or received
-    "_list_members(uuid)": ("pinned", True, True),                       # checks can_read itself
+    "accept_shares(uuid,uuid)": ("pinned", True, True),
+    "_accept_shares(uuid,uuid)": ("pinned", True, False),                 # the caller's own memberships only
+    "decline_shares(uuid)": ("pinned", True, True),
+    "_decline_shares(uuid)": ("pinned", True, False),                     # the caller's own memberships only
+    "list_transfer_offers()": ("pinned", True, True),
+    "_list_transfer_offers()": ("pinned", True, False),                   # offers the caller made or received
+    "accept_transfer(uuid)": ("pinned", True, True),
+    "_accept_transfer(uuid)": ("pinned", True, False),                    # an offer made to the caller by the owner
+    "decline_transfer(uuid)": ("pinned", True, True),
+    "_decline_transfer(uuid)": ("pinned", True, False),                   # an offer the caller made or received
+    "_list_members(uuid)": ("pinned", True, False),                       # checks can_read itself
     "archive_conversation(uuid)": ("pinned", False, True),
     "unarchive_conversation(uuid)": ("pinned", False, True),
-    "create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", False, True),
-    "_create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", True, True),  # checks can_manage itself
-    "get_shared_conversation(text)": ("pinned", False, True),
-    "_get_shared_conversation(text)": ("pinned", True, True),            # the token is the authorization
+    "create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", True, True),
+    "_create_share_link(uuid,timestamp with time zone,bigint)": ("pinned", True, False),  # checks can_manage itself
+    "get_shared_conversation(text)": ("pinned", True, True),
+    "_get_shared_conversation(text)": ("pinned", True, False),            # the token is the authorization
     "list_share_links(uuid)": ("pinned", False, True),
-    "revoke_share_link(uuid)": ("pinned", False, True),
-    "_revoke_share_link(uuid)": ("pinned", True, True),                  # checks can_manage itself
+    "revoke_share_link(uuid)": ("pinned", True, True),
+    "_revoke_share_link(uuid)": ("pinned", True, False),                  # checks can_manage itself
     "retention_preview(integer)": ("pinned", False, True),               # invoker: RLS applies
     "_retention_due(integer)": ("pinned", False, True),                  # invoker: RLS applies
     "_enqueue_retention()": ("pinned", False, False),                    # the worker's
     "_retention_batch(integer,integer)": ("pinned", False, False),       # the worker's
-    "erase_user(uuid)": ("pinned", False, True),
-    "_erase_user(uuid)": ("pinned", True, True),                         # superusers and BYPASSRLS roles only
+    "erase_user(uuid)": ("pinned", True, True),
+    "_erase_user(uuid)": ("pinned", True, False),                         # superusers and BYPASSRLS roles only
 }
 
 TABLES = {
@@ -200,8 +204,10 @@ def test_security_mode_search_path_and_execute_grants(db):
         kind, want_definer, want_public = REVIEWED[name]
         assert definer == want_definer, f"{name}: SECURITY DEFINER is {definer}"
         assert public == want_public, f"{name}: EXECUTE for PUBLIC is {public}"
-        if definer:
-            assert name.startswith("_"), f"{name}: a definer helper is internal (memory._…)"
+        if definer and not name.startswith("_"):
+            # an entry point that runs as the owner only to reach its internal implementation
+            impl = "memory._" + name.split("(")[0] + "("
+            assert impl in src, f"{name}: a public definer does nothing but call {impl}…)"
         pinned = "search_path=pg_catalog, pg_temp" in config
         if kind == "pinned":
             assert pinned, f"{name}: search_path not pinned ({config})"
@@ -213,6 +219,39 @@ def test_security_mode_search_path_and_execute_grants(db):
             assert not re.search(r"[=<>|+*/~!@#%^&?-]", body), f"{name}: an unqualified operator in {src!r}"
             calls = re.findall(r"([\w.]+)\s*\(", re.sub(r"\bANY\s*\(([^)]*)\)", r" \1 ", body))
             assert all("." in f for f in calls), f"{name}: an unqualified function in {src!r}"
+
+
+# Internal functions that the library's Rust code calls while it runs as the caller (a chat turn,
+# build_context): a call the catalog cannot show.
+CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary"}
+
+
+def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
+    """memory._x is internal. It is executable by PUBLIC only when code that runs as the caller
+    calls it, so that revoking it would break a route: a policy or index expression, an invoker
+    function that PUBLIC may execute, an invoker trigger function (triggers fire as the writer),
+    or the Rust turn.
+    Everything else is revoked (the definer implementations behind public entry points among
+    them): no internal helper is an RPC endpoint of its own. A helper that runs as the owner and
+    stays executable checks the authorization rule itself (see REVIEWED)."""
+    with connect(db) as c:
+        rows = c.execute("""
+            SELECT p.proname, p.prosecdef, has_function_privilege('public', p.oid, 'EXECUTE'),
+                   p.prorettype = 'trigger'::regtype, p.prosrc
+              FROM pg_proc p WHERE p.pronamespace = 'memory'::regnamespace""").fetchall()
+        # policies and index expressions: evaluated as whoever reads or writes
+        policies = " ".join(q or "" for row in c.execute(
+            "SELECT qual, with_check FROM pg_policies WHERE schemaname = 'memory'").fetchall() for q in row)
+        policies += " " + " ".join(d for (d,) in c.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'memory'").fetchall())
+    # code that runs as the caller: invoker functions PUBLIC may call, and invoker triggers
+    as_caller = [src for _n, definer, public, trigger, src in rows if not definer and (public or trigger)]
+    exposed = sorted(name for name, _d, public, _t, _s in rows if public and name.startswith("_"))
+    assert exposed, "the catalog query found no function"
+    for name in exposed:
+        call = re.compile(r'memory\.(?:"' + name + '"|' + name + r")\s*\(")
+        needed = (name in CALLED_FROM_RUST or call.search(policies)
+                  or any(call.search(src) for src in as_caller))
+        assert needed, f"memory.{name} is executable by PUBLIC, though no code that runs as the caller calls it: revoke it"
 
 
 def test_definer_functions_pin_search_path(db):
