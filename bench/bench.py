@@ -11,20 +11,22 @@ import random
 import re
 import statistics
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 import uuid
 
+import psycopg
+from psycopg.types.json import Jsonb
+
+import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without network; tests/ is on PYTHONPATH)
+
+# isort: split
+import tiktoken
+from benchdb import setup_writes_db
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, HERE)
-import tiktoken_offline  # noqa: F401,E402
-import tiktoken  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg.types.json import Jsonb  # noqa: E402
-
 ENC = tiktoken.get_encoding("cl100k_base")
 USER_ID = "b0000000-0000-0000-0000-0000000000be"
 AGENT = "a0000000-0000-0000-0000-0000000000a6"
@@ -60,7 +62,8 @@ def make_conversation(rng, n):
             msgs.append({"role": "assistant", "content": "", "tool_calls": [
                 {"id": cid, "type": "function", "function": {"name": "get_forecast", "arguments": args}}]})
             msgs.append({"role": "tool", "tool_call_id": cid,
-                         "content": json.dumps({"forecast": [{"day": d, "high_c": rng.randint(10, 30), "sky": rng.choice(["sunny", "rain"])} for d in range(3)]})})
+                         "content": json.dumps({"forecast": [{"day": d, "high_c": rng.randint(10, 30), "sky": rng.choice(["sunny",
+                                                                                                                          "rain"])} for d in range(3)]})})
         else:
             msgs.append({"role": "user", "content": prose(rng, 10)})
     return msgs
@@ -190,19 +193,6 @@ def connect(port, db="bench", user="bench"):
     return conn
 
 
-def setup_writes_db(port):
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
-        c.execute("DROP DATABASE IF EXISTS bench WITH (FORCE)")  # (a worker may serve it)
-        c.execute("CREATE DATABASE bench")
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
-            c.execute("CREATE ROLE bench LOGIN")
-    # MEMORY_EXT_BENCH_VERSION=0.1.0 measures a released version's SQL (with its library installed)
-    version = os.environ.get("MEMORY_EXT_BENCH_VERSION")
-    with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else ""))
-        c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
-
-
 def setup_db(port, sizes, others):
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=postgres user=postgres", autocommit=True) as c:
         c.execute("DROP DATABASE IF EXISTS bench")
@@ -216,8 +206,7 @@ def setup_db(port, sizes, others):
         c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
     rng = random.Random(2024)
     conn = connect(port)
-    from langchain_core.messages import messages_from_dict, message_to_dict  # noqa: F401
-    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict, messages_from_dict  # noqa: F401
     from langchain_postgres import PostgresChatMessageHistory
     PostgresChatMessageHistory.create_tables(conn, "lc_messages")
     convs = {}
@@ -241,7 +230,8 @@ def setup_db(port, sizes, others):
             elif m["role"] == "tool":
                 lc.append(ToolMessage(m["content"], tool_call_id=m["tool_call_id"]))
             elif m.get("tool_calls"):
-                lc.append(AIMessage("", tool_calls=[{"id": c["id"], "name": c["function"]["name"], "args": json.loads(c["function"]["arguments"])} for c in m["tool_calls"]]))
+                lc.append(AIMessage("", tool_calls=[{"id": c["id"], "name": c["function"]["name"],
+                                                     "args": json.loads(c["function"]["arguments"])} for c in m["tool_calls"]]))
             else:
                 lc.append(AIMessage(m["content"]))
         with conn.cursor() as cur:
@@ -264,8 +254,6 @@ def bench_context(conn, convs, sizes, budgets, smoke):
             lc_reps = 1 if smoke else (3 if n <= 10_000 else 2)
             memory_ext(conn, c["cid"], budget)  # warm
             mx, mx_out = timed(lambda: memory_ext(conn, c["cid"], budget), reps)
-            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) SELECT memory.build_context(%s, %s)", (c["cid"], budget)).fetchall()
-            server = [float(re.search(r"([\d.]+) ms", r[0]).group(1)) for r in plan if r[0].startswith("Execution Time")]
             servers = []
             for _ in range(1 if smoke else 9):
                 p = conn.execute("EXPLAIN (ANALYZE) SELECT memory.build_context(%s, %s)", (c["cid"], budget)).fetchall()
@@ -293,7 +281,8 @@ def bench_context(conn, convs, sizes, budgets, smoke):
                              "server_median_ms": statistics.median(servers) if method == "memory_ext" else None,
                              "floor_server_median_ms": statistics.median(floors) if method == "memory_ext" else None})
                 print(f"  {n:>6} msgs, budget {budget:>5}: {method:<36} median {t['median_ms']:9.2f} ms "
-                      f"x{t['median_ms'] / mx['median_ms']:8.1f}  {len(out):>4} msgs {toks:>6} tokens fits={toks <= budget} valid={valid_payload(out)}", flush=True)
+                      f"x{t['median_ms'] / mx['median_ms']:8.1f}  {len(out):>4} msgs {toks:>6} tokens fits={toks <= budget} valid={valid_payload(out)}",
+                          flush=True)
             print(f"  {n:>6} msgs, budget {budget:>5}: memory_ext server time median {statistics.median(servers):.3f} ms, "
                   f"floor (index scan of the same {included} rows as JSON) {statistics.median(floors):.3f} ms", flush=True)
     return rows
@@ -493,7 +482,8 @@ def report(out_dir, meta, ctx, counting, cold, writes, budgets, plans, turns, ad
     for enc in ("cl100k_base", "o200k_base"):
         r = counting[enc]
         lines.append(f"| {enc} | {r['memory_ext_mb_s']:.1f} | {r['raw_rust_mb_s']:.1f} | {r['tiktoken_rs_mb_s']:.1f} | {r['tiktoken_mb_s']:.1f} | {r['memory_ext_mb_s'] / r['tiktoken_mb_s']:.1f} | {r['identical']} |")
-    lines += ["", "## New connections (median)", "", "| server | connect ms | unrelated query ms | first estimate_tokens (cl100k) ms | first o200k call ms |", "|---|---:|---:|---:|---:|"]
+    lines += ["", "## New connections (median)", "",
+              "| server | connect ms | unrelated query ms | first estimate_tokens (cl100k) ms | first o200k call ms |", "|---|---:|---:|---:|---:|"]
     for k, r in cold.items():
         lines.append(f"| {k} | {r['connect_ms']:.2f} | {r['unrelated_query_ms']:.2f} | {r['first_cl100k_call_ms']:.2f} | {r['first_o200k_call_ms']:.2f} |")
     lines += ["", "## Writes with all triggers (pgbench, one conversation per client)", "",

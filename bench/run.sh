@@ -12,6 +12,8 @@
 #   bench/run.sh --replies  the worker's reply throughput (stand-in LLM at 0, 0.5 and 2 s; 1, 4, 8 calls in flight), bench/results/replies.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/support: the clusters' helpers, the stand-in LLM, tiktoken without network
+export PYTHONPATH="$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
 export USER=${USER:-$(id -un)}
 scripts/setup.sh
 if ! python3 -c 'import langchain_core, langchain_postgres, matplotlib' 2>/dev/null; then
@@ -27,7 +29,7 @@ OUT=${MEMORY_EXT_BENCH_OUT:-bench/results}
 mkdir -p "$OUT"
 
 echo "== building memory_ext (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+scripts/install.sh --release
 cargo build --release --example count_bench -q 2>/dev/null || cargo build --release --example count_bench
 
 stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"; done; }

@@ -6,7 +6,6 @@ each call (EXPLAIN ANALYZE), medians, and the ratio to the ordinary user's time.
 import uuid
 
 import psycopg
-
 from sharing import _server_ms
 
 AGENT = "a0000000-0000-0000-0000-000000005ca1"

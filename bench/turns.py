@@ -8,14 +8,15 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import time
 
+import psycopg
+from benchdb import setup_writes_db
+from psycopg.types.json import Jsonb
+
+from support.fake_llm import FakeLLM
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
-import psycopg  # noqa: E402
-from psycopg.types.json import Jsonb  # noqa: E402
-from fake_llm import FakeLLM  # noqa: E402
 
 USER_ID = "b0000000-0000-0000-0000-0000000000be"
 
@@ -53,7 +54,6 @@ def post(port, body):
 
 
 def setup(port, llm_port):
-    from bench import setup_writes_db
     setup_writes_db(port)
     setting(port, "memory.llm_base_url", f"http://127.0.0.1:{llm_port}/v1")
     setting(port, "memory.llm_model", "fake-model")
@@ -72,7 +72,8 @@ def bench_chat(port, llm, n, reps):
                         SELECT %s, r.role, r.content, 0, 0 FROM jsonb_to_recordset(%s) AS r(role text, content text)""",
                      (cid, Jsonb(msgs[i:i + 2000])))
     conn.execute("ANALYZE memory.conversation_messages")
-    chat = lambda: conn.execute("SELECT memory.chat(%s, 'What should I see in Paris?')", (cid,), prepare=True).fetchone()
+    def chat():
+        return conn.execute("SELECT memory.chat(%s, 'What should I see in Paris?')", (cid,), prepare=True).fetchone()
     chat()
     body = json.dumps(llm.requests[-1]["json"])
     direct = median_ms(lambda: post(llm.port, body), reps)

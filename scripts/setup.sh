@@ -31,7 +31,8 @@ if ! grep -q 'pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
     cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 fi
 
-if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright' 2>/dev/null; then
+if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright' 2>/dev/null \
+        || ! python3 -m ruff --version >/dev/null 2>&1; then
     echo "== pip install -r tests/requirements.txt"
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

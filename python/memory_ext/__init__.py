@@ -10,8 +10,20 @@
 Adapters: `memory_ext.langchain` (BaseChatMessageHistory) and `memory_ext.llama_index`
 (BaseChatStore)."""
 from .client import AsyncMemoryClient, Identity, MemoryClient
-from .errors import (ArchivedError, ConflictError, ConnectionInTransactionError, InvalidInputError, LimitExceededError, LLMError, LLMRefusalError,
-                     LLMTimeoutError, MemoryExError, NotFoundError, PermissionDeniedError, ReadOnlyError)
+from .errors import (
+    ArchivedError,
+    ConflictError,
+    ConnectionInTransactionError,
+    InvalidInputError,
+    LimitExceededError,
+    LLMError,
+    LLMRefusalError,
+    LLMTimeoutError,
+    MemoryExError,
+    NotFoundError,
+    PermissionDeniedError,
+    ReadOnlyError,
+)
 from .models import Agent, ChatResult, Conversation, Job, Message, MessagePage, Summary, SummaryStatus, Window
 
 __version__ = "0.2.0"

@@ -2,7 +2,6 @@
 fake OpenAI-compatible server, the app's database prepared by examples/chat-app/setup.sql, the
 app itself as a real uvicorn process on 127.0.0.1, and Debian's Chromium driven by Playwright.
 Screenshots go to target/chat-app-screenshots/."""
-import importlib.util
 import json
 import os
 import socket
@@ -17,14 +16,12 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 APP_DIR = os.path.join(ROOT, "examples", "chat-app")
-E2E = os.path.join(ROOT, "tests", "e2e")
 SHOTS = os.path.join(ROOT, "target", "chat-app-screenshots")
-sys.path.insert(0, E2E)
-sys.path.insert(0, APP_DIR)
+sys.path.insert(0, APP_DIR)  # the app is a directory, not an installed package
 
-_spec = importlib.util.spec_from_file_location("e2e_support", os.path.join(E2E, "conftest.py"))
-support = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(support)
+from support import pg as support  # noqa: E402
+from support.fake_llm import FakeLLM  # noqa: E402
+
 PORT = support.PORT + 9
 SECRET = "chat-app-tests-" + "s" * 32
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -42,7 +39,6 @@ def free_port():
 
 @pytest.fixture(scope="session")
 def fake():
-    from fake_llm import FakeLLM
     llm = FakeLLM()
     yield llm
     llm.stop()

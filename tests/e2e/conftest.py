@@ -1,39 +1,15 @@
-"""Fixtures for the end-to-end tests: a real PostgreSQL cluster on loopback (started by
-scripts/test.sh, or by these fixtures when run alone), one fresh database per test module."""
-import contextlib
-import json
-import os
-import subprocess
-import time
-import uuid
-
+"""Fixtures for the end-to-end tests: the primary cluster (support.pg), one fresh database per
+test module, and the stand-in LLM."""
 import psycopg
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
-PORT = int(os.environ.get("MEMORY_EXT_TEST_PORT", "55433"))
-
-
-def dsn(dbname="postgres", user="postgres", port=PORT):
-    return f"host=127.0.0.1 port={port} dbname={dbname} user={user}"
+from support.fake_llm import FakeLLM
+from support.pg import dsn, start_primary
 
 
 @pytest.fixture(scope="session")
 def cluster():
-    """Makes sure the primary cluster is up; creates the roles PostgREST/Supabase would have:
-    the gateway login `authenticator`, which may switch to `authenticated` and `anon`."""
-    try:
-        psycopg.connect(dsn(), connect_timeout=2).close()
-    except psycopg.OperationalError:
-        subprocess.run([os.path.join(ROOT, "scripts/cluster.sh"), "start", f"{TEST_ROOT}/primary", str(PORT)], check=True)
-    with psycopg.connect(dsn(), autocommit=True) as c:
-        for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN"),
-                           ("authenticator", "LOGIN NOINHERIT")):
-            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                c.execute(f"CREATE ROLE {role} {opts}")
-        c.execute("GRANT authenticated, anon TO authenticator")
-    return PORT
+    return start_primary()
 
 
 @pytest.fixture(scope="module")
@@ -51,95 +27,9 @@ def db(cluster, request):
     return name
 
 
-def connect(db, user="postgres", **kw):
-    return psycopg.connect(dsn(db, user), autocommit=True, **kw)
-
-
-def new_user():
-    return str(uuid.uuid4())
-
-
-@contextlib.contextmanager
-def as_guc_user(db, user_id, role="app"):
-    """An application server: its own login role, identity in the memory.user_id setting."""
-    with connect(db, role) as c:
-        c.execute("SELECT set_config('memory.user_id', %s, false)", (user_id,))
-        yield c
-
-
-@contextlib.contextmanager
-def as_jwt_user(db, user_id, role="authenticated"):
-    """Exactly what PostgREST does per request: logged in as `authenticator`, one transaction,
-    SET LOCAL ROLE, claims as a transaction-local setting. Everything run on the yielded cursor
-    happens in that request."""
-    with connect(db, "authenticator") as c:
-        with c.transaction():
-            c.execute(f"SET LOCAL ROLE {role}")
-            claims = json.dumps({"sub": user_id, "role": role}) if user_id else json.dumps({"role": role})
-            c.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
-            yield c
-
-
-def rpc(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
-
-
 @pytest.fixture(scope="module")
 def llm():
-    """The fake OpenAI-compatible server on 127.0.0.1 (tests/e2e/fake_llm.py), one per module."""
-    from fake_llm import FakeLLM
+    """The fake OpenAI-compatible server on 127.0.0.1 (support/fake_llm.py), one per module."""
     fake = FakeLLM()
     yield fake
     fake.stop()
-
-
-@contextlib.contextmanager
-def llm_cluster(name, port, settings):
-    """A cluster of its own (under TEST_ROOT/name, on `port`) whose settings, e.g. the fake LLM's
-    address and key, are written with ALTER SYSTEM (in postgresql.auto.conf: restarts keep
-    them; the key is never on a command line), with memory_ext created in database postgres.
-    Yields the port."""
-    root = f"{TEST_ROOT}/{name}"
-    cluster_sh = os.path.join(ROOT, "scripts/cluster.sh")
-    subprocess.run([cluster_sh, "stop", root], check=True)
-    subprocess.run(["rm", "-rf", root], check=True)
-    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
-    with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
-        for role in ("app", "enduser", "authenticated"):
-            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                c.execute(f"CREATE ROLE {role} {'NOLOGIN' if role == 'authenticated' else 'LOGIN'}")
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'authenticator'").fetchone():
-            c.execute("CREATE ROLE authenticator LOGIN NOINHERIT")
-        c.execute("GRANT authenticated TO authenticator")
-        for key, value in settings.items():
-            c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
-    subprocess.run([cluster_sh, "stop", root], check=True)
-    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
-    time.sleep(0.5)
-    try:
-        yield port
-    finally:
-        subprocess.run([cluster_sh, "stop", root], check=True)
-
-
-def app_on(port, user_id):
-    """The application login `app` on a cluster of its own (by port), asserting `user_id`."""
-    c = psycopg.connect(dsn(user="app", port=port), autocommit=True)
-    c.execute("SELECT set_config('memory.user_id', %s, false)", (user_id,))
-    return c
-
-
-def admin_on(port):
-    """The superuser on a cluster of its own (by port)."""
-    return psycopg.connect(dsn(port=port), autocommit=True)
-
-
-def wait_for(pred, timeout=20, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")

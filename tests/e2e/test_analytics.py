@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-0000000a11a1"
 

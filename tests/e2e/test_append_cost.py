@@ -4,7 +4,7 @@ import uuid
 
 from psycopg.types.json import Jsonb
 
-from conftest import connect, new_user, rpc
+from support.pg import connect, new_user, rpc
 
 
 def reads(c):

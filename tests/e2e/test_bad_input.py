@@ -3,18 +3,15 @@ import json
 import time
 import uuid
 
-import os
-import sys
-
-import psycopg
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import tiktoken_offline  # noqa: F401,E402
-import tiktoken  # noqa: E402
+import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without network)
+
+# isort: split
+import tiktoken
 from psycopg import errors
 
-from conftest import as_guc_user, connect, new_user, rpc
+from support.pg import as_guc_user, connect, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 CALL = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
@@ -49,7 +46,8 @@ BAD_MESSAGES = [
     ("assistant", "", [{"id": "z", "type": "function", "function": {"arguments": "{}"}}], None, None, errors.InvalidParameterValue, '"name"'),
     ("assistant", "", [{"id": "z", "nonsense": 1}], None, None, errors.InvalidParameterValue, "neither"),
     ("assistant", "", CALL, None, None, errors.InvalidParameterValue, 'duplicate tool call id "c1"'),
-    ("assistant", "", [{"id": "d", "tool": "t", "output": 1}, {"id": "d", "tool": "t", "output": 2}], None, None, errors.InvalidParameterValue, "duplicate tool call id"),
+    ("assistant", "", [{"id": "d", "tool": "t", "output": 1}, {"id": "d", "tool": "t", "output": 2}], None, None, errors.InvalidParameterValue,
+     "duplicate tool call id"),
     ("user", "x", [{"id": "u", "tool": "t", "output": 1}], None, None, errors.InvalidParameterValue, "assistant messages only"),
     ("user", "x", None, "not a valid name!", None, errors.InvalidParameterValue, "invalid name"),
     ("user", None, None, None, None, errors.NullValueNotAllowed, "content"),

@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-0000000b0b0b"
 BULK = """INSERT INTO memory.conversation_messages (conversation_id, role, content, tool_calls, tool_call_id)

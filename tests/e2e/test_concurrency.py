@@ -3,7 +3,7 @@ or duplicates, and the conversation's totals are exact."""
 import threading
 import uuid
 
-from conftest import as_guc_user, connect, new_user, rpc
+from support.pg import as_guc_user, connect, new_user, rpc
 
 WRITERS = 8
 PER_WRITER = 40

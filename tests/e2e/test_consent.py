@@ -12,16 +12,18 @@ them: a conversation pushed into someone's list by a transfer, share bombs, forg
 import pytest
 from psycopg import errors
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-0000000c0a5e"
 MODES = pytest.mark.parametrize("mode", [as_guc_user, as_jwt_user], ids=["login", "postgrest"])
 
 
+DB = "e2e_" + __name__.split(".")[-1]  # the database the `db` fixture makes for this module
+
+
 @pytest.fixture(autouse=True)
 def _db(db):
-    global DB
-    DB = db
+    assert db == DB
 
 
 def conversation(owner, title, text):

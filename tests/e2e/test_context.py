@@ -10,14 +10,15 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import ROOT, TEST_ROOT, as_guc_user, connect, dsn, new_user, rpc
+from support.pg import ROOT, TEST_ROOT, as_guc_user, connect, dsn, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 
 
 def random_conversation(rng, n):
     msgs, pending, k = [], [], 0
-    words = lambda: " ".join(rng.choice(["alpha", "beta", "gamma", "code", "{\"x\": 1}", "日本", "😀", "\n"]) for _ in range(rng.randint(0, 80)))
+    def words():
+        return " ".join(rng.choice(["alpha", "beta", "gamma", "code", "{\"x\": 1}", "日本", "😀", "\n"]) for _ in range(rng.randint(0, 80)))
     while len(msgs) < n:
         r = rng.random()
         if r < 0.35:

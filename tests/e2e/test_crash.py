@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import ROOT, TEST_ROOT, dsn
+from support.pg import ROOT, TEST_ROOT, dsn
 
 WRITERS = 8
 
@@ -85,7 +85,8 @@ def test_kill_9_during_concurrent_appends_loses_nothing(durable):
         for cid, content, key in in_doubt:
             c.execute("SELECT memory.add_message(%s, 'user', %s, idempotency_key => %s)", (cid, content, key))
         for cid in cids:
-            rows = c.execute("SELECT seq, idempotency_key, token_count FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,)).fetchall()
+            rows = c.execute("SELECT seq, idempotency_key, token_count FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,
+                                                                                                                                                    )).fetchall()
             seqs = [r[0] for r in rows]
             keys = [r[1] for r in rows]
             assert seqs == list(range(1, len(rows) + 1)), "seq has gaps or duplicates"

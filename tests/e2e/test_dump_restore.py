@@ -1,13 +1,10 @@
 """pg_dump keeps the user data of the extension's tables (registered with
 pg_extension_config_dump), and a restore gives back the same conversations, counters and
 summaries, with identity sequences that continue after the restored ids."""
-import json
 import subprocess
 import uuid
 
-import psycopg
-
-from conftest import PORT, connect, new_user, rpc
+from support.pg import PORT, connect, new_user, rpc
 
 BIN = "/usr/lib/postgresql/15/bin"
 
@@ -21,7 +18,8 @@ def test_dump_and_restore(db):
             c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"message {i} " + "word " * 40))
         c.execute("""SELECT memory.add_message(%s, 'assistant', '', '[{"id":"k1","type":"function","function":{"name":"f","arguments":"{}"}}]')""", (cid,))
         c.execute("SELECT memory.add_message(%s, 'tool', 'ok', tool_call_id => 'k1')", (cid,))
-        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 6, 'six messages', 'manual')", (cid,))
+        c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 6, 'six messages', 'manual')",
+                  (cid,))
         before = rpc(c, "SELECT memory.build_context(%s, 300)", cid)
         conv_before = c.execute("SELECT total_tokens, message_count, last_seq FROM memory.conversations WHERE id = %s", (cid,)).fetchone()
     dump = subprocess.run([f"{BIN}/pg_dump", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres", db],

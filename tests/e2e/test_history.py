@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from markdown_it import MarkdownIt
 
-from conftest import as_guc_user, as_jwt_user, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-00000000f00d"
 HOSTILE = ["```\nunclosed fence", "````python\nprint('x')\n````", "~~~\ntilde\n~~~", "<script>alert(1)</script>",
@@ -132,7 +132,8 @@ def test_large_fork_keeps_totals_exact(db):
         c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 4000, 'older', 'm')", (cid,))
         fork = rpc(c, "SELECT memory.fork_conversation(%s, 4500)", cid)
         got = c.execute("SELECT message_count, total_tokens, last_seq, user_id::text FROM memory.conversations WHERE id = %s", (fork,)).fetchone()
-        want = c.execute("SELECT count(*), sum(token_count), max(seq) FROM memory.conversation_messages WHERE conversation_id = %s AND seq <= 4500", (cid,)).fetchone()
+        want = c.execute("SELECT count(*), sum(token_count), max(seq) FROM memory.conversation_messages WHERE conversation_id = %s AND seq <= 4500", (cid,
+                                                                                                                                                      )).fetchone()
         assert got[:3] == (want[0], want[1], want[2]) and got[3] == uid
         assert rpc(c, "SELECT memory.build_context(%s, 300)", fork)["summary_included"] is True
         assert rpc(c, "SELECT covered_tokens FROM memory.conversation_summaries WHERE conversation_id = %s", fork) == \

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from psycopg import errors
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 from psycopg.types.json import Jsonb
 
-from conftest import ROOT, TEST_ROOT, dsn
+from support.pg import ROOT, TEST_ROOT, dsn
 
 
 def test_everything_works_without_preload(cluster):

@@ -5,11 +5,10 @@ exist. No identity sees nothing."""
 import json
 import uuid
 
-import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 
@@ -163,7 +162,8 @@ def test_counters_cannot_be_forged(db):
         with pytest.raises(errors.InsufficientPrivilege):
             c.execute("UPDATE memory.conversations SET total_tokens = 12345 WHERE id = %s", (cid,))
         # an INSERT with made-up counters gets the real ones
-        row = c.execute("INSERT INTO memory.conversations (agent_id, total_tokens, message_count) VALUES (%s, 999, 9) RETURNING total_tokens, message_count", (AGENT,)).fetchone()
+        row = c.execute("INSERT INTO memory.conversations (agent_id, total_tokens, message_count) VALUES (%s, 999, 9) RETURNING total_tokens, message_count",
+                        (AGENT,)).fetchone()
         assert row == (0, 0)
         # title and metadata are the owner's to change
         c.execute("UPDATE memory.conversations SET title = 'renamed', metadata = '{\"k\": 1}' WHERE id = %s", (cid,))

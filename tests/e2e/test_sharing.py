@@ -8,7 +8,7 @@ import time
 import pytest
 from psycopg import errors
 
-from conftest import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
 
 AGENT = "a0000000-0000-0000-0000-00000000517e"
 MODES = pytest.mark.parametrize("mode", [as_guc_user, as_jwt_user], ids=["login", "postgrest"])
@@ -27,10 +27,12 @@ def conversation(owner, n=4, title="shared"):
     return cid
 
 
+DB = "e2e_" + __name__.split(".")[-1]  # the database the `db` fixture makes for this module
+
+
 @pytest.fixture(autouse=True)
 def _db(db):
-    global DB
-    DB = db
+    assert db == DB
 
 
 def share(owner, cid, member, role):

@@ -14,7 +14,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import TEST_ROOT, admin_on, app_on, llm_cluster, wait_for
+from support.pg import TEST_ROOT, admin_on, app_on, llm_cluster, wait_for
 
 SECONDS = float(os.environ.get("MEMORY_EXT_STRESS_SECONDS", "30"))
 CHATTERS = 3
@@ -159,7 +159,7 @@ def test_signals_during_llm_calls_never_reach_memory_ext_threads(pg, llm):
         # the last summaries requested finish, then no call is left pending
         wait_for(lambda: c.execute("SELECT count(*) FROM memory.jobs WHERE status IN ('queued', 'running')").fetchone()[0] == 0,
                  timeout=30)
-        for cid, (user, answered) in chat_conversations.items():
+        for cid, (_user, answered) in chat_conversations.items():
             stored = c.execute("SELECT count(*) FILTER (WHERE role = 'user'), count(*) FILTER (WHERE role = 'assistant') "
                                "FROM memory.conversation_messages WHERE conversation_id = %s", (cid,)).fetchone()
             # an answered turn stored its two messages; a failed one wrote nothing

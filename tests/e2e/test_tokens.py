@@ -1,17 +1,16 @@
 """Token counts are bit-exact with Python tiktoken (live, on generated text), and the chat
 framing matches the OpenAI cookbook's num_tokens_from_messages."""
 import json
-import os
 import random
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import tiktoken_offline  # noqa: F401,E402
-import tiktoken  # noqa: E402
+import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without network)
 
-from conftest import connect, rpc  # noqa: E402
+# isort: split
+import tiktoken
+
+from support.pg import connect, rpc
 
 ALPHABET = ["the", " quick", "  ", "\n", "\t", "don't", "I'LL", "123", "45678", "é", "ñ", "日本語", "中文", "한국", "😀", "👩‍💻",
             "{\"a\": [1, 2]}", "fn main() {", "}", "<|endoftext|>", "<|im_start|>", " \n ", "HTTPServer", "x_y", "\r\n",

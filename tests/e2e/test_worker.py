@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import ROOT, TEST_ROOT, dsn, llm_cluster, wait_for
+from support.pg import ROOT, TEST_ROOT, dsn, llm_cluster, wait_for
 
 API_KEY = "sk-test-4f9a1c2b7e"
 TIMEOUT_MS = 1500
@@ -57,7 +57,8 @@ def job(port, cid):
 
 def summaries(port, cid):
     with admin(port) as c:
-        return c.execute("SELECT covers_through_seq, content, model FROM memory.conversation_summaries WHERE conversation_id = %s ORDER BY id", (cid,)).fetchall()
+        return c.execute("SELECT covers_through_seq, content, model FROM memory.conversation_summaries WHERE conversation_id = %s ORDER BY id", (cid,
+                                                                                                                                                 )).fetchall()
 
 
 def test_summary_written_from_llm_answer(wk, llm):
@@ -411,7 +412,7 @@ def test_retention_deletes_only_what_is_due_in_batches_and_survives_a_restart(wk
     with admin(wk) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (owner,))
         ids = []
-        for age in ages:
+        for _age in ages:
             cid = c.execute("SELECT (memory.create_conversation(gen_random_uuid())).id").fetchone()[0]
             c.execute("SELECT memory.add_message(%s, 'user', 'hello'), memory.add_message(%s, 'assistant', 'hi')", (cid, cid))
             ids.append(cid)

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from conftest import admin_on, app_on, llm_cluster, wait_for
+from support.pg import admin_on, app_on, llm_cluster, wait_for
 
 API_KEY = "sk-concurrency-test-77aa"
 

@@ -1,13 +1,13 @@
 """Regenerates tests/golden/tokens.json from Python tiktoken (the reference implementation).
-    python3 tests/golden/regenerate.py
+    PYTHONPATH=tests python3 tests/golden/regenerate.py
 The Rust test `core::tokenizer::golden` checks memory_ext's counts and ids against it."""
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import tiktoken_offline  # noqa: F401,E402
-import tiktoken  # noqa: E402
+import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without network)
+
+# isort: split
+import tiktoken
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

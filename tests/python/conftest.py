@@ -1,23 +1,15 @@
 """Fixtures for the Python package's tests: a cluster of their own (PORT + 8) whose settings
 point at the fake OpenAI-compatible server, one fresh database per module. The tests import the
 installed package (scripts/setup.sh runs `pip install ./python`)."""
-import importlib.util
-import os
-import sys
 import uuid
 
 import psycopg
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-E2E = os.path.join(ROOT, "tests", "e2e")
-sys.path.insert(0, E2E)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+from support import pg as support
+from support.fake_llm import FakeLLM
 
-_spec = importlib.util.spec_from_file_location("e2e_support", os.path.join(E2E, "conftest.py"))
-support = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(support)
+ROOT = support.ROOT
 PORT = support.PORT + 8
 
 
@@ -27,7 +19,6 @@ def dsn(db, user="app"):
 
 @pytest.fixture(scope="session")
 def fake():
-    from fake_llm import FakeLLM
     llm = FakeLLM()
     yield llm
     llm.stop()

@@ -5,9 +5,9 @@ import uuid
 
 import psycopg
 import pytest
+from conftest import claims, dsn, new_user
 from psycopg_pool import AsyncConnectionPool
 
-from conftest import claims, dsn, new_user
 from memory_ext import AsyncMemoryClient, InvalidInputError, NotFoundError, Window
 
 AGENT = uuid.UUID("a0000000-0000-0000-0000-000000000002")

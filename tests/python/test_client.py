@@ -6,12 +6,25 @@ import uuid
 
 import psycopg
 import pytest
+from conftest import admin, claims, dsn, new_user, wait_for
 from psycopg_pool import ConnectionPool
 
-from conftest import admin, claims, dsn, new_user, wait_for
-from memory_ext import (Agent, ArchivedError, ChatResult, ConflictError, ConnectionInTransactionError, Conversation,
-                        InvalidInputError,
-                        LimitExceededError, LLMError, MemoryClient, Message, NotFoundError, PermissionDeniedError, Window)
+from memory_ext import (
+    Agent,
+    ArchivedError,
+    ChatResult,
+    ConflictError,
+    ConnectionInTransactionError,
+    Conversation,
+    InvalidInputError,
+    LimitExceededError,
+    LLMError,
+    MemoryClient,
+    Message,
+    NotFoundError,
+    PermissionDeniedError,
+    Window,
+)
 
 AGENT = uuid.UUID("a0000000-0000-0000-0000-000000000001")
 

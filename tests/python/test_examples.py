@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, dsn, new_user
+
 from memory_ext import MemoryClient
 
 

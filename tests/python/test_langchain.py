@@ -7,10 +7,9 @@ import threading
 import uuid
 
 import pytest
-from langchain_core.messages import (AIMessage, ChatMessage, FunctionMessage, HumanMessage, SystemMessage,
-                                     ToolMessage, convert_to_openai_messages, trim_messages)
-
 from conftest import dsn, new_user
+from langchain_core.messages import AIMessage, ChatMessage, FunctionMessage, HumanMessage, SystemMessage, ToolMessage, convert_to_openai_messages, trim_messages
+
 from memory_ext import AsyncMemoryClient, ConflictError, MemoryClient, calls
 from memory_ext.langchain import MemoryExChatMessageHistory
 
@@ -99,8 +98,9 @@ def test_runnable_with_message_history(client):
 
 
 def test_context_equals_trim_messages_last(client):
-    import tiktoken_offline  # noqa: F401  (tiktoken's vocabularies from the crate's copies, no download)
     import tiktoken
+
+    import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies from the crate's copies, no download)
     enc = tiktoken.get_encoding("cl100k_base")
 
     def counter(messages):  # the OpenAI cookbook's count, which memory_ext reproduces exactly

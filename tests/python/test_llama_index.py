@@ -3,11 +3,11 @@ methods, ChatMemoryBuffer on top of it, lossless round trips, keys per user."""
 import asyncio
 
 import pytest
+from conftest import dsn, new_user
 from llama_index.core.base.llms.types import ImageBlock, TextBlock
 from llama_index.core.llms import ChatMessage
 from llama_index.core.memory import ChatMemoryBuffer
 
-from conftest import dsn, new_user
 from memory_ext import AsyncMemoryClient, MemoryClient
 from memory_ext.llama_index import MemoryExChatStore
 

@@ -71,7 +71,8 @@ class FakeLLM:
                 if mode == "empty":
                     return self.reply(200, {"choices": []})
                 if mode == "refuse":
-                    return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I cannot help with that."}, "finish_reason": "stop"}]})
+                    return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+                                                                                 "refusal": "I cannot help with that."}, "finish_reason": "stop"}]})
                 time.sleep(fake.delay)
                 self.reply(200, answer(json.loads(body), n))
                 entry["done"] = time.time()

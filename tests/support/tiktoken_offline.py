@@ -18,7 +18,7 @@ def _assets_dir():
     found = sorted(glob.glob(os.path.join(home, "registry/src/*/tiktoken-rs-*/assets")))
     if not found:
         # the crate is a dev-dependency: make cargo download it
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         subprocess.run(["cargo", "fetch"], cwd=root, check=True)
         found = sorted(glob.glob(os.path.join(home, "registry/src/*/tiktoken-rs-*/assets")))
     if not found:
