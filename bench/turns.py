@@ -214,7 +214,7 @@ def run_replies(port, llm_port, out_dir):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Reply jobs: the worker's throughput", "",
              f"{date}, {platform.machine()}, {os.cpu_count()} cores; `bench/run.sh --replies`. The stand-in LLM "
-             "(tests/e2e/fake_llm.py) on 127.0.0.1; one user's 1,000 (then 4 × calls in flight) conversations "
+             "(tests/support/fake_llm.py) on 127.0.0.1; one user's 1,000 (then 4 × calls in flight) conversations "
              "each get a user message through a plain INSERT, and the agent's auto_reply queues a reply job.", "",
              f"Stand-in answering at once, memory.worker_concurrency = 8: {replies['answered']} of {replies['jobs']} "
              f"replies in {replies['seconds']:.2f} s = **{replies['replies_per_s']:.0f} replies/s**.", "",

@@ -1,7 +1,7 @@
 """A LangChain chat loop whose history lives in memory_ext, with a tool call.
 
 The model is any OpenAI-compatible endpoint (OPENAI_BASE_URL); offline, point it at the
-stand-in server of the tests: `python3 tests/e2e/fake_llm.py 8099 &` and
+stand-in server of the tests: `python3 tests/support/fake_llm.py 8099 &` and
 OPENAI_BASE_URL=http://127.0.0.1:8099/v1. MEMORY_EXT_DSN names a database with memory_ext whose
 login may assert `memory.user_id` (see the README's Identity section).
 

@@ -18,7 +18,7 @@ scripts/cluster.sh stop "$DIR"
 rm -rf "$DIR"
 # The chat turns of the demo are answered by a stand-in: the fake OpenAI-compatible server of the
 # tests, on 127.0.0.1 (no API key: summaries use the built-in extractive summarizer).
-python3 tests/e2e/fake_llm.py "$LLM_PORT" &
+python3 tests/support/fake_llm.py "$LLM_PORT" &
 LLM_PID=$!
 # a fast worker and a low threshold so the demo shows a summary appear within seconds
 scripts/cluster.sh start "$DIR" "$PORT" "memory.worker_naptime=200" "memory.worker_database=demo" \

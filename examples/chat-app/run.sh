@@ -21,7 +21,7 @@ LLM_PORT=$((PORT + 1))
 APP_PORT=${CHAT_APP_PORT:-8300}
 
 echo "== building and installing memory_ext (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
+scripts/install.sh --release
 
 pids=()
 stop() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; "$ROOT/scripts/cluster.sh" stop "$DIR"; exit 0; }
@@ -34,7 +34,7 @@ if [ -n "${LLM_API_KEY:-}" ]; then
     MODEL=${LLM_MODEL:-llama-3.3-70b-versatile}
     STAND_IN=0
 else
-    python3 tests/e2e/fake_llm.py "$LLM_PORT" &
+    python3 tests/support/fake_llm.py "$LLM_PORT" &
     pids+=($!)
     BASE_URL=http://127.0.0.1:$LLM_PORT/v1 MODEL=stand-in STAND_IN=1
 fi

@@ -102,7 +102,7 @@ class FakeLLM:
 
 
 if __name__ == "__main__":
-    # a stand-in LLM for the demo: python3 tests/e2e/fake_llm.py PORT
+    # a stand-in LLM for the demo: python3 tests/support/fake_llm.py PORT
     import sys
     fake = FakeLLM(int(sys.argv[1]))
     print(f"fake OpenAI-compatible LLM on http://127.0.0.1:{fake.port}/v1", flush=True)
