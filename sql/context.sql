@@ -6,5 +6,6 @@ ALTER FUNCTION memory.build_context(uuid, integer, text)
     SET enable_sort = off
     SET enable_bitmapscan = off
     SET enable_seqscan = off;
+
 -- It reads through SPI: its search_path is pinned like every other function's.
 ALTER FUNCTION memory.build_context(uuid, integer, text) SET search_path = pg_catalog, pg_temp;

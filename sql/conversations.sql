@@ -1,7 +1,7 @@
--- Conversation functions. SECURITY INVOKER: RLS decides what each caller sees,
--- and someone else's conversation is reported exactly like one that does not exist.
+-- Conversation functions. SECURITY INVOKER except listing (see there): RLS decides what each
+-- caller sees, and someone else's conversation is reported exactly like one that does not exist.
 
--- template_id: start with the messages of one of the caller's templates (see history.sql); then
+-- template_id: start with the messages of one of the caller's templates (see templates.sql); then
 -- agent_id may be NULL (the template's agent).
 CREATE OR REPLACE FUNCTION memory.create_conversation(
     agent_id uuid,
@@ -117,24 +117,6 @@ BEGIN
     RETURN v_result;
 END $$;
 
--- A row of list_conversations: the conversation and what the caller is to it ('owner', 'editor'
--- or 'viewer').
-CREATE TYPE memory.listed_conversation AS (
-    id            uuid,
-    agent_id      uuid,
-    user_id       uuid,
-    title         text,
-    encoding      text,
-    total_tokens  bigint,
-    message_count integer,
-    last_seq      bigint,
-    metadata      jsonb,
-    created_at    timestamptz,
-    updated_at    timestamptz,
-    archived_at   timestamptz,
-    access        text
-);
-
 -- The caller's conversations and those shared with it, newest updated first. Filters: agent,
 -- metadata containment, a title substring (case-insensitive, taken literally), updated before /
 -- after, archived (false: hide archived ones, the default; true: only those; NULL: both), shared
@@ -210,8 +192,7 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT count(*) > 0 FROM gone;
 $$;
 
--- The implementations behind the entry points above, which run as the owner and call them:
--- never executable by PUBLIC (internal helpers are no RPC endpoints).
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
     memory._list_conversations(uuid, integer, jsonb, text, timestamp with time zone, timestamp with time zone, uuid, boolean, boolean)
 FROM PUBLIC;

@@ -484,91 +484,9 @@ BEGIN
     RETURN memory._rewind_conversation($1, $2);
 END $$;
 
-REVOKE EXECUTE ON FUNCTION memory._tool_group_cut(uuid, bigint) FROM PUBLIC;
-
--- ---- templates -------------------------------------------------------------------------------
-
--- A reusable start of a conversation: messages (as an import takes them) and an agent. Owned by
--- a user like agents; create_conversation(..., template_id => …) starts a conversation with
--- them, validated like any append. One name per user: saving under a name again replaces it.
-CREATE TABLE memory.conversation_templates (
-    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    user_id    uuid NOT NULL DEFAULT memory.current_user_id(),
-    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    agent_id   uuid,
-    messages   jsonb NOT NULL CHECK (jsonb_typeof(messages) = 'array' AND jsonb_array_length(messages) <= 1000),
-    metadata   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
-    created_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT conversation_templates_name_key UNIQUE (user_id, name)
-);
-ALTER TABLE memory.conversation_templates ENABLE ROW LEVEL SECURITY;
-CREATE POLICY templates_owner ON memory.conversation_templates
-    USING (user_id = (SELECT memory.current_user_id()))
-    WITH CHECK (user_id = (SELECT memory.current_user_id()));
-GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversation_templates TO PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('memory.conversation_templates', '');
-
--- A template is bounded like a message: all its messages and metadata together at most
--- memory.max_message_size (it is meant as a conversation's start: a prompt and a few turns).
-CREATE OR REPLACE FUNCTION memory._template_before_write() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM memory._check_size('a template', pg_column_size(NEW.messages) + pg_column_size(NEW.metadata)
-                                             + octet_length(NEW.name));
-    RETURN NEW;
-END $$;
-REVOKE EXECUTE ON FUNCTION memory._template_before_write() FROM PUBLIC;
-
-CREATE TRIGGER templates_before_write BEFORE INSERT OR UPDATE ON memory.conversation_templates
-    FOR EACH ROW EXECUTE FUNCTION memory._template_before_write();
-
--- Saves the messages of a conversation the caller can read (up to 1000) and its agent as the
--- caller's template `name`; returns the template's id.
-CREATE OR REPLACE FUNCTION memory.save_as_template(conversation_id uuid, name text) RETURNS uuid
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_conv memory.conversations;
-    v_id   uuid;
-BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
-        RAISE EXCEPTION 'conversation_id and name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF memory.current_user_id() IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
-    END IF;
-    IF v_conv.message_count > 1000 THEN
-        RAISE EXCEPTION 'a template holds at most 1000 messages; conversation % has %', $1, v_conv.message_count
-            USING ERRCODE = 'program_limit_exceeded', HINT = 'Fork the conversation at a smaller seq and save the fork.';
-    END IF;
-    INSERT INTO memory.conversation_templates AS t (name, agent_id, messages)
-    SELECT $2, v_conv.agent_id, coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-               'role', m.role, 'content', m.content, 'name', m.name, 'tool_calls', m.tool_calls,
-               'tool_call_id', m.tool_call_id, 'metadata', m.metadata)) ORDER BY m.seq), '[]')
-      FROM memory.conversation_messages m WHERE m.conversation_id = $1
-    ON CONFLICT ON CONSTRAINT conversation_templates_name_key
-    DO UPDATE SET agent_id = excluded.agent_id, messages = excluded.messages, created_at = now()
-    RETURNING t.id INTO v_id;
-    RETURN v_id;
-END $$;
-
-CREATE OR REPLACE FUNCTION memory.list_templates() RETURNS SETOF memory.conversation_templates
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT t.* FROM memory.conversation_templates t ORDER BY t.name, t.id;
-$$;
-
-CREATE OR REPLACE FUNCTION memory.delete_template(template_id uuid) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = $1 RETURNING 1)
-    SELECT count(*) > 0 FROM gone;
-$$;
-
--- The implementations behind the entry points above, which run as the owner and call them:
--- never executable by PUBLIC (internal helpers are no RPC endpoints).
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
+    memory._tool_group_cut(uuid, bigint),
     memory._fork_conversation(uuid, bigint, text),
     memory._rewind_conversation(uuid, bigint)
 FROM PUBLIC;

@@ -10,6 +10,48 @@
 -- (see there why as the owner, and how it stays within the rule); the page is then joined to
 -- conversations under the caller's RLS.
 
+-- The words of a message as search_messages finds them: its content and its tool calls (names,
+-- arguments, inputs and results), in the search configuration, plus two lexemes: one naming its
+-- conversation ("conv", a space, and the id's hex digits) and one naming the conversation's owner
+-- ("user", a space, the hex digits). Through them the GIN index finds a caller's messages without
+-- visiting anyone else's: all of an owner's through one lexeme, however many conversations it
+-- has, or one conversation's (RLS still decides what is returned). The space makes the lexemes
+-- unforgeable: the text search parser never puts one inside a token, so no content can produce
+-- them (a message reading "conv<hex>" is just a word). A transfer rewrites the owner lexeme of
+-- the conversation's messages.
+-- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
+-- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
+CREATE OR REPLACE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+$$;
+
+CREATE OR REPLACE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 'user ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
+$$;
+
+-- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
+-- be planned again in every transaction, which cost an append more than the words themselves.
+CREATE OR REPLACE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
+RETURNS tsvector
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_calls text;
+BEGIN
+    IF $1 IS NULL THEN  -- memory.search_config = 'off'
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof($5) = 'array' THEN
+        SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
+                                    c.call->>'input', c.call->>'output'), ' ')
+          INTO v_calls FROM jsonb_array_elements($5) AS c(call);
+    END IF;
+    RETURN to_tsvector($1, left(concat_ws(' ', $4, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2), memory._owner_lexeme($3)]);
+END;
+$$;
+
 -- The caller's matching messages, ranked, one page (plus one row) per scan after the cursor
 -- (p_rank, p_after): search_messages keeps the best page of all. SECURITY DEFINER so that the GIN
 -- index serves the match: under RLS the planner may not use the (not leakproof) @@ operator as an
@@ -198,4 +240,8 @@ BEGIN
     END LOOP;
     RETURN v_done;
 END $$;
-REVOKE EXECUTE ON FUNCTION memory.reindex_search(integer) FROM PUBLIC;
+
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
+REVOKE EXECUTE ON FUNCTION
+    memory.reindex_search(integer)
+FROM PUBLIC;

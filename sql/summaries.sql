@@ -1,6 +1,7 @@
--- Summaries and their queue. Users read and write summaries under RLS; the queue is reached only
--- through these functions, whose SECURITY DEFINER helpers check the authorization rule
--- (access.sql) themselves.
+-- Summaries: the newest one, validating an inserted one, what is left to summarize, and
+-- requesting one. Users read and write summaries under RLS; the queue is reached only through
+-- these functions, whose SECURITY DEFINER helpers check the authorization rule (access.sql)
+-- themselves.
 
 -- "The newest summary" of a conversation, one definition for build_context, the worker and
 -- summary_status: the highest covers_through_seq, then the highest id.
@@ -46,52 +47,6 @@ CREATE OR REPLACE FUNCTION memory._uncovered_tokens(p_conversation_id uuid, p_to
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p_total_tokens - coalesce((memory._newest_summary(p_conversation_id)).covered_tokens, 0);
 $$;
-
--- Keeps queue_turns.queued, the number of each user's queued jobs. SECURITY DEFINER: jobs also
--- go with a conversation a user deletes (the cascade), and users may not write queue_turns.
-CREATE OR REPLACE FUNCTION memory._jobs_count_queued() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'queued' AND OLD.user_id IS NOT NULL THEN
-        UPDATE memory.queue_turns t SET queued = t.queued - 1 WHERE t.user_id = OLD.user_id;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'queued' AND NEW.user_id IS NOT NULL THEN
-        INSERT INTO memory.queue_turns AS t (user_id, queued) VALUES (NEW.user_id, 1)
-        ON CONFLICT (user_id) DO UPDATE SET queued = t.queued + 1;
-    END IF;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER jobs_count_queued AFTER INSERT OR DELETE OR UPDATE OF status, user_id ON memory.jobs
-    FOR EACH ROW EXECUTE FUNCTION memory._jobs_count_queued();
-
--- Queues a job of a kind for a conversation (idempotent: the pending job's id when there is one)
--- and notifies channel memory_<kind>_jobs with the job id. Not callable by users: request_summary
--- and the insert trigger check access first.
-CREATE OR REPLACE FUNCTION memory._enqueue_job(p_kind text, p_conversation_id uuid) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_job bigint;
-BEGIN
-    SELECT j.id INTO v_job FROM memory.jobs j
-     WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
-    IF FOUND THEN
-        RETURN v_job;
-    END IF;
-    -- the job belongs to whoever caused it (the requester, or the author of the message that
-    -- queued it): its LLM call is charged to them and counts in their share of the worker
-    INSERT INTO memory.jobs (kind, conversation_id, user_id)
-    SELECT p_kind, c.id, coalesce(memory.current_user_id(), c.user_id) FROM memory.conversations c WHERE c.id = p_conversation_id
-    ON CONFLICT (kind, conversation_id) WHERE status IN ('queued', 'running') DO NOTHING
-    RETURNING id INTO v_job;
-    IF v_job IS NULL THEN  -- a concurrent request won the race
-        SELECT j.id INTO v_job FROM memory.jobs j
-         WHERE j.kind = p_kind AND j.conversation_id = p_conversation_id AND j.status IN ('queued', 'running');
-    END IF;
-    -- ids only: a hint to listeners, never content
-    PERFORM pg_notify('memory_' || p_kind || '_jobs', v_job::text);
-    RETURN v_job;
-END $$;
 
 -- request_summary's way into the queue: checks that the caller may write the conversation.
 CREATE OR REPLACE FUNCTION memory._request_summary(p_conversation_id uuid) RETURNS bigint
@@ -162,8 +117,8 @@ BEGIN
         'job', memory._summary_job_status(v_conv.id));
 END $$;
 
--- The implementations behind the entry points above, which run as the owner and call them:
--- never executable by PUBLIC (internal helpers are no RPC endpoints).
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
-    memory._request_summary(uuid)
+    memory._request_summary(uuid),
+    memory._summary_before_insert()
 FROM PUBLIC;

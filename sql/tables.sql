@@ -1,4 +1,14 @@
--- Tables of memory_ext. Everything lives in schema memory.
+-- Every table of memory_ext, with its indexes and constraints, and the composite types functions
+-- return. Everything lives in schema memory. This is schema: a change ships in the release's
+-- delta (sql/deltas/), never by editing a released script. Row-level security and table
+-- privileges are in policies.sql.
+--
+-- An agent is a row of memory.agents: system prompt, model, tools, context and reply budgets,
+-- summarize threshold, auto_reply. conversations.agent_id stays a plain uuid; an agents row
+-- applies to a conversation when its id is the conversation's agent_id AND it belongs to the
+-- conversation's owner. (So nobody can give someone else's conversations a system prompt by
+-- creating an agent with a known id, nor read another user's agent by naming it in a
+-- conversation of their own.)
 
 CREATE TABLE memory.conversations (
     id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
@@ -17,7 +27,9 @@ CREATE TABLE memory.conversations (
     -- set by memory.archive_conversation: hidden from list_conversations, refuses new messages
     archived_at   timestamptz
 );
+
 CREATE INDEX conversations_user_agent_idx ON memory.conversations (user_id, agent_id);
+
 CREATE INDEX conversations_user_updated_idx ON memory.conversations (user_id, updated_at DESC);
 
 CREATE TABLE memory.conversation_messages (
@@ -47,69 +59,22 @@ CREATE TABLE memory.conversation_messages (
     -- conversations.
     author_id       uuid
 );
+
 CREATE UNIQUE INDEX conversation_messages_idempotency_key_idx ON memory.conversation_messages (conversation_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- Tool keys of a message: "<conversation>/c/<id>" for each OpenAI call it makes, "…/g/<id>" for
--- each combined record, "…/r/<id>" for the call a tool message answers. One GIN lookup then
--- answers "was this call made / answered before in this conversation?", however long the
--- conversation and however common the id elsewhere.
--- Runs in index maintenance (as whoever inserts, and as the superuser during REINDEX): its
--- search_path is pinned so that no one's functions or operators can stand in for the built-ins.
-CREATE OR REPLACE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg($1::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
-           || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
-      FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
-$$;
+
 -- fastupdate off: every append with tool calls probes this index, and a probe would otherwise
 -- read the whole pending list of recent entries (quadratic over a bulk INSERT of tool calls).
 CREATE INDEX conversation_messages_tool_keys_idx ON memory.conversation_messages
     USING gin (memory._tool_keys(conversation_id, tool_calls, tool_call_id))
     WITH (fastupdate = off)
     WHERE tool_calls IS NOT NULL OR tool_call_id IS NOT NULL;
--- The words of a message as search_messages finds them: its content and its tool calls (names,
--- arguments, inputs and results), in the search configuration, plus two lexemes: one naming its
--- conversation ("conv", a space, and the id's hex digits) and one naming the conversation's owner
--- ("user", a space, the hex digits). Through them the GIN index finds a caller's messages without
--- visiting anyone else's: all of an owner's through one lexeme, however many conversations it
--- has, or one conversation's (RLS still decides what is returned). The space makes the lexemes
--- unforgeable: the text search parser never puts one inside a token, so no content can produce
--- them (a message reading "conv<hex>" is just a word). A transfer rewrites the owner lexeme of
--- the conversation's messages.
--- At most the first 200,000 characters are indexed (a tsvector holds at most 1 MB).
--- Plain SQL without SET clauses, so that PostgreSQL inlines it where it is called.
-CREATE OR REPLACE FUNCTION memory._conversation_lexeme(conversation_id uuid) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT 'conv ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
-$$;
-CREATE OR REPLACE FUNCTION memory._owner_lexeme(user_id uuid) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT 'user ' OPERATOR(pg_catalog.||) pg_catalog.encode(pg_catalog.uuid_send($1), 'hex')
-$$;
--- PL/pgSQL rather than SQL: called once per appended row, a SQL function (not inlinable here) would
--- be planned again in every transaction, which cost an append more than the words themselves.
-CREATE OR REPLACE FUNCTION memory._search_vector(config regconfig, conversation_id uuid, owner uuid, content text, tool_calls jsonb)
-RETURNS tsvector
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_calls text;
-BEGIN
-    IF $1 IS NULL THEN  -- memory.search_config = 'off'
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof($5) = 'array' THEN
-        SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
-                                    c.call->>'input', c.call->>'output'), ' ')
-          INTO v_calls FROM jsonb_array_elements($5) AS c(call);
-    END IF;
-    RETURN to_tsvector($1, left(concat_ws(' ', $4, v_calls), 200000))
-           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2), memory._owner_lexeme($3)]);
-END;
-$$;
+
 -- A small pending list (512 kB instead of 4 MB): every search reads all of it, so new entries are
 -- merged into the index in small steps instead of waiting for (auto)vacuum.
 CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages USING gin (search_vector)
     WITH (gin_pending_list_limit = 512);
+
 -- Finds the results of a deleted call (they go with it).
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;
@@ -126,6 +91,7 @@ CREATE TABLE memory.conversation_summaries (
     model              text NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now()
 );
+
 CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
 
 -- The background work queue, claimed by the worker with FOR UPDATE SKIP LOCKED. `kind` says what
@@ -146,10 +112,13 @@ CREATE TABLE memory.jobs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
+
 CREATE UNIQUE INDEX jobs_one_pending_idx ON memory.jobs (kind, conversation_id)
     WHERE status IN ('queued', 'running');
+
 -- a user's next due job: the worker's claim probes this once per waiting user
 CREATE INDEX jobs_user_due_idx ON memory.jobs (user_id, run_after, id) WHERE status = 'queued';
+
 -- a conversation's jobs: its newest job's status, and the cascade when it is deleted
 CREATE INDEX jobs_conversation_idx ON memory.jobs (conversation_id, id);
 
@@ -163,6 +132,7 @@ CREATE TABLE memory.queue_turns (
     last_claimed_at timestamptz,
     queued          integer NOT NULL DEFAULT 0
 );
+
 CREATE INDEX queue_turns_waiting_idx ON memory.queue_turns (last_claimed_at NULLS FIRST) WHERE queued > 0;
 
 -- Who else may use a conversation: viewers read it, editors also append to it (see access.sql).
@@ -179,7 +149,9 @@ CREATE TABLE memory.conversation_members (
     -- NULL while the share is an offer, which gives no access
     accepted_at     timestamptz
 );
+
 CREATE INDEX conversation_members_user_idx ON memory.conversation_members (user_id, role);
+
 -- what the authorization rule reads (memory._shared_with): a user's accepted shares only, however
 -- many offers wait
 CREATE INDEX conversation_members_accepted_idx ON memory.conversation_members (user_id) WHERE accepted_at IS NOT NULL;
@@ -192,16 +164,156 @@ CREATE TABLE memory.conversation_transfers (
     to_user_id      uuid NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now()
 );
+
 CREATE INDEX conversation_transfers_to_idx ON memory.conversation_transfers (to_user_id, created_at);
+
 CREATE INDEX conversation_transfers_from_idx ON memory.conversation_transfers (from_user_id, created_at);
 
 -- pg_dump keeps user data of extension tables only when they are registered.
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_members', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_transfers', '');
+
 -- and the identity sequences, so ids continue after the restored ones
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries_id_seq', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs_id_seq', '');
+
+-- A row of list_conversations: the conversation and what the caller is to it ('owner', 'editor'
+-- or 'viewer').
+CREATE TYPE memory.listed_conversation AS (
+    id            uuid,
+    agent_id      uuid,
+    user_id       uuid,
+    title         text,
+    encoding      text,
+    total_tokens  bigint,
+    message_count integer,
+    last_seq      bigint,
+    metadata      jsonb,
+    created_at    timestamptz,
+    updated_at    timestamptz,
+    archived_at   timestamptz,
+    access        text
+);
+
+CREATE TABLE memory.agents (
+    id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id             uuid NOT NULL DEFAULT memory.current_user_id(),
+    name                text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    system_prompt       text,
+    -- NULL: the operator's memory.llm_model
+    model               text CHECK (length(model) BETWEEN 1 AND 200),
+    -- OpenAI tool definitions, validated by the trigger below
+    tools               jsonb NOT NULL DEFAULT '[]',
+    max_context_tokens  integer NOT NULL DEFAULT 8000 CHECK (max_context_tokens BETWEEN 1 AND 10000000),
+    reply_max_tokens    integer NOT NULL DEFAULT 2000 CHECK (reply_max_tokens >= 1),
+    temperature         real NOT NULL DEFAULT 0.7 CHECK (temperature BETWEEN 0 AND 2),
+    -- NULL: memory.summarize_threshold (never below memory.min_summarize_threshold)
+    summarize_threshold integer CHECK (summarize_threshold >= 1),
+    auto_reply          boolean NOT NULL DEFAULT false,
+    metadata            jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    -- NULL or 0: memory.retention_days; n: deleted n days (or sooner when the operator's period is shorter)
+    -- after their last update
+    retention_days      integer CHECK (retention_days >= 0),
+    -- whether members of the agent's conversations (viewers, editors) may read its system_prompt
+    -- and tools, and whether their turns and reply jobs are built with them: off, only the owner's
+    -- are (members get windows without the private parts)
+    share_config        boolean NOT NULL DEFAULT false,
+    CONSTRAINT agents_reply_fits_check CHECK (reply_max_tokens < max_context_tokens)
+);
+
+CREATE INDEX agents_user_idx ON memory.agents (user_id, created_at);
+
+-- One row per LLM call of any kind. Written by memory_ext only; owners read their own.
+CREATE TABLE memory.llm_calls (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conversation_id     uuid REFERENCES memory.conversations (id) ON DELETE SET NULL,
+    user_id             uuid NOT NULL,
+    agent_id            uuid,
+    job_id              bigint,
+    kind                text NOT NULL CHECK (kind IN ('summary', 'chat', 'reply')),
+    model               text NOT NULL,
+    -- as the provider reported them (NULL when it did not)
+    prompt_tokens       integer CHECK (prompt_tokens >= 0),
+    completion_tokens   integer CHECK (completion_tokens >= 0),
+    total_tokens        integer CHECK (total_tokens >= 0),
+    -- the prompt as memory_ext counted it (window plus tools), before sending
+    local_prompt_tokens integer CHECK (local_prompt_tokens >= 0),
+    latency_ms          double precision CHECK (latency_ms >= 0),
+    -- ok: the answer was used; discarded: answered, but the conversation changed meanwhile;
+    -- error: no usable answer (error says why); pending: the worker's call in flight (its row is
+    -- written before the call); unknown: the worker stopped while it was in flight, so the
+    -- provider may have answered and billed it; rolled_back: memory.chat's call whose turn the
+    -- caller's transaction rolled back (written afterwards by the worker: billed all the same)
+    status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back')),
+    error               text,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX llm_calls_user_idx ON memory.llm_calls (user_id, created_at);
+
+CREATE INDEX llm_calls_conversation_idx ON memory.llm_calls (conversation_id) WHERE conversation_id IS NOT NULL;
+
+-- Per-user counters of the limits: one row per user, updated in place (O(1) per message; only
+-- the same user's transactions wait for each other).
+CREATE TABLE memory.user_usage (
+    user_id         uuid PRIMARY KEY,
+    minute_start    timestamptz NOT NULL,
+    minute_messages integer NOT NULL,
+    day_start       date NOT NULL,
+    day_tokens      bigint NOT NULL
+);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.agents', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls_id_seq', '');
+
+-- ---- templates -------------------------------------------------------------------------------
+
+-- A reusable start of a conversation: messages (as an import takes them) and an agent. Owned by
+-- a user like agents; create_conversation(..., template_id => …) starts a conversation with
+-- them, validated like any append. One name per user: saving under a name again replaces it.
+CREATE TABLE memory.conversation_templates (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id    uuid NOT NULL DEFAULT memory.current_user_id(),
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    agent_id   uuid,
+    messages   jsonb NOT NULL CHECK (jsonb_typeof(messages) = 'array' AND jsonb_array_length(messages) <= 1000),
+    metadata   jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT conversation_templates_name_key UNIQUE (user_id, name)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.conversation_templates', '');
+
+-- ---- share links -------------------------------------------------------------------------------
+
+-- A read-only view of a conversation for whoever holds the token, up to a fixed message. Only the
+-- token's SHA-256 is stored: the token itself is shown once, by create_share_link.
+CREATE TABLE memory.share_links (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    token_hash      bytea NOT NULL UNIQUE,
+    up_to_seq       bigint NOT NULL CHECK (up_to_seq >= 0),
+    expires_at      timestamptz,
+    revoked_at      timestamptz,
+    created_by      uuid NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX share_links_conversation_idx ON memory.share_links (conversation_id, created_at);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.share_links', '');

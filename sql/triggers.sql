@@ -1,5 +1,5 @@
--- Triggers that make a plain INSERT complete: seq, token_count, conversation totals,
--- updated_at, tool-call validation, the auto-summary check.
+-- The triggers that make a plain INSERT into conversations and conversation_messages complete:
+-- seq, token_count, conversation totals, updated_at, tool-call validation, the auto-summary check.
 --
 -- The counters (total_tokens, message_count, last_seq) are written only by the SECURITY DEFINER
 -- statement-level triggers on messages (after INSERT, after DELETE), which run as the extension's
@@ -236,6 +236,7 @@ END $$;
 
 CREATE TRIGGER messages_before_insert BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert();
+
 CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
 
@@ -265,7 +266,7 @@ BEGIN
          WHERE c.id = a.conversation_id
         RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user
     LOOP
-        -- the conversation's agent, when one of its owner's agents has that id (see agents.sql)
+        -- the conversation's agent, when one of its owner's agents has that id (see tables.sql)
         v_agent_threshold := NULL;
         v_auto_reply := false;
         SELECT ag.summarize_threshold, ag.auto_reply INTO v_agent_threshold, v_auto_reply
@@ -347,3 +348,18 @@ END $$;
 CREATE TRIGGER messages_after_delete AFTER DELETE ON memory.conversation_messages
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_delete();
+
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
+REVOKE EXECUTE ON FUNCTION
+    memory._conversation_before_insert(),
+    memory._conversation_before_update(),
+    memory._conversation_check_size(),
+    memory._message_before_insert(),
+    memory._message_before_insert_write(),
+    memory._message_before_update(),
+    memory._messages_after_insert(),
+    memory._messages_after_delete(),
+    memory._tool_key_taken(text[]),
+    memory._notify_messages(),
+    memory._auto_reply_suppressed()
+FROM PUBLIC;

@@ -13,53 +13,70 @@ pub mod worker;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// The SQL of the install script, in this order (sql/*.sql; CONTRIBUTING.md says what goes where).
+// Schema files (tables, policies) change only through the release's delta; the rest are functions,
+// views and triggers that every upgrade replays.
+extension_sql_file!("../sql/tool_keys.sql", name = "tool_keys");
 extension_sql_file!(
     "../sql/tables.sql",
     name = "tables",
-    requires = [api::identity::current_user_id, api::tokens::default_encoding]
+    requires = ["tool_keys", api::identity::current_user_id, api::tokens::default_encoding]
 );
 extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::limits::_caller_bypasses_rls]);
+extension_sql_file!("../sql/policies.sql", name = "policies", requires = ["access"]);
 extension_sql_file!(
     "../sql/summaries.sql",
     name = "summaries",
-    requires =
-        ["access", api::tokens::summary_tokens, api::limits::_check_message_limits, api::limits::_summarize_threshold]
+    requires = [
+        "policies",
+        api::tokens::summary_tokens,
+        api::limits::_check_message_limits,
+        api::limits::_summarize_threshold
+    ]
+);
+extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["summaries"]);
+extension_sql_file!(
+    "../sql/usage.sql",
+    name = "usage",
+    requires = [
+        "queue",
+        api::limits::_max_messages_per_minute,
+        api::limits::_max_llm_tokens_per_day,
+        api::limits::_in_chat_turn,
+        api::charges::_pending_llm_tokens,
+        api::charges::_pending_rolled_back_turns
+    ]
 );
 extension_sql_file!(
     "../sql/triggers.sql",
     name = "triggers",
     requires = [
-        "summaries",
+        "usage",
         api::tokens::message_tokens,
         api::tokens::resolve_encoding,
         api::limits::_current_role_is_superuser,
-        api::limits::_search_config
-    ]
-);
-extension_sql_file!("../sql/security.sql", name = "security", requires = ["triggers"]);
-extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["security"]);
-extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
-extension_sql_file!(
-    "../sql/agents.sql",
-    name = "agents",
-    requires = [
-        "context",
-        api::limits::_max_messages_per_minute,
-        api::limits::_max_llm_tokens_per_day,
+        api::limits::_search_config,
         api::limits::_message_limit_applies,
-        api::limits::_in_chat_turn,
         api::limits::_notify_messages,
-        api::turn::_suppress_auto_reply,
-        api::turn::_auto_reply_suppressed,
-        api::turn::_chat_answer,
-        api::charges::_pending_llm_tokens,
-        api::charges::_pending_rolled_back_turns
+        api::turn::_auto_reply_suppressed
     ]
 );
-extension_sql_file!("../sql/history.sql", name = "history", requires = ["agents"]);
-extension_sql_file!("../sql/search.sql", name = "search", requires = ["history"]);
+extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["triggers"]);
+extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
+extension_sql_file!("../sql/agents.sql", name = "agents", requires = ["context"]);
+extension_sql_file!(
+    "../sql/turns.sql",
+    name = "turns",
+    requires = ["agents", api::turn::_suppress_auto_reply, api::turn::_chat_answer]
+);
+extension_sql_file!("../sql/history.sql", name = "history", requires = ["turns"]);
+extension_sql_file!("../sql/templates.sql", name = "templates", requires = ["history"]);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["templates"]);
 extension_sql_file!("../sql/sharing.sql", name = "sharing", requires = ["search"]);
-extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["sharing"]);
+extension_sql_file!("../sql/share_links.sql", name = "share_links", requires = ["sharing"]);
+extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["share_links"]);
+extension_sql_file!("../sql/erasure.sql", name = "erasure", requires = ["retention"]);
+extension_sql_file!("../sql/analytics.sql", name = "analytics", requires = ["erasure"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -13,7 +13,7 @@ pub fn raise(e: MemError) -> ! {
 }
 
 /// memory_ext's own SQLSTATEs (class PT: PostgREST answers them with the HTTP status of their
-/// digits). Raised from SQL too (`sql/agents.sql`); all are listed in docs/errors.md.
+/// digits). Raised from SQL too (`sql/usage.sql`); all are listed in docs/errors.md.
 pub mod custom {
     /// A per-user limit (messages per minute, LLM tokens per day) or the LLM provider's rate limit.
     pub const RATE_LIMITED: &str = "PT429";

@@ -376,9 +376,8 @@ fn retry_deferred(deferred: &mut Vec<Deferred>) {
 fn requeue_locked(job: &Claimed) {
     Spi::connect_mut(|c| {
         c.update(
-            "UPDATE memory.jobs SET status = 'queued', run_after = now() + interval '2 seconds', updated_at = now(),
-                    last_error = 'waiting: a row it needs is locked by another transaction'
-              WHERE id = $1 AND status = 'running'",
+            "SELECT memory._requeue_jobs(ARRAY[$1], 'waiting: a row it needs is locked by another transaction',
+                                         interval '2 seconds')",
             None,
             &[job.id.into()],
         )
@@ -419,9 +418,7 @@ fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Out
 fn release(jobs: &[i64], calls: &[i64]) {
     Spi::connect_mut(|c| {
         c.update(
-            "UPDATE memory.jobs SET status = 'queued', updated_at = now(),
-                    last_error = 'interrupted: the worker stopped during this job (not counted as an attempt)'
-              WHERE id = ANY ($1) AND status = 'running'",
+            "SELECT memory._requeue_jobs($1, 'interrupted: the worker stopped during this job (not counted as an attempt)')",
             None,
             &[jobs.to_vec().into()],
         )
@@ -539,9 +536,12 @@ fn postmaster_alive() -> bool {
     std::os::unix::process::parent_id() as i32 == unsafe { pg_sys::PostmasterPid }
 }
 
+/// Whether the database has this version's SQL: the worker serves it only then (after CREATE
+/// EXTENSION, or ALTER EXTENSION UPDATE when the library was upgraded first).
 fn installed(c: &SpiClient) -> bool {
-    c.select("SELECT 1 FROM pg_extension WHERE extname = 'memory_ext'", None, &[])
-        .map(|t| !t.is_empty())
+    c.select("SELECT to_regprocedure('memory._claim_job(uuid[])') IS NOT NULL", None, &[])
+        .ok()
+        .and_then(|t| t.first().get_one::<bool>().ok().flatten())
         .unwrap_or(false)
 }
 
@@ -553,17 +553,7 @@ fn recover_interrupted_jobs() {
         if !installed(c) {
             return;
         }
-        c.update(
-            "UPDATE memory.jobs
-                SET status = CASE WHEN coalesce((payload->>'interruptions')::int, 0) + 1 >= $1 THEN 'failed' ELSE 'queued' END,
-                    payload = payload || jsonb_build_object('interruptions', coalesce((payload->>'interruptions')::int, 0) + 1),
-                    last_error = 'interrupted: the worker stopped during this job (not counted as an attempt)',
-                    updated_at = now()
-              WHERE status = 'running'",
-            None,
-            &[gucs::MAX_ATTEMPTS.get().into()],
-        )
-        .expect("recovering interrupted jobs");
+        c.update("SELECT memory._recover_jobs()", None, &[]).expect("recovering interrupted jobs");
         c.update(
             "UPDATE memory.llm_calls SET status = 'unknown', error = $1 WHERE status = 'pending'",
             None,
@@ -584,21 +574,7 @@ fn claim_job(saturated: &[Uuid]) -> Option<Claimed> {
         }
         let claimed = c
             .update(
-                "UPDATE memory.jobs j
-                    SET status = 'running', updated_at = now()
-                  WHERE j.id = (SELECT n.id FROM memory.queue_turns t
-                                 CROSS JOIN LATERAL (SELECT q.id FROM memory.jobs q
-                                                      WHERE q.user_id = t.user_id AND q.status = 'queued'
-                                                        AND q.run_after <= now()
-                                                      ORDER BY q.run_after, q.id LIMIT 1) n
-                                 WHERE t.queued > 0 AND t.user_id <> ALL ($1)
-                                 ORDER BY t.last_claimed_at NULLS FIRST
-                                 LIMIT 1)
-                    AND j.status = 'queued'
-              RETURNING j.id, j.conversation_id, j.attempts,
-                        (SELECT c.encoding FROM memory.conversations c WHERE c.id = j.conversation_id),
-                        (SELECT c.total_tokens FROM memory.conversations c WHERE c.id = j.conversation_id),
-                        j.user_id, j.kind",
+                "SELECT id, conversation_id, attempts, encoding, total_tokens, user_id, kind FROM memory._claim_job($1)",
                 None,
                 &[saturated.to_vec().into()],
             )
@@ -635,20 +611,13 @@ fn claim_job(saturated: &[Uuid]) -> Option<Claimed> {
         };
         let Some(claimed) = loaded else {
             c.update(
-                "UPDATE memory.jobs SET status = 'failed', last_error = 'the conversation of this job could not be read', updated_at = now() WHERE id = $1",
+                "SELECT memory._finish_job($1, 'failed', 'the conversation of this job could not be read')",
                 None,
                 &[id.into()],
             )
             .expect("ending an unreadable job");
             return None;
         };
-        c.update(
-            "INSERT INTO memory.queue_turns AS t (user_id, last_claimed_at) VALUES ($1, clock_timestamp())
-             ON CONFLICT (user_id) DO UPDATE SET last_claimed_at = excluded.last_claimed_at",
-            None,
-            &[claimed.user_id.into()],
-        )
-        .expect("recording the user's turn");
         Some(claimed)
     })
 }
@@ -867,21 +836,13 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                     ],
                 )
                 .expect("storing the summary");
-                c.update(
-                    "UPDATE memory.jobs SET status = 'done', last_error = NULL, updated_at = now() WHERE id = $1",
-                    None,
-                    &[job.id.into()],
-                )
-                .expect("finishing the summary job");
+                c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()])
+                    .expect("finishing the summary job");
             }
             Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, *last_seq, call),
             Outcome::NothingToDo(why) => {
-                c.update(
-                    "UPDATE memory.jobs SET status = 'done', last_error = $2, updated_at = now() WHERE id = $1",
-                    None,
-                    &[job.id.into(), (*why).into()],
-                )
-                .expect("finishing the job");
+                c.update("SELECT memory._finish_job($1, 'done', $2)", None, &[job.id.into(), (*why).into()])
+                    .expect("finishing the job");
             }
             Outcome::Failed(e, call) => {
                 if let Some(call) = call {
@@ -891,20 +852,9 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                 let wait = backoff(attempts, Duration::from_millis(gucs::RETRY_BACKOFF.get() as u64), e.retry_after);
                 warning!("memory_ext: {} job {} attempt {} failed: {}", job.kind, job.id, attempts, e.message);
                 c.update(
-                    "UPDATE memory.jobs
-                        SET attempts = attempts + 1,
-                            status = CASE WHEN attempts + 1 >= $2 THEN 'failed' ELSE 'queued' END,
-                            last_error = $3,
-                            run_after = now() + make_interval(secs => $4),
-                            updated_at = now()
-                      WHERE id = $1",
+                    "SELECT memory._retry_job($1, $2, $3)",
                     None,
-                    &[
-                        job.id.into(),
-                        gucs::MAX_ATTEMPTS.get().into(),
-                        e.message.as_str().into(),
-                        wait.as_secs_f64().into(),
-                    ],
+                    &[job.id.into(), e.message.as_str().into(), wait.as_secs_f64().into()],
                 )
                 .expect("recording the failed attempt");
             }
@@ -941,9 +891,7 @@ fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: &Reply, last_seq: i64, 
     if now_seq != last_seq {
         record_call(c, call, "discarded", Some("the conversation changed while the LLM answered"));
         c.update(
-            "UPDATE memory.jobs SET status = 'queued', run_after = now(), updated_at = now(),
-                    last_error = 'recomputing: a message arrived while the LLM answered'
-              WHERE id = $1",
+            "SELECT memory._requeue_jobs(ARRAY[$1], 'recomputing: a message arrived while the LLM answered')",
             None,
             &[job.id.into()],
         )
@@ -967,9 +915,7 @@ fn finish_reply(c: &mut SpiClient, job: &Claimed, reply: &Reply, last_seq: i64, 
         .expect("reading the reply's id");
     record_call(c, call, "ok", None);
     c.update(
-        "UPDATE memory.jobs SET status = 'done', last_error = NULL, updated_at = now(),
-                payload = payload || jsonb_build_object('message_id', $2::uuid)
-          WHERE id = $1",
+        "SELECT memory._finish_job($1, 'done', NULL, jsonb_build_object('message_id', $2::uuid))",
         None,
         &[job.id.into(), id.into()],
     )

@@ -1,4 +1,4 @@
-//! The Rust half of `memory.chat` and `memory.continue_chat` (SQL wrappers in sql/agents.sql):
+//! The Rust half of `memory.chat` and `memory.continue_chat` (SQL wrappers in sql/turns.sql):
 //! a whole agent turn in the caller's transaction — build the agent's window, call the LLM, store
 //! its answer, record the call. Any failure raises and the transaction writes nothing.
 

@@ -60,6 +60,13 @@ REVIEWED = {
     "_summary_job_status(uuid)": ("pinned", True, True),    # checks can_read itself
     "_enqueue_job(text,uuid)": ("pinned", False, False),
     "_tool_key_taken(text[])": ("pinned", False, False),
+    # the worker's side of the queue
+    "_attempts_exhausted(integer)": ("pinned", False, False),
+    "_claim_job(uuid[])": ("pinned", False, False),
+    "_finish_job(bigint,text,text,jsonb)": ("pinned", False, False),
+    "_retry_job(bigint,text,double precision)": ("pinned", False, False),
+    "_requeue_jobs(bigint[],text,interval)": ("pinned", False, False),
+    "_recover_jobs()": ("pinned", False, False),
     # triggers: never callable, never attachable elsewhere
     # agents, chat turns, usage and limits
     "chat(uuid,text,jsonb)": ("pinned", False, True),

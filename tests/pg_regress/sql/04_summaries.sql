@@ -29,6 +29,7 @@ SET memory.user_id = '00000000-0000-0000-0000-000000000002';
 SELECT count(*) FROM memory.jobs;
 SELECT memory.request_summary(:'cid');
 SELECT memory.request_summary('00000000-0000-0000-0000-000000000404');
+-- the implementation behind request_summary is no endpoint of its own
 SELECT memory._request_summary(:'cid');
 SELECT memory._summary_job_status(:'cid') IS NULL AS nothing;
 SELECT memory.can_read(:'cid') AS can_read, memory.can_write(:'cid') AS can_write;

@@ -1,18 +1,25 @@
--- Row-level security and privileges. Every policy applies the one authorization rule of
--- access.sql; messages and summaries follow their conversation.
+-- Row-level security and table privileges. Every policy applies the one authorization rule of
+-- access.sql; messages and summaries follow their conversation. Schema: changed through deltas.
 
 ALTER TABLE memory.conversations ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.conversation_messages ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.conversation_members ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.conversation_transfers ENABLE ROW LEVEL SECURITY;
 
 -- conversations: read by owner and members; created, changed and deleted by the owner
 CREATE POLICY conversations_read ON memory.conversations FOR SELECT
     USING (memory._can_read_row(id, user_id, (SELECT memory.current_user_id()),
                                 (SELECT memory._shared_with((SELECT memory.current_user_id()), false))));
+
 CREATE POLICY conversations_owner ON memory.conversations
     USING (memory._can_manage_row(user_id, (SELECT memory.current_user_id())))
     WITH CHECK (memory._can_manage_row(user_id, (SELECT memory.current_user_id())));
@@ -24,11 +31,13 @@ CREATE POLICY messages_read ON memory.conversation_messages FOR SELECT
                     WHERE c.id = conversation_id
                       AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                             (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
 CREATE POLICY messages_append ON memory.conversation_messages FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
                       AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                             (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+
 CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
     USING (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
@@ -38,6 +47,7 @@ CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
                     WHERE c.id = conversation_id
                       AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                             (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+
 CREATE POLICY messages_remove ON memory.conversation_messages FOR DELETE
     USING (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
@@ -49,11 +59,13 @@ CREATE POLICY summaries_read ON memory.conversation_summaries FOR SELECT
                     WHERE c.id = conversation_id
                       AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                             (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
 CREATE POLICY summaries_add ON memory.conversation_summaries FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
                       AND memory._can_write_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                             (SELECT memory._shared_with((SELECT memory.current_user_id()), true)))));
+
 CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
     USING (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
@@ -73,21 +85,63 @@ CREATE POLICY transfers_visible ON memory.conversation_transfers FOR SELECT
 -- functions.
 
 GRANT USAGE ON SCHEMA memory TO PUBLIC;
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversation_messages TO PUBLIC;
+
 -- Summaries: the id is never chosen by a user (an OVERRIDING SYSTEM VALUE insert would take
 -- ids from everyone else), the counts are computed by the trigger, and a stored summary is
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
+
 GRANT SELECT ON memory.conversation_members, memory.conversation_transfers TO PUBLIC;
+
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
+
 REVOKE ALL ON memory.jobs, memory.queue_turns FROM PUBLIC;
 
--- Trigger functions and internal helpers are not for callers: without EXECUTE nobody can call
--- them or attach them to a table of their own (triggers fire without that privilege).
-REVOKE EXECUTE ON FUNCTION
-    memory._conversation_before_insert(), memory._conversation_before_update(), memory._conversation_check_size(),
-    memory._message_before_insert(), memory._message_before_insert_write(), memory._message_before_update(),
-    memory._messages_after_insert(), memory._messages_after_delete(),
-    memory._summary_before_insert(),
-    memory._tool_key_taken(text[]), memory._enqueue_job(text, uuid), memory._jobs_count_queued()
-FROM PUBLIC;
+-- Row-level security and privileges ------------------------------------------------------------
+ALTER TABLE memory.agents ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE memory.llm_calls ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE memory.user_usage ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY agents_owner ON memory.agents
+    USING (user_id = (SELECT memory.current_user_id()))
+    WITH CHECK (user_id = (SELECT memory.current_user_id()));
+
+-- whoever may read a conversation may read the agent that applies to it, when its owner shares
+-- its configuration (share_config): otherwise the prompt and tools stay the owner's alone, on every
+-- route that reads agents under the caller's RLS (the table, get_agent, build_context, chat turns)
+CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
+    USING (share_config AND EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                               (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
+CREATE POLICY llm_calls_owner ON memory.llm_calls FOR SELECT
+    USING (user_id = (SELECT memory.current_user_id()));
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON memory.agents TO PUBLIC;
+
+GRANT SELECT ON memory.llm_calls TO PUBLIC;
+
+REVOKE ALL ON memory.user_usage FROM PUBLIC;
+
+ALTER TABLE memory.conversation_templates ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY templates_owner ON memory.conversation_templates
+    USING (user_id = (SELECT memory.current_user_id()))
+    WITH CHECK (user_id = (SELECT memory.current_user_id()));
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversation_templates TO PUBLIC;
+
+ALTER TABLE memory.share_links ENABLE ROW LEVEL SECURITY;
+
+-- the owner sees its conversations' links (never a token); written only through the functions
+CREATE POLICY share_links_owner ON memory.share_links FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+
+GRANT SELECT ON memory.share_links TO PUBLIC;

@@ -1,0 +1,69 @@
+-- Erasure: everything of one user, in one call, for operators (superusers and BYPASSRLS roles).
+
+-- ---- erasure -----------------------------------------------------------------------------------
+
+-- Removes everything of one user, in one transaction: its conversations (with their messages,
+-- summaries, jobs, members, share links and transfer offers), the messages it wrote in others'
+-- conversations (as any deletion of messages: a call takes its results along, and build_context
+-- leaves out results whose call is gone), its memberships and the offers made to it, its agents,
+-- templates, LLM call records, usage counters and queue state. For superusers and roles that
+-- bypass RLS (Supabase's service_role) only; it reads every message once (messages have no
+-- index by author). Returns the rows removed per table.
+CREATE OR REPLACE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_counts jsonb := '{}';
+    v_n      bigint;
+    v_table  text;
+BEGIN
+    IF NOT memory._caller_bypasses_rls() THEN
+        RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF $1 IS NULL THEN
+        RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- what the user wrote elsewhere, then what the conversations' cascade takes, counted first
+    DELETE FROM memory.conversation_messages m USING memory.conversations c
+     WHERE m.author_id = $1 AND c.id = m.conversation_id AND c.user_id <> $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('authored_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_summaries', v_n);
+    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('share_links', v_n);
+    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = $1 OR m.user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_members', v_n);
+    SELECT count(*) INTO v_n FROM memory.jobs j
+     WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
+    v_counts := v_counts || jsonb_build_object('jobs', v_n);
+
+    SELECT count(*) INTO v_n FROM memory.conversation_transfers t WHERE t.from_user_id = $1 OR t.to_user_id = $1;
+    v_counts := v_counts || jsonb_build_object('conversation_transfers', v_n);
+
+    DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
+    DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = $1;
+    DELETE FROM memory.jobs j WHERE j.user_id = $1;
+    DELETE FROM memory.conversations c WHERE c.user_id = $1;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('conversations', v_n);
+    -- the tables keyed by the user alone
+    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
+        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING $1;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_counts := v_counts || jsonb_build_object(v_table, v_n);
+    END LOOP;
+    RETURN v_counts;
+END $$;
+
+CREATE OR REPLACE FUNCTION memory.erase_user(user_id uuid) RETURNS jsonb
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT memory._erase_user($1);
+$$;
+
+-- internal (see CONTRIBUTING.md): not executable by PUBLIC
+REVOKE EXECUTE ON FUNCTION
+    memory._erase_user(uuid)
+FROM PUBLIC;
