@@ -81,3 +81,29 @@ BEGIN
         RAISE EXCEPTION 'only the owner of conversation % may do this', $1 USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$;
+
+-- The caller's identity, or 42501 when there is none.
+CREATE OR REPLACE FUNCTION memory._identity() RETURNS uuid
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_me uuid := memory.current_user_id();
+BEGIN
+    IF v_me IS NULL THEN
+        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
+    END IF;
+    RETURN v_me;
+END $$;
+
+-- Whether an agent applies to a conversation (given by its agent_id and owner): the agent is the
+-- conversation's agent_id AND belongs to the conversation's owner, so nobody can give someone
+-- else's conversations a system prompt by creating an agent with a known id, nor read another
+-- user's agent by naming it in a conversation of their own. Plain SQL without SET clauses, every
+-- operator qualified: PostgreSQL inlines it into joins and the agents' policy, which then use the
+-- agents' primary key.
+CREATE OR REPLACE FUNCTION memory._agent_applies(agent memory.agents, conversation_agent_id uuid, conversation_owner uuid)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT agent.id OPERATOR(pg_catalog.=) conversation_agent_id AND agent.user_id OPERATOR(pg_catalog.=) conversation_owner
+$$;

@@ -23,11 +23,11 @@ BEGIN
         v_name := v_tool #>> '{function,name}';
         IF jsonb_typeof(v_tool) IS DISTINCT FROM 'object' OR v_tool->>'type' IS DISTINCT FROM 'function'
            OR jsonb_typeof(v_tool->'function') IS DISTINCT FROM 'object' THEN
-            RAISE EXCEPTION 'each tool must be {"type": "function", "function": {"name": …}}, got %', left(v_tool::text, 80)
+            RAISE EXCEPTION 'each tool must be {"type": "function", "function": {"name": …}}, got %', memory._clip(v_tool::text)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF v_name IS NULL OR v_name !~ '^[a-zA-Z0-9_-]{1,64}$' THEN
-            RAISE EXCEPTION 'tool name must be 1-64 letters, digits, _ or -, got %', left(coalesce(v_name, 'NULL'), 80)
+            RAISE EXCEPTION 'tool name must be 1-64 letters, digits, _ or -, got %', memory._clip(coalesce(v_name, 'NULL'))
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF v_name = ANY (v_names) THEN
@@ -66,13 +66,8 @@ CREATE OR REPLACE FUNCTION memory.create_agent(
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.agents;
-    v_user uuid := memory.current_user_id();
+    v_user uuid := memory._identity();
 BEGIN
-    IF v_user IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
-    END IF;
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;

@@ -27,11 +27,7 @@ BEGIN
     IF coalesce($1, v_template_agent) IS NULL THEN
         RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF v_user IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Through PostgREST/Supabase send a JWT with a sub claim; from psql or an application server SET memory.user_id = ''<uuid>''.';
-    END IF;
+    v_user := memory._identity();
     INSERT INTO memory.conversations AS c (agent_id, user_id, title, metadata, encoding)
     VALUES (coalesce($1, v_template_agent), v_user, $2, coalesce($3, '{}'), $4)
     RETURNING c.* INTO v_row;

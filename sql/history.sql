@@ -91,7 +91,7 @@ BEGIN
         RAISE EXCEPTION 'id and format must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF $2 NOT IN ('json', 'markdown', 'openai') THEN
-        RAISE EXCEPTION 'unknown export format "%"', left($2, 80)
+        RAISE EXCEPTION 'unknown export format "%"', memory._clip($2)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use json, markdown or openai.';
     END IF;
     SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
@@ -274,14 +274,12 @@ BEGIN
     IF $1 IS NULL THEN
         RAISE EXCEPTION 'data must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF memory.current_user_id() IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM memory._identity();
     IF jsonb_typeof($1) = 'array' THEN
         v_messages := $1;
     ELSIF jsonb_typeof($1) = 'object' AND $1 ? 'format' THEN
         IF $1->>'format' IS DISTINCT FROM 'memory_ext.conversation' OR ($1->>'version') IS DISTINCT FROM '1' THEN
-            RAISE EXCEPTION 'unsupported export: format "%" version %', left($1->>'format', 80), left($1->>'version', 20)
+            RAISE EXCEPTION 'unsupported export: format "%" version %', memory._clip($1->>'format'), memory._clip($1->>'version')
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'This version reads format memory_ext.conversation version 1, {"messages": [...]} or an array of messages.';
         END IF;
@@ -377,9 +375,7 @@ DECLARE
     v_from text[];
     v_to   text[] := ARRAY[memory._conversation_lexeme(v_id), memory._owner_lexeme(v_user)];
 BEGIN
-    IF v_user IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM memory._identity();
     PERFORM memory._require(p_source, 'read');
     -- KEY SHARE: the source cannot be deleted under the copy; appends may go on (the copy ends at v_at)
     SELECT c.* INTO v_src FROM memory.conversations c WHERE c.id = p_source FOR KEY SHARE;

@@ -115,7 +115,7 @@ CREATE POLICY agents_owner ON memory.agents
 -- route that reads agents under the caller's RLS (the table, get_agent, build_context, chat turns)
 CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
     USING (share_config AND EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.agent_id = agents.id AND c.user_id = agents.user_id
+                    WHERE memory._agent_applies(agents, c.agent_id, c.user_id)
                       AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
                                                (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
 

@@ -12,8 +12,7 @@ RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timest
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count, d.days
       FROM memory.conversations c
-      -- an agent applies to its owner's conversations only (see tables.sql)
-      LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id
+      LEFT JOIN memory.agents a ON memory._agent_applies(a, c.agent_id, c.user_id)
      -- the operator's period is a ceiling: an agent may only shorten it (0 or NULL: the operator's);
      -- with no operator period, the agent's own applies
      CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif($1, 0)), 0) AS days) d

@@ -178,14 +178,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF $4 IS NOT NULL AND $4 NOT IN ('user', 'assistant', 'system', 'tool') THEN
-        RAISE EXCEPTION 'unknown role "%"', left($4, 80) USING ERRCODE = 'invalid_parameter_value';
+        RAISE EXCEPTION 'unknown role "%"', memory._clip($4) USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF $10 IS NOT NULL THEN
         BEGIN
             v_rank := split_part($10, '/', 1)::real;
             v_after := split_part($10, '/', 2)::uuid;
         EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-            RAISE EXCEPTION 'cursor "%" is not a cursor of search_messages', left($10, 80)
+            RAISE EXCEPTION 'cursor "%" is not a cursor of search_messages', memory._clip($10)
                 USING ERRCODE = 'invalid_parameter_value';
         END;
     END IF;

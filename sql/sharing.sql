@@ -23,7 +23,7 @@ BEGIN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF $3 NOT IN ('viewer', 'editor') THEN
-        RAISE EXCEPTION 'unknown member role "%"', left($3, 80)
+        RAISE EXCEPTION 'unknown member role "%"', memory._clip($3)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use viewer or editor.';
     END IF;
     PERFORM memory._require($1, 'manage');
@@ -98,18 +98,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- ---- consent: shares waiting for their recipient ------------------------------------------------
-
--- The caller's identity, or 42501 when there is none.
-CREATE OR REPLACE FUNCTION memory._identity() RETURNS uuid
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_me uuid := memory.current_user_id();
-BEGIN
-    IF v_me IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN v_me;
-END $$;
 
 -- Who offers the caller shares it has not accepted: one row per sharer, with how many
 -- conversations and the oldest and newest offer. (Each offer is a row of

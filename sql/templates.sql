@@ -25,9 +25,7 @@ BEGIN
     IF $1 IS NULL OR $2 IS NULL THEN
         RAISE EXCEPTION 'conversation_id and name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF memory.current_user_id() IS NULL THEN
-        RAISE EXCEPTION 'no user identity: memory.current_user_id() is NULL' USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM memory._identity();
     SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';

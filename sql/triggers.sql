@@ -194,7 +194,7 @@ BEGIN
                 RETURN NULL;
             END IF;
             RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
-                left(NEW.idempotency_key, 80), v_prev.seq
+                memory._clip(NEW.idempotency_key), v_prev.seq
                 USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
         END IF;
     END IF;
@@ -214,17 +214,17 @@ BEGIN
             ARRAY(SELECT v_prefix || kind || (call->>'id')
                     FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
         IF v_clash IS NOT NULL THEN
-            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', left(substr(v_clash, 40), 80)
+            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', memory._clip(substr(v_clash, 40))
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
     IF NEW.role = 'tool' THEN
         IF memory._tool_key_taken(ARRAY[v_prefix || '/c/' || NEW.tool_call_id]) IS NULL THEN
-            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', left(NEW.tool_call_id, 80)
+            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', memory._clip(NEW.tool_call_id)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
         IF memory._tool_key_taken(ARRAY[v_prefix || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
-            RAISE EXCEPTION 'tool call "%" already has a result', left(NEW.tool_call_id, 80)
+            RAISE EXCEPTION 'tool call "%" already has a result', memory._clip(NEW.tool_call_id)
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
@@ -266,11 +266,11 @@ BEGIN
          WHERE c.id = a.conversation_id
         RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user
     LOOP
-        -- the conversation's agent, when one of its owner's agents has that id (see tables.sql)
+        -- the conversation's agent, if one applies (memory._agent_applies)
         v_agent_threshold := NULL;
         v_auto_reply := false;
         SELECT ag.summarize_threshold, ag.auto_reply INTO v_agent_threshold, v_auto_reply
-          FROM memory.agents ag WHERE ag.id = r.agent_id AND ag.user_id = r.user_id;
+          FROM memory.agents ag WHERE memory._agent_applies(ag, r.agent_id, r.user_id);
         v_threshold := memory._summarize_threshold(v_agent_threshold);
         IF r.total_tokens > v_threshold AND memory._uncovered_tokens(r.id, r.total_tokens) > v_threshold THEN
             PERFORM memory._enqueue_job('summary', r.id);

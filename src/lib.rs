@@ -22,7 +22,7 @@ extension_sql_file!(
     name = "tables",
     requires = ["tool_keys", api::identity::current_user_id, api::tokens::default_encoding]
 );
-extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::limits::_caller_bypasses_rls]);
+extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::roles::_caller_bypasses_rls]);
 extension_sql_file!("../sql/policies.sql", name = "policies", requires = ["access"]);
 extension_sql_file!(
     "../sql/summaries.sql",
@@ -42,7 +42,7 @@ extension_sql_file!(
         "queue",
         api::limits::_max_messages_per_minute,
         api::limits::_max_llm_tokens_per_day,
-        api::limits::_in_chat_turn,
+        api::turn::_in_chat_turn,
         api::charges::_pending_llm_tokens,
         api::charges::_pending_rolled_back_turns
     ]
@@ -54,10 +54,10 @@ extension_sql_file!(
         "usage",
         api::tokens::message_tokens,
         api::tokens::resolve_encoding,
-        api::limits::_current_role_is_superuser,
-        api::limits::_search_config,
+        api::roles::_current_role_is_superuser,
+        api::settings::_search_config,
         api::limits::_message_limit_applies,
-        api::limits::_notify_messages,
+        api::settings::_notify_messages,
         api::turn::_auto_reply_suppressed
     ]
 );

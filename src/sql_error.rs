@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::core::error::{Code, MemError};
+use crate::core::error::{clip, Code, MemError};
 
 pub fn raise(e: MemError) -> ! {
     let code = match e.code {
@@ -29,6 +29,10 @@ pub mod custom {
 pub fn fail(code: PgSqlErrorCode, message: impl Into<String>) -> ! {
     let message: String = message.into();
     ereport!(ERROR, code, message);
+}
+
+pub fn spi_failed(e: pgrx::spi::SpiError) -> ! {
+    fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("memory_ext: SPI failed: {e}"))
 }
 
 /// Raises an ERROR with a HINT that says what to do about it.
@@ -58,4 +62,11 @@ pub fn required<T>(v: Option<T>, name: &str) -> T {
 /// Lets a long tokenization be cancelled by statement_timeout or pg_cancel_backend.
 pub fn interrupt() {
     pgrx::check_for_interrupts!();
+}
+
+/// What an error message may quote of a value a caller sent (`core::error::clip`: at most 80
+/// characters, then its size): SQL's errors quote through it, like Rust's.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _clip(value: &str) -> String {
+    clip(value)
 }

@@ -7,7 +7,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, Uuid};
 
-use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
+use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY, NEWEST_SUMMARY_BEFORE_0_2};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
 use crate::core::tokenizer::Encoding;
 use crate::core::turn::{
@@ -16,7 +16,7 @@ use crate::core::turn::{
 };
 use crate::core::window::{self, Params, Row, RowSource, SliceSource, Summary, Window};
 use crate::gucs;
-use crate::sql_error::{fail, interrupt, required, OrRaise};
+use crate::sql_error::{fail, interrupt, required, spi_failed, OrRaise};
 
 const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
@@ -83,10 +83,6 @@ impl RowSource for IndexSource<'_> {
             .unwrap_or_else(|e| spi_failed(e))
             .unwrap_or(0)
     }
-}
-
-pub fn spi_failed(e: pgrx::spi::SpiError) -> ! {
-    fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("memory_ext: SPI failed: {e}"))
 }
 
 fn check_budget(max_tokens: Option<i32>) -> i64 {
@@ -166,6 +162,7 @@ impl TurnRequest {
 thread_local! {
     static AGENTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static SHARE_CONFIG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static NEWEST_SUMMARY_FN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 const SHARE_CONFIG_COLUMN: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
                                     WHERE attrelid = to_regclass('memory.agents') AND attname = 'share_config')";
@@ -188,12 +185,16 @@ fn installed(client: &SpiClient, probe: &str, known: &'static std::thread::Local
 /// Reads a conversation (RLS applies to the caller) and its agent; None when it cannot be seen.
 pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
     let agent_columns = if installed(client, "SELECT to_regclass('memory.agents') IS NOT NULL", &AGENTS) {
-        // 0.2.0's schema, until ALTER EXTENSION UPDATE, has no share_config: nothing is shared
-        let shared = if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) { "a.share_config" } else { "false" };
+        // which agent applies: SQL's rule (memory._agent_applies); 0.2.0's SQL, until ALTER
+        // EXTENSION UPDATE, has neither it (its join is the same rule) nor share_config
+        let (shared, applies) = if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) {
+            ("a.share_config", "memory._agent_applies(a, c.agent_id, c.user_id)")
+        } else {
+            ("false", "a.id = c.agent_id AND a.user_id = c.user_id")
+        };
         format!(
             "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
-             a.temperature::text::float8, {shared} FROM memory.conversations c \
-             LEFT JOIN memory.agents a ON a.id = c.agent_id AND a.user_id = c.user_id"
+             a.temperature::text::float8, {shared} FROM memory.conversations c LEFT JOIN memory.agents a ON {applies}"
         )
     } else {
         "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8, NULL::bool \
@@ -238,7 +239,9 @@ pub fn window_of(client: &SpiClient, conv: &Conversation, max: i64, system_promp
     let id = conv.id;
     // A summary can only matter when the history does not fit beside the system prompt.
     let summary = if system_prompt.is_some() || conv.total_tokens + REPLY_PRIMING > max {
-        let plan = kept_plan(client, NEWEST_SUMMARY, &[UUID]).unwrap_or_else(|e| spi_failed(e));
+        let probe = "SELECT to_regprocedure('memory._newest_summary(uuid)') IS NOT NULL";
+        let sql = if installed(client, probe, &NEWEST_SUMMARY_FN) { NEWEST_SUMMARY } else { NEWEST_SUMMARY_BEFORE_0_2 };
+        let plan = kept_plan(client, sql, &[UUID]).unwrap_or_else(|e| spi_failed(e));
         let s = client.select(plan, Some(1), &[id.into()]).unwrap_or_else(|e| spi_failed(e));
         s.into_iter().next().map(|s| Summary {
             content: s.get::<String>(1).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),

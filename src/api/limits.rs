@@ -1,7 +1,6 @@
-//! Limits that keep one user's input from costing everyone (message size, tool calls per
-//! message, the summarize threshold's floor) and the role checks the triggers rely on.
-//! Pure Rust over settings and the role catalog: these functions run no SQL, so no search_path
-//! can change what they do.
+//! Limits that keep one user's input from costing everyone: message size, tool calls per message,
+//! the summarize threshold's floor, and the per-user rate and token limits' settings.
+//! Pure Rust over settings: these functions run no SQL, so no search_path can change what they do.
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -56,51 +55,7 @@ fn _max_llm_tokens_per_day() -> i64 {
 /// worker run as a superuser) nor is memory.chat's stored answer.
 #[pg_extern(stable, parallel_safe)]
 fn _message_limit_applies() -> bool {
-    gucs::MAX_MESSAGES_PER_MINUTE.get() > 0 && !_current_role_is_superuser() && !crate::api::turn::in_chat_turn()
-}
-
-/// The text search configuration messages are indexed and searched with (memory.search_config);
-/// NULL when search is off ('off': messages are stored without search words).
-#[pg_extern(stable, parallel_safe)]
-fn _search_config() -> Option<String> {
-    let config = gucs::SEARCH_CONFIG
-        .get()
-        .and_then(|c| c.into_string().ok())
-        .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| "simple".into());
-    (config != "off").then_some(config)
-}
-
-/// Whether new messages are announced on channel memory_messages.
-#[pg_extern(stable, parallel_safe)]
-fn _notify_messages() -> bool {
-    gucs::NOTIFY_MESSAGES.get()
-}
-
-/// Whether memory.chat of this backend is writing its answer: its own SQL helper refuses to work
-/// otherwise, and the answer does not count against the messages-per-minute limit. A
-/// backend-local flag of the library: no setting or SQL can raise it.
-#[pg_extern(stable, parallel_safe)]
-fn _in_chat_turn() -> bool {
-    crate::api::turn::in_chat_turn()
-}
-
-/// Whether the current role (inside a SECURITY DEFINER function: its owner) is a superuser.
-/// The counter guard uses it: only memory_ext's own definer triggers run as the owner.
-#[pg_extern(stable, parallel_safe)]
-fn _current_role_is_superuser() -> bool {
-    // SAFETY: a catalog look-up of the current role.
-    unsafe { pg_sys::superuser() }
-}
-
-/// Whether the role the caller acts as (its SET ROLE role, also inside SECURITY DEFINER
-/// functions) bypasses row-level security: a superuser, or a BYPASSRLS role such as Supabase's
-/// `service_role`. The authorization rule lets such roles at every conversation, as RLS does.
-#[pg_extern(stable, parallel_safe)]
-fn _caller_bypasses_rls() -> bool {
-    // SAFETY: catalog look-ups of the outer role of this backend.
-    unsafe {
-        let role = pg_sys::GetOuterUserId();
-        pg_sys::superuser_arg(role) || pg_sys::has_bypassrls_privilege(role)
-    }
+    gucs::MAX_MESSAGES_PER_MINUTE.get() > 0
+        && !super::roles::_current_role_is_superuser()
+        && !crate::api::turn::in_chat_turn()
 }

@@ -4,6 +4,8 @@ pub mod context;
 pub mod identity;
 pub mod limits;
 pub mod llm_thread;
+pub mod roles;
+pub mod settings;
 pub mod stored;
 pub mod tests;
 pub mod tokens;

@@ -11,10 +11,14 @@ use crate::core::chat::RawMessage;
 use crate::core::error::MemError;
 use crate::core::window::Row;
 
-/// The newest summary of conversation $1: the same definition as SQL's `memory._newest_summary`
-/// (highest covers_through_seq, then highest id). Written out rather than called so that the
-/// library also works against the previous version's SQL until `ALTER EXTENSION ... UPDATE`.
-pub const NEWEST_SUMMARY: &str = "SELECT content, token_count, covers_through_seq, covered_tokens \
+/// The newest summary of conversation $1, by SQL's one definition (`memory._newest_summary`); no
+/// row when it has none.
+pub const NEWEST_SUMMARY: &str = "SELECT s.content, s.token_count, s.covers_through_seq, s.covered_tokens \
+     FROM memory._newest_summary($1) s WHERE s.id IS NOT NULL";
+
+/// The same for 0.1.0's SQL, which has no `memory._newest_summary` until `ALTER EXTENSION ...
+/// UPDATE` (build_context serves it meanwhile): that definition, written out.
+pub const NEWEST_SUMMARY_BEFORE_0_2: &str = "SELECT content, token_count, covers_through_seq, covered_tokens \
      FROM memory.conversation_summaries WHERE conversation_id = $1 \
      ORDER BY covers_through_seq DESC, id DESC LIMIT 1";
 

@@ -11,11 +11,12 @@ use pgrx::{JsonB, PgSqlErrorCode, Uuid};
 use serde_json::{json, Value};
 
 use super::charges;
-use super::context::{load_conversation, not_found, spi_failed, TurnRequest};
+use super::context::{load_conversation, not_found, TurnRequest};
 use super::llm_thread::{call_waiting, config};
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
 use crate::core::turn::{column_count, parse_reply, Usage};
+use crate::sql_error::spi_failed;
 use crate::sql_error::{custom, fail, required};
 
 // Backend-local flags. WRITING is raised by this module only, around the writes of a turn's
@@ -43,6 +44,14 @@ impl Drop for Raised {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Relaxed);
     }
+}
+
+/// Whether memory.chat of this backend is writing its answer: its own SQL helper refuses to work
+/// otherwise, and the answer does not count against the messages-per-minute limit. A
+/// backend-local flag of the library: no setting or SQL can raise it.
+#[pg_extern(stable, parallel_safe)]
+fn _in_chat_turn() -> bool {
+    in_chat_turn()
 }
 
 /// memory.chat's first step: its user message queues no auto-reply (the turn answers it).

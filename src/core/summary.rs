@@ -1,8 +1,7 @@
-//! Progressive summaries: where to cut, what to ask the LLM, how to read its answer, how long to
-//! wait after a failure, and the offline extractive summarizer. No pgrx, no I/O.
+//! Progressive summaries: where to cut, what to ask the LLM, how to read its answer, and the
+//! offline extractive summarizer. No pgrx, no I/O.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -133,17 +132,6 @@ pub fn parse_response(status: u16, retry_after: Option<&str>, body: &str) -> Res
     summary_content(&read_answer(status, retry_after, body)?, body)
 }
 
-/// Exponential backoff from `base`, doubling per attempt, capped at an hour; a server's
-/// Retry-After wins when it asks for longer.
-pub fn backoff(attempts: i32, base: Duration, retry_after: Option<Duration>) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1));
-    let d = exp.min(Duration::from_secs(3600));
-    match retry_after {
-        Some(r) if r > d => r,
-        _ => d,
-    }
-}
-
 /// The offline summarizer: the previous summary, then the first sentence of each new message;
 /// when that is over `max_tokens`, lines are dropped from the middle, so the oldest facts and the
 /// newest turns both survive. Linear in the input: each line is counted once, and the result is
@@ -215,6 +203,7 @@ pub fn extractive(previous: Option<&str>, rows: &[Row], enc: Encoding, max_token
 mod tests {
     use super::*;
     use crate::core::chat::parse_messages_json;
+    use std::time::Duration;
 
     fn rows(msgs: Value) -> Vec<Row> {
         parse_messages_json(&msgs)
@@ -306,15 +295,6 @@ mod tests {
         assert!(parse_response(200, None, "<html>").unwrap_err().message.contains("invalid JSON"));
         assert!(parse_response(200, None, r#"{"choices":[]}"#).unwrap_err().message.contains("no choices[0]"));
         assert!(parse_response(200, None, r#"{"choices":[{"message":{"content":""}}]}"#).is_err());
-    }
-
-    #[test]
-    fn backoff_doubles_and_honours_retry_after() {
-        let base = Duration::from_millis(100);
-        assert_eq!(backoff(1, base, None), Duration::from_millis(100));
-        assert_eq!(backoff(3, base, None), Duration::from_millis(400));
-        assert_eq!(backoff(40, base, None), Duration::from_secs(3600).min(base * (1 << 19)));
-        assert_eq!(backoff(1, base, Some(Duration::from_secs(5))), Duration::from_secs(5));
     }
 
     #[test]

@@ -23,6 +23,7 @@ REVIEWED = {
     "build_context_from(jsonb,integer,text,text)": ("pure-c", False, True),
     # identity, limits and the authorization rule
     "current_user_id()": ("pure-c", False, True),
+    "_clip(text)": ("pure-c", False, True),                    # what an error quotes of input
     "_caller_bypasses_rls()": ("pure-c", False, True),
     "_current_role_is_superuser()": ("pure-c", False, True),
     "_check_message_limits(bigint,integer)": ("pure-c", False, True),
