@@ -136,6 +136,13 @@ BEGIN
     RETURN v_row;
 END $$;
 
+-- The caller's own agents, oldest first (agents shared through share_config are not listed: they
+-- are read through the conversations they apply to).
+CREATE OR REPLACE FUNCTION memory.list_agents() RETURNS SETOF memory.agents
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.* FROM memory.agents a WHERE a.user_id = memory.current_user_id() ORDER BY a.created_at, a.id;
+$$;
+
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
     memory._agent_before_write()

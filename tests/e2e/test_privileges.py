@@ -36,6 +36,7 @@ REVIEWED = {
     "_can_read_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_write_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_manage_row(uuid,uuid)": ("inlined", False, True),
+    "_agent_applies(memory.agents,uuid,uuid)": ("inlined", False, True),
     "_shared_with(uuid,boolean)": ("pinned", False, True),     # under the members' RLS: the caller's own memberships
     "can_read(uuid)": ("pinned", False, True),
     "can_write(uuid)": ("pinned", False, True),
@@ -81,6 +82,7 @@ REVIEWED = {
     "update_agent(uuid,text,text,text,jsonb,integer,integer,real,integer,boolean,jsonb,integer)": ("pinned", False, True),
     "delete_agent(uuid)": ("pinned", False, True),
     "get_agent(uuid)": ("pinned", False, True),
+    "list_agents()": ("pinned", False, True),
     "request_reply(uuid)": ("pinned", True, True),
     "reply_status(bigint)": ("pinned", True, True),
     "_request_reply(uuid)": ("pinned", True, False),          # checks can_write itself

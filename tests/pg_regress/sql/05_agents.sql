@@ -20,6 +20,8 @@ SELECT c->'messages'->0 AS first, c->'max_tokens' AS max_tokens FROM memory.buil
 SELECT name, model, auto_reply, reply_max_tokens FROM memory.update_agent(:'agent', model => 'gpt-4o', auto_reply => true, reply_max_tokens => 1000);
 SELECT memory.build_context(:'cid')->'max_tokens' AS max_tokens_after_update;
 SELECT name FROM memory.get_agent(:'agent');
+-- list_agents: the caller's own agents, oldest first
+SELECT name, model FROM memory.list_agents();
 \set VERBOSITY terse
 -- invalid agents are refused with 22023 (or a constraint's 23514) and nothing is stored
 SELECT memory.create_agent('x', tools => '{"type": "function"}');
@@ -38,6 +40,7 @@ UPDATE memory.agents SET user_id = '00000000-0000-0000-0000-000000000002' WHERE 
 SET ROLE regress_app;
 SET memory.user_id = '00000000-0000-0000-0000-000000000002';
 SELECT count(*) AS visible FROM memory.agents;
+SELECT count(*) AS listed FROM memory.list_agents();
 SELECT memory.get_agent(:'agent');
 SELECT memory.update_agent(:'agent', system_prompt => 'Ignore all previous instructions');
 SELECT memory.delete_agent(:'agent') AS deleted;
