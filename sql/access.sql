@@ -35,7 +35,7 @@ CREATE OR REPLACE FUNCTION memory._shared_with(caller uuid, editors_only boolean
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(m.conversation_id), '{}')
       FROM memory.conversation_members m
-     WHERE m.user_id = $1 AND m.accepted_at IS NOT NULL AND (NOT $2 OR m.role = 'editor');
+     WHERE m.user_id = _shared_with.caller AND m.accepted_at IS NOT NULL AND (NOT _shared_with.editors_only OR m.role = 'editor');
 $$;
 
 -- The same rule by conversation id, for SECURITY DEFINER helpers (which run outside RLS) and for
@@ -44,7 +44,7 @@ $$;
 CREATE OR REPLACE FUNCTION memory.can_read(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                    WHERE c.id = can_read.conversation_id AND (memory._caller_bypasses_rls()
                                          OR memory._can_read_row(c.id, c.user_id, memory.current_user_id(),
                                                                  memory._shared_with(memory.current_user_id(), false))));
 $$;
@@ -52,7 +52,7 @@ $$;
 CREATE OR REPLACE FUNCTION memory.can_write(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                    WHERE c.id = can_write.conversation_id AND (memory._caller_bypasses_rls()
                                          OR memory._can_write_row(c.id, c.user_id, memory.current_user_id(),
                                                                   memory._shared_with(memory.current_user_id(), true))));
 $$;
@@ -60,7 +60,7 @@ $$;
 CREATE OR REPLACE FUNCTION memory.can_manage(conversation_id uuid) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM memory.conversations c
-                    WHERE c.id = $1 AND (memory._caller_bypasses_rls()
+                    WHERE c.id = can_manage.conversation_id AND (memory._caller_bypasses_rls()
                                          OR memory._can_manage_row(c.user_id, memory.current_user_id())));
 $$;
 
@@ -70,15 +70,15 @@ $$;
 CREATE OR REPLACE FUNCTION memory._require(conversation_id uuid, action text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF NOT memory.can_read($1) THEN
-        RAISE EXCEPTION 'conversation % does not exist', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    IF NOT memory.can_read(_require.conversation_id) THEN
+        RAISE EXCEPTION 'conversation % does not exist', coalesce(_require.conversation_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    IF $2 = 'write' AND NOT memory.can_write($1) THEN
-        RAISE EXCEPTION 'conversation % is shared with you read-only', $1
+    IF _require.action = 'write' AND NOT memory.can_write(_require.conversation_id) THEN
+        RAISE EXCEPTION 'conversation % is shared with you read-only', _require.conversation_id
             USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
     END IF;
-    IF $2 = 'manage' AND NOT memory.can_manage($1) THEN
-        RAISE EXCEPTION 'only the owner of conversation % may do this', $1 USING ERRCODE = 'insufficient_privilege';
+    IF _require.action = 'manage' AND NOT memory.can_manage(_require.conversation_id) THEN
+        RAISE EXCEPTION 'only the owner of conversation % may do this', _require.conversation_id USING ERRCODE = 'insufficient_privilege';
     END IF;
 END $$;
 

@@ -68,13 +68,13 @@ DECLARE
     v_row memory.agents;
     v_user uuid := memory._identity();
 BEGIN
-    IF $1 IS NULL THEN
+    IF create_agent.name IS NULL THEN
         RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     INSERT INTO memory.agents AS a (user_id, name, system_prompt, model, tools, max_context_tokens, reply_max_tokens,
                                     temperature, summarize_threshold, auto_reply, metadata, retention_days)
-    VALUES (v_user, $1, $2, $3, coalesce($4, '[]'), coalesce($5, 8000), coalesce($6, 2000), coalesce($7, 0.7), $8,
-            coalesce($9, false), coalesce($10, '{}'), $11)
+    VALUES (v_user, create_agent.name, create_agent.system_prompt, create_agent.model, coalesce(create_agent.tools, '[]'), coalesce(create_agent.max_context_tokens, 8000), coalesce(create_agent.reply_max_tokens, 2000), coalesce(create_agent.temperature, 0.7), create_agent.summarize_threshold,
+            coalesce(create_agent.auto_reply, false), coalesce(create_agent.metadata, '{}'), create_agent.retention_days)
     RETURNING a.* INTO v_row;
     RETURN v_row;
 END $$;
@@ -99,19 +99,19 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.agents;
 BEGIN
-    IF $1 IS NULL THEN
+    IF update_agent.agent_id IS NULL THEN
         RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     UPDATE memory.agents a
-       SET name = coalesce($2, a.name), system_prompt = coalesce($3, a.system_prompt), model = coalesce($4, a.model),
-           tools = coalesce($5, a.tools), max_context_tokens = coalesce($6, a.max_context_tokens),
-           reply_max_tokens = coalesce($7, a.reply_max_tokens), temperature = coalesce($8, a.temperature),
-           summarize_threshold = coalesce($9, a.summarize_threshold), auto_reply = coalesce($10, a.auto_reply),
-           metadata = coalesce($11, a.metadata), retention_days = coalesce($12, a.retention_days)
-     WHERE a.id = $1 AND a.user_id = memory.current_user_id()
+       SET name = coalesce(update_agent.name, a.name), system_prompt = coalesce(update_agent.system_prompt, a.system_prompt), model = coalesce(update_agent.model, a.model),
+           tools = coalesce(update_agent.tools, a.tools), max_context_tokens = coalesce(update_agent.max_context_tokens, a.max_context_tokens),
+           reply_max_tokens = coalesce(update_agent.reply_max_tokens, a.reply_max_tokens), temperature = coalesce(update_agent.temperature, a.temperature),
+           summarize_threshold = coalesce(update_agent.summarize_threshold, a.summarize_threshold), auto_reply = coalesce(update_agent.auto_reply, a.auto_reply),
+           metadata = coalesce(update_agent.metadata, a.metadata), retention_days = coalesce(update_agent.retention_days, a.retention_days)
+     WHERE a.id = update_agent.agent_id AND a.user_id = memory.current_user_id()
     RETURNING a.* INTO v_row;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'agent % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'agent % does not exist', update_agent.agent_id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN v_row;
 END $$;
@@ -120,7 +120,7 @@ END $$;
 -- use the defaults: no system prompt, memory.llm_model, an 8000-token window.
 CREATE OR REPLACE FUNCTION memory.delete_agent(agent_id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH gone AS (DELETE FROM memory.agents a WHERE a.id = $1 AND a.user_id = memory.current_user_id() RETURNING 1)
+    WITH gone AS (DELETE FROM memory.agents a WHERE a.id = delete_agent.agent_id AND a.user_id = memory.current_user_id() RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
 
@@ -129,9 +129,9 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.agents;
 BEGIN
-    SELECT a.* INTO v_row FROM memory.agents a WHERE a.id = $1;
+    SELECT a.* INTO v_row FROM memory.agents a WHERE a.id = get_agent.agent_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'agent % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'agent % does not exist', get_agent.agent_id USING ERRCODE = 'no_data_found';
     END IF;
     RETURN v_row;
 END $$;

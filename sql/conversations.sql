@@ -17,21 +17,21 @@ DECLARE
     v_template_agent uuid;
     v_template_messages jsonb;
 BEGIN
-    IF $5 IS NOT NULL THEN
+    IF create_conversation.template_id IS NOT NULL THEN
         SELECT t.agent_id, t.messages INTO v_template_agent, v_template_messages
-          FROM memory.conversation_templates t WHERE t.id = $5;
+          FROM memory.conversation_templates t WHERE t.id = create_conversation.template_id;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'template % does not exist', $5 USING ERRCODE = 'no_data_found';
+            RAISE EXCEPTION 'template % does not exist', create_conversation.template_id USING ERRCODE = 'no_data_found';
         END IF;
     END IF;
-    IF coalesce($1, v_template_agent) IS NULL THEN
+    IF coalesce(create_conversation.agent_id, v_template_agent) IS NULL THEN
         RAISE EXCEPTION 'agent_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     v_user := memory._identity();
     INSERT INTO memory.conversations AS c (agent_id, user_id, title, metadata, encoding)
-    VALUES (coalesce($1, v_template_agent), v_user, $2, coalesce($3, '{}'), $4)
+    VALUES (coalesce(create_conversation.agent_id, v_template_agent), v_user, create_conversation.title, coalesce(create_conversation.metadata, '{}'), create_conversation.encoding)
     RETURNING c.* INTO v_row;
-    IF $5 IS NOT NULL THEN
+    IF create_conversation.template_id IS NOT NULL THEN
         PERFORM memory._append_all(v_row.id, v_template_messages, 'template');
         SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = v_row.id;
     END IF;
@@ -58,11 +58,11 @@ BEGIN
     -- seq and token_count are set by the triggers
     INSERT INTO memory.conversation_messages AS m
         (conversation_id, role, content, tool_calls, name, tool_call_id, metadata, idempotency_key, seq, token_count)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, 0)
+    VALUES (add_message.conversation_id, add_message.role, add_message.content, add_message.tool_calls, add_message.name, add_message.tool_call_id, add_message.metadata, add_message.idempotency_key, 0, 0)
     RETURNING m.* INTO v_row;
     IF NOT FOUND THEN  -- the insert trigger found this append already stored under the key
         SELECT m.* INTO v_row FROM memory.conversation_messages m
-         WHERE m.conversation_id = $1 AND m.idempotency_key = $8;
+         WHERE m.conversation_id = add_message.conversation_id AND m.idempotency_key = add_message.idempotency_key;
     END IF;
     RETURN v_row;
 END $$;
@@ -80,15 +80,15 @@ AS $$
 DECLARE
     v_result jsonb;
 BEGIN
-    IF $1 IS NULL THEN
+    IF get_messages.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
-        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+    IF get_messages."limit" IS NULL OR get_messages."limit" < 1 OR get_messages."limit" > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce(get_messages."limit"::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = $1) THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+    IF NOT EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = get_messages.conversation_id) THEN
+        RAISE EXCEPTION 'conversation % does not exist', get_messages.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
     -- One row past the page tells whether there is more. A page also ends before it would pass
     -- 64 MB of text (always at least one message), so that it fits in one jsonb value.
@@ -96,11 +96,11 @@ BEGIN
         SELECT m.*, row_number() OVER (ORDER BY m.seq DESC) AS rn,
                sum(octet_length(m.content) + coalesce(octet_length(m.tool_calls::text), 0)) OVER (ORDER BY m.seq DESC) AS bytes
           FROM (SELECT * FROM memory.conversation_messages m
-                 WHERE m.conversation_id = $1 AND ($3 IS NULL OR m.seq < $3)
+                 WHERE m.conversation_id = get_messages.conversation_id AND (get_messages.before_seq IS NULL OR m.seq < get_messages.before_seq)
                  ORDER BY m.seq DESC
-                 LIMIT $2 + 1) m
+                 LIMIT get_messages."limit" + 1) m
     ), kept AS (
-        SELECT p.*, (p.rn <= $2 AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
+        SELECT p.*, (p.rn <= get_messages."limit" AND (p.rn = 1 OR p.bytes <= 67108864)) AS on_page FROM page p
     )
     SELECT jsonb_build_object(
                'messages', coalesce(jsonb_agg(to_jsonb(k) - 'rn' - 'bytes' - 'on_page' - 'conversation_id' - 'search_vector' ORDER BY k.seq)
@@ -140,14 +140,14 @@ DECLARE
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2$f$;
 BEGIN
-    IF $2 IS NULL OR $2 < 1 OR $2 > 1000 THEN
-        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce($2::text, 'NULL')
+    IF _list_conversations."limit" IS NULL OR _list_conversations."limit" < 1 OR _list_conversations."limit" > 1000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce(_list_conversations."limit"::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $4 IS NOT NULL AND length($4) > 200 THEN
+    IF _list_conversations.title IS NOT NULL AND length(_list_conversations.title) > 200 THEN
         RAISE EXCEPTION 'title filter longer than 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $7 IS NOT NULL AND $5 IS NULL THEN
+    IF _list_conversations.before_id IS NOT NULL AND _list_conversations.updated_before IS NULL THEN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Two sources, each cut at the page size, merged: the caller's own conversations (in the order
@@ -164,7 +164,7 @@ BEGIN
         ) x
         ORDER BY x.updated_at DESC, x.id
         LIMIT $2$q$, v_filter)
-    USING $1, $2, $3, $4, $5, $6, $7, $8, $9, memory.current_user_id();
+    USING _list_conversations.agent_id, _list_conversations."limit", _list_conversations.metadata, _list_conversations.title, _list_conversations.updated_before, _list_conversations.updated_after, _list_conversations.before_id, _list_conversations.archived, _list_conversations.shared, memory.current_user_id();
 END $$;
 
 CREATE OR REPLACE FUNCTION memory.list_conversations(
@@ -184,7 +184,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = $1 RETURNING 1)
+    WITH gone AS (DELETE FROM memory.conversations c WHERE c.id = delete_conversation.id RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
 

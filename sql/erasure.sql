@@ -20,38 +20,38 @@ BEGIN
         RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF $1 IS NULL THEN
+    IF _erase_user.user_id IS NULL THEN
         RAISE EXCEPTION 'user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- what the user wrote elsewhere, then what the conversations' cascade takes, counted first
     DELETE FROM memory.conversation_messages m USING memory.conversations c
-     WHERE m.author_id = $1 AND c.id = m.conversation_id AND c.user_id <> $1;
+     WHERE m.author_id = _erase_user.user_id AND c.id = m.conversation_id AND c.user_id <> _erase_user.user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('authored_messages', v_n);
-    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = $1;
+    SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
-    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = $1;
+    SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('conversation_summaries', v_n);
-    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = $1;
+    SELECT count(*) INTO v_n FROM memory.share_links l JOIN memory.conversations c ON c.id = l.conversation_id WHERE c.user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('share_links', v_n);
-    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = $1 OR m.user_id = $1;
+    SELECT count(*) INTO v_n FROM memory.conversation_members m WHERE m.owner_id = _erase_user.user_id OR m.user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('conversation_members', v_n);
     SELECT count(*) INTO v_n FROM memory.jobs j
-     WHERE j.user_id = $1 OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = $1);
+     WHERE j.user_id = _erase_user.user_id OR j.conversation_id IN (SELECT c.id FROM memory.conversations c WHERE c.user_id = _erase_user.user_id);
     v_counts := v_counts || jsonb_build_object('jobs', v_n);
 
-    SELECT count(*) INTO v_n FROM memory.conversation_transfers t WHERE t.from_user_id = $1 OR t.to_user_id = $1;
+    SELECT count(*) INTO v_n FROM memory.conversation_transfers t WHERE t.from_user_id = _erase_user.user_id OR t.to_user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('conversation_transfers', v_n);
 
-    DELETE FROM memory.conversation_members m WHERE m.user_id = $1;
-    DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = $1;
-    DELETE FROM memory.jobs j WHERE j.user_id = $1;
-    DELETE FROM memory.conversations c WHERE c.user_id = $1;
+    DELETE FROM memory.conversation_members m WHERE m.user_id = _erase_user.user_id;
+    DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = _erase_user.user_id;
+    DELETE FROM memory.jobs j WHERE j.user_id = _erase_user.user_id;
+    DELETE FROM memory.conversations c WHERE c.user_id = _erase_user.user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('conversations', v_n);
     -- the tables keyed by the user alone
     FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
-        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING $1;
+        EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING _erase_user.user_id;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_counts := v_counts || jsonb_build_object(v_table, v_n);
     END LOOP;

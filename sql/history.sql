@@ -87,27 +87,27 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_conv memory.conversations;
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
+    IF export_conversation.id IS NULL OR export_conversation.format IS NULL THEN
         RAISE EXCEPTION 'id and format must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF $2 NOT IN ('json', 'markdown', 'openai') THEN
-        RAISE EXCEPTION 'unknown export format "%"', memory._clip($2)
+    IF export_conversation.format NOT IN ('json', 'markdown', 'openai') THEN
+        RAISE EXCEPTION 'unknown export format "%"', memory._clip(export_conversation.format)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use json, markdown or openai.';
     END IF;
-    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = export_conversation.id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'conversation % does not exist', export_conversation.id USING ERRCODE = 'no_data_found';
     END IF;
-    IF $2 = 'openai' THEN
-        RETURN jsonb_build_object('messages', memory.build_context($1, 2147483647)->'messages');
+    IF export_conversation.format = 'openai' THEN
+        RETURN jsonb_build_object('messages', memory.build_context(export_conversation.id, 2147483647)->'messages');
     END IF;
-    IF $2 = 'markdown' THEN
+    IF export_conversation.format = 'markdown' THEN
         RETURN to_jsonb(concat_ws(E'\n\n',
             '# ' || CASE WHEN coalesce(v_conv.title, '') = '' THEN 'Conversation' ELSE memory._md_inline(v_conv.title) END,
             format('%s messages · %s tokens (%s) · started %s', v_conv.message_count, v_conv.total_tokens, v_conv.encoding,
                    to_char(v_conv.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')),
             (SELECT string_agg(memory._md_message(m), E'\n\n' ORDER BY m.seq)
-               FROM memory.conversation_messages m WHERE m.conversation_id = $1)) || E'\n');
+               FROM memory.conversation_messages m WHERE m.conversation_id = export_conversation.id)) || E'\n');
     END IF;
     RETURN memory._export_json(v_conv, NULL);
 END $$;
@@ -271,23 +271,23 @@ DECLARE
     v_sid      bigint;
     v_s        jsonb;
 BEGIN
-    IF $1 IS NULL THEN
+    IF import_conversation.data IS NULL THEN
         RAISE EXCEPTION 'data must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM memory._identity();
-    IF jsonb_typeof($1) = 'array' THEN
-        v_messages := $1;
-    ELSIF jsonb_typeof($1) = 'object' AND $1 ? 'format' THEN
-        IF $1->>'format' IS DISTINCT FROM 'memory_ext.conversation' OR ($1->>'version') IS DISTINCT FROM '1' THEN
-            RAISE EXCEPTION 'unsupported export: format "%" version %', memory._clip($1->>'format'), memory._clip($1->>'version')
+    IF jsonb_typeof(import_conversation.data) = 'array' THEN
+        v_messages := import_conversation.data;
+    ELSIF jsonb_typeof(import_conversation.data) = 'object' AND import_conversation.data ? 'format' THEN
+        IF import_conversation.data->>'format' IS DISTINCT FROM 'memory_ext.conversation' OR (import_conversation.data->>'version') IS DISTINCT FROM '1' THEN
+            RAISE EXCEPTION 'unsupported export: format "%" version %', memory._clip(import_conversation.data->>'format'), memory._clip(import_conversation.data->>'version')
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'This version reads format memory_ext.conversation version 1, {"messages": [...]} or an array of messages.';
         END IF;
-        v_conv := coalesce($1->'conversation', '{}');
-        v_messages := $1->'messages';
-        v_summaries := coalesce($1->'summaries', '[]');
-    ELSIF jsonb_typeof($1) = 'object' AND $1 ? 'messages' THEN
-        v_messages := $1->'messages';
+        v_conv := coalesce(import_conversation.data->'conversation', '{}');
+        v_messages := import_conversation.data->'messages';
+        v_summaries := coalesce(import_conversation.data->'summaries', '[]');
+    ELSIF jsonb_typeof(import_conversation.data) = 'object' AND import_conversation.data ? 'messages' THEN
+        v_messages := import_conversation.data->'messages';
     END IF;
     IF jsonb_typeof(v_messages) IS DISTINCT FROM 'array' OR jsonb_typeof(v_conv) <> 'object'
        OR jsonb_typeof(v_summaries) <> 'array' THEN
@@ -300,9 +300,9 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Import the rest with add_message.';
     END IF;
     BEGIN
-        v_agent := coalesce($2, (v_conv->>'agent_id')::uuid, '00000000-0000-0000-0000-000000000000');
+        v_agent := coalesce(import_conversation.agent_id, (v_conv->>'agent_id')::uuid, '00000000-0000-0000-0000-000000000000');
         INSERT INTO memory.conversations AS c (agent_id, title, metadata, encoding, created_at)
-        VALUES (v_agent, coalesce($3, v_conv->>'title'), coalesce(v_conv->'metadata', '{}'), v_conv->>'encoding',
+        VALUES (v_agent, coalesce(import_conversation.title, v_conv->>'title'), coalesce(v_conv->'metadata', '{}'), v_conv->>'encoding',
                 (v_conv->>'created_at')::timestamptz)
         RETURNING c.id INTO v_id;
     EXCEPTION WHEN invalid_text_representation OR datetime_field_overflow OR invalid_datetime_format THEN
@@ -432,10 +432,10 @@ END $$;
 CREATE OR REPLACE FUNCTION memory.fork_conversation(id uuid, at_seq bigint DEFAULT NULL, title text DEFAULT NULL) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF $1 IS NULL THEN
+    IF fork_conversation.id IS NULL THEN
         RAISE EXCEPTION 'id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RETURN memory._fork_conversation($1, $2, $3);
+    RETURN memory._fork_conversation(fork_conversation.id, fork_conversation.at_seq, fork_conversation.title);
 END $$;
 
 -- The whole rewind, as the owner: pending jobs first (a summary or reply the worker is writing
@@ -471,13 +471,13 @@ END $$;
 CREATE OR REPLACE FUNCTION memory.rewind_conversation(id uuid, to_seq bigint) RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
+    IF rewind_conversation.id IS NULL OR rewind_conversation.to_seq IS NULL THEN
         RAISE EXCEPTION 'id and to_seq must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF $2 < 0 THEN
-        RAISE EXCEPTION 'to_seq must be 0 or more, got %', $2 USING ERRCODE = 'invalid_parameter_value';
+    IF rewind_conversation.to_seq < 0 THEN
+        RAISE EXCEPTION 'to_seq must be 0 or more, got %', rewind_conversation.to_seq USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN memory._rewind_conversation($1, $2);
+    RETURN memory._rewind_conversation(rewind_conversation.id, rewind_conversation.to_seq);
 END $$;
 
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC

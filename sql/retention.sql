@@ -15,7 +15,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       LEFT JOIN memory.agents a ON memory._agent_applies(a, c.agent_id, c.user_id)
      -- the operator's period is a ceiling: an agent may only shorten it (0 or NULL: the operator's);
      -- with no operator period, the agent's own applies
-     CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif($1, 0)), 0) AS days) d
+     CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif(_retention_due.days, 0)), 0) AS days) d
      WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
 $$;
 
@@ -27,11 +27,11 @@ RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timest
                retention_days integer)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF $1 < 1 THEN
-        RAISE EXCEPTION 'days must be at least 1, not %', $1 USING ERRCODE = 'invalid_parameter_value';
+    IF retention_preview.days < 1 THEN
+        RAISE EXCEPTION 'days must be at least 1, not %', retention_preview.days USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN QUERY SELECT d.* FROM memory._retention_due(
-                     coalesce($1, nullif(current_setting('memory.retention_days', true), '')::integer, 0)) d
+                     coalesce(retention_preview.days, nullif(current_setting('memory.retention_days', true), '')::integer, 0)) d
                   ORDER BY d.updated_at, d.conversation_id;
 END $$;
 

@@ -39,16 +39,16 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp A
 DECLARE
     v_calls text;
 BEGIN
-    IF $1 IS NULL THEN  -- memory.search_config = 'off'
+    IF _search_vector.config IS NULL THEN  -- memory.search_config = 'off'
         RETURN NULL;
     END IF;
-    IF jsonb_typeof($5) = 'array' THEN
+    IF jsonb_typeof(_search_vector.tool_calls) = 'array' THEN
         SELECT string_agg(concat_ws(' ', c.call->'function'->>'name', c.call->'function'->>'arguments', c.call->>'tool',
                                     c.call->>'input', c.call->>'output'), ' ')
-          INTO v_calls FROM jsonb_array_elements($5) AS c(call);
+          INTO v_calls FROM jsonb_array_elements(_search_vector.tool_calls) AS c(call);
     END IF;
-    RETURN to_tsvector($1, left(concat_ws(' ', $4, v_calls), 200000))
-           || array_to_tsvector(ARRAY[memory._conversation_lexeme($2), memory._owner_lexeme($3)]);
+    RETURN to_tsvector(_search_vector.config, left(concat_ws(' ', _search_vector.content, v_calls), 200000))
+           || array_to_tsvector(ARRAY[memory._conversation_lexeme(_search_vector.conversation_id), memory._owner_lexeme(_search_vector.owner)]);
 END;
 $$;
 
@@ -167,34 +167,34 @@ BEGIN
         RAISE EXCEPTION 'search is off on this server (memory.search_config = off)'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    IF $1 IS NULL THEN
+    IF search_messages.query IS NULL THEN
         RAISE EXCEPTION 'query must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF length($1) > 1000 THEN
+    IF length(search_messages.query) > 1000 THEN
         RAISE EXCEPTION 'query longer than 1000 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $9 IS NULL OR $9 < 1 OR $9 > 100 THEN
-        RAISE EXCEPTION 'limit must be between 1 and 100, got %', coalesce($9::text, 'NULL')
+    IF search_messages."limit" IS NULL OR search_messages."limit" < 1 OR search_messages."limit" > 100 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 100, got %', coalesce(search_messages."limit"::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $4 IS NOT NULL AND $4 NOT IN ('user', 'assistant', 'system', 'tool') THEN
-        RAISE EXCEPTION 'unknown role "%"', memory._clip($4) USING ERRCODE = 'invalid_parameter_value';
+    IF search_messages.role IS NOT NULL AND search_messages.role NOT IN ('user', 'assistant', 'system', 'tool') THEN
+        RAISE EXCEPTION 'unknown role "%"', memory._clip(search_messages.role) USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $10 IS NOT NULL THEN
+    IF search_messages.cursor IS NOT NULL THEN
         BEGIN
-            v_rank := split_part($10, '/', 1)::real;
-            v_after := split_part($10, '/', 2)::uuid;
+            v_rank := split_part(search_messages.cursor, '/', 1)::real;
+            v_after := split_part(search_messages.cursor, '/', 2)::uuid;
         EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-            RAISE EXCEPTION 'cursor "%" is not a cursor of search_messages', memory._clip($10)
+            RAISE EXCEPTION 'cursor "%" is not a cursor of search_messages', memory._clip(search_messages.cursor)
                 USING ERRCODE = 'invalid_parameter_value';
         END;
     END IF;
-    v_query := websearch_to_tsquery(v_config, $1);
+    v_query := websearch_to_tsquery(v_config, search_messages.query);
     IF numnode(v_query) = 0 THEN
         RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
     END IF;
     WITH page AS (
-        SELECT h.* FROM memory._search_hits(v_query, $2, $3, $4, $5, $6, $7, $8, $9, v_rank, v_after) h
+        SELECT h.* FROM memory._search_hits(v_query, search_messages.conversation_id, search_messages.agent_id, search_messages.role, search_messages.since, search_messages.until, search_messages.tool, search_messages.has_tool_calls, search_messages."limit", v_rank, v_after) h
     ), numbered AS (
         SELECT p.*, row_number() OVER (ORDER BY p.rank DESC, p.id) AS n FROM page p
     )
@@ -208,8 +208,8 @@ BEGIN
                                                                           call->>'tool', call->>'input', call->>'output'), ' ')
                                                 FROM jsonb_array_elements(coalesce(x.tool_calls, '[]')) AS call)), 20000),
                                           v_query, 'StartSel=**, StopSel=**, MaxWords=30, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'))
-                   ORDER BY x.n) FILTER (WHERE x.n <= $9), '[]'::jsonb),
-               'next_cursor', (SELECT y.rank::text || '/' || y.id FROM numbered y WHERE y.n = $9 AND EXISTS (SELECT 1 FROM numbered z WHERE z.n > $9)))
+                   ORDER BY x.n) FILTER (WHERE x.n <= search_messages."limit"), '[]'::jsonb),
+               'next_cursor', (SELECT y.rank::text || '/' || y.id FROM numbered y WHERE y.n = search_messages."limit" AND EXISTS (SELECT 1 FROM numbered z WHERE z.n > search_messages."limit")))
       INTO v_result
       FROM numbered x JOIN memory.conversations c ON c.id = x.conversation_id;
     RETURN v_result;
@@ -230,7 +230,7 @@ BEGIN
         RAISE EXCEPTION 'memory.reindex_search is for superusers' USING ERRCODE = 'insufficient_privilege';
     END IF;
     LOOP
-        WITH b AS (SELECT m.id FROM memory.conversation_messages m WHERE m.id > v_last ORDER BY m.id LIMIT greatest($1, 1)),
+        WITH b AS (SELECT m.id FROM memory.conversation_messages m WHERE m.id > v_last ORDER BY m.id LIMIT greatest(reindex_search.batch, 1)),
              u AS (UPDATE memory.conversation_messages m
                       SET search_vector = memory._search_vector(v_config, m.conversation_id, c.user_id, m.content, m.tool_calls)
                      FROM b, memory.conversations c WHERE m.id = b.id AND c.id = m.conversation_id RETURNING m.id)

@@ -12,24 +12,24 @@ DECLARE
     v_upto  bigint;
     v_token text := 'mxs_' || encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), 'hex');
 BEGIN
-    IF $1 IS NULL THEN
+    IF _create_share_link.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM memory._require($1, 'manage');
-    SELECT c.last_seq INTO v_last FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
-    v_upto := coalesce($3, v_last);
+    PERFORM memory._require(_create_share_link.conversation_id, 'manage');
+    SELECT c.last_seq INTO v_last FROM memory.conversations c WHERE c.id = _create_share_link.conversation_id FOR NO KEY UPDATE;
+    v_upto := coalesce(_create_share_link.up_to_seq, v_last);
     IF v_upto < 0 OR v_upto > v_last THEN
         RAISE EXCEPTION 'up_to_seq % is outside the conversation (0..%)', v_upto, v_last USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF $2 IS NOT NULL AND $2 <= now() THEN
+    IF _create_share_link.expires_at IS NOT NULL AND _create_share_link.expires_at <= now() THEN
         RAISE EXCEPTION 'expires_at is not in the future' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF (SELECT count(*) FROM memory.share_links l WHERE l.conversation_id = $1) >= 100 THEN
-        RAISE EXCEPTION 'conversation % already has 100 share links', $1
+    IF (SELECT count(*) FROM memory.share_links l WHERE l.conversation_id = _create_share_link.conversation_id) >= 100 THEN
+        RAISE EXCEPTION 'conversation % already has 100 share links', _create_share_link.conversation_id
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Revoke some, or delete revoked ones with memory.revoke_share_link.';
     END IF;
     INSERT INTO memory.share_links (conversation_id, token_hash, up_to_seq, expires_at, created_by)
-    VALUES ($1, sha256(convert_to(v_token, 'UTF8')), v_upto, $2, coalesce(memory.current_user_id(), '00000000-0000-0000-0000-000000000000'));
+    VALUES (_create_share_link.conversation_id, sha256(convert_to(v_token, 'UTF8')), v_upto, _create_share_link.expires_at, coalesce(memory.current_user_id(), '00000000-0000-0000-0000-000000000000'));
     RETURN v_token;
 END $$;
 
@@ -49,7 +49,7 @@ DECLARE
     v_conv memory.conversations;
 BEGIN
     SELECT l.* INTO v_link FROM memory.share_links l
-     WHERE l.token_hash = sha256(convert_to(left(coalesce($1, ''), 200), 'UTF8'))
+     WHERE l.token_hash = sha256(convert_to(left(coalesce(_get_shared_conversation.token, ''), 200), 'UTF8'))
        AND l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp());
     IF NOT FOUND THEN
         RAISE EXCEPTION 'share link is not valid' USING ERRCODE = 'no_data_found';
@@ -68,9 +68,9 @@ CREATE OR REPLACE FUNCTION memory.list_share_links(conversation_id uuid)
 RETURNS TABLE (id uuid, up_to_seq bigint, expires_at timestamptz, revoked_at timestamptz, created_at timestamptz)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM memory._require($1, 'manage');
+    PERFORM memory._require(list_share_links.conversation_id, 'manage');
     RETURN QUERY SELECT l.id, l.up_to_seq, l.expires_at, l.revoked_at, l.created_at
-                   FROM memory.share_links l WHERE l.conversation_id = $1
+                   FROM memory.share_links l WHERE l.conversation_id = list_share_links.conversation_id
                   ORDER BY l.created_at DESC, l.id;
 END $$;
 
@@ -81,14 +81,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_link memory.share_links;
 BEGIN
-    SELECT l.* INTO v_link FROM memory.share_links l WHERE l.id = $1;
+    SELECT l.* INTO v_link FROM memory.share_links l WHERE l.id = _revoke_share_link.id;
     IF NOT FOUND OR NOT memory.can_manage(v_link.conversation_id) THEN
         RETURN false;
     END IF;
     IF v_link.revoked_at IS NULL THEN
-        UPDATE memory.share_links l SET revoked_at = now() WHERE l.id = $1;
+        UPDATE memory.share_links l SET revoked_at = now() WHERE l.id = _revoke_share_link.id;
     ELSE
-        DELETE FROM memory.share_links l WHERE l.id = $1;
+        DELETE FROM memory.share_links l WHERE l.id = _revoke_share_link.id;
     END IF;
     RETURN true;
 END $$;

@@ -19,29 +19,29 @@ DECLARE
     v_row   memory.conversation_members;
     v_cap   integer;
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL OR $3 IS NULL THEN
+    IF _share_conversation.conversation_id IS NULL OR _share_conversation.user_id IS NULL OR _share_conversation.role IS NULL THEN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF $3 NOT IN ('viewer', 'editor') THEN
-        RAISE EXCEPTION 'unknown member role "%"', memory._clip($3)
+    IF _share_conversation.role NOT IN ('viewer', 'editor') THEN
+        RAISE EXCEPTION 'unknown member role "%"', memory._clip(_share_conversation.role)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use viewer or editor.';
     END IF;
-    PERFORM memory._require($1, 'manage');
+    PERFORM memory._require(_share_conversation.conversation_id, 'manage');
     -- the conversation's lock: shares and unshares of one conversation serialise, and the count holds
-    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
-    IF $2 = v_owner THEN
-        RAISE EXCEPTION 'user % owns conversation %: an owner is not a member', $2, $1 USING ERRCODE = 'invalid_parameter_value';
+    SELECT c.user_id INTO v_owner FROM memory.conversations c WHERE c.id = _share_conversation.conversation_id FOR NO KEY UPDATE;
+    IF _share_conversation.user_id = v_owner THEN
+        RAISE EXCEPTION 'user % owns conversation %: an owner is not a member', _share_conversation.user_id, _share_conversation.conversation_id USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id <> $2) >= 1000 THEN
-        RAISE EXCEPTION 'conversation % already has 1000 members', $1 USING ERRCODE = 'program_limit_exceeded';
+    IF (SELECT count(*) FROM memory.conversation_members m WHERE m.conversation_id = _share_conversation.conversation_id AND m.user_id <> _share_conversation.user_id) >= 1000 THEN
+        RAISE EXCEPTION 'conversation % already has 1000 members', _share_conversation.conversation_id USING ERRCODE = 'program_limit_exceeded';
     END IF;
     -- the recipient's memberships from this owner, counted up to the setting (an index range); read
     -- here, after _require has loaded the library that defines the setting
     v_cap := current_setting('memory.max_unrequested_shares')::integer;
     INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
-    VALUES ($1, $2, $3, v_owner,
+    VALUES (_share_conversation.conversation_id, _share_conversation.user_id, _share_conversation.role, v_owner,
             CASE WHEN (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
-                                              WHERE m.user_id = $2 AND m.owner_id = v_owner LIMIT v_cap) x) < v_cap
+                                              WHERE m.user_id = _share_conversation.user_id AND m.owner_id = v_owner LIMIT v_cap) x) < v_cap
                  THEN now() END)
     ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
     RETURNING m.* INTO v_row;
@@ -61,14 +61,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_gone integer;
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
+    IF _unshare_conversation.conversation_id IS NULL OR _unshare_conversation.user_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     -- a member may leave; removing anyone else is the owner's
-    IF $2 IS DISTINCT FROM memory.current_user_id() THEN
-        PERFORM memory._require($1, 'manage');
+    IF _unshare_conversation.user_id IS DISTINCT FROM memory.current_user_id() THEN
+        PERFORM memory._require(_unshare_conversation.conversation_id, 'manage');
     END IF;
-    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = $2;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = _unshare_conversation.conversation_id AND m.user_id = _unshare_conversation.user_id;
     GET DIAGNOSTICS v_gone = ROW_COUNT;
     RETURN v_gone > 0;
 END $$;
@@ -84,12 +84,12 @@ CREATE OR REPLACE FUNCTION memory._list_members(conversation_id uuid)
 RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM memory._require($1, 'read');
+    PERFORM memory._require(_list_members.conversation_id, 'read');
     RETURN QUERY
-        SELECT c.user_id, 'owner'::text, c.created_at FROM memory.conversations c WHERE c.id = $1
+        SELECT c.user_id, 'owner'::text, c.created_at FROM memory.conversations c WHERE c.id = _list_members.conversation_id
         UNION ALL
         (SELECT m.user_id, m.role, m.created_at FROM memory.conversation_members m
-          WHERE m.conversation_id = $1 ORDER BY m.created_at, m.user_id);
+          WHERE m.conversation_id = _list_members.conversation_id ORDER BY m.created_at, m.user_id);
 END $$;
 
 CREATE OR REPLACE FUNCTION memory.list_members(conversation_id uuid) RETURNS TABLE (user_id uuid, role text, created_at timestamptz)
@@ -120,12 +120,12 @@ DECLARE
     v_me uuid := memory._identity();
     v_n  integer;
 BEGIN
-    IF ($1 IS NULL) = ($2 IS NULL) THEN
+    IF (_accept_shares.from_user_id IS NULL) = (_accept_shares.conversation_id IS NULL) THEN
         RAISE EXCEPTION 'give either from_user_id or conversation_id' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE memory.conversation_members m SET accepted_at = now()
      WHERE m.user_id = v_me AND m.accepted_at IS NULL
-       AND ($1 IS NULL OR m.owner_id = $1) AND ($2 IS NULL OR m.conversation_id = $2);
+       AND (_accept_shares.from_user_id IS NULL OR m.owner_id = _accept_shares.from_user_id) AND (_accept_shares.conversation_id IS NULL OR m.conversation_id = _accept_shares.conversation_id);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END $$;
@@ -143,10 +143,10 @@ DECLARE
     v_me uuid := memory._identity();
     v_n  integer;
 BEGIN
-    IF $1 IS NULL THEN
+    IF _decline_shares.from_user_id IS NULL THEN
         RAISE EXCEPTION 'from_user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    DELETE FROM memory.conversation_members m WHERE m.user_id = v_me AND m.owner_id = $1;
+    DELETE FROM memory.conversation_members m WHERE m.user_id = v_me AND m.owner_id = _decline_shares.from_user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n;
 END $$;
@@ -172,23 +172,23 @@ DECLARE
     v_owner uuid;
     v_row   memory.conversations;
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
+    IF _transfer_conversation.conversation_id IS NULL OR _transfer_conversation.user_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id and user_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM memory._require($1, 'manage');
-    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
+    PERFORM memory._require(_transfer_conversation.conversation_id, 'manage');
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = _transfer_conversation.conversation_id FOR NO KEY UPDATE;
     v_owner := v_row.user_id;
-    IF $2 = v_owner OR $2 = '00000000-0000-0000-0000-000000000000' THEN
-        RAISE EXCEPTION 'cannot transfer conversation % to user %', $1, $2
+    IF _transfer_conversation.user_id = v_owner OR _transfer_conversation.user_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'cannot transfer conversation % to user %', _transfer_conversation.conversation_id, _transfer_conversation.user_id
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = CASE WHEN $2 = v_owner THEN 'That user already owns it.' ELSE 'The nil uuid is no user.' END;
+                  HINT = CASE WHEN _transfer_conversation.user_id = v_owner THEN 'That user already owns it.' ELSE 'The nil uuid is no user.' END;
     END IF;
-    IF (SELECT count(*) FROM memory.conversation_transfers t WHERE t.from_user_id = v_owner AND t.conversation_id <> $1) >= 100 THEN
+    IF (SELECT count(*) FROM memory.conversation_transfers t WHERE t.from_user_id = v_owner AND t.conversation_id <> _transfer_conversation.conversation_id) >= 100 THEN
         RAISE EXCEPTION 'user % already offers 100 conversations', v_owner
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Offers end when accepted or declined; memory.decline_transfer withdraws one.';
     END IF;
     INSERT INTO memory.conversation_transfers AS t (conversation_id, from_user_id, to_user_id)
-    VALUES ($1, v_owner, $2)
+    VALUES (_transfer_conversation.conversation_id, v_owner, _transfer_conversation.user_id)
     ON CONFLICT ON CONSTRAINT conversation_transfers_pkey DO UPDATE SET from_user_id = excluded.from_user_id, to_user_id = excluded.to_user_id,
                                                 created_at = now();
     RETURN v_row;
@@ -237,24 +237,24 @@ DECLARE
 BEGIN
     -- the offer first: nobody else may take the conversation's lock (an aborted transaction holds
     -- its locks until it ends)
-    IF NOT EXISTS (SELECT 1 FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me) THEN
-        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+    IF NOT EXISTS (SELECT 1 FROM memory.conversation_transfers t WHERE t.conversation_id = _accept_transfer.conversation_id AND t.to_user_id = v_me) THEN
+        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce(_accept_transfer.conversation_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE;
-    SELECT t.* INTO v_offer FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND t.to_user_id = v_me;
+    SELECT c.* INTO v_row FROM memory.conversations c WHERE c.id = _accept_transfer.conversation_id FOR NO KEY UPDATE;
+    SELECT t.* INTO v_offer FROM memory.conversation_transfers t WHERE t.conversation_id = _accept_transfer.conversation_id AND t.to_user_id = v_me;
     -- an offer made by someone who no longer owns the conversation is void
     IF v_offer.conversation_id IS NULL OR v_row.user_id IS DISTINCT FROM v_offer.from_user_id THEN
-        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'no transfer of conversation % is offered to you', coalesce(_accept_transfer.conversation_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
-    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1;
-    DELETE FROM memory.conversation_members m WHERE m.conversation_id = $1 AND m.user_id = v_me;
-    UPDATE memory.conversation_members m SET owner_id = v_me WHERE m.conversation_id = $1;
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = _accept_transfer.conversation_id;
+    DELETE FROM memory.conversation_members m WHERE m.conversation_id = _accept_transfer.conversation_id AND m.user_id = v_me;
+    UPDATE memory.conversation_members m SET owner_id = v_me WHERE m.conversation_id = _accept_transfer.conversation_id;
     INSERT INTO memory.conversation_members (conversation_id, user_id, role, owner_id, accepted_at)
-    VALUES ($1, v_offer.from_user_id, 'editor', v_me, now());
-    UPDATE memory.conversations c SET user_id = v_me WHERE c.id = $1 RETURNING c.* INTO v_row;
+    VALUES (_accept_transfer.conversation_id, v_offer.from_user_id, 'editor', v_me, now());
+    UPDATE memory.conversations c SET user_id = v_me WHERE c.id = _accept_transfer.conversation_id RETURNING c.* INTO v_row;
     UPDATE memory.conversation_messages m
        SET search_vector = memory._search_vector(v_config, m.conversation_id, v_me, m.content, m.tool_calls)
-     WHERE m.conversation_id = $1;
+     WHERE m.conversation_id = _accept_transfer.conversation_id;
     RETURN v_row;
 END $$;
 
@@ -271,7 +271,7 @@ DECLARE
     v_me uuid := memory._identity();
     v_n  integer;
 BEGIN
-    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = $1 AND v_me IN (t.from_user_id, t.to_user_id);
+    DELETE FROM memory.conversation_transfers t WHERE t.conversation_id = _decline_transfer.conversation_id AND v_me IN (t.from_user_id, t.to_user_id);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     RETURN v_n > 0;
 END $$;
@@ -290,8 +290,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.conversations;
 BEGIN
-    PERFORM memory._require($1, 'manage');
-    UPDATE memory.conversations c SET archived_at = coalesce(c.archived_at, now()) WHERE c.id = $1 RETURNING c.* INTO v_row;
+    PERFORM memory._require(archive_conversation.id, 'manage');
+    UPDATE memory.conversations c SET archived_at = coalesce(c.archived_at, now()) WHERE c.id = archive_conversation.id RETURNING c.* INTO v_row;
     RETURN v_row;
 END $$;
 
@@ -300,8 +300,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_row memory.conversations;
 BEGIN
-    PERFORM memory._require($1, 'manage');
-    UPDATE memory.conversations c SET archived_at = NULL WHERE c.id = $1 RETURNING c.* INTO v_row;
+    PERFORM memory._require(unarchive_conversation.id, 'manage');
+    UPDATE memory.conversations c SET archived_at = NULL WHERE c.id = unarchive_conversation.id RETURNING c.* INTO v_row;
     RETURN v_row;
 END $$;
 

@@ -74,20 +74,20 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_total bigint;
 BEGIN
-    SELECT c.total_tokens INTO v_total FROM memory.conversations c WHERE c.id = $1;
+    SELECT c.total_tokens INTO v_total FROM memory.conversations c WHERE c.id = should_summarize.conversation_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'conversation % does not exist', should_summarize.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN memory._uncovered_tokens($1, v_total) > memory._summarize_threshold();
+    RETURN memory._uncovered_tokens(should_summarize.conversation_id, v_total) > memory._summarize_threshold();
 END $$;
 
 CREATE OR REPLACE FUNCTION memory.request_summary(conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF $1 IS NULL THEN
+    IF request_summary.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RETURN memory._request_summary($1);
+    RETURN memory._request_summary(request_summary.conversation_id);
 END $$;
 
 CREATE OR REPLACE FUNCTION memory.summary_status(conversation_id uuid) RETURNS jsonb
@@ -98,11 +98,11 @@ DECLARE
     v_uncovered bigint;
     v_threshold bigint := memory._summarize_threshold();
 BEGIN
-    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = summary_status.conversation_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'conversation % does not exist', summary_status.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
-    v_summary := memory._newest_summary($1);
+    v_summary := memory._newest_summary(summary_status.conversation_id);
     v_uncovered := v_conv.total_tokens - coalesce(v_summary.covered_tokens, 0);
     RETURN jsonb_build_object(
         'conversation_id', v_conv.id,

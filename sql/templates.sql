@@ -22,23 +22,23 @@ DECLARE
     v_conv memory.conversations;
     v_id   uuid;
 BEGIN
-    IF $1 IS NULL OR $2 IS NULL THEN
+    IF save_as_template.conversation_id IS NULL OR save_as_template.name IS NULL THEN
         RAISE EXCEPTION 'conversation_id and name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM memory._identity();
-    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = $1;
+    SELECT c.* INTO v_conv FROM memory.conversations c WHERE c.id = save_as_template.conversation_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', $1 USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'conversation % does not exist', save_as_template.conversation_id USING ERRCODE = 'no_data_found';
     END IF;
     IF v_conv.message_count > 1000 THEN
-        RAISE EXCEPTION 'a template holds at most 1000 messages; conversation % has %', $1, v_conv.message_count
+        RAISE EXCEPTION 'a template holds at most 1000 messages; conversation % has %', save_as_template.conversation_id, v_conv.message_count
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Fork the conversation at a smaller seq and save the fork.';
     END IF;
     INSERT INTO memory.conversation_templates AS t (name, agent_id, messages)
-    SELECT $2, v_conv.agent_id, coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+    SELECT save_as_template.name, v_conv.agent_id, coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                'role', m.role, 'content', m.content, 'name', m.name, 'tool_calls', m.tool_calls,
                'tool_call_id', m.tool_call_id, 'metadata', m.metadata)) ORDER BY m.seq), '[]')
-      FROM memory.conversation_messages m WHERE m.conversation_id = $1
+      FROM memory.conversation_messages m WHERE m.conversation_id = save_as_template.conversation_id
     ON CONFLICT ON CONSTRAINT conversation_templates_name_key
     DO UPDATE SET agent_id = excluded.agent_id, messages = excluded.messages, created_at = now()
     RETURNING t.id INTO v_id;
@@ -52,7 +52,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION memory.delete_template(template_id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = $1 RETURNING 1)
+    WITH gone AS (DELETE FROM memory.conversation_templates t WHERE t.id = delete_template.template_id RETURNING 1)
     SELECT count(*) > 0 FROM gone;
 $$;
 

@@ -9,7 +9,7 @@
 -- search_path is pinned so that no one's functions or operators can stand in for the built-ins.
 CREATE OR REPLACE FUNCTION memory._tool_keys(conversation_id uuid, tool_calls jsonb, tool_call_id text) RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg($1::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
-           || CASE WHEN $3 IS NULL THEN '{}'::text[] ELSE ARRAY[$1::text || '/r/' || $3] END
-      FROM jsonb_array_elements(CASE WHEN jsonb_typeof($2) = 'array' THEN $2 ELSE '[]' END) AS call
+    SELECT coalesce(array_agg(_tool_keys.conversation_id::text || CASE WHEN call ? 'function' THEN '/c/' ELSE '/g/' END || (call->>'id')), '{}')
+           || CASE WHEN _tool_keys.tool_call_id IS NULL THEN '{}'::text[] ELSE ARRAY[_tool_keys.conversation_id::text || '/r/' || _tool_keys.tool_call_id] END
+      FROM jsonb_array_elements(CASE WHEN jsonb_typeof(_tool_keys.tool_calls) = 'array' THEN _tool_keys.tool_calls ELSE '[]' END) AS call
 $$;

@@ -17,10 +17,10 @@ END $$;
 CREATE OR REPLACE FUNCTION memory.request_reply(conversation_id uuid) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF $1 IS NULL THEN
+    IF request_reply.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RETURN memory._request_reply($1);
+    RETURN memory._request_reply(request_reply.conversation_id);
 END $$;
 
 -- A reply job of a conversation the caller may read, or NULL.
@@ -36,10 +36,10 @@ $$;
 CREATE OR REPLACE FUNCTION memory.reply_status(job_id bigint) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_status jsonb := memory._reply_status($1);
+    v_status jsonb := memory._reply_status(reply_status.job_id);
 BEGIN
     IF v_status IS NULL THEN
-        RAISE EXCEPTION 'reply job % does not exist', coalesce($1::text, 'NULL') USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'reply job % does not exist', coalesce(reply_status.job_id::text, 'NULL') USING ERRCODE = 'no_data_found';
     END IF;
     RETURN v_status;
 END $$;
@@ -71,13 +71,13 @@ END $$;
 CREATE OR REPLACE FUNCTION memory.chat(conversation_id uuid, content text, metadata jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM memory._start_turn($1);
-    IF $2 IS NULL THEN
+    PERFORM memory._start_turn(chat.conversation_id);
+    IF chat.content IS NULL THEN
         RAISE EXCEPTION 'content must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM memory._suppress_auto_reply();
-    PERFORM memory.add_message($1, 'user', $2, metadata => $3);
-    RETURN memory._finish_turn(memory._chat_answer($1));
+    PERFORM memory.add_message(chat.conversation_id, 'user', chat.content, metadata => chat.metadata);
+    RETURN memory._finish_turn(memory._chat_answer(chat.conversation_id));
 END $$;
 
 -- The same turn without a new user message: after the application appended the results of the
@@ -86,13 +86,13 @@ END $$;
 CREATE OR REPLACE FUNCTION memory.continue_chat(conversation_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM memory._start_turn($1);
-    PERFORM memory._require($1, 'write');
-    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = $1) IS NOT NULL THEN
-        RAISE EXCEPTION 'conversation % is archived', $1
+    PERFORM memory._start_turn(continue_chat.conversation_id);
+    PERFORM memory._require(continue_chat.conversation_id, 'write');
+    IF (SELECT c.archived_at FROM memory.conversations c WHERE c.id = continue_chat.conversation_id) IS NOT NULL THEN
+        RAISE EXCEPTION 'conversation % is archived', continue_chat.conversation_id
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
     END IF;
-    RETURN memory._finish_turn(memory._chat_answer($1));
+    RETURN memory._finish_turn(memory._chat_answer(continue_chat.conversation_id));
 END $$;
 
 -- The Rust half of a turn reads the window like build_context, so its plans are pinned to the

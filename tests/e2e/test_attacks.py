@@ -254,7 +254,7 @@ def test_messages_over_the_size_limit_are_refused_before_any_work(db):
         with pytest.raises(errors.ProgramLimitExceeded) as e:
             c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, big))
         assert "memory.max_message_size" in e.value.diag.message_hint
-        assert len(str(e.value)) < 1000  # no echo of the input
+        assert "x" * 100 not in str(e.value) and len(str(e.value)) < 4000  # no echo of the input
         with pytest.raises(errors.ProgramLimitExceeded):
             c.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', repeat('y', 50000000))", (cid,))
         # tool calls and ids count too
