@@ -50,17 +50,18 @@ CREATE TRIGGER agents_before_write BEFORE INSERT OR UPDATE ON memory.agents
     FOR EACH ROW EXECUTE FUNCTION memory._agent_before_write();
 
 -- Agents ---------------------------------------------------------------------------------------
+-- A setting left NULL takes its column's default (tables.sql: the one place the defaults live).
 CREATE OR REPLACE FUNCTION memory.create_agent(
     name text,
     system_prompt text DEFAULT NULL,
     model text DEFAULT NULL,
-    tools jsonb DEFAULT '[]',
-    max_context_tokens integer DEFAULT 8000,
-    reply_max_tokens integer DEFAULT 2000,
-    temperature real DEFAULT 0.7,
+    tools jsonb DEFAULT NULL,
+    max_context_tokens integer DEFAULT NULL,
+    reply_max_tokens integer DEFAULT NULL,
+    temperature real DEFAULT NULL,
     summarize_threshold integer DEFAULT NULL,
-    auto_reply boolean DEFAULT false,
-    metadata jsonb DEFAULT '{}',
+    auto_reply boolean DEFAULT NULL,
+    metadata jsonb DEFAULT NULL,
     retention_days integer DEFAULT NULL
 ) RETURNS memory.agents
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -71,11 +72,22 @@ BEGIN
     IF create_agent.name IS NULL THEN
         RAISE EXCEPTION 'name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    INSERT INTO memory.agents AS a (user_id, name, system_prompt, model, tools, max_context_tokens, reply_max_tokens,
-                                    temperature, summarize_threshold, auto_reply, metadata, retention_days)
-    VALUES (v_user, create_agent.name, create_agent.system_prompt, create_agent.model, coalesce(create_agent.tools, '[]'), coalesce(create_agent.max_context_tokens, 8000), coalesce(create_agent.reply_max_tokens, 2000), coalesce(create_agent.temperature, 0.7), create_agent.summarize_threshold,
-            coalesce(create_agent.auto_reply, false), coalesce(create_agent.metadata, '{}'), create_agent.retention_days)
-    RETURNING a.* INTO v_row;
+    -- $5..$10: a NULL setting is written as DEFAULT
+    EXECUTE format(
+        'INSERT INTO memory.agents AS a (user_id, name, system_prompt, model, tools, max_context_tokens,
+                                         reply_max_tokens, temperature, summarize_threshold, auto_reply, metadata,
+                                         retention_days)
+         VALUES ($1, $2, $3, $4, %s, %s, %s, %s, $11, %s, %s, $12) RETURNING a.*',
+        CASE WHEN create_agent.tools IS NULL THEN 'DEFAULT' ELSE '$5' END,
+        CASE WHEN create_agent.max_context_tokens IS NULL THEN 'DEFAULT' ELSE '$6' END,
+        CASE WHEN create_agent.reply_max_tokens IS NULL THEN 'DEFAULT' ELSE '$7' END,
+        CASE WHEN create_agent.temperature IS NULL THEN 'DEFAULT' ELSE '$8' END,
+        CASE WHEN create_agent.auto_reply IS NULL THEN 'DEFAULT' ELSE '$9' END,
+        CASE WHEN create_agent.metadata IS NULL THEN 'DEFAULT' ELSE '$10' END)
+    INTO v_row
+    USING v_user, create_agent.name, create_agent.system_prompt, create_agent.model, create_agent.tools,
+          create_agent.max_context_tokens, create_agent.reply_max_tokens, create_agent.temperature,
+          create_agent.auto_reply, create_agent.metadata, create_agent.summarize_threshold, create_agent.retention_days;
     RETURN v_row;
 END $$;
 
@@ -117,7 +129,7 @@ BEGIN
 END $$;
 
 -- Deletes one's own agent. Its conversations stay (agent_id is a plain uuid) and from then on
--- use the defaults: no system prompt, memory.llm_model, an 8000-token window.
+-- use the defaults: no system prompt, memory.llm_model, the agents table's default window.
 CREATE OR REPLACE FUNCTION memory.delete_agent(agent_id uuid) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH gone AS (DELETE FROM memory.agents a WHERE a.id = delete_agent.agent_id AND a.user_id = memory.current_user_id() RETURNING 1)

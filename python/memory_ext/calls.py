@@ -501,8 +501,7 @@ def get_agent(agent_id: IdLike) -> Call:
 
 def list_agents() -> Call:
     """The caller's own agents, oldest first."""
-    return statement("SELECT * FROM memory.agents WHERE user_id = memory.current_user_id() ORDER BY created_at, id",
-                     lambda rows: [Agent.parse(r) for r in rows])
+    return statement("SELECT * FROM memory.list_agents()", lambda rows: [Agent.parse(r) for r in rows])
 
 
 def delete_agent(agent_id: IdLike) -> Call:

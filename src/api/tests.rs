@@ -9,6 +9,35 @@ mod tests {
         Spi::run(&format!("SET memory.user_id = '{id}'")).unwrap();
     }
 
+    /// A conversation without an agent is windowed like one with a default agent: the library's
+    /// constants are the agents table's column defaults (the one place they are set).
+    #[pg_test]
+    fn agentless_defaults_are_the_agents_column_defaults() {
+        use crate::core::turn::{DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS, DEFAULT_TEMPERATURE};
+        let default = |column: &str| {
+            Spi::get_one::<String>(&format!(
+                "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a
+                   ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                  WHERE d.adrelid = 'memory.agents'::regclass AND a.attname = '{column}'"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        assert_eq!(default("max_context_tokens"), DEFAULT_MAX_CONTEXT_TOKENS.to_string());
+        assert_eq!(default("reply_max_tokens"), DEFAULT_REPLY_MAX_TOKENS.to_string());
+        assert_eq!(default("temperature").parse::<f64>().unwrap(), DEFAULT_TEMPERATURE);
+        // and create_agent leaves them to the table
+        as_user("00000000-0000-0000-0000-0000000000d1");
+        let row = Spi::get_one::<pgrx::JsonB>("SELECT to_jsonb(a) FROM memory.create_agent('defaults') a")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(row["max_context_tokens"], DEFAULT_MAX_CONTEXT_TOKENS);
+        assert_eq!(row["reply_max_tokens"], DEFAULT_REPLY_MAX_TOKENS);
+        assert_eq!(row["tools"], serde_json::json!([]));
+        assert_eq!(row["auto_reply"], false);
+    }
+
     #[pg_test]
     fn estimate_tokens_counts_exactly() {
         assert_eq!(Spi::get_one::<i32>("SELECT memory.estimate_tokens('hello world')").unwrap(), Some(2));

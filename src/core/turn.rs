@@ -19,6 +19,8 @@ pub struct TurnSettings {
     pub temperature: f64,
 }
 
+/// For a conversation without an agent: the agents table's column defaults (a pg_test checks they
+/// agree).
 pub const DEFAULT_MAX_CONTEXT_TOKENS: i64 = 8000;
 pub const DEFAULT_REPLY_MAX_TOKENS: i64 = 2000;
 pub const DEFAULT_TEMPERATURE: f64 = 0.7;
