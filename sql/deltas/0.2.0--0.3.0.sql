@@ -19,6 +19,10 @@
 --   entry points (list_conversations, share_conversation, … erase_user) are SECURITY DEFINER and
 --   do nothing but call them (privileges only: replayed).
 -- * memory.summary_tokens(content, encoding): a summary's framed tokens (new, replayed).
+-- * functions only (replayed, nothing below): memory.list_agents(); create_agent's settings
+--   default to NULL (the table's defaults); memory._identity, _agent_applies and _clip (one home
+--   each); the worker's queue functions (_claim_job, _finish_job, _retry_job, _requeue_jobs,
+--   _recover_jobs); bodies name their parameters instead of $N.
 -- * memory.continue_chat checks that the caller may write the answer (and that the conversation
 --   is not archived) before it calls the LLM.
 -- * the bulk routes count against memory.max_messages_per_minute in memory._import_messages
