@@ -1,7 +1,7 @@
 """Attacks by an ordinary SQL login (and through PostgREST as `authenticated`): each test is one
-finding of the security review, and shows that the hole is closed. The worker-side findings
-(failing jobs, the offline summarizer's cost, fair scheduling, bounded prompts) are in
-test_worker_attacks.py."""
+way in that an attacker could try, and shows that it is closed. The attacks that concern the
+worker (failing jobs, the offline summarizer's cost, fair scheduling, bounded prompts) are in
+test_worker.py; bulk routes and sizes in test_attacks_bulk.py and test_attacks_sizes.py."""
 import datetime
 import json
 import time

@@ -242,7 +242,7 @@ def test_sighup_reloads_settings(wk, llm):
             c.execute("SELECT pg_reload_conf()")
 
 
-# Findings of the security review that concern the worker ----------------------------------
+# Attacks that concern the worker ---------------------------------------------------------------
 
 def test_a_failing_job_is_recorded_and_the_worker_goes_on(wk, llm):
     """Whatever makes storing one job's result fail (0.1.0: summary ids squatted by another user)
