@@ -26,7 +26,7 @@ from .errors import (
 )
 from .models import Agent, ChatResult, Conversation, Job, Message, MessagePage, Summary, SummaryStatus, Window
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["MemoryClient", "AsyncMemoryClient", "Identity", "MemoryExError", "ConnectionInTransactionError", "NotFoundError", "InvalidInputError",
            "PermissionDeniedError", "ConflictError", "LimitExceededError", "LLMError", "LLMTimeoutError",
            "LLMRefusalError", "ReadOnlyError", "ArchivedError", "Agent", "ChatResult", "Conversation", "Job", "Message",
