@@ -6,6 +6,9 @@ import os
 import shutil
 import subprocess
 
+# the repository (this file is tests/support/tiktoken_offline.py); the cache goes to its target/
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # tiktoken caches a blob under sha1(url)
 BLOBS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -18,8 +21,7 @@ def _assets_dir():
     found = sorted(glob.glob(os.path.join(home, "registry/src/*/tiktoken-rs-*/assets")))
     if not found:
         # the crate is a dev-dependency: make cargo download it
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        subprocess.run(["cargo", "fetch"], cwd=root, check=True)
+        subprocess.run(["cargo", "fetch"], cwd=ROOT, check=True)
         found = sorted(glob.glob(os.path.join(home, "registry/src/*/tiktoken-rs-*/assets")))
     if not found:
         raise RuntimeError("tiktoken-rs assets not found in the cargo registry")
@@ -27,8 +29,7 @@ def _assets_dir():
 
 
 def setup():
-    cache = os.environ.setdefault(
-        "TIKTOKEN_CACHE_DIR", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "tiktoken-cache"))
+    cache = os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(ROOT, "target", "tiktoken-cache"))
     os.makedirs(cache, exist_ok=True)
     assets = None
     for name, url in BLOBS.items():
