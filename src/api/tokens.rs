@@ -74,9 +74,7 @@ fn message_tokens(
 /// `token_count`, so a window's count never differs from what the trigger stored.
 #[pg_extern(immutable, strict, parallel_safe)]
 fn summary_tokens(content: &str, encoding: default!(&str, "'cl100k_base'")) -> i32 {
-    let framed = Summary::framed(content);
-    let raw = RawMessage { role: "system", content: &framed, name: None, tool_calls: None, tool_call_id: None };
-    raw.expand().or_raise().tokens(self::encoding(encoding), &mut interrupt) as i32
+    Summary::message(content).tokens(self::encoding(encoding), &mut interrupt) as i32
 }
 
 /// Tokens of an OpenAI-style messages array, plus 3 for reply priming: equal to the OpenAI

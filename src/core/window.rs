@@ -38,13 +38,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The text a summary is sent as.
-    pub fn framed(content: &str) -> String {
-        format!("{SUMMARY_PREFIX}{content}")
-    }
-
     pub fn message(content: &str) -> ChatMessage {
-        ChatMessage::new(Role::System, Summary::framed(content))
+        ChatMessage::new(Role::System, format!("{SUMMARY_PREFIX}{content}"))
     }
 }
 
