@@ -20,19 +20,25 @@ def dsn(dbname="postgres", user="postgres", port=PORT):
 
 
 def start_primary():
-    """Makes sure the primary cluster is up; creates the roles PostgREST/Supabase would have:
-    the gateway login `authenticator`, which may switch to `authenticated` and `anon`."""
+    """Makes sure the primary cluster is up, with the tests' roles (create_roles)."""
     try:
         psycopg.connect(dsn(), connect_timeout=2).close()
     except psycopg.OperationalError:
         subprocess.run([os.path.join(ROOT, "scripts/cluster.sh"), "start", f"{TEST_ROOT}/primary", str(PORT)], check=True)
     with psycopg.connect(dsn(), autocommit=True) as c:
-        for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN"),
-                           ("authenticator", "LOGIN NOINHERIT")):
-            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                c.execute(f"CREATE ROLE {role} {opts}")
-        c.execute("GRANT authenticated, anon TO authenticator")
+        create_roles(c)
     return PORT
+
+
+def create_roles(c):
+    """The roles the tests log in as or switch to, as PostgREST/Supabase has them: the
+    application server's login `app`, an end user's own login `enduser`, and the gateway login
+    `authenticator`, which may switch to `authenticated` and `anon`."""
+    for role, opts in (("authenticated", "NOLOGIN"), ("anon", "NOLOGIN"), ("app", "LOGIN"), ("enduser", "LOGIN"),
+                       ("authenticator", "LOGIN NOINHERIT")):
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            c.execute(f"CREATE ROLE {role} {opts}")
+    c.execute("GRANT authenticated, anon TO authenticator")
 
 
 def connect(db, user="postgres", **kw):
@@ -81,12 +87,7 @@ def llm_cluster(name, port, settings):
     subprocess.run([cluster_sh, "start", root, str(port)], check=True)
     with psycopg.connect(dsn(port=port), autocommit=True) as c:
         c.execute("CREATE EXTENSION memory_ext")
-        for role in ("app", "enduser", "authenticated"):
-            if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                c.execute(f"CREATE ROLE {role} {'NOLOGIN' if role == 'authenticated' else 'LOGIN'}")
-        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'authenticator'").fetchone():
-            c.execute("CREATE ROLE authenticator LOGIN NOINHERIT")
-        c.execute("GRANT authenticated TO authenticator")
+        create_roles(c)
         for key, value in settings.items():
             c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
     subprocess.run([cluster_sh, "stop", root], check=True)
