@@ -22,7 +22,8 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 from sql_statements import code, statements  # noqa: E402
 
 MARKER = re.compile(r"^-- @replay\b.*$", re.M)
@@ -71,7 +72,8 @@ def main():
         raise SystemExit(__doc__)
     delta_path, install_path = sys.argv[1:]
     with open(delta_path) as d, open(install_path) as i:
-        sys.stdout.write(upgrade(d.read(), i.read(), os.path.relpath(delta_path)))
+        # named from the repository's root, whatever the working directory
+        sys.stdout.write(upgrade(d.read(), i.read(), os.path.relpath(delta_path, os.path.dirname(HERE))))
 
 
 if __name__ == "__main__":

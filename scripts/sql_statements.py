@@ -16,7 +16,7 @@ def statements(text):
     while i < n:
         ch = text[i]
         if text.startswith("--", i):
-            i = _end_of(text, "\n", i) if "\n" in text[i:] else n
+            i = _end_of(text, "\n", i)
         elif text.startswith("/*", i):
             depth, i = 1, i + 2
             while i < n and depth:
