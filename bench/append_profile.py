@@ -18,8 +18,9 @@ import subprocess
 import time
 
 import psycopg
+from support.pg import BIN
 
-PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+PGBENCH = f"{BIN}/pgbench"
 TEXT = "What is the weather in Paris this weekend? I would like to plan a walk along the river."
 
 

@@ -24,6 +24,7 @@ import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without 
 # isort: split
 import tiktoken
 from benchdb import setup_writes_db
+from support.pg import BIN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -377,7 +378,7 @@ def bench_cold_start(port, plain_port, smoke):
 
 
 def bench_writes(port, smoke):
-    pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+    pgbench = f"{BIN}/pgbench"
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
         c.execute("CREATE TABLE IF NOT EXISTS bench_convs (n int PRIMARY KEY, id uuid)")
         c.execute("GRANT SELECT, INSERT, UPDATE ON bench_convs TO bench")

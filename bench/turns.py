@@ -15,6 +15,7 @@ from benchdb import setup_writes_db
 from psycopg.types.json import Jsonb
 
 from support.fake_llm import FakeLLM
+from support.pg import BIN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -165,7 +166,7 @@ def bench_reply_concurrency(port, llm, smoke):
 
 
 def bench_limit_check(port, seconds):
-    pgbench = "/usr/lib/postgresql/15/bin/pgbench"
+    pgbench = f"{BIN}/pgbench"
     conn = connect(port)
     cid = conn.execute("SELECT (memory.create_conversation('a0000000-0000-0000-0000-0000000000a6')).id").fetchone()[0]
     conn.close()

