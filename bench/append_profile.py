@@ -18,6 +18,7 @@ import subprocess
 import time
 
 import psycopg
+
 from support.pg import BIN
 
 PGBENCH = f"{BIN}/pgbench"

@@ -24,6 +24,7 @@ import support.tiktoken_offline  # noqa: F401  (tiktoken's vocabularies without 
 # isort: split
 import tiktoken
 from benchdb import setup_writes_db
+
 from support.pg import BIN
 
 HERE = os.path.dirname(os.path.abspath(__file__))
