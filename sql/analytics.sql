@@ -8,7 +8,8 @@
 -- Per day (UTC), user (a message's author, or the conversation's owner for messages written
 -- without an identity), agent and model: stored messages, their tokens
 -- and tool calls (rows with model NULL: messages carry no model), and LLM calls with the tokens
--- the provider reported (rows with the call's model).
+-- the provider reported and their cost in US dollars (rows with the call's model; cost_usd sums
+-- the calls whose model had a price, NULL when none had).
 CREATE VIEW memory.usage_daily WITH (security_invoker = true) AS
 SELECT u.day, u.user_id, u.agent_id, u.model,
        sum(u.messages)::bigint AS messages,
@@ -16,16 +17,17 @@ SELECT u.day, u.user_id, u.agent_id, u.model,
        sum(u.tool_calls)::bigint AS tool_calls,
        sum(u.llm_calls)::bigint AS llm_calls,
        sum(u.prompt_tokens)::bigint AS prompt_tokens,
-       sum(u.completion_tokens)::bigint AS completion_tokens
+       sum(u.completion_tokens)::bigint AS completion_tokens,
+       sum(u.cost_usd) AS cost_usd
   FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, coalesce(m.author_id, c.user_id) AS user_id, c.agent_id, NULL::text AS model,
                count(*) AS messages, sum(m.token_count) AS stored_tokens,
                sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
-               0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens
+               0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens, NULL::numeric AS cost_usd
           FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
          GROUP BY 1, 2, 3
         UNION ALL
         SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
-               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0)
+               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0), sum(l.cost_usd)
           FROM memory.llm_calls l
          GROUP BY 1, 2, 3, 4) u
  GROUP BY u.day, u.user_id, u.agent_id, u.model;
@@ -59,7 +61,8 @@ SELECT m.conversation_id, c.title, c.user_id, c.agent_id,
  GROUP BY m.conversation_id, c.title, c.user_id, c.agent_id, (m.created_at AT TIME ZONE 'UTC')::date;
 
 -- Per agent (and the user whose calls they were) from the LLM calls of chat turns, reply jobs and
--- summaries: calls, failures, latency p50/p95 in ms, and completion tokens per answered turn.
+-- summaries: calls, failures, latency p50/p95 in ms, completion tokens per answered turn, and the
+-- calls' cost in US dollars (of those whose model had a price).
 CREATE VIEW memory.agent_performance WITH (security_invoker = true) AS
 SELECT l.agent_id, l.user_id,
        count(*) AS llm_calls,
@@ -68,8 +71,26 @@ SELECT l.agent_id, l.user_id,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p50_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY l.latency_ms) AS latency_p95_ms,
        avg(l.completion_tokens) FILTER (WHERE l.status = 'ok' AND l.kind IN ('chat', 'reply')) AS tokens_per_reply,
-       max(l.created_at) AS last_call
+       max(l.created_at) AS last_call,
+       sum(l.cost_usd) AS cost_usd
   FROM memory.llm_calls l
  GROUP BY l.agent_id, l.user_id;
 
-GRANT SELECT ON memory.usage_daily, memory.tool_usage, memory.conversation_activity, memory.agent_performance TO PUBLIC;
+-- Per conversation, user (whose calls they were) and day (UTC): the LLM calls made for the
+-- conversation (chat turns, replies, summaries), their tokens as the provider reported them, and
+-- their cost in US dollars; unpriced_calls counts those whose model had no price (not in cost_usd).
+-- A user sees the calls charged to it. What one conversation cost so far:
+--   SELECT sum(cost_usd) FROM memory.conversation_costs WHERE conversation_id = ...
+CREATE VIEW memory.conversation_costs WITH (security_invoker = true) AS
+SELECT l.conversation_id, l.user_id, (l.created_at AT TIME ZONE 'UTC')::date AS day,
+       count(*) AS llm_calls,
+       coalesce(sum(l.prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(l.completion_tokens), 0)::bigint AS completion_tokens,
+       sum(l.cost_usd) AS cost_usd,
+       count(*) FILTER (WHERE l.cost_usd IS NULL) AS unpriced_calls
+  FROM memory.llm_calls l
+ WHERE l.conversation_id IS NOT NULL
+ GROUP BY l.conversation_id, l.user_id, (l.created_at AT TIME ZONE 'UTC')::date;
+
+GRANT SELECT ON memory.usage_daily, memory.tool_usage, memory.conversation_activity, memory.agent_performance,
+                memory.conversation_costs TO PUBLIC;

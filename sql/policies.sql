@@ -128,6 +128,14 @@ GRANT SELECT ON memory.llm_calls TO PUBLIC;
 
 REVOKE ALL ON memory.user_usage FROM PUBLIC;
 
+-- prices are no one's data: everyone reads them, only the operator (the table's owner, a
+-- superuser) writes them
+ALTER TABLE memory.model_prices ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY model_prices_read ON memory.model_prices FOR SELECT USING (true);
+
+GRANT SELECT ON memory.model_prices TO PUBLIC;
+
 ALTER TABLE memory.conversation_templates ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY templates_owner ON memory.conversation_templates

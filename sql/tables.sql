@@ -258,7 +258,10 @@ CREATE TABLE memory.llm_calls (
     -- caller's transaction rolled back (written afterwards by the worker: billed all the same)
     status              text NOT NULL CHECK (status IN ('ok', 'discarded', 'error', 'pending', 'unknown', 'rolled_back')),
     error               text,
-    created_at          timestamptz NOT NULL DEFAULT now()
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    -- in US dollars, at the model's price when the row was written (memory.model_prices); NULL
+    -- when no price was known for the model (see memory._llm_call_cost)
+    cost_usd            numeric
 );
 
 CREATE INDEX llm_calls_user_idx ON memory.llm_calls (user_id, created_at);
@@ -272,7 +275,25 @@ CREATE TABLE memory.user_usage (
     minute_start    timestamptz NOT NULL,
     minute_messages integer NOT NULL,
     day_start       date NOT NULL,
-    day_tokens      bigint NOT NULL
+    day_tokens      bigint NOT NULL,
+    -- the day's LLM cost in US dollars (calls without a known price count nothing)
+    day_cost_usd    numeric NOT NULL DEFAULT 0
+);
+
+-- Prices of LLM models in US dollars per million tokens, kept by the operator (memory_ext only
+-- reads them; memory.seed_model_prices() adds a list of common models). A call's cost uses the
+-- row of its model whose period [valid_from, valid_to) holds the call's time; periods of one
+-- model never overlap.
+CREATE TABLE memory.model_prices (
+    model                  text NOT NULL CHECK (model <> ''),
+    input_usd_per_million  numeric NOT NULL CHECK (input_usd_per_million >= 0),
+    output_usd_per_million numeric NOT NULL CHECK (output_usd_per_million >= 0),
+    valid_from             timestamptz NOT NULL DEFAULT '-infinity',
+    valid_to               timestamptz NOT NULL DEFAULT 'infinity',
+    -- where the price comes from, e.g. a provider's price page and its date
+    source                 text,
+    PRIMARY KEY (model, valid_from),
+    CONSTRAINT model_prices_period_check CHECK (valid_to > valid_from)
 );
 
 SELECT pg_catalog.pg_extension_config_dump('memory.agents', '');
@@ -280,6 +301,8 @@ SELECT pg_catalog.pg_extension_config_dump('memory.agents', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls_id_seq', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.model_prices', '');
 
 -- ---- templates -------------------------------------------------------------------------------
 

@@ -1,31 +1,37 @@
--- LLM usage and per-user limits: the day's token counter that follows memory.llm_calls, the
--- messages-per-minute counter, and the checks that raise PT429 (see docs/errors.md).
+-- LLM usage and per-user limits: the day's token and cost counters that follow memory.llm_calls,
+-- the messages-per-minute counter, and the checks that raise PT429 (see docs/errors.md).
 
--- Keeps the day's token counter of the user a call belongs to: a call is charged when its row is
+-- Keeps the day's counters of the user a call belongs to: a call is charged when its row is
 -- written (the prompt as counted locally, while the provider has not reported), and charged the
--- difference when the worker completes the row with the provider's figures.
+-- difference when the worker completes the row with the provider's figures. Its cost
+-- (memory._llm_call_price, before the write) follows the same way.
 CREATE OR REPLACE FUNCTION memory._llm_call_after_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_today date := (now() AT TIME ZONE 'UTC')::date;
     v_tokens bigint := coalesce(NEW.total_tokens, NEW.local_prompt_tokens, 0);
+    v_cost numeric := coalesce(NEW.cost_usd, 0);
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         v_tokens := v_tokens - coalesce(OLD.total_tokens, OLD.local_prompt_tokens, 0);
-        IF v_tokens = 0 THEN
+        v_cost := v_cost - coalesce(OLD.cost_usd, 0);
+        IF v_tokens = 0 AND v_cost = 0 THEN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens)
-    VALUES (NEW.user_id, '-infinity', 0, v_today, v_tokens)
+    INSERT INTO memory.user_usage AS u (user_id, minute_start, minute_messages, day_start, day_tokens, day_cost_usd)
+    VALUES (NEW.user_id, '-infinity', 0, v_today, v_tokens, v_cost)
     ON CONFLICT (user_id) DO UPDATE
        SET day_tokens = greatest(0, CASE WHEN u.day_start = excluded.day_start THEN u.day_tokens + excluded.day_tokens
                                          ELSE excluded.day_tokens END),
+           day_cost_usd = greatest(0, CASE WHEN u.day_start = excluded.day_start THEN u.day_cost_usd + excluded.day_cost_usd
+                                           ELSE excluded.day_cost_usd END),
            day_start = excluded.day_start;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER llm_calls_after_write AFTER INSERT OR UPDATE OF total_tokens, local_prompt_tokens ON memory.llm_calls
+CREATE TRIGGER llm_calls_after_write
+    AFTER INSERT OR UPDATE OF total_tokens, local_prompt_tokens, prompt_tokens, completion_tokens, model ON memory.llm_calls
     FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
 
 -- Limits ---------------------------------------------------------------------------------------
@@ -98,31 +104,47 @@ BEGIN
     PERFORM memory._take_minute_quota(v_user, p_count, v_max);
 END $$;
 
--- NULL while p_user is under memory.max_llm_tokens_per_day LLM tokens today (UTC); else the
--- PT429 error to raise, as {sqlstate, message, hint}.
+-- NULL while p_user is under memory.max_llm_tokens_per_day LLM tokens and under
+-- memory.max_llm_cost_per_day US dollars today (UTC); else the PT429 error to raise, as
+-- {sqlstate, message, hint}. Both count the calls of rolled-back turns that the worker has not
+-- written yet.
 CREATE OR REPLACE FUNCTION memory._token_quota_error(p_user uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_max bigint := memory._max_llm_tokens_per_day();
+    v_max_cost numeric := memory._max_llm_cost_per_day()::numeric;
     v_today date := (now() AT TIME ZONE 'UTC')::date;
+    v_reset timestamptz := (v_today + 1)::timestamp AT TIME ZONE 'UTC';
     v_used bigint;
-    v_reset timestamptz;
+    v_cost numeric;
 BEGIN
-    IF p_user IS NULL OR v_max <= 0 THEN
+    IF p_user IS NULL OR (v_max <= 0 AND v_max_cost <= 0) THEN
         RETURN NULL;
     END IF;
-    SELECT u.day_tokens INTO v_used FROM memory.user_usage u WHERE u.user_id = p_user AND u.day_start = v_today;
-    -- with the calls of rolled-back turns that the worker has not written yet
-    v_used := coalesce(v_used, 0) + memory._pending_llm_tokens(p_user);
-    IF v_used < v_max THEN
-        RETURN NULL;
+    SELECT u.day_tokens, u.day_cost_usd INTO v_used, v_cost
+      FROM memory.user_usage u WHERE u.user_id = p_user AND u.day_start = v_today;
+    IF v_max > 0 THEN
+        v_used := coalesce(v_used, 0) + memory._pending_llm_tokens(p_user);
+        IF v_used >= v_max THEN
+            RETURN jsonb_build_object(
+                'sqlstate', 'PT429',
+                'message', format('daily LLM token limit reached: %s of %s tokens used today (UTC); retry after %s', v_used, v_max, v_reset),
+                'hint', format('Retry in %s seconds. The operator sets memory.max_llm_tokens_per_day.',
+                               ceil(extract(epoch FROM v_reset - clock_timestamp()))));
+        END IF;
     END IF;
-    v_reset := (v_today + 1)::timestamp AT TIME ZONE 'UTC';
-    RETURN jsonb_build_object(
-        'sqlstate', 'PT429',
-        'message', format('daily LLM token limit reached: %s of %s tokens used today (UTC); retry after %s', v_used, v_max, v_reset),
-        'hint', format('Retry in %s seconds. The operator sets memory.max_llm_tokens_per_day.',
-                       ceil(extract(epoch FROM v_reset - clock_timestamp()))));
+    IF v_max_cost > 0 THEN
+        v_cost := coalesce(v_cost, 0) + memory._pending_llm_cost(p_user);
+        IF v_cost >= v_max_cost THEN
+            RETURN jsonb_build_object(
+                'sqlstate', 'PT429',
+                'message', format('daily LLM cost limit reached: %s of %s US dollars used today (UTC); retry after %s',
+                                  round(v_cost, 4), v_max_cost, v_reset),
+                'hint', format('Retry in %s seconds. The operator sets memory.max_llm_cost_per_day.',
+                               ceil(extract(epoch FROM v_reset - clock_timestamp()))));
+        END IF;
+    END IF;
+    RETURN NULL;
 END $$;
 
 -- Raises an error given as {sqlstate, message, hint}; nothing when it is NULL.
@@ -180,5 +202,6 @@ REVOKE EXECUTE ON FUNCTION
     memory._pending_llm_tokens(uuid),
     memory._max_messages_per_minute(),
     memory._max_llm_tokens_per_day(),
+    memory._max_llm_cost_per_day(),
     memory._in_chat_turn()
 FROM PUBLIC;

@@ -16,6 +16,7 @@ pub static MAX_UNREQUESTED_SHARES: GucSetting<i32> = GucSetting::<i32>::new(10);
 pub static NOTIFY_MESSAGES: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static MAX_MESSAGES_PER_MINUTE: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_LLM_TOKENS_PER_DAY: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static MAX_LLM_COST_PER_DAY: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 pub static MIN_SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static PRELOAD_TOKENIZERS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static SUMMARIZE_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(6000);
@@ -157,6 +158,16 @@ pub fn define(preloading: bool) {
         &MAX_LLM_TOKENS_PER_DAY,
         0,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memory.max_llm_cost_per_day",
+        c"Most US dollars of LLM calls (at memory.model_prices) one user's chat turns and replies may cost per UTC day; 0 means no limit.",
+        c"Checked before each call: over it memory.chat, request_reply and auto-replied inserts fail with SQLSTATE PT429. Calls of models without a price cost nothing here.",
+        &MAX_LLM_COST_PER_DAY,
+        0.0,
+        1e12,
         GucContext::Suset,
         GucFlags::default(),
     );

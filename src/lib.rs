@@ -35,13 +35,15 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/queue.sql", name = "queue", requires = ["summaries"]);
+extension_sql_file!("../sql/prices.sql", name = "prices", requires = ["queue", api::charges::_pending_llm_charges]);
 extension_sql_file!(
     "../sql/usage.sql",
     name = "usage",
     requires = [
-        "queue",
+        "prices",
         api::limits::_max_messages_per_minute,
         api::limits::_max_llm_tokens_per_day,
+        api::limits::_max_llm_cost_per_day,
         api::turn::_in_chat_turn,
         api::charges::_pending_llm_tokens,
         api::charges::_pending_rolled_back_turns

@@ -52,6 +52,11 @@
 --   (memory._list_conversations): its sources are the read rule itself, and under RLS a page of
 --   a user with many conversations sorted all of them, and every shared row was checked against
 --   the caller's whole list of shared conversations.
+-- * cost in money: memory.model_prices (US dollars per million tokens per model and period, kept
+--   by the operator; memory.seed_model_prices() adds common models' list prices), each LLM call's
+--   cost_usd at its model's price when written, the day's cost per user (user_usage.day_cost_usd)
+--   and its limit memory.max_llm_cost_per_day; usage_daily and agent_performance gain cost_usd,
+--   and memory.conversation_costs is new. Calls made before 0.3.0 have no cost.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -96,6 +101,26 @@ ALTER TABLE memory.conversation_messages ADD COLUMN author_id uuid;
 
 -- _search_vector takes the conversation's owner (for its search lexeme)
 DROP FUNCTION memory._search_vector(regconfig, uuid, text, jsonb);
+
+-- cost in money
+ALTER TABLE memory.llm_calls ADD COLUMN cost_usd numeric;
+
+ALTER TABLE memory.user_usage ADD COLUMN day_cost_usd numeric NOT NULL DEFAULT 0;
+
+CREATE TABLE memory.model_prices (
+    model                  text NOT NULL CHECK (model <> ''),
+    input_usd_per_million  numeric NOT NULL CHECK (input_usd_per_million >= 0),
+    output_usd_per_million numeric NOT NULL CHECK (output_usd_per_million >= 0),
+    valid_from             timestamptz NOT NULL DEFAULT '-infinity',
+    valid_to               timestamptz NOT NULL DEFAULT 'infinity',
+    source                 text,
+    PRIMARY KEY (model, valid_from),
+    CONSTRAINT model_prices_period_check CHECK (valid_to > valid_from)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.model_prices', '');
+
+ALTER TABLE memory.model_prices ENABLE ROW LEVEL SECURITY;
 
 -- @replay
 

@@ -171,6 +171,20 @@ fn _pending_llm_tokens(user_id: Uuid) -> i64 {
     LEDGER.share().0.pending_tokens(user_id.as_bytes())
 }
 
+/// `user_id`'s rolled-back calls that the worker has not written yet, as the tokens they are
+/// billed for (`Charge::billed_tokens`), so that SQL prices them (the daily cost limit).
+#[pg_extern(stable, parallel_safe)]
+fn _pending_llm_charges(
+    user_id: Uuid,
+) -> TableIterator<'static, (name!(model, String), name!(input_tokens, i64), name!(output_tokens, i64))> {
+    let charges =
+        if READY.load(Ordering::Relaxed) { LEDGER.share().0.pending_of(user_id.as_bytes()) } else { Vec::new() };
+    TableIterator::new(charges.into_iter().map(|c| {
+        let (input, output) = c.billed_tokens();
+        (c.model().to_string(), input, output)
+    }))
+}
+
 /// For the worker: the charges to write, and how many were dropped since the last pass.
 pub fn pending() -> (Vec<Charge>, u64) {
     if !READY.load(Ordering::Relaxed) {

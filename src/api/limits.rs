@@ -1,5 +1,5 @@
 //! Limits that keep one user's input from costing everyone: message size, tool calls per message,
-//! the summarize threshold's floor, and the per-user rate and token limits' settings.
+//! the summarize threshold's floor, and the per-user rate, token and cost limits' settings.
 //! Pure Rust over settings: these functions run no SQL, so no search_path can change what they do.
 
 use pgrx::prelude::*;
@@ -48,6 +48,12 @@ fn _max_messages_per_minute() -> i32 {
 #[pg_extern(stable, parallel_safe)]
 fn _max_llm_tokens_per_day() -> i64 {
     i64::from(gucs::MAX_LLM_TOKENS_PER_DAY.get())
+}
+
+/// `memory.max_llm_cost_per_day` in US dollars (0: no limit).
+#[pg_extern(stable, parallel_safe)]
+fn _max_llm_cost_per_day() -> f64 {
+    gucs::MAX_LLM_COST_PER_DAY.get()
 }
 
 /// Whether an inserted message counts against `memory.max_messages_per_minute`: a limit is set,

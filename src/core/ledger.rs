@@ -73,6 +73,16 @@ impl Charge {
     pub fn tokens(&self) -> i64 {
         i64::from(self.total_tokens.unwrap_or(self.local_prompt_tokens))
     }
+
+    /// The input and output tokens it is billed for (what its cost is computed from): the
+    /// provider's figures, else the prompt as counted locally and no output (the same rule as
+    /// `memory._llm_call_price` applies to the rows of `memory.llm_calls`).
+    pub fn billed_tokens(&self) -> (i64, i64) {
+        (
+            i64::from(self.prompt_tokens.unwrap_or(self.local_prompt_tokens)),
+            i64::from(self.completion_tokens.unwrap_or(0)),
+        )
+    }
 }
 
 pub struct Ledger<const N: usize> {
@@ -112,6 +122,11 @@ impl<const N: usize> Ledger<N> {
         self.pending().iter().filter(|c| &c.user == user).map(Charge::tokens).sum()
     }
 
+    /// One user's charges still listed.
+    pub fn pending_of(&self, user: &[u8; 16]) -> Vec<Charge> {
+        self.pending().iter().filter(|c| &c.user == user).copied().collect()
+    }
+
     /// How many of one user's charges still listed were made in `minute` (see `Charge::minute`).
     pub fn pending_turns(&self, user: &[u8; 16], minute: i64) -> i32 {
         self.pending().iter().filter(|c| &c.user == user && c.minute == minute).count() as i32
@@ -147,6 +162,20 @@ mod tests {
         assert_eq!(l.pending_tokens(&[1; 16]), 140);
         assert_eq!(l.pending_tokens(&[2; 16]), 7);
         assert_eq!(l.pending_tokens(&[3; 16]), 0);
+    }
+
+    #[test]
+    fn lists_each_users_charges_with_the_tokens_they_are_billed_for() {
+        let mut l: Ledger<8> = Ledger::default();
+        let answered = Charge { prompt_tokens: Some(30), completion_tokens: Some(12), ..charge(1, Some(42), 25) };
+        assert!(l.push(answered.with_model("gpt-4o")));
+        assert!(l.push(charge(1, None, 40).with_model("llama")));
+        assert!(l.push(charge(2, Some(7), 5)));
+        let mine = l.pending_of(&[1; 16]);
+        let billed: Vec<_> = mine.iter().map(|c| (c.model(), c.billed_tokens())).collect();
+        // the provider's figures when it reported them, else the local prompt count and no output
+        assert_eq!(billed, vec![("gpt-4o", (30, 12)), ("llama", (40, 0))]);
+        assert!(l.pending_of(&[3; 16]).is_empty());
     }
 
     #[test]

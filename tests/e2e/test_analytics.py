@@ -72,7 +72,7 @@ def test_each_caller_sees_what_it_may_read(db, data, mode):
     # nobody (PostgREST's anon role, or a login without identity): nothing
     with (as_jwt_user(db, None, role="anon") if mode is as_jwt_user else connect(db, "app")) as c:
         assert totals(c) == (0, 0, 0, 0, 0)
-        for view in ("tool_usage", "conversation_activity", "agent_performance"):
+        for view in ("tool_usage", "conversation_activity", "agent_performance", "conversation_costs"):
             assert c.execute(f"SELECT count(*) FROM memory.{view}").fetchone()[0] == 0
 
 

@@ -30,6 +30,7 @@ REVIEWED = {
     "_summarize_threshold(integer)": ("pure-c", False, True),
     "_max_messages_per_minute()": ("pure-c", False, False),
     "_max_llm_tokens_per_day()": ("pure-c", False, False),
+    "_max_llm_cost_per_day()": ("pure-c", False, False),
     "_message_limit_applies()": ("pure-c", False, True),
     "_in_chat_turn()": ("pure-c", False, False),
     "_notify_messages()": ("pure-c", False, False),
@@ -95,11 +96,17 @@ REVIEWED = {
     "_caller_token_quota_error()": ("pinned", True, True),   # the caller's own quota only
     "_token_quota_error(uuid)": ("pinned", False, False),
     "_pending_llm_tokens(uuid)": ("pure-c", False, False),
+    "_pending_llm_charges(uuid)": ("pure-c", False, False),
+    "_pending_llm_cost(uuid)": ("pinned", False, False),
+    "_llm_call_cost(text,bigint,bigint,timestamp with time zone)": ("pinned", False, False),
+    "seed_model_prices()": ("pinned", False, False),                    # operators only: writes model_prices
     "_record_chat_call(uuid,uuid,text,integer,integer,integer,integer,double precision)": ("pinned", True, True),  # refuses outside memory.chat
     "_check_token_quota_of(uuid)": ("pinned", False, False),
     "_raise_error(jsonb)": ("pinned", False, True),
     "_agent_before_write()": ("pinned", False, False),
     "_llm_call_after_write()": ("pinned", False, False),
+    "_llm_call_price()": ("pinned", False, False),
+    "_model_prices_no_overlap()": ("pinned", False, False),
     "_conversation_before_insert()": ("pinned", False, False),
     "_conversation_before_update()": ("pinned", False, False),
     "_check_size(text,bigint)": ("pinned", False, True),   # raises or not: nothing to see
@@ -191,6 +198,7 @@ TABLES = {
     "conversation_members": {"SELECT"},
     "conversation_transfers": {"SELECT"},
     "share_links": {"SELECT"},
+    "model_prices": {"SELECT"},
 }
 
 
