@@ -20,7 +20,9 @@ MODEL = "fake-model"
 def pg(cluster, llm):
     settings = {"memory.llm_base_url": f"http://127.0.0.1:{llm.port}/v1", "memory.llm_model": MODEL,
                 "memory.llm_timeout": 1500, "memory.retry_backoff": 200, "memory.max_attempts": 2,
-                "memory.worker_naptime": 50, "memory.user_id_roles": "app"}
+                "memory.worker_naptime": 50, "memory.user_id_roles": "app",
+                # with a key, summaries call the LLM too (without one they are extractive: no call)
+                "memory.llm_api_key": "sk-cost-test", "memory.summary_keep_tokens": 40, "memory.summary_max_tokens": 77}
     with llm_cluster("cost", cluster + 12, settings) as port:
         yield port
 
@@ -230,13 +232,20 @@ def test_the_daily_cost_limit_stops_turns_before_the_llm_is_called(pg, llm):
             c.execute("SELECT memory.chat(%s, 'free as far as memory_ext knows')", (unpriced,))
         assert one(c, "SELECT count(*) FROM memory.llm_calls WHERE conversation_id = %s AND cost_usd IS NULL", unpriced) == 3
     other = str(uuid.uuid4())
-    with as_user(pg, other) as c:
-        _, cid = new_chat(c)
-        c.execute("BEGIN")
-        c.execute("SELECT memory.chat(%s, 'rolled back, billed all the same')", (cid,))
-        c.execute("ROLLBACK")
-        with pytest.raises(psycopg.Error) as err:
-            c.execute("SELECT memory.chat(%s, 'and again')", (cid,))
-        assert err.value.sqlstate == "PT429"
+    # a slow worker: the rolled-back turn's charge stays in the ledger while the next turn asks
+    setting(pg, "memory.worker_naptime", 60000)
+    try:
+        with as_user(pg, other) as c:
+            _, cid = new_chat(c)
+            c.execute("BEGIN")
+            c.execute("SELECT memory.chat(%s, 'rolled back, billed all the same')", (cid,))
+            c.execute("ROLLBACK")
+            assert fetch(pg, "SELECT memory._pending_llm_cost(%s) > 0.01", other)[0]
+            with pytest.raises(psycopg.Error) as err:
+                c.execute("SELECT memory.chat(%s, 'and again')", (cid,))
+            assert err.value.sqlstate == "PT429"
+    finally:
+        setting(pg, "memory.worker_naptime", 50)
     wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", other)[0] == 1)
-    assert fetch(pg, "SELECT cost_usd > 0 FROM memory.llm_calls WHERE user_id = %s", other)[0]
+    # written at its cost, and no longer counted twice
+    assert fetch(pg, "SELECT cost_usd > 0.01, memory._pending_llm_cost(user_id) FROM memory.llm_calls WHERE user_id = %s", other) == (True, 0)
