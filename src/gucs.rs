@@ -35,6 +35,8 @@ pub static LLM_MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
 pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static LLM_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static OTLP_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static OTLP_CONTENT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);
 pub static SUMMARY_KEEP_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static SUMMARY_BATCH_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(16_000);
@@ -168,6 +170,22 @@ pub fn define(preloading: bool) {
         &MAX_LLM_COST_PER_DAY,
         0.0,
         1e12,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.otlp_endpoint",
+        c"OpenTelemetry collector (OTLP/HTTP, e.g. http://127.0.0.1:4318) that receives a span per LLM call and per job; empty: no traces.",
+        c"Spans are sent as JSON to <endpoint>/v1/traces from threads of their own, after the call; they never delay a turn.",
+        &OTLP_ENDPOINT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memory.otlp_content",
+        c"Whether LLM spans carry the request's messages and the answer (gen_ai.input.messages, gen_ai.output.messages).",
+        c"Off by default: traces then hold no conversation content.",
+        &OTLP_CONTENT,
         GucContext::Suset,
         GucFlags::default(),
     );

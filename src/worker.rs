@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{RefUnwindSafe, UnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -27,7 +27,9 @@ use crate::api::charges;
 use crate::api::context::{load_conversation, TurnRequest};
 use crate::api::llm_thread::{self, config, InFlight, Poll};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
+use crate::api::traces;
 use crate::core::llm::{Answer, LlmError};
+use crate::core::otlp::{self, Attr, Attributes, Kind, Span, SpanIds};
 use crate::core::retry::backoff;
 use crate::core::summary::{choose_cut, extractive, request_body, summary_content, EXTRACTIVE_MODEL};
 use crate::core::tokenizer::Encoding;
@@ -67,6 +69,9 @@ struct Claimed {
     attempts: i32,
     encoding: Encoding,
     total_tokens: i64,
+    /// The job's span (memory.otlp_endpoint): its LLM call's span is a child of it.
+    trace: SpanIds,
+    claimed_at: SystemTime,
 }
 
 struct Job {
@@ -95,7 +100,13 @@ enum Work {
 /// What preparing a job gave: an LLM call to make (its usage row already `pending`), or an
 /// outcome reached without one.
 enum Prepared {
-    Call { work: Work, body: Value, call_id: i64 },
+    /// `attributes`: what the call's span says of its window (memory.otlp_endpoint).
+    Call {
+        work: Work,
+        body: Value,
+        call_id: i64,
+        attributes: Attributes,
+    },
     Finished(Outcome),
 }
 
@@ -154,6 +165,10 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
         finish_answered(&mut running, &mut deferred);
         retry_deferred(&mut deferred);
         write_rolled_back_charges();
+        // the threads that send traces cannot log; the last failure is reported here, once
+        if let Some(e) = traces::take_error() {
+            warning!("memory_ext: {e}");
+        }
         loop {
             if BackgroundWorker::sigterm_received() {
                 stopping = true;
@@ -281,8 +296,18 @@ fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) 
         other => Err(TxError { message: format!("unknown job kind \"{other}\""), locked: false }),
     };
     match prepared {
-        Ok(Prepared::Call { work, body, call_id }) => {
-            Some(Running { call: llm_thread::start(config(), body), job, work, call_id })
+        Ok(Prepared::Call { work, body, call_id, attributes }) => {
+            let trace = traces::call_trace(
+                || job.trace.child(),
+                || {
+                    let mut all = job_attributes(&job);
+                    all.push(("memory.call.kind", Attr::Str(job.kind.clone())));
+                    all.push(("memory.llm_call.id", Attr::Int(call_id)));
+                    all.extend(attributes);
+                    all
+                },
+            );
+            Some(Running { call: llm_thread::start(config(), body, trace), job, work, call_id })
         }
         Ok(Prepared::Finished(outcome)) => {
             settle(job, outcome, deferred);
@@ -335,7 +360,7 @@ fn settle(job: Claimed, outcome: Outcome, deferred: &mut Vec<Deferred>) {
 
 fn settle_or_defer(mut d: Deferred, deferred: &mut Vec<Deferred>) {
     let failure = match try_transaction(|| finish(&d.job, &d.outcome)) {
-        Ok(()) => return,
+        Ok(()) => return trace_job(&d.job, &d.outcome),
         Err(e) if e.locked && d.since.elapsed() < DEFER_LIMIT => {
             d.next_try = Instant::now() + DEFER_RETRY;
             deferred.push(d);
@@ -350,6 +375,46 @@ fn settle_or_defer(mut d: Deferred, deferred: &mut Vec<Deferred>) {
     if let Err(e2) = try_transaction(|| finish(&d.job, &failed)) {
         warning!("memory_ext: recording the failure of job {} failed: {e2}", d.job.id);
     }
+    trace_job(&d.job, &failed);
+}
+
+/// What every span of a job says of it.
+fn job_attributes(job: &Claimed) -> Attributes {
+    let mut attributes = vec![
+        ("memory.job.id", Attr::Int(job.id)),
+        ("memory.job.kind", Attr::Str(job.kind.clone())),
+        ("memory.job.attempt", Attr::Int(i64::from(job.attempts) + 1)),
+    ];
+    if job.kind != "retention" {
+        attributes.push(("memory.conversation.id", Attr::Str(job.conversation_id.to_string())));
+    }
+    attributes
+}
+
+/// Sends a settled job's span (memory.otlp_endpoint): from its claim to its outcome's commit.
+fn trace_job(job: &Claimed, outcome: &Outcome) {
+    let Some(exporter) = traces::Exporter::current() else {
+        return;
+    };
+    let (result, failure) = match outcome {
+        Outcome::Summary { .. } | Outcome::Reply { .. } => ("done", None),
+        Outcome::NothingToDo(_) => ("nothing_to_do", None),
+        Outcome::Failed(e, _) => ("error", Some(e)),
+    };
+    let mut attributes = job_attributes(job);
+    attributes.push(("memory.job.outcome", Attr::Str(result.into())));
+    if let Some(e) = failure {
+        attributes.push(("error.type", Attr::Str(otlp::error_type(e.failure))));
+    }
+    exporter.send(vec![Span {
+        ids: job.trace,
+        name: format!("memory.job {}", job.kind),
+        kind: Kind::Internal,
+        start: job.claimed_at,
+        end: SystemTime::now(),
+        attributes,
+        error: failure.map(|e| otlp::status_message(e, gucs::OTLP_CONTENT.get())),
+    }]);
 }
 
 /// The LLM call an outcome records, if it made one.
@@ -596,6 +661,8 @@ fn claim_job(saturated: &[Uuid]) -> Option<Claimed> {
                 encoding: Encoding::resolve("cl100k_base").ok()?,
                 total_tokens: 0,
                 user_id: Uuid::from_bytes([0; 16]),
+                trace: SpanIds::root(),
+                claimed_at: SystemTime::now(),
             })
         } else {
             (|| {
@@ -607,6 +674,8 @@ fn claim_job(saturated: &[Uuid]) -> Option<Claimed> {
                     encoding: Encoding::resolve(&row.get::<String>(4).ok()??).ok()?,
                     total_tokens: row.get(5).ok()??,
                     user_id: row.get::<Uuid>(6).ok()??,
+                    trace: SpanIds::root(),
+                    claimed_at: SystemTime::now(),
                 })
             })()
         };
@@ -721,7 +790,14 @@ fn prepare_reply(job: &Claimed) -> Prepared {
         .expect("pinning the window's plans");
         let request = TurnRequest::new(c, &conv);
         let call_id = begin_call(c, job, &conv.settings.model, conv.agent, Some(request.local_prompt_tokens()));
-        Prepared::Call { work: Work::Reply { last_seq: conv.last_seq }, body: request.body, call_id }
+        let mut attributes = vec![
+            ("memory.window.tokens", Attr::Int(request.local_prompt_tokens())),
+            ("memory.summary.used", Attr::Bool(request.window.summary_included)),
+        ];
+        if let Some(agent) = conv.agent {
+            attributes.push(("memory.agent.id", Attr::Str(agent.to_string())));
+        }
+        Prepared::Call { work: Work::Reply { last_seq: conv.last_seq }, body: request.body, call_id, attributes }
     })
 }
 
@@ -756,7 +832,12 @@ fn prepare_summary(job: &Claimed) -> Prepared {
             .expect("checking the daily token limit");
         begin_call(c, job, &model, None, None)
     });
-    Prepared::Call { work: Work::Summary { covers_through_seq: cut, model }, body, call_id }
+    // the previous summary is part of the prompt: the new one continues it
+    let attributes = vec![
+        ("memory.summary.used", Attr::Bool(batch.previous.is_some())),
+        ("memory.summary.covers_through_seq", Attr::Int(cut)),
+    ];
+    Prepared::Call { work: Work::Summary { covers_through_seq: cut, model }, body, call_id, attributes }
 }
 
 /// The usage row of a call about to start, `pending` until its answer is in: committed before

@@ -7,11 +7,13 @@
 //! `core::threads`), so no PostgreSQL or pgrx signal handler ever runs on it.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use super::traces::Exporter;
 use crate::core::llm::{complete, Answer, LlmConfig, LlmError};
+use crate::core::otlp::{llm_span, CallTrace};
 use crate::core::threads::spawn_without_signals;
 use crate::gucs;
 
@@ -53,11 +55,19 @@ fn ended_without_answer() -> LlmError {
     LlmError::new("the LLM call ended without an answer")
 }
 
-/// Starts the call on a thread that no signal can reach.
-pub fn start(cfg: LlmConfig, body: Value) -> InFlight {
+/// Starts the call on a thread that no signal can reach. With a trace, the same thread sends the
+/// call's span once the answer is handed over.
+pub fn start(cfg: LlmConfig, body: Value, trace: Option<(Exporter, CallTrace)>) -> InFlight {
     let (tx, rx) = mpsc::channel();
     let spawned = spawn_without_signals("memory_ext llm call", move || {
-        let _ = tx.send(complete(&cfg, &body));
+        let started = SystemTime::now();
+        let result = complete(&cfg, &body);
+        let span = trace
+            .map(|(exporter, t)| (exporter, llm_span(&t, &cfg.base_url, &body, &result, started, SystemTime::now())));
+        let _ = tx.send(result);
+        if let Some((exporter, span)) = span {
+            exporter.send_here(&[span]);
+        }
     });
     if let Err(e) = spawned {
         // the sender went with the closure: poll() reports the failure
@@ -70,8 +80,13 @@ pub fn start(cfg: LlmConfig, body: Value) -> InFlight {
 
 /// Makes the call and waits for it, running `between` every 10 ms; `between` may raise an error
 /// or exit the process, abandoning the call.
-pub fn call_waiting(cfg: LlmConfig, body: Value, mut between: impl FnMut()) -> Result<Answer, LlmError> {
-    let call = start(cfg, body);
+pub fn call_waiting(
+    cfg: LlmConfig,
+    body: Value,
+    trace: Option<(Exporter, CallTrace)>,
+    mut between: impl FnMut(),
+) -> Result<Answer, LlmError> {
+    let call = start(cfg, body, trace);
     loop {
         match call.wait(Duration::from_millis(10)) {
             Poll::Done(result) => return result,

@@ -9,4 +9,5 @@ pub mod settings;
 pub mod stored;
 pub mod tests;
 pub mod tokens;
+pub mod traces;
 pub mod turn;

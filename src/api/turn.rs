@@ -13,8 +13,10 @@ use serde_json::{json, Value};
 use super::charges;
 use super::context::{load_conversation, not_found, TurnRequest};
 use super::llm_thread::{call_waiting, config};
+use super::traces;
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
+use crate::core::otlp::{Attr, SpanIds};
 use crate::core::turn::{column_count, parse_reply, Usage};
 use crate::sql_error::spi_failed;
 use crate::sql_error::{custom, fail, required};
@@ -143,7 +145,19 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
         &conv.settings.model,
         local_prompt,
     ));
-    let answered = call_waiting(config(), body, crate::sql_error::interrupt);
+    let trace = traces::call_trace(SpanIds::root, || {
+        let mut attributes = vec![
+            ("memory.call.kind", Attr::Str("chat".into())),
+            ("memory.conversation.id", Attr::Str(id.to_string())),
+            ("memory.window.tokens", Attr::Int(i64::from(local_prompt))),
+            ("memory.summary.used", Attr::Bool(window.summary_included)),
+        ];
+        if let Some(agent) = conv.agent {
+            attributes.push(("memory.agent.id", Attr::Str(agent.to_string())));
+        }
+        attributes
+    });
+    let answered = call_waiting(config(), body, trace, crate::sql_error::interrupt);
     match &answered {
         Ok(a) => charges::amend(charge, |c| {
             [c.prompt_tokens, c.completion_tokens, c.total_tokens] = Usage::from_answer(&a.json).columns();

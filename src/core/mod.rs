@@ -3,6 +3,7 @@ pub mod chat;
 pub mod error;
 pub mod ledger;
 pub mod llm;
+pub mod otlp;
 pub mod retry;
 pub mod summary;
 pub mod threads;

@@ -152,9 +152,11 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
         c.execute("SELECT memory._request_summary(%s)", (cid,))  # the victim has a job
         # no helper takes a timestamp as proof any more (a share link's expiry and the date
         # filters of search and listing prove nothing: each checks the rule itself; the minute of
-        # the messages-per-minute counter is the worker's, and no caller may execute it)
+        # the messages-per-minute counter is the worker's, and no caller may execute it; a call's
+        # cost at a time reads the prices, which are everyone's)
         assert rpc(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'memory'::regnamespace AND proname LIKE '\\_%%' "
-                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations', '_add_minute_messages') "
+                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations', '_add_minute_messages', "
+                      "'_llm_call_cost') "
                       "AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
     attacker = new_user()
     with mode(db, attacker) as c:
