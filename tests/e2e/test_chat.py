@@ -2,7 +2,6 @@
 synchronous memory.chat (plain and tool-call turns, every fault, cancellation, read-only), the
 asynchronous reply jobs (request_reply, auto-reply from a plain INSERT as PostgREST sends it,
 NOTIFY payloads, stale answers), usage rows, per-user limits, and the API key's secrecy."""
-import contextlib
 import json
 import threading
 import time
@@ -11,7 +10,7 @@ import uuid
 import psycopg
 import pytest
 
-from support.pg import TEST_ROOT, dsn, llm_cluster, wait_for
+from support.pg import TEST_ROOT, admin_on, app_session, dsn, fetch_on, llm_cluster, reload_setting, wait_for
 
 API_KEY = "sk-chat-test-93be5e1d0c"
 CLOCK = [{"type": "function", "function": {"name": "clock", "description": "The current time",
@@ -33,29 +32,8 @@ def fake_ok(llm):
     yield
 
 
-def admin(port):
-    return psycopg.connect(dsn(port=port), autocommit=True)
 
 
-def fetch(port, sql, *args):
-    """One row of a query as the superuser, on a connection closed right after."""
-    with admin(port) as c:
-        return c.execute(sql, args).fetchone()
-
-
-def setting(port, name, value):
-    with admin(port) as c:
-        c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-        c.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)
-
-
-@contextlib.contextmanager
-def as_user(port, uid=None):
-    uid = uid or str(uuid.uuid4())
-    with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
-        c.execute("SELECT set_config('memory.user_id', %s, false)", (uid,))
-        yield c
 
 
 def one(c, sql, *args):
@@ -69,12 +47,12 @@ def new_chat(c, tools=None, **agent):
 
 
 def count(port, cid, table="conversation_messages"):
-    with admin(port) as c:
+    with admin_on(port) as c:
         return one(c, f"SELECT count(*) FROM memory.{table} WHERE conversation_id = %s", cid)
 
 
 def test_chat_turn_with_tool_call_and_continue(pg, llm):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         agent, cid = new_chat(c, tools=CLOCK)
         start = len(llm.requests)
         r = one(c, "SELECT memory.chat(%s, 'Hello there')", cid)
@@ -127,9 +105,9 @@ BILLED = {"hang", "badjson", "empty", "refuse"}
 def test_chat_failure_writes_nothing(pg, llm, mode, sqlstate, text):
     llm.mode, llm.hang_seconds = mode, 5
     if mode == "refused-connection":
-        setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
+        reload_setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
     try:
-        with as_user(pg) as c:
+        with app_session(pg) as c:
             _, cid = new_chat(c)
             c.execute("SELECT memory.add_message(%s, 'user', 'earlier')", (cid,))
             t0 = time.monotonic()
@@ -150,27 +128,27 @@ def test_chat_failure_writes_nothing(pg, llm, mode, sqlstate, text):
             # reached the model is not
             if mode in BILLED:
                 wait_for(lambda: count(pg, cid, "llm_calls") == 1)
-                assert fetch(pg, "SELECT status FROM memory.llm_calls WHERE conversation_id = %s", cid)[0] == "rolled_back"
+                assert fetch_on(pg, "SELECT status FROM memory.llm_calls WHERE conversation_id = %s", cid)[0] == "rolled_back"
             else:
                 time.sleep(1.2)  # the worker's pass over the ledger has come and gone
                 assert count(pg, cid, "llm_calls") == 0
     finally:
         if mode == "refused-connection":
-            setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+            reload_setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
 
 
 @pytest.mark.parametrize("how", ["statement_timeout", "pg_cancel_backend"])
 def test_hanging_chat_stops_at_once_when_cancelled(pg, llm, how):
-    setting(pg, "memory.llm_timeout", 60000)
+    reload_setting(pg, "memory.llm_timeout", 60000)
     llm.mode, llm.hang_seconds = "hang", 20
     try:
-        with as_user(pg) as c:
+        with app_session(pg) as c:
             _, cid = new_chat(c)
             pid = one(c, "SELECT pg_backend_pid()")
             if how == "statement_timeout":
                 c.execute("SET statement_timeout = 300")
             else:
-                threading.Timer(0.3, lambda: fetch(pg, "SELECT pg_cancel_backend(%s)", pid)).start()
+                threading.Timer(0.3, lambda: fetch_on(pg, "SELECT pg_cancel_backend(%s)", pid)).start()
             t0 = time.monotonic()
             with pytest.raises(psycopg.errors.QueryCanceled):
                 c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
@@ -179,11 +157,11 @@ def test_hanging_chat_stops_at_once_when_cancelled(pg, llm, how):
             c.execute("RESET statement_timeout")
             assert count(pg, cid) == 0
     finally:
-        setting(pg, "memory.llm_timeout", 1500)
+        reload_setting(pg, "memory.llm_timeout", 1500)
 
 
 def test_chat_refuses_read_only_transactions(pg, llm):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         start = len(llm.requests)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -195,10 +173,10 @@ def test_chat_refuses_read_only_transactions(pg, llm):
 
 def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
     owner_id = str(uuid.uuid4())
-    with as_user(pg, owner_id) as owner:
+    with app_session(pg, owner_id) as owner:
         agent, cid = new_chat(owner, prompt="SECRET PROMPT")
     start = len(llm.requests)
-    with as_user(pg) as other:
+    with app_session(pg) as other:
         for sql, args in [("SELECT memory.chat(%s, 'hi')", (cid,)), ("SELECT memory.continue_chat(%s)", (cid,)),
                           ("SELECT memory.request_reply(%s)", (cid,)), ("SELECT memory.get_agent(%s)", (agent,))]:
             with pytest.raises(psycopg.errors.NoDataFound):
@@ -219,7 +197,7 @@ def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
         # memory._record_chat_call works only inside memory.chat
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             other.execute("SELECT memory._record_chat_call(%s, NULL, 'm', 0, 0, 0, 0, 0)", (mine,))
-    with as_user(pg, owner_id) as owner:
+    with app_session(pg, owner_id) as owner:
         job = one(owner, "SELECT memory.request_reply(%s)", cid)
     with psycopg.connect(dsn(user="app", port=pg), autocommit=True) as anon:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -233,12 +211,12 @@ def test_another_user_and_no_identity_cannot_chat_or_see_agents(pg, llm):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             anon.execute("SELECT count(*) FROM memory.user_usage")
     assert len(llm.requests) == start
-    with as_user(pg):
+    with app_session(pg):
         assert count(pg, cid) == 0
 
 
 def test_agent_validation(pg):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         bad = [([{"type": "function", "function": {"name": "bad name!"}}], "tool name"), ([{"type": "retrieval"}], "each tool"),
                (CLOCK + CLOCK, "appears twice"), ({"a": 1}, "JSON array"),
                ([{"type": "function", "function": {"name": "x", "parameters": "nope"}}], "JSON Schema object")]
@@ -264,12 +242,12 @@ def test_agent_validation(pg):
 
 
 def reply_job(port, job_id):
-    with admin(port) as c:
+    with admin_on(port) as c:
         return one(c, "SELECT memory.reply_status(%s)", job_id)
 
 
 def test_reply_job_answers_in_background(pg, llm):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         agent, cid = new_chat(c)
         c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
         job = one(c, "SELECT memory.request_reply(%s)", cid)
@@ -279,7 +257,7 @@ def test_reply_job_answers_in_background(pg, llm):
         assert msg["role"] == "assistant" and msg["content"] == "You said: Ping" and msg["seq"] == 2
         kind, status, job_id = c.execute("SELECT kind, status, job_id FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchone()
         assert (kind, status, job_id) == ("reply", "ok", job)
-    with as_user(pg) as other:
+    with app_session(pg) as other:
         with pytest.raises(psycopg.errors.NoDataFound):
             other.execute("SELECT memory.reply_status(%s)", (job,))
 
@@ -288,16 +266,16 @@ def test_reply_job_answers_in_background(pg, llm):
 def test_failed_reply_jobs_are_retried_then_failed_and_write_no_message(pg, llm, mode):
     llm.mode, llm.hang_seconds, llm.retry_after = mode, 5, 1
     if mode == "refused-connection":
-        setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
+        reload_setting(pg, "memory.llm_base_url", "http://127.0.0.1:9/v1")
     try:
         failed_reply_job(pg, mode)
     finally:
         if mode == "refused-connection":
-            setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+            reload_setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
 
 
 def failed_reply_job(pg, mode):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.add_message(%s, 'user', 'Ping')", (cid,))
         job = one(c, "SELECT memory.request_reply(%s)", cid)
@@ -312,7 +290,7 @@ def failed_reply_job(pg, mode):
 
 def test_auto_reply_from_a_plain_insert_in_postgrest_mode_with_notify(pg, llm):
     uid = str(uuid.uuid4())
-    with as_user(pg, uid) as c:
+    with app_session(pg, uid) as c:
         _, cid = new_chat(c, auto_reply=True)
     listener = psycopg.connect(dsn(user="app", port=pg), autocommit=True)
     listener.execute("LISTEN memory_messages")
@@ -322,7 +300,7 @@ def test_auto_reply_from_a_plain_insert_in_postgrest_mode_with_notify(pg, llm):
             api.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": uid, "role": "authenticated"}),))
             # exactly PostgREST's POST /conversation_messages
             api.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'Marco')", (cid,))
-    reply = wait_for(lambda: fetch(pg, "SELECT content FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'", cid))
+    reply = wait_for(lambda: fetch_on(pg, "SELECT content FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'assistant'", cid))
     assert reply == ("You said: Marco",)
     payloads = []
     deadline = time.monotonic() + 5
@@ -336,7 +314,7 @@ def test_auto_reply_from_a_plain_insert_in_postgrest_mode_with_notify(pg, llm):
 
 def test_stale_reply_is_recomputed(pg, llm):
     llm.delay = 1.0
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c, auto_reply=True)
         c.execute("SELECT memory.add_message(%s, 'user', 'first')", (cid,))
         wait_for(lambda: any(r["json"]["messages"][-1].get("content") == "first" for r in llm.requests))
@@ -351,7 +329,7 @@ def test_rewind_cancels_a_reply_the_worker_is_computing(pg, llm):
     """"Regenerate": the user rewinds while the worker waits for the LLM; the job is cancelled, the
     late answer is discarded (recorded as such), and nothing is appended to the rewound history."""
     llm.delay = 1.5
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.add_message(%s, 'user', 'first')", (cid,))
         c.execute("SELECT memory.add_message(%s, 'assistant', 'an answer')", (cid,))
@@ -363,7 +341,7 @@ def test_rewind_cancels_a_reply_the_worker_is_computing(pg, llm):
         with pytest.raises(psycopg.errors.NoDataFound):  # the job went with the rewind
             c.execute("SELECT memory.reply_status(%s)", (job,))
         # the call's row is written before the call ('pending') and completed when the answer comes
-        wait_for(lambda: fetch(pg, "SELECT 1 FROM memory.llm_calls WHERE conversation_id = %s AND status <> 'pending'", cid), timeout=15)
+        wait_for(lambda: fetch_on(pg, "SELECT 1 FROM memory.llm_calls WHERE conversation_id = %s AND status <> 'pending'", cid), timeout=15)
         rows = c.execute("SELECT seq, role, content FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq", (cid,)).fetchall()
         assert rows == [(1, "user", "first")]
         assert c.execute("SELECT status, job_id FROM memory.llm_calls WHERE conversation_id = %s", (cid,)).fetchall() == [("discarded", job)]
@@ -371,16 +349,16 @@ def test_rewind_cancels_a_reply_the_worker_is_computing(pg, llm):
         llm.delay = 0.0
         job = one(c, "SELECT memory.request_reply(%s)", cid)
         done = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "done" and s)
-        assert fetch(pg, "SELECT seq, content FROM memory.conversation_messages WHERE id = %s", done["message_id"]) == (4, "You said: first")
+        assert fetch_on(pg, "SELECT seq, content FROM memory.conversation_messages WHERE id = %s", done["message_id"]) == (4, "You said: first")
 
 
 def test_per_user_limits_on_every_route(pg, llm):
-    setting(pg, "memory.max_messages_per_minute", 4)
+    reload_setting(pg, "memory.max_messages_per_minute", 4)
     try:
         # wait for a fresh minute so that the count is not split by the window's edge
         if time.time() % 60 > 50:
             time.sleep(61 - time.time() % 60)
-        with as_user(pg) as c, as_user(pg) as neighbour:
+        with app_session(pg) as c, app_session(pg) as neighbour:
             _, cid = new_chat(c)
             c.execute("SELECT memory.add_message(%s, 'user', 'one')", (cid,))
             c.execute("INSERT INTO memory.conversation_messages (conversation_id, role, content) VALUES (%s, 'user', 'two')", (cid,))
@@ -397,10 +375,10 @@ def test_per_user_limits_on_every_route(pg, llm):
             _, other = new_chat(neighbour)
             neighbour.execute("SELECT memory.add_message(%s, 'user', 'fine')", (other,))
     finally:
-        setting(pg, "memory.max_messages_per_minute", 0)
-    setting(pg, "memory.max_llm_tokens_per_day", 1)
+        reload_setting(pg, "memory.max_messages_per_minute", 0)
+    reload_setting(pg, "memory.max_llm_tokens_per_day", 1)
     try:
-        with as_user(pg) as c:
+        with app_session(pg) as c:
             _, cid = new_chat(c)
             auto_agent, auto = new_chat(c, auto_reply=True)
             one(c, "SELECT memory.chat(%s, 'spend')", cid)  # under the limit before the call
@@ -413,12 +391,12 @@ def test_per_user_limits_on_every_route(pg, llm):
             assert e.value.sqlstate == "PT429"
             assert count(pg, cid) == 2 and count(pg, auto) == 0
     finally:
-        setting(pg, "memory.max_llm_tokens_per_day", 0)
+        reload_setting(pg, "memory.max_llm_tokens_per_day", 0)
 
 
 def test_api_key_is_in_no_row_error_or_log(pg, llm):
     llm.mode = "500"
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         with pytest.raises(psycopg.Error) as e:
             c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))
@@ -429,7 +407,7 @@ def test_api_key_is_in_no_row_error_or_log(pg, llm):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SHOW memory.llm_api_key")
         assert one(c, "SELECT count(*) FROM pg_settings WHERE name = 'memory.llm_api_key'") == 0
-    with admin(pg) as a:
+    with admin_on(pg) as a:
         for table in ("agents", "conversations", "conversation_messages", "jobs", "llm_calls", "user_usage"):
             assert API_KEY not in one(a, f"SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.{table} t")
     with open(f"{TEST_ROOT}/chat/server.log", errors="replace") as f:
@@ -438,16 +416,16 @@ def test_api_key_is_in_no_row_error_or_log(pg, llm):
 
 
 def test_notify_messages_can_be_turned_off(pg):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         listener = psycopg.connect(dsn(user="app", port=pg), autocommit=True)
         listener.execute("LISTEN memory_messages")
-        setting(pg, "memory.notify_messages", "off")
+        reload_setting(pg, "memory.notify_messages", "off")
         try:
             c.execute("SELECT memory.add_message(%s, 'system', 'quiet')", (cid,))
             assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
         finally:
-            setting(pg, "memory.notify_messages", "on")
+            reload_setting(pg, "memory.notify_messages", "on")
         c.execute("SELECT memory.add_message(%s, 'system', 'loud')", (cid,))
         assert [json.loads(n.payload)["seq"] for n in listener.notifies(timeout=2, stop_after=1)] == [2]
         listener.close()
@@ -457,9 +435,9 @@ def test_the_llm_endpoint_is_superuser_only_and_errors_name_its_host_only(pg, ll
     """memory.llm_base_url may carry credentials (userinfo, a query-string key): no ordinary login
     reads it, and no error, job row or usage row quotes more of it than the host."""
     hidden = "http://svc:pa55word@127.0.0.1:9/v1?api-key=q-s3cret"
-    setting(pg, "memory.llm_base_url", hidden)
+    reload_setting(pg, "memory.llm_base_url", hidden)
     try:
-        with as_user(pg) as c:
+        with app_session(pg) as c:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute("SHOW memory.llm_base_url")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -473,29 +451,29 @@ def test_the_llm_endpoint_is_superuser_only_and_errors_name_its_host_only(pg, ll
             job = one(c, "SELECT memory.request_reply(%s)", cid)
             failed = wait_for(lambda: (s := one(c, "SELECT memory.reply_status(%s)", job))["status"] == "failed" and s)
             texts = [str(e.value), e.value.diag.message_hint or "", json.dumps(failed)]
-        with admin(pg) as a:
+        with admin_on(pg) as a:
             texts.append(one(a, "SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.jobs t"))
             texts.append(one(a, "SELECT coalesce(string_agg(t::text, ' '), '') FROM memory.llm_calls t"))
         for text in texts:
             for secret in ("svc", "pa55word", "q-s3cret", "/v1"):
                 assert secret not in text, (secret, text)
     finally:
-        setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
+        reload_setting(pg, "memory.llm_base_url", f"http://127.0.0.1:{llm.port}/v1")
 
 
 def test_continue_chat_checks_the_caller_and_the_conversation_before_calling_the_llm(pg, llm):
     """A viewer's continue_chat, and continue_chat on an archived conversation, fail before any
     LLM request (in 0.2.0 both called the LLM with the owner's prompt, then failed on the write)."""
     owner, viewer = str(uuid.uuid4()), str(uuid.uuid4())
-    with as_user(pg, owner) as c:
+    with app_session(pg, owner) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.add_message(%s, 'user', 'Hello there')", (cid,))
         c.execute("SELECT memory.share_conversation(%s, %s, 'viewer')", (cid, viewer))
     before = len(llm.requests)
-    with as_user(pg, viewer) as v:
+    with app_session(pg, viewer) as v:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             v.execute("SELECT memory.continue_chat(%s)", (cid,))
-    with as_user(pg, owner) as c:
+    with app_session(pg, owner) as c:
         c.execute("SELECT memory.archive_conversation(%s)", (cid,))
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
             c.execute("SELECT memory.continue_chat(%s)", (cid,))
@@ -509,26 +487,26 @@ def test_jobs_are_charged_to_whoever_caused_them(pg, llm):
     editor, not to the conversation's owner (in 0.2.0 every job was the owner's). A summary request
     counts against the requester's daily token limit."""
     owner, editor = str(uuid.uuid4()), str(uuid.uuid4())
-    with as_user(pg, owner) as c:
+    with app_session(pg, owner) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.share_conversation(%s, %s, 'editor')", (cid, editor))
-    with as_user(pg, editor) as e:
+    with app_session(pg, editor) as e:
         e.execute("SELECT memory.add_message(%s, 'user', 'Hello from the editor')", (cid,))
         job = one(e, "SELECT memory.request_reply(%s)", cid)
         wait_for(lambda: one(e, "SELECT memory.reply_status(%s)", job)["status"] == "done")
-    assert fetch(pg, "SELECT user_id::text FROM memory.jobs WHERE id = %s", job)[0] == editor
-    assert fetch(pg, "SELECT user_id::text, status FROM memory.llm_calls WHERE job_id = %s", job) == (editor, "ok")
-    assert fetch(pg, "SELECT count(*) FROM memory.user_usage WHERE user_id = %s AND day_tokens > 0", owner)[0] == 0
-    setting(pg, "memory.max_llm_tokens_per_day", 1)
+    assert fetch_on(pg, "SELECT user_id::text FROM memory.jobs WHERE id = %s", job)[0] == editor
+    assert fetch_on(pg, "SELECT user_id::text, status FROM memory.llm_calls WHERE job_id = %s", job) == (editor, "ok")
+    assert fetch_on(pg, "SELECT count(*) FROM memory.user_usage WHERE user_id = %s AND day_tokens > 0", owner)[0] == 0
+    reload_setting(pg, "memory.max_llm_tokens_per_day", 1)
     try:
-        with as_user(pg, editor) as e:
+        with app_session(pg, editor) as e:
             with pytest.raises(psycopg.Error) as err:
                 e.execute("SELECT memory.request_summary(%s)", (cid,))
             assert err.value.sqlstate == "PT429"
-        with as_user(pg, owner) as c:  # the owner has spent nothing
+        with app_session(pg, owner) as c:  # the owner has spent nothing
             assert one(c, "SELECT memory.request_summary(%s)", cid) > 0
     finally:
-        setting(pg, "memory.max_llm_tokens_per_day", 0)
+        reload_setting(pg, "memory.max_llm_tokens_per_day", 0)
 
 
 def rolled_back_turns(c, cid, most):
@@ -551,20 +529,20 @@ def test_a_rolled_back_turn_is_still_charged(pg, llm):
     'rolled_back' row, and the daily limit counts it at once), so rolling back is no way past
     memory.max_llm_tokens_per_day (in 0.2.0 it gave unlimited answers). A savepoint rolled back
     around a turn is charged the same way."""
-    setting(pg, "memory.max_llm_tokens_per_day", 40)
+    reload_setting(pg, "memory.max_llm_tokens_per_day", 40)
     uid = str(uuid.uuid4())
     try:
-        with as_user(pg, uid) as c:
+        with app_session(pg, uid) as c:
             _, cid = new_chat(c)
             answered, refused = rolled_back_turns(c, cid, 8)
             # each turn costs 16 tokens at the stand-in: the limit of 40 stops the fourth
             assert refused == "PT429" and answered == 3, (answered, refused)
             assert one(c, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
-        wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
-        assert fetch(pg, "SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", uid)[0] == 48
-        assert fetch(pg, "SELECT memory._pending_llm_tokens(%s)", uid)[0] == 0  # written: no longer counted twice
+        wait_for(lambda: fetch_on(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
+        assert fetch_on(pg, "SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", uid)[0] == 48
+        assert fetch_on(pg, "SELECT memory._pending_llm_tokens(%s)", uid)[0] == 0  # written: no longer counted twice
         other = str(uuid.uuid4())
-        with as_user(pg, other) as c:
+        with app_session(pg, other) as c:
             _, cid = new_chat(c)
             c.execute("BEGIN")
             c.execute("SAVEPOINT turn")
@@ -572,10 +550,10 @@ def test_a_rolled_back_turn_is_still_charged(pg, llm):
             c.execute("ROLLBACK TO SAVEPOINT turn")
             c.execute("SELECT memory.add_message(%s, 'user', 'kept')", (cid,))
             c.execute("COMMIT")
-        wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", other)[0] == 1)
-        assert fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s", other)[0] == 1
+        wait_for(lambda: fetch_on(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", other)[0] == 1)
+        assert fetch_on(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s", other)[0] == 1
     finally:
-        setting(pg, "memory.max_llm_tokens_per_day", 0)
+        reload_setting(pg, "memory.max_llm_tokens_per_day", 0)
 
 
 def test_a_rolled_back_turn_counts_against_the_messages_per_minute_limit(pg, llm):
@@ -587,25 +565,25 @@ def test_a_rolled_back_turn_counts_against_the_messages_per_minute_limit(pg, llm
     # the whole test must fall in one clock minute: the limit counts fixed minutes
     while time.time() % 60 > 40:
         time.sleep(1)
-    setting(pg, "memory.max_messages_per_minute", 3)
+    reload_setting(pg, "memory.max_messages_per_minute", 3)
     uid = str(uuid.uuid4())
     try:
-        with as_user(pg, uid) as c:
+        with app_session(pg, uid) as c:
             _, cid = new_chat(c)  # adds no message
             answered, refused = rolled_back_turns(c, cid, 6)
             assert (answered, refused) == (3, "PT429")
             calls = len(llm.requests)
             # the worker records the three calls and counts their messages in the user's minute
-            wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
-            wait_for(lambda: fetch(pg, "SELECT memory._pending_rolled_back_turns(%s)", uid)[0] == 0)
-            assert fetch(pg, "SELECT minute_messages FROM memory.user_usage WHERE user_id = %s", uid)[0] == 3
+            wait_for(lambda: fetch_on(pg, "SELECT count(*) FROM memory.llm_calls WHERE user_id = %s AND status = 'rolled_back'", uid)[0] == 3)
+            wait_for(lambda: fetch_on(pg, "SELECT memory._pending_rolled_back_turns(%s)", uid)[0] == 0)
+            assert fetch_on(pg, "SELECT minute_messages FROM memory.user_usage WHERE user_id = %s", uid)[0] == 3
             with pytest.raises(psycopg.Error) as err:  # a plain message is over the limit too
                 c.execute("SELECT memory.add_message(%s, 'user', 'one more')", (cid,))
             assert err.value.sqlstate == "PT429"
             assert len(llm.requests) == calls, "the refused turn called the LLM"
             assert one(c, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
     finally:
-        setting(pg, "memory.max_messages_per_minute", 0)
+        reload_setting(pg, "memory.max_messages_per_minute", 0)
 
 
 SECRET_PROMPT = "You are Acme's agent. Internal discount code: ZEBRA-7731."
@@ -624,26 +602,26 @@ def test_an_agents_prompt_and_tools_stay_with_its_owner(pg, llm):
     job — unless the owner sets share_config. In 0.2.0 the members' policy and the worker gave
     them away, and the owner's agent answered strangers with them."""
     owner, member, stranger = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
-    with as_user(pg, owner) as c:
+    with app_session(pg, owner) as c:
         agent = one(c, "SELECT (memory.create_agent('acme', %s, tools => %s::jsonb, auto_reply => true)).id",
                     SECRET_PROMPT, json.dumps(SECRET_TOOLS))
         cid = one(c, "SELECT (memory.create_conversation(%s)).id", agent)
         c.execute("SELECT memory.add_message(%s, 'user', 'Hi, I am the owner')", (cid,))
         c.execute("SELECT memory.share_conversation(%s, %s, 'editor')", (cid, member))
     # the stranger's way in: a conversation with the agent's id, handed to its owner
-    with as_user(pg, stranger) as s:
+    with app_session(pg, stranger) as s:
         planted = one(s, "SELECT (memory.create_conversation(%s)).id", agent)
         s.execute("SELECT memory.transfer_conversation(%s, %s)", (planted, owner))
     # an offer changes nothing until the owner accepts; here the owner is tricked into accepting,
     # and the stranger stays on as an editor
-    assert fetch(pg, "SELECT user_id::text FROM memory.conversations WHERE id = %s", planted)[0] == stranger
-    with as_user(pg, owner) as c:
+    assert fetch_on(pg, "SELECT user_id::text FROM memory.conversations WHERE id = %s", planted)[0] == stranger
+    with app_session(pg, owner) as c:
         c.execute("SELECT memory.accept_transfer(%s)", (planted,))
-    wait_for(lambda: fetch(pg, "SELECT count(*) FROM memory.jobs WHERE conversation_id = %s AND status = 'done'", cid)[0] >= 1)
+    wait_for(lambda: fetch_on(pg, "SELECT count(*) FROM memory.jobs WHERE conversation_id = %s AND status = 'done'", cid)[0] >= 1)
     for who, conv in ((member, cid), (stranger, planted)):
         seen = []
         before = len(llm.requests)
-        with as_user(pg, who) as m:
+        with app_session(pg, who) as m:
             seen.append(json.dumps(m.execute("SELECT coalesce(jsonb_agg(to_jsonb(a)), '[]') FROM memory.agents a").fetchone()[0]))
             with pytest.raises(psycopg.errors.NoDataFound):
                 m.execute("SELECT memory.get_agent(%s)", (agent,))
@@ -659,12 +637,12 @@ def test_an_agents_prompt_and_tools_stay_with_its_owner(pg, llm):
         for text in seen + sent:
             assert not leaks(text), (who == member, text[:300])
         # the member's reply job is the member's, not the owner's
-        assert fetch(pg, "SELECT user_id::text FROM memory.jobs WHERE conversation_id = %s AND kind = 'reply' "
+        assert fetch_on(pg, "SELECT user_id::text FROM memory.jobs WHERE conversation_id = %s AND kind = 'reply' "
                          "ORDER BY id DESC LIMIT 1", conv)[0] == who
     # the owner opts in: members' windows and turns carry the prompt and tools
-    with as_user(pg, owner) as c:
+    with app_session(pg, owner) as c:
         c.execute("UPDATE memory.agents SET share_config = true WHERE id = %s", (agent,))
         assert leaks(json.dumps(one(c, "SELECT memory.build_context(%s)", cid)))  # the owner's own, as always
-    with as_user(pg, member) as m:
+    with app_session(pg, member) as m:
         assert leaks(json.dumps(one(m, "SELECT memory.build_context(%s)", cid)))
         assert one(m, "SELECT (memory.get_agent(%s)).system_prompt", agent) == SECRET_PROMPT

@@ -3,17 +3,15 @@ LLM call (GenAI semantic conventions plus memory_ext's own attributes) and per j
 parent) to a stand-in OTLP/HTTP collector on 127.0.0.1; no content unless memory.otlp_content is
 on; failures are error spans; a slow or absent collector never holds up a turn; only a superuser
 sets where traces go."""
-import contextlib
 import json
 import os
 import time
-import uuid
 
 import psycopg
 import pytest
 
 from support.fake_collector import FakeCollector
-from support.pg import TEST_ROOT, dsn, llm_cluster, wait_for
+from support.pg import TEST_ROOT, app_session, fetch_on, llm_cluster, reload_setting, wait_for
 
 SECRET = "my passport number is X1234567"
 
@@ -41,27 +39,11 @@ def defaults(pg, llm, collector):
     llm.mode, llm.delay = "ok", 0.0
     collector.delay, collector.status = 0.0, 200
     yield
-    setting(pg, "memory.otlp_content", "off")
-    setting(pg, "memory.otlp_endpoint", f"http://127.0.0.1:{collector.port}")
+    reload_setting(pg, "memory.otlp_content", "off")
+    reload_setting(pg, "memory.otlp_endpoint", f"http://127.0.0.1:{collector.port}")
 
 
-def setting(port, name, value):
-    with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-        c.execute("SELECT pg_reload_conf()")
-    time.sleep(0.3)
 
-
-def fetch(port, sql, *args):
-    with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        return c.execute(sql, args).fetchone()
-
-
-@contextlib.contextmanager
-def as_user(port):
-    with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:
-        c.execute("SELECT set_config('memory.user_id', %s, false)", (str(uuid.uuid4()),))
-        yield c
 
 
 def new_chat(c):
@@ -76,11 +58,11 @@ def chat_span(collector, cid):
 
 
 def test_a_chat_turn_sends_a_genai_span_without_content(pg, llm, collector):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         agent, cid = new_chat(c)
         c.execute("SELECT memory.chat(%s, %s)", (cid, SECRET))
     span = chat_span(collector, cid)
-    call = fetch(pg, "SELECT prompt_tokens, completion_tokens, local_prompt_tokens FROM memory.llm_calls WHERE conversation_id = %s", cid)
+    call = fetch_on(pg, "SELECT prompt_tokens, completion_tokens, local_prompt_tokens FROM memory.llm_calls WHERE conversation_id = %s", cid)
     a = span["attributes"]
     assert span["name"] == "chat fake-model" and span["kind"] == 3 and span["status"]["code"] == 1
     assert "parentSpanId" not in span and len(span["traceId"]) == 32 and len(span["spanId"]) == 16
@@ -99,8 +81,8 @@ def test_a_chat_turn_sends_a_genai_span_without_content(pg, llm, collector):
 
 
 def test_content_goes_in_only_when_the_operator_turns_it_on(pg, collector):
-    setting(pg, "memory.otlp_content", "on")
-    with as_user(pg) as c:
+    reload_setting(pg, "memory.otlp_content", "on")
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.chat(%s, %s)", (cid, SECRET))
         a = chat_span(collector, cid)["attributes"]
@@ -113,7 +95,7 @@ def test_content_goes_in_only_when_the_operator_turns_it_on(pg, collector):
 
 
 def test_a_job_is_a_span_and_its_llm_call_a_child_of_it(pg, collector):
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         for i in range(6):
             c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"turn {i} " + "word " * 60))
@@ -126,7 +108,7 @@ def test_a_job_is_a_span_and_its_llm_call_a_child_of_it(pg, collector):
     assert call["name"] == "chat fake-model" and call["kind"] == 3
     assert call["traceId"] == job_span["traceId"] and call["parentSpanId"] == job_span["spanId"]
     assert int(job_span["startTimeUnixNano"]) <= int(call["startTimeUnixNano"]) <= int(call["endTimeUnixNano"]) <= int(job_span["endTimeUnixNano"])
-    row = fetch(pg, "SELECT id, prompt_tokens, completion_tokens FROM memory.llm_calls WHERE job_id = %s", job)
+    row = fetch_on(pg, "SELECT id, prompt_tokens, completion_tokens FROM memory.llm_calls WHERE job_id = %s", job)
     assert (call["attributes"]["memory.llm_call.id"], call["attributes"]["gen_ai.usage.input_tokens"],
             call["attributes"]["gen_ai.usage.output_tokens"]) == row
     assert call["attributes"]["memory.conversation.id"] == str(cid) == job_span["attributes"]["memory.conversation.id"]
@@ -135,7 +117,7 @@ def test_a_job_is_a_span_and_its_llm_call_a_child_of_it(pg, collector):
 
 def test_failures_are_error_spans(pg, llm, collector):
     llm.mode = "500"
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         with pytest.raises(psycopg.Error):
             c.execute("SELECT memory.chat(%s, 'hello')", (cid,))
@@ -152,7 +134,7 @@ def test_failures_are_error_spans(pg, llm, collector):
 
 def test_a_slow_or_absent_collector_never_holds_up_a_turn(pg, collector):
     collector.delay = 8.0
-    with as_user(pg) as c:
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         started = time.monotonic()
         c.execute("SELECT memory.chat(%s, 'quick, please')", (cid,))
@@ -160,12 +142,12 @@ def test_a_slow_or_absent_collector_never_holds_up_a_turn(pg, collector):
         assert c.execute("SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", (cid,)).fetchone()[0] == 2
     collector.delay = 0.0
     # nothing listens: turns and jobs go on, and the worker says why traces are missing
-    setting(pg, "memory.otlp_endpoint", "http://127.0.0.1:9")
-    with as_user(pg) as c:
+    reload_setting(pg, "memory.otlp_endpoint", "http://127.0.0.1:9")
+    with app_session(pg) as c:
         _, cid = new_chat(c)
         c.execute("SELECT memory.chat(%s, 'still here')", (cid,))
         c.execute("SELECT memory.add_message(%s, 'user', 'and a reply job')", (cid,))
         job = c.execute("SELECT memory.request_reply(%s)", (cid,)).fetchone()[0]
-    wait_for(lambda: fetch(pg, "SELECT status FROM memory.jobs WHERE id = %s", job)[0] == "done")
+    wait_for(lambda: fetch_on(pg, "SELECT status FROM memory.jobs WHERE id = %s", job)[0] == "done")
     log = os.path.join(TEST_ROOT, "traces", "server.log")
     wait_for(lambda: "sending traces to 127.0.0.1:9 failed" in open(log).read())

@@ -113,6 +113,28 @@ def admin_on(port):
     return psycopg.connect(dsn(port=port), autocommit=True)
 
 
+def fetch_on(port, sql, *args):
+    """One row of a query as the superuser on a cluster of its own, on a connection closed right after."""
+    with admin_on(port) as c:
+        return c.execute(sql, args).fetchone()
+
+
+def reload_setting(port, name, value):
+    """ALTER SYSTEM SET name = value on a cluster of its own, then a reload (and a moment for the
+    worker to take it up)."""
+    with admin_on(port) as c:
+        c.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        c.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def app_session(port, uid=None):
+    """The application login on a cluster of its own, asserting `uid` (a new user by default)."""
+    with app_on(port, uid or str(uuid.uuid4())) as c:
+        yield c
+
+
 def wait_for(pred, timeout=20, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
