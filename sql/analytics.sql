@@ -2,8 +2,11 @@
 -- applies to every table they read, so a user sees the figures of what it may read (its own
 -- conversations and those shared with it, its own LLM calls), a caller without identity sees
 -- nothing, and a superuser or BYPASSRLS role (an operator's dashboard) sees everyone's.
--- They aggregate on read: a user's figures cost what that user stored (its conversations are
--- found through the index on their owner, their messages through (conversation_id, seq)).
+-- The message figures (usage_daily, conversation_activity) read memory.message_days, the
+-- messages per conversation, day and author that the messages' triggers keep (RLS as the
+-- messages'): a dashboard reads days, not messages. The LLM-call figures aggregate
+-- memory.llm_calls on read (one row per call, not per message), as does tool_usage (over the
+-- messages with tool calls).
 
 -- Per day (UTC), user (a message's author, or the conversation's owner for messages written
 -- without an identity), agent and model: stored messages, their tokens
@@ -19,11 +22,10 @@ SELECT u.day, u.user_id, u.agent_id, u.model,
        sum(u.prompt_tokens)::bigint AS prompt_tokens,
        sum(u.completion_tokens)::bigint AS completion_tokens,
        sum(u.cost_usd) AS cost_usd
-  FROM (SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, coalesce(m.author_id, c.user_id) AS user_id, c.agent_id, NULL::text AS model,
-               count(*) AS messages, sum(m.token_count) AS stored_tokens,
-               sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END) AS tool_calls,
+  FROM (SELECT d.day, coalesce(d.author_id, c.user_id) AS user_id, c.agent_id, NULL::text AS model,
+               sum(d.messages) AS messages, sum(d.tokens) AS stored_tokens, sum(d.tool_calls) AS tool_calls,
                0 AS llm_calls, 0 AS prompt_tokens, 0 AS completion_tokens, NULL::numeric AS cost_usd
-          FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
+          FROM memory.message_days d JOIN memory.conversations c ON c.id = d.conversation_id
          GROUP BY 1, 2, 3
         UNION ALL
         SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
@@ -52,13 +54,12 @@ SELECT t.tool,
 -- time. The most active conversations of a period:
 --   SELECT conversation_id, title, sum(messages) ... WHERE day >= ... GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10
 CREATE VIEW memory.conversation_activity WITH (security_invoker = true) AS
-SELECT m.conversation_id, c.title, c.user_id, c.agent_id,
-       (m.created_at AT TIME ZONE 'UTC')::date AS day,
-       count(*) AS messages,
-       sum(m.token_count)::bigint AS tokens,
-       max(m.created_at) AS last_activity
-  FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id
- GROUP BY m.conversation_id, c.title, c.user_id, c.agent_id, (m.created_at AT TIME ZONE 'UTC')::date;
+SELECT d.conversation_id, c.title, c.user_id, c.agent_id, d.day,
+       sum(d.messages)::bigint AS messages,
+       sum(d.tokens)::bigint AS tokens,
+       max(d.last_activity) AS last_activity
+  FROM memory.message_days d JOIN memory.conversations c ON c.id = d.conversation_id
+ GROUP BY d.conversation_id, c.title, c.user_id, c.agent_id, d.day;
 
 -- Per agent (and the user whose calls they were) from the LLM calls of chat turns, reply jobs and
 -- summaries: calls, failures, latency p50/p95 in ms, completion tokens per answered turn, and the

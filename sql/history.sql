@@ -129,9 +129,9 @@ $$;
 -- (the caller's, still empty), checked as a set with the same functions the insert triggers use
 -- (message_tokens validates and counts, _check_message_limits bounds sizes; tool calls unique,
 -- every result answering an earlier OpenAI call, once; the table's constraints), then written in
--- one INSERT with the triggers off and the counters set once. It only ever refuses more than the
--- per-row path: import_conversation falls back to that path whenever this one fails, so the
--- rules and errors are add_message's.
+-- one INSERT with the triggers off and the counters (and the daily figures) set once. It only
+-- ever refuses more than the per-row path: import_conversation falls back to that path whenever
+-- this one fails, so the rules and errors are add_message's.
 CREATE OR REPLACE FUNCTION memory._import_messages(p_conversation_id uuid, p_messages jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
@@ -202,6 +202,7 @@ BEGIN
       FROM (SELECT count(*) AS n, coalesce(sum(m.token_count), 0) AS t
               FROM memory.conversation_messages m WHERE m.conversation_id = p_conversation_id) x
      WHERE c.id = p_conversation_id;
+    PERFORM memory._count_message_days(p_conversation_id);
 END $$;
 
 -- Appends a whole array of messages to an empty conversation of the caller (an import, a
@@ -359,8 +360,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp SET enable_seqscan = o
 $$;
 
 -- The whole fork, as the owner with triggers off: the rows copied were validated and counted
--- when they were appended (same encoding, so the same token counts), and the counters are set
--- once. Triggers off also means no NOTIFY and no jobs for the copy.
+-- when they were appended (same encoding, so the same token counts), and the counters (and the
+-- daily figures) are set once. Triggers off also means no NOTIFY and no jobs for the copy.
 CREATE OR REPLACE FUNCTION memory._fork_conversation(p_source uuid, p_at bigint, p_title text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET session_replication_role = replica AS $$
@@ -412,6 +413,7 @@ BEGIN
        SET message_count = x.n, total_tokens = x.t, last_seq = x.n
       FROM (SELECT count(*) AS n, coalesce(sum(token_count), 0) AS t FROM copied) x
      WHERE c.id = v_id;
+    PERFORM memory._count_message_days(v_id);
     -- the summaries that cover no more than the fork, renumbered like the messages
     INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, token_count, covered_tokens,
                                                model, created_at)

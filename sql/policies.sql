@@ -7,6 +7,8 @@ ALTER TABLE memory.conversation_messages ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
@@ -71,6 +73,13 @@ CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
                     WHERE c.id = conversation_id
                       AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
 
+-- the messages' daily figures: read with the conversation; written only by the messages' triggers
+CREATE POLICY message_days_read ON memory.message_days FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
 -- members: each member sees its own memberships, the owner all of its conversations'; written
 -- only through memory.share_conversation and memory.unshare_conversation
 CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
@@ -93,7 +102,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
 
-GRANT SELECT ON memory.conversation_members, memory.conversation_transfers TO PUBLIC;
+GRANT SELECT ON memory.conversation_members, memory.conversation_transfers, memory.message_days TO PUBLIC;
 
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
 

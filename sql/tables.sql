@@ -79,6 +79,24 @@ CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages US
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;
 
+-- The messages per conversation, UTC day and author, for the analytics views (usage_daily,
+-- conversation_activity): kept by the messages' statement triggers in the transaction that adds
+-- or removes the messages, so that a dashboard reads days, not messages. Derived data: dumped
+-- with the rest (a restore runs without triggers), never written by users.
+CREATE TABLE memory.message_days (
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    day             date NOT NULL,
+    author_id       uuid,
+    messages        bigint NOT NULL,
+    tokens          bigint NOT NULL,
+    tool_calls      bigint NOT NULL,
+    last_activity   timestamptz NOT NULL,
+    CONSTRAINT message_days_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
+);
+
+-- an operator's dashboard: the days of a period
+CREATE INDEX message_days_day_idx ON memory.message_days (day);
+
 CREATE TABLE memory.conversation_summaries (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     conversation_id    uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
@@ -173,6 +191,8 @@ CREATE INDEX conversation_transfers_from_idx ON memory.conversation_transfers (f
 SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
 

@@ -10,7 +10,7 @@
 -- conversation (owner or editor, not archived), and validates and counts the message; then
 -- messages_before_insert_write (triggers fire in name order) locks the conversation, skips an
 -- idempotent retry, gives the row its seq and checks its tool calls; once the statement has added
--- all its rows, messages_after_insert updates the counters. No trigger function is executable by
+-- all its rows, messages_after_insert updates the counters and the daily figures (message_days). No trigger function is executable by
 -- PUBLIC, so none can be called directly or attached to another table.
 
 -- Raises 54000 when a value a user supplies (`what`: a conversation's title and metadata, a
@@ -240,6 +240,34 @@ CREATE TRIGGER messages_before_insert BEFORE INSERT ON memory.conversation_messa
 CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
 
+-- The tool calls a message makes (what usage_daily counts). Plain SQL that PostgreSQL inlines
+-- into the triggers' aggregates (no per-row call): so it pins no search_path and qualifies
+-- every function and operator instead.
+CREATE OR REPLACE FUNCTION memory._tool_call_count(tool_calls jsonb) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'array' THEN pg_catalog.jsonb_array_length($1)::bigint
+                ELSE 0::bigint END
+$$;
+
+-- Counts a conversation's message_days rows again from its stored messages: those of the given
+-- UTC days, or all of them (p_days NULL). For what the insert trigger cannot add up: a DELETE (the
+-- newest message of a day may be gone, so the day's last activity cannot be decremented), and
+-- the routes that write messages with the triggers off (the bulk import, a fork; the upgrade that
+-- introduced the rollup). A conversation that no longer exists is skipped: its rows went with it.
+CREATE OR REPLACE FUNCTION memory._count_message_days(p_conversation_id uuid, p_days date[] DEFAULT NULL) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM memory.message_days d
+     WHERE d.conversation_id = p_conversation_id AND (p_days IS NULL OR d.day = ANY (p_days));
+    INSERT INTO memory.message_days (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
+    SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*), sum(m.token_count),
+           sum(memory._tool_call_count(m.tool_calls)), max(m.created_at)
+      FROM memory.conversation_messages m
+     WHERE m.conversation_id = p_conversation_id
+       AND (p_days IS NULL OR (m.created_at AT TIME ZONE 'UTC')::date = ANY (p_days))
+       AND EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id)
+     GROUP BY 1, 2, 3;
+$$;
+
 -- Once per INSERT statement, over the rows it added: one counter update per conversation, the
 -- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
 -- auto-reply, and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
@@ -282,6 +310,17 @@ BEGIN
             PERFORM memory._enqueue_job('reply', r.id);
         END IF;
     END LOOP;
+    -- the day's figures (the conversations' rows are locked above: no other writer races these)
+    INSERT INTO memory.message_days AS d (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
+    SELECT n.conversation_id, (n.created_at AT TIME ZONE 'UTC')::date, n.author_id, count(*), sum(n.token_count),
+           sum(memory._tool_call_count(n.tool_calls)), max(n.created_at)
+      FROM added n
+     GROUP BY 1, 2, 3
+    ON CONFLICT ON CONSTRAINT message_days_key DO UPDATE
+       SET messages = d.messages + excluded.messages,
+           tokens = d.tokens + excluded.tokens,
+           tool_calls = d.tool_calls + excluded.tool_calls,
+           last_activity = greatest(d.last_activity, excluded.last_activity);
     IF memory._notify_messages() THEN
         PERFORM pg_notify('memory_messages',
                           json_build_object('conversation_id', n.conversation_id, 'id', n.id, 'seq', n.seq)::text)
@@ -333,6 +372,9 @@ BEGIN
       FROM (SELECT g.conversation_id, count(*) AS n, sum(g.token_count) AS t
               FROM gone g GROUP BY g.conversation_id) d
      WHERE c.id = d.conversation_id;
+    PERFORM memory._count_message_days(k.conversation_id, k.days)
+       FROM (SELECT g.conversation_id, array_agg(DISTINCT (g.created_at AT TIME ZONE 'UTC')::date) AS days
+               FROM gone g GROUP BY g.conversation_id) k;
     -- A deleted call takes its results with it: a result without its call is not a valid message.
     -- (Results carry no calls, so the nested DELETE's own pass stops here.)
     IF EXISTS (SELECT 1 FROM gone g WHERE g.tool_calls IS NOT NULL) THEN
@@ -359,6 +401,8 @@ REVOKE EXECUTE ON FUNCTION
     memory._message_before_update(),
     memory._messages_after_insert(),
     memory._messages_after_delete(),
+    memory._count_message_days(uuid, date[]),
+    memory._tool_call_count(jsonb),
     memory._tool_key_taken(text[]),
     memory._notify_messages(),
     memory._auto_reply_suppressed()

@@ -57,6 +57,10 @@
 --   cost_usd at its model's price when written, the day's cost per user (user_usage.day_cost_usd)
 --   and its limit memory.max_llm_cost_per_day; usage_daily and agent_performance gain cost_usd,
 --   and memory.conversation_costs is new. Calls made before 0.3.0 have no cost.
+-- * analytics: memory.message_days (messages, tokens, tool calls and last activity per
+--   conversation, UTC day and author), kept by the messages' statement triggers and filled here
+--   from the stored messages; usage_daily and conversation_activity read it instead of the
+--   messages (same columns, same figures).
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -122,6 +126,24 @@ SELECT pg_catalog.pg_extension_config_dump('memory.model_prices', '');
 
 ALTER TABLE memory.model_prices ENABLE ROW LEVEL SECURITY;
 
+-- analytics: the messages' daily figures (filled below, once the functions are replayed)
+CREATE TABLE memory.message_days (
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    day             date NOT NULL,
+    author_id       uuid,
+    messages        bigint NOT NULL,
+    tokens          bigint NOT NULL,
+    tool_calls      bigint NOT NULL,
+    last_activity   timestamptz NOT NULL,
+    CONSTRAINT message_days_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
+);
+
+CREATE INDEX message_days_day_idx ON memory.message_days (day);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
+
+ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
+
 -- @replay
 
 -- Data --------------------------------------------------------------------------------------------
@@ -132,3 +154,6 @@ UPDATE memory.conversation_messages m
                        || array_to_tsvector(ARRAY[memory._conversation_lexeme(m.conversation_id), memory._owner_lexeme(c.user_id)])
   FROM memory.conversations c
  WHERE c.id = m.conversation_id AND m.search_vector IS NOT NULL;
+
+-- the daily figures of every stored message
+SELECT memory._count_message_days(c.id) FROM memory.conversations c;

@@ -3,6 +3,7 @@ the owner, as another user, as a member, with no identity and as an operator), a
 are right (compared with counts taken directly from the tables)."""
 import json
 
+import psycopg
 import pytest
 
 from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
@@ -82,3 +83,78 @@ def test_an_operator_sees_everyone(db, data):
         assert totals(su)[:2] == (messages, tokens)
         assert su.execute("SELECT count(DISTINCT user_id) FROM memory.usage_daily").fetchone()[0] == 2
         assert su.execute("SELECT sum(llm_calls) FROM memory.agent_performance").fetchone()[0] == 4
+
+
+TRUTH = """SELECT m.conversation_id::text, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id::text, count(*),
+                  sum(m.token_count)::bigint, sum(memory._tool_call_count(m.tool_calls))::bigint, max(m.created_at)
+             FROM memory.conversation_messages m GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+KEPT = """SELECT conversation_id::text, day, author_id::text, messages, tokens, tool_calls, last_activity
+            FROM memory.message_days ORDER BY 1, 2, 3"""
+
+
+def assert_days_match(db):
+    """memory.message_days holds exactly what aggregating the stored messages gives."""
+    with connect(db) as su:
+        assert su.execute(KEPT).fetchall() == su.execute(TRUTH).fetchall()
+
+
+def test_the_daily_figures_follow_every_write(db):
+    """message_days (what usage_daily and conversation_activity read) equals the messages counted
+    on read after every kind of write: single and bulk appends, imports over several days, an
+    idempotent retry and an ON CONFLICT skip, a rolled-back savepoint, a rewind, a deleted tool call (its result goes
+    too), a fork, another user's messages, erasure, and a deleted conversation."""
+    owner, editor = new_user(), new_user()
+    days = [{"role": "user", "content": f"day {d} question", "created_at": f"2026-03-0{d}T23:59:59Z"} for d in range(1, 4)]
+    with as_guc_user(db, owner) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s, 'days')).id", AGENT))
+        c.execute("SELECT memory.add_message(%s, 'user', 'hello', idempotency_key => 'k1')", (cid,))
+        c.execute("SELECT memory.add_message(%s, 'user', 'hello', idempotency_key => 'k1')", (cid,))   # a retry: no new row
+        # a bulk insert with an idempotent retry in it and a clash ON CONFLICT skips
+        first = rpc(c, "SELECT id FROM memory.conversation_messages WHERE conversation_id = %s", cid)
+        c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content, tool_calls, tool_call_id, idempotency_key)
+                     VALUES (%s, 'user', 'hello', NULL, NULL, 'k1'), (%s, 'assistant', '', %s, NULL, NULL),
+                            (%s, 'tool', 'rain', NULL, 'c5', NULL), (%s, 'assistant', 'rain today', NULL, NULL, NULL)""",
+                  (cid, cid, json.dumps(call(5)), cid, cid))
+        c.execute("""INSERT INTO memory.conversation_messages (id, conversation_id, role, content)
+                     VALUES (%s, %s, 'user', 'a clash') ON CONFLICT (id) DO NOTHING""", (first, cid))
+        with c.transaction():
+            with pytest.raises(RuntimeError):
+                with c.transaction():
+                    c.execute("SELECT memory.add_message(%s, 'user', 'undone')", (cid,))
+                    raise RuntimeError("roll back the savepoint")
+        imported = str(rpc(c, "SELECT memory.import_conversation(%s)", json.dumps(days)))
+        c.execute("SELECT memory.share_conversation(%s, %s, 'editor')", (cid, editor))
+    assert_days_match(db)
+    with as_guc_user(db, editor) as c:
+        c.execute("SELECT memory.add_message(%s, 'user', 'an editor writes')", (cid,))
+    with as_guc_user(db, owner) as c:
+        assert rpc(c, "SELECT count(*) FROM memory.message_days WHERE conversation_id = %s", cid) == 2   # owner's and editor's
+        assert rpc(c, "SELECT sum(messages) FROM memory.message_days WHERE conversation_id = %s", cid) == 5
+        assert rpc(c, "SELECT sum(messages) FROM memory.message_days WHERE conversation_id = %s", imported) == 3
+        forked = str(rpc(c, "SELECT memory.fork_conversation(%s, 3)", cid))
+        assert_days_match(db)
+        c.execute("DELETE FROM memory.conversation_messages WHERE conversation_id = %s AND seq = 2", (cid,))  # the call and its result
+        assert rpc(c, "SELECT tool_calls FROM memory.message_days WHERE conversation_id = %s AND author_id = %s", cid, owner) == 0
+        c.execute("SELECT memory.rewind_conversation(%s, 1)", (imported,))
+        assert rpc(c, "SELECT last_activity FROM memory.message_days WHERE conversation_id = %s", imported).isoformat() \
+            == "2026-03-01T23:59:59+00:00"
+        assert_days_match(db)
+        c.execute("DELETE FROM memory.conversations WHERE id = %s", (forked,))
+    assert_days_match(db)
+    with connect(db) as su:
+        su.execute("SELECT memory.erase_user(%s)", (editor,))
+        assert_days_match(db)
+        assert su.execute("SELECT count(*) FROM memory.message_days WHERE author_id = %s", (editor,)).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("mode", [as_guc_user, as_jwt_user], ids=["login", "postgrest"])
+def test_the_daily_figures_are_read_only_and_private(db, data, mode):
+    """Users read the daily figures of what they may read, and cannot write them."""
+    with mode(db, data["bob"]) as c:
+        assert [r[0] for r in c.execute("SELECT DISTINCT conversation_id::text FROM memory.message_days")] == [data["b"]]
+        for sql in ("INSERT INTO memory.message_days VALUES (%s, current_date, NULL, 1000, 1000, 0, now())",
+                    "UPDATE memory.message_days SET messages = 0 WHERE conversation_id = %s",
+                    "DELETE FROM memory.message_days WHERE conversation_id = %s"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
+                c.execute(sql, (data["b"],))
+    assert_days_match(db)

@@ -1,6 +1,6 @@
 """pg_dump keeps the user data of the extension's tables (registered with
 pg_extension_config_dump), and a restore gives back the same conversations, counters and
-summaries, with identity sequences that continue after the restored ids."""
+summaries and daily figures, with identity sequences that continue after the restored ids."""
 import subprocess
 import uuid
 
@@ -20,6 +20,8 @@ def test_dump_and_restore(db):
                   (cid,))
         before = rpc(c, "SELECT memory.build_context(%s, 300)", cid)
         conv_before = c.execute("SELECT total_tokens, message_count, last_seq FROM memory.conversations WHERE id = %s", (cid,)).fetchone()
+        activity = "SELECT day, messages, tokens, last_activity FROM memory.conversation_activity WHERE conversation_id = %s"
+        activity_before = c.execute(activity, (cid,)).fetchall()
     dump = subprocess.run([f"{BIN}/pg_dump", "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres", db],
                           capture_output=True, text=True, check=True).stdout
     assert "COPY memory.conversation_messages" in dump
@@ -37,6 +39,8 @@ def test_dump_and_restore(db):
         c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
         assert rpc(c, "SELECT memory.build_context(%s, 300)", cid) == before
         assert c.execute("SELECT total_tokens, message_count, last_seq FROM memory.conversations WHERE id = %s", (cid,)).fetchone() == conv_before
+        # the analytics' daily figures come with the dump (the restore ran no trigger to count them)
+        assert c.execute(activity, (cid,)).fetchall() == activity_before != []
         # new writes continue where the dump left off
         assert rpc(c, "SELECT (memory.add_message(%s, 'user', 'after restore')).seq", cid) == conv_before[2] + 1
         c.execute("INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) VALUES (%s, 10, 'ten', 'manual')", (cid,))

@@ -117,6 +117,8 @@ REVIEWED = {
     "_message_before_update()": ("pinned", False, False),
     "_messages_after_insert()": ("pinned", True, False),
     "_messages_after_delete()": ("pinned", True, False),
+    "_count_message_days(uuid,date[])": ("pinned", False, False),   # the definer triggers', import's and fork's
+    "_tool_call_count(jsonb)": ("inlined", False, False),
     "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
     # export and import, fork and rewind
@@ -199,6 +201,7 @@ TABLES = {
     "conversation_transfers": {"SELECT"},
     "share_links": {"SELECT"},
     "model_prices": {"SELECT"},
+    "message_days": {"SELECT"},
 }
 
 
