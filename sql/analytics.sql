@@ -2,11 +2,11 @@
 -- applies to every table they read, so a user sees the figures of what it may read (its own
 -- conversations and those shared with it, its own LLM calls), a caller without identity sees
 -- nothing, and a superuser or BYPASSRLS role (an operator's dashboard) sees everyone's.
--- The message figures (usage_daily, conversation_activity) read memory.message_days, the
--- messages per conversation, day and author that the messages' triggers keep (RLS as the
--- messages'): a dashboard reads days, not messages. The LLM-call figures aggregate
--- memory.llm_calls on read (one row per call, not per message), as does tool_usage (over the
--- messages with tool calls).
+-- usage_daily, conversation_activity and conversation_costs read daily rollups that triggers
+-- keep in the transaction of each write (memory.message_days: messages per conversation, day and
+-- author, under the messages' RLS; memory.llm_call_days: calls per user, day, agent, model and
+-- conversation, under the calls' RLS): a dashboard reads days, not messages. tool_usage (over
+-- the messages with tool calls) and agent_performance (percentiles) aggregate on read.
 
 -- Per day (UTC), user (a message's author, or the conversation's owner for messages written
 -- without an identity), agent and model: stored messages, their tokens
@@ -28,9 +28,10 @@ SELECT u.day, u.user_id, u.agent_id, u.model,
           FROM memory.message_days d JOIN memory.conversations c ON c.id = d.conversation_id
          GROUP BY 1, 2, 3
         UNION ALL
-        SELECT (l.created_at AT TIME ZONE 'UTC')::date, l.user_id, l.agent_id, l.model,
-               0, 0, 0, count(*), coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0), sum(l.cost_usd)
-          FROM memory.llm_calls l
+        SELECT l.day, l.user_id, l.agent_id, l.model,
+               0, 0, 0, sum(l.calls), sum(l.prompt_tokens), sum(l.completion_tokens),
+               CASE WHEN sum(l.priced_calls) > 0 THEN sum(l.cost_usd) END
+          FROM memory.llm_call_days l
          GROUP BY 1, 2, 3, 4) u
  GROUP BY u.day, u.user_id, u.agent_id, u.model;
 
@@ -83,15 +84,15 @@ SELECT l.agent_id, l.user_id,
 -- A user sees the calls charged to it. What one conversation cost so far:
 --   SELECT sum(cost_usd) FROM memory.conversation_costs WHERE conversation_id = ...
 CREATE VIEW memory.conversation_costs WITH (security_invoker = true) AS
-SELECT l.conversation_id, l.user_id, (l.created_at AT TIME ZONE 'UTC')::date AS day,
-       count(*) AS llm_calls,
-       coalesce(sum(l.prompt_tokens), 0)::bigint AS prompt_tokens,
-       coalesce(sum(l.completion_tokens), 0)::bigint AS completion_tokens,
-       sum(l.cost_usd) AS cost_usd,
-       count(*) FILTER (WHERE l.cost_usd IS NULL) AS unpriced_calls
-  FROM memory.llm_calls l
+SELECT l.conversation_id, l.user_id, l.day,
+       sum(l.calls)::bigint AS llm_calls,
+       sum(l.prompt_tokens)::bigint AS prompt_tokens,
+       sum(l.completion_tokens)::bigint AS completion_tokens,
+       CASE WHEN sum(l.priced_calls) > 0 THEN sum(l.cost_usd) END AS cost_usd,
+       sum(l.calls - l.priced_calls)::bigint AS unpriced_calls
+  FROM memory.llm_call_days l
  WHERE l.conversation_id IS NOT NULL
- GROUP BY l.conversation_id, l.user_id, (l.created_at AT TIME ZONE 'UTC')::date;
+ GROUP BY l.conversation_id, l.user_id, l.day;
 
 GRANT SELECT ON memory.usage_daily, memory.tool_usage, memory.conversation_activity, memory.agent_performance,
                 memory.conversation_costs TO PUBLIC;

@@ -115,6 +115,8 @@ ALTER TABLE memory.llm_calls ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.user_usage ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE memory.llm_call_days ENABLE ROW LEVEL SECURITY;
+
 CREATE POLICY agents_owner ON memory.agents
     USING (user_id = (SELECT memory.current_user_id()))
     WITH CHECK (user_id = (SELECT memory.current_user_id()));
@@ -133,7 +135,11 @@ CREATE POLICY llm_calls_owner ON memory.llm_calls FOR SELECT
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON memory.agents TO PUBLIC;
 
-GRANT SELECT ON memory.llm_calls TO PUBLIC;
+-- the calls' daily figures: the user's own, like the calls; written only by llm_calls' trigger
+CREATE POLICY llm_call_days_owner ON memory.llm_call_days FOR SELECT
+    USING (user_id = (SELECT memory.current_user_id()));
+
+GRANT SELECT ON memory.llm_calls, memory.llm_call_days TO PUBLIC;
 
 REVOKE ALL ON memory.user_usage FROM PUBLIC;
 

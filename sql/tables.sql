@@ -288,6 +288,28 @@ CREATE INDEX llm_calls_user_idx ON memory.llm_calls (user_id, created_at);
 
 CREATE INDEX llm_calls_conversation_idx ON memory.llm_calls (conversation_id) WHERE conversation_id IS NOT NULL;
 
+-- The LLM calls per UTC day, user, agent, model and conversation, for the analytics views
+-- (usage_daily, conversation_costs): kept by a trigger on memory.llm_calls, which subtracts a
+-- row's old figures and adds its new ones on every write (a call completed by the worker, its
+-- conversation deleted, a user erased). cost_usd sums the priced_calls (those with a cost).
+CREATE TABLE memory.llm_call_days (
+    user_id           uuid NOT NULL,
+    day               date NOT NULL,
+    agent_id          uuid,
+    model             text NOT NULL,
+    conversation_id   uuid,
+    calls             bigint NOT NULL,
+    prompt_tokens     bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    priced_calls      bigint NOT NULL,
+    cost_usd          numeric NOT NULL,
+    CONSTRAINT llm_call_days_key UNIQUE NULLS NOT DISTINCT (user_id, day, agent_id, model, conversation_id)
+);
+
+CREATE INDEX llm_call_days_day_idx ON memory.llm_call_days (day);
+
+CREATE INDEX llm_call_days_conversation_idx ON memory.llm_call_days (conversation_id) WHERE conversation_id IS NOT NULL;
+
 -- Per-user counters of the limits: one row per user, updated in place (O(1) per message; only
 -- the same user's transactions wait for each other).
 CREATE TABLE memory.user_usage (
@@ -321,6 +343,8 @@ SELECT pg_catalog.pg_extension_config_dump('memory.agents', '');
 SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.llm_calls_id_seq', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.llm_call_days', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.model_prices', '');
 

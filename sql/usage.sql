@@ -34,6 +34,61 @@ CREATE TRIGGER llm_calls_after_write
     AFTER INSERT OR UPDATE OF total_tokens, local_prompt_tokens, prompt_tokens, completion_tokens, model ON memory.llm_calls
     FOR EACH ROW EXECUTE FUNCTION memory._llm_call_after_write();
 
+-- Adds one call's figures (sign 1) to its day's row of memory.llm_call_days, or takes them away
+-- (sign -1; a row left with no calls is removed).
+CREATE OR REPLACE FUNCTION memory._add_llm_call_day(p_call memory.llm_calls, p_sign integer) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_day date := (p_call.created_at AT TIME ZONE 'UTC')::date;
+    v_calls bigint;
+BEGIN
+    INSERT INTO memory.llm_call_days AS d (user_id, day, agent_id, model, conversation_id, calls, prompt_tokens,
+                                           completion_tokens, priced_calls, cost_usd)
+    VALUES (p_call.user_id, v_day, p_call.agent_id, p_call.model, p_call.conversation_id, p_sign,
+            p_sign * coalesce(p_call.prompt_tokens, 0), p_sign * coalesce(p_call.completion_tokens, 0),
+            CASE WHEN p_call.cost_usd IS NULL THEN 0 ELSE p_sign END, p_sign * coalesce(p_call.cost_usd, 0))
+    ON CONFLICT ON CONSTRAINT llm_call_days_key DO UPDATE
+       SET calls = d.calls + excluded.calls,
+           prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+           completion_tokens = d.completion_tokens + excluded.completion_tokens,
+           priced_calls = d.priced_calls + excluded.priced_calls,
+           cost_usd = d.cost_usd + excluded.cost_usd
+    RETURNING d.calls INTO v_calls;
+    IF v_calls = 0 THEN
+        DELETE FROM memory.llm_call_days d
+         WHERE d.user_id = p_call.user_id AND d.day = v_day AND d.agent_id IS NOT DISTINCT FROM p_call.agent_id
+           AND d.model = p_call.model AND d.conversation_id IS NOT DISTINCT FROM p_call.conversation_id;
+    END IF;
+END $$;
+
+-- Keeps memory.llm_call_days: a write takes the row's old figures away and adds its new ones
+-- (the worker completing a call, a deleted conversation's calls losing it, an erased user's
+-- calls going).
+CREATE OR REPLACE FUNCTION memory._llm_call_days_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.user_id, OLD.created_at, OLD.agent_id, OLD.model, OLD.conversation_id, OLD.prompt_tokens,
+                             OLD.completion_tokens, OLD.cost_usd)
+                            IS NOT DISTINCT FROM
+                            (NEW.user_id, NEW.created_at, NEW.agent_id, NEW.model, NEW.conversation_id, NEW.prompt_tokens,
+                             NEW.completion_tokens, NEW.cost_usd) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM memory._add_llm_call_day(OLD, -1);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM memory._add_llm_call_day(NEW, 1);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER llm_calls_days
+    AFTER INSERT OR DELETE OR UPDATE OF user_id, created_at, agent_id, model, conversation_id, prompt_tokens,
+                                       completion_tokens, total_tokens, local_prompt_tokens, cost_usd
+    ON memory.llm_calls
+    FOR EACH ROW EXECUTE FUNCTION memory._llm_call_days_write();
+
 -- Limits ---------------------------------------------------------------------------------------
 -- The one home of the per-minute counter (fixed one-minute windows): adds p_count messages to
 -- p_user's count of the minute that starts at p_minute and returns that minute's count. A newer
@@ -193,6 +248,8 @@ END $$;
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
     memory._llm_call_after_write(),
+    memory._llm_call_days_write(),
+    memory._add_llm_call_day(memory.llm_calls, integer),
     memory._check_token_quota_of(uuid),
     memory._take_message_quotas(integer),
     memory._add_minute_messages(uuid, integer, timestamptz),

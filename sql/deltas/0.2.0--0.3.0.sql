@@ -58,9 +58,11 @@
 --   and its limit memory.max_llm_cost_per_day; usage_daily and agent_performance gain cost_usd,
 --   and memory.conversation_costs is new. Calls made before 0.3.0 have no cost.
 -- * analytics: memory.message_days (messages, tokens, tool calls and last activity per
---   conversation, UTC day and author), kept by the messages' statement triggers and filled here
---   from the stored messages; usage_daily and conversation_activity read it instead of the
---   messages (same columns, same figures).
+--   conversation, UTC day and author), kept by the messages' statement triggers, and
+--   memory.llm_call_days (calls, tokens and cost per user, UTC day, agent, model and
+--   conversation), kept by a trigger on llm_calls; both filled here from the stored rows.
+--   usage_daily, conversation_activity and conversation_costs read them instead of aggregating
+--   messages and calls (same columns, same figures).
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -144,6 +146,29 @@ SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
 
 ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
 
+-- analytics: the LLM calls' daily figures (filled below)
+CREATE TABLE memory.llm_call_days (
+    user_id           uuid NOT NULL,
+    day               date NOT NULL,
+    agent_id          uuid,
+    model             text NOT NULL,
+    conversation_id   uuid,
+    calls             bigint NOT NULL,
+    prompt_tokens     bigint NOT NULL,
+    completion_tokens bigint NOT NULL,
+    priced_calls      bigint NOT NULL,
+    cost_usd          numeric NOT NULL,
+    CONSTRAINT llm_call_days_key UNIQUE NULLS NOT DISTINCT (user_id, day, agent_id, model, conversation_id)
+);
+
+CREATE INDEX llm_call_days_day_idx ON memory.llm_call_days (day);
+
+CREATE INDEX llm_call_days_conversation_idx ON memory.llm_call_days (conversation_id) WHERE conversation_id IS NOT NULL;
+
+SELECT pg_catalog.pg_extension_config_dump('memory.llm_call_days', '');
+
+ALTER TABLE memory.llm_call_days ENABLE ROW LEVEL SECURITY;
+
 -- @replay
 
 -- Data --------------------------------------------------------------------------------------------
@@ -157,3 +182,10 @@ UPDATE memory.conversation_messages m
 
 -- the daily figures of every stored message
 SELECT memory._count_message_days(c.id) FROM memory.conversations c;
+
+INSERT INTO memory.llm_call_days (user_id, day, agent_id, model, conversation_id, calls, prompt_tokens, completion_tokens,
+                                  priced_calls, cost_usd)
+SELECT l.user_id, (l.created_at AT TIME ZONE 'UTC')::date, l.agent_id, l.model, l.conversation_id, count(*),
+       coalesce(sum(l.prompt_tokens), 0), coalesce(sum(l.completion_tokens), 0), count(l.cost_usd), coalesce(sum(l.cost_usd), 0)
+  FROM memory.llm_calls l
+ GROUP BY 1, 2, 3, 4, 5;

@@ -152,9 +152,53 @@ def test_the_daily_figures_are_read_only_and_private(db, data, mode):
     """Users read the daily figures of what they may read, and cannot write them."""
     with mode(db, data["bob"]) as c:
         assert [r[0] for r in c.execute("SELECT DISTINCT conversation_id::text FROM memory.message_days")] == [data["b"]]
+        assert [r[0] for r in c.execute("SELECT DISTINCT user_id::text FROM memory.llm_call_days")] == [data["bob"]]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
+            c.execute("UPDATE memory.llm_call_days SET calls = 0")
         for sql in ("INSERT INTO memory.message_days VALUES (%s, current_date, NULL, 1000, 1000, 0, now())",
                     "UPDATE memory.message_days SET messages = 0 WHERE conversation_id = %s",
                     "DELETE FROM memory.message_days WHERE conversation_id = %s"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
                 c.execute(sql, (data["b"],))
     assert_days_match(db)
+
+
+CALLS_TRUTH = """SELECT user_id::text, (created_at AT TIME ZONE 'UTC')::date, agent_id::text, model, conversation_id::text,
+                        count(*), coalesce(sum(prompt_tokens), 0)::bigint, coalesce(sum(completion_tokens), 0)::bigint,
+                        count(cost_usd), coalesce(sum(cost_usd), 0)
+                   FROM memory.llm_calls GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"""
+CALLS_KEPT = """SELECT user_id::text, day, agent_id::text, model, conversation_id::text, calls, prompt_tokens, completion_tokens,
+                       priced_calls, cost_usd
+                  FROM memory.llm_call_days ORDER BY 1, 2, 3, 4, 5"""
+
+
+def test_the_calls_daily_figures_follow_every_write(db):
+    """llm_call_days (what usage_daily's LLM figures and conversation_costs read) equals the calls
+    counted on read after inserts, the worker's completion of a pending call (tokens, then a
+    price), a call's model changing, its conversation deleted (the calls stay, without it) and
+    its user erased."""
+    user = new_user()
+    with as_guc_user(db, user) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s, 'calls')).id", AGENT))
+    with connect(db) as su:
+        su.execute("INSERT INTO memory.model_prices (model, input_usd_per_million, output_usd_per_million) "
+                   "VALUES ('days-model', 2, 8) ON CONFLICT DO NOTHING")
+        ids = [su.execute("""INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, kind, model, local_prompt_tokens, status,
+                                                            created_at)
+                             VALUES (%s, %s, %s, 'reply', %s, 40, 'pending', %s) RETURNING id""",
+                          (cid, user, AGENT, model, at)).fetchone()[0]
+               for model, at in [("days-model", "2026-04-01T10:00Z"), ("days-model", "2026-04-01T11:00Z"),
+                                 ("unpriced-model", "2026-04-02T10:00Z")]]
+        assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()
+        su.execute("UPDATE memory.llm_calls SET status = 'ok', prompt_tokens = 50, completion_tokens = 7, total_tokens = 57 "
+                   "WHERE id = %s", (ids[0],))
+        su.execute("UPDATE memory.llm_calls SET model = 'days-model' WHERE id = %s", (ids[2],))
+        rows = su.execute("SELECT calls, priced_calls FROM memory.llm_call_days WHERE user_id = %s ORDER BY day", (user,)).fetchall()
+        assert rows == [(2, 2), (1, 1)]
+        assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()
+        su.execute("DELETE FROM memory.conversations WHERE id = %s", (cid,))
+        assert su.execute("SELECT count(*) FROM memory.llm_call_days WHERE conversation_id = %s", (cid,)).fetchone()[0] == 0
+        assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()
+        su.execute("SELECT memory.erase_user(%s)", (user,))
+        assert su.execute("SELECT count(*) FROM memory.llm_call_days WHERE user_id = %s", (user,)).fetchone()[0] == 0
+        assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()

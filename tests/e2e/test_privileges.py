@@ -105,6 +105,8 @@ REVIEWED = {
     "_raise_error(jsonb)": ("pinned", False, True),
     "_agent_before_write()": ("pinned", False, False),
     "_llm_call_after_write()": ("pinned", False, False),
+    "_llm_call_days_write()": ("pinned", False, False),
+    "_add_llm_call_day(memory.llm_calls,integer)": ("pinned", False, False),
     "_llm_call_price()": ("pinned", False, False),
     "_model_prices_no_overlap()": ("pinned", False, False),
     "_conversation_before_insert()": ("pinned", False, False),
@@ -202,6 +204,7 @@ TABLES = {
     "share_links": {"SELECT"},
     "model_prices": {"SELECT"},
     "message_days": {"SELECT"},
+    "llm_call_days": {"SELECT"},
 }
 
 

@@ -270,9 +270,16 @@ def test_upgrade_from_020_equals_a_fresh_install_and_keeps_the_data(cluster):
 
     before = {(cid, b): window(cid, b) for cid in cids for b in (60, 300, 8000)}
     shared_before = window(cids[0], 8000, other)
+    # the analytics views (aggregating on read in 0.2.0, reading the daily rollups the upgrade fills)
+    figures = ["SELECT day, user_id, agent_id, model, messages, stored_tokens, tool_calls, llm_calls, prompt_tokens, "
+               "completion_tokens FROM memory.usage_daily ORDER BY 1, 2, 3, 4",
+               "SELECT * FROM memory.conversation_activity ORDER BY 1, 5"]
     with connect(up) as c:
         day_before = c.execute("SELECT day_tokens FROM memory.user_usage WHERE user_id = %s", (user,)).fetchone()[0]
+        figures_before = [c.execute(q).fetchall() for q in figures]
+        assert all(figures_before)
         c.execute("ALTER EXTENSION memory_ext UPDATE")
+        assert [c.execute(q).fetchall() for q in figures] == figures_before
         assert c.execute("SELECT extversion FROM pg_extension WHERE extname = 'memory_ext'").fetchone()[0] == CURRENT
     fresh_db(fresh)
     diff = catalog_diff(catalog(up), catalog(fresh))
