@@ -63,9 +63,11 @@ END $$;
 
 -- Keeps memory.llm_call_days: a write takes the row's old figures away and adds its new ones
 -- (the worker completing a call, a deleted conversation's calls losing it, an erased user's
--- calls going).
+-- calls going). SECURITY DEFINER: on PostgreSQL 15 the trigger fired by a foreign key's
+-- ON DELETE SET NULL runs as the user who deleted the conversation, who may read the rollup
+-- but never write it; it writes only the figures of the row being written.
 CREATE OR REPLACE FUNCTION memory._llm_call_days_write() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND (OLD.user_id, OLD.created_at, OLD.agent_id, OLD.model, OLD.conversation_id, OLD.prompt_tokens,
                              OLD.completion_tokens, OLD.cost_usd)

@@ -175,7 +175,7 @@ CALLS_KEPT = """SELECT user_id::text, day, agent_id::text, model, conversation_i
 def test_the_calls_daily_figures_follow_every_write(db):
     """llm_call_days (what usage_daily's LLM figures and conversation_costs read) equals the calls
     counted on read after inserts, the worker's completion of a pending call (tokens, then a
-    price), a call's model changing, its conversation deleted (the calls stay, without it) and
+    price), a call's model changing, its conversation deleted by its owner (the calls stay, without it) and
     its user erased."""
     user = new_user()
     with as_guc_user(db, user) as c:
@@ -196,7 +196,9 @@ def test_the_calls_daily_figures_follow_every_write(db):
         rows = su.execute("SELECT calls, priced_calls FROM memory.llm_call_days WHERE user_id = %s ORDER BY day", (user,)).fetchall()
         assert rows == [(2, 2), (1, 1)]
         assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()
-        su.execute("DELETE FROM memory.conversations WHERE id = %s", (cid,))
+    with as_guc_user(db, user) as c:  # by its owner, an ordinary login: the rollup is written for them
+        assert rpc(c, "SELECT memory.delete_conversation(%s)", cid) is True
+    with connect(db) as su:
         assert su.execute("SELECT count(*) FROM memory.llm_call_days WHERE conversation_id = %s", (cid,)).fetchone()[0] == 0
         assert su.execute(CALLS_KEPT).fetchall() == su.execute(CALLS_TRUTH).fetchall()
         su.execute("SELECT memory.erase_user(%s)", (user,))

@@ -105,7 +105,7 @@ REVIEWED = {
     "_raise_error(jsonb)": ("pinned", False, True),
     "_agent_before_write()": ("pinned", False, False),
     "_llm_call_after_write()": ("pinned", False, False),
-    "_llm_call_days_write()": ("pinned", False, False),
+    "_llm_call_days_write()": ("pinned", True, False),  # a foreign key's cascade fires it as the deleting user
     "_add_llm_call_day(memory.llm_calls,integer)": ("pinned", False, False),
     "_llm_call_price()": ("pinned", False, False),
     "_model_prices_no_overlap()": ("pinned", False, False),
