@@ -14,6 +14,8 @@ need_apt=()
 for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
+# Node.js and npm: the chat app's page is built with Vite (any Node.js from 18 on)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== apt-get install ${need_apt[*]}"
     apt-get update -q >/dev/null
@@ -47,3 +49,12 @@ if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_opena
 fi
 # the Python package from this tree (what users install with `pip install ./python`)
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps ./python
+
+# The reference chat app's page (React + TypeScript): its packages as the lockfile pins them,
+# from the npm registry, then built into examples/chat-app/chat_app/static (what the app serves).
+web=examples/chat-app/web
+if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
+    echo "== npm ci (examples/chat-app/web)"
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+(cd "$web" && npm run --silent build >/dev/null)

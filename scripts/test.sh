@@ -10,7 +10,7 @@
 #      30 s stress of signals (reloads, NOTIFY, cancels) during LLM calls
 #   4. the Python package (tests/python): its clients and adapters through LangChain's and
 #      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
-#   5. the reference chat app (examples/chat-app): its HTTP API over real HTTP, and its page in
+#   5. the reference chat app (examples/chat-app): its page's components (Vitest), its HTTP API over real HTTP, and its page in
 #      headless Chromium (Playwright), screenshots in target/chat-app-screenshots/
 #   6. a benchmark smoke run (tiny sizes)
 # Steps 2-4 run on PostgreSQL 15, then again on 18; the chat app and the benchmarks use 15 only
@@ -89,7 +89,8 @@ server_suites() {
 
 server_suites "$PG15_CONFIG" "$TEST_ROOT" "$PORT"
 
-echo "== the reference chat app (examples/chat-app): its HTTP API, and the page in headless Chromium"
+echo "== the reference chat app (examples/chat-app): the page's components (Vitest), its HTTP API, and the page in headless Chromium"
+(cd examples/chat-app/web && npm test --silent)
 python3 -m pytest -q -p no:cacheprovider tests/chat_app
 
 echo "== benchmark smoke run (tiny sizes; the full run is bench/run.sh)"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 
 import psycopg
 import pytest
@@ -143,20 +144,47 @@ def open_as(app, browser):
     """open_as(name) → a page signed in as the demo user `name` (a fresh browser context each)."""
     contexts = []
 
-    def open_page(name):
+    def open_page(name, width=1200, height=760, token=None, dialogs=None):
+        """`token` replaces the user's valid one; `dialogs` collects confirm() texts and answers
+        them with False (by default every confirm is accepted)."""
         # bypass_csp: Playwright's waits evaluate strings, which the page's CSP forbids; without
         # the CSP the hostile-content test also proves that the escaping alone holds
-        ctx = browser.new_context(viewport={"width": 1200, "height": 760}, bypass_csp=True)
+        ctx = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(15000)
-        page.on("dialog", lambda d: d.accept())
-        page.goto(f"{app.url}/#token={app.token(name)}")
-        page.wait_for_selector("#app:not([hidden])")
+        if dialogs is None:
+            page.on("dialog", lambda d: d.accept())
+        else:
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{app.url}/#token={token or app.token(name)}")
+        page.wait_for_selector("#app" if token is None else "#signin")
         return page
     yield open_page
     for ctx in contexts:
         ctx.close()
+
+
+def user():
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+def bubbles(page, role):
+    return page.locator(f"#message-list .msg.{role}:not(.pending) .content").all_inner_texts()
+
+
+def meter_tokens(page):
+    used, budget = page.inner_text("#meter-text").split(" tokens")[0].split(" / ")
+    return int(used), int(budget)
+
+
+def send(page, text):
+    """Types `text`, sends it, and waits for the answer."""
+    before = page.locator("#message-list .msg.assistant").count()
+    page.fill("#composer-input", text)
+    page.click("#send")
+    page.wait_for_function(f"document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length > {before}")
+    page.wait_for_selector("#send:not([disabled])")
 
 
 def shot(page, name):

@@ -1,29 +1,6 @@
 """The reference chat app in a real browser (Debian's Chromium, driven by Playwright): what a
 user does, and what a second user and a hostile message must not be able to do."""
-import uuid
-
-from conftest import admin, auth, shot
-
-
-def user():
-    return f"user-{uuid.uuid4().hex[:8]}"
-
-
-def bubbles(page, role):
-    return page.locator(f"#message-list .msg.{role} .content").all_inner_texts()
-
-
-def meter_tokens(page):
-    used, budget = page.inner_text("#meter-text").split(" tokens")[0].split(" / ")
-    return int(used), int(budget)
-
-
-def send(page, text):
-    before = page.locator("#message-list .msg.assistant").count()
-    page.fill("#composer-input", text)
-    page.click("#send")
-    page.wait_for_function(f"document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length > {before}")
-    page.wait_for_selector("#send:not([disabled])")
+from conftest import admin, auth, bubbles, meter_tokens, send, shot, user
 
 
 def test_a_conversation_with_a_tool_call_survives_a_reload(app, open_as):
@@ -121,7 +98,9 @@ def test_a_second_user_sees_none_of_the_first_users_conversations(app, open_as):
     page.press("#search-input", "Enter")
     page.wait_for_selector("#search-results:not([hidden])")
     assert page.locator("#search-results .hit").count() == 2  # the message and the echo
-    assert "**secret** **plans**" in page.inner_text("#search-results")
+    # the snippet's ** marks are shown as highlights, not as literal asterisks
+    assert page.locator("#search-results .hit").first.locator("mark").all_inner_texts() == ["secret", "plans"]
+    assert "**" not in page.inner_text("#search-results")
 
     other = open_as(bob)
     other.wait_for_timeout(300)
@@ -169,6 +148,10 @@ def test_the_summary_indicator_appears_when_the_worker_summarized(app, open_as, 
     page.wait_for_selector("#meter:not([hidden])")
     used, budget = meter_tokens(page)
     assert used > 0.85 * budget and "full" in page.locator("#meter-fill").get_attribute("class")
+    # what the window leaves out is said, not silent
+    omitted = int(page.inner_text("#omitted").split()[0])
+    assert 0 < omitted < 41 and page.inner_text("#omitted").endswith("earlier messages not in context")
     page.click("#summarize")
     page.wait_for_selector("#summary-badge:not([hidden])", timeout=20000)
+    assert page.inner_text("#summary-state") == "The summary is in the window."
     shot(page, "08-summary-in-context")

@@ -183,8 +183,10 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         return {"stand_in_llm": settings.stand_in, "agent_budget": AGENT["max_context_tokens"]}
 
     @app.get("/me")
-    def me(db: memory_ext.MemoryClient = Depends(user)):
-        return {"user_id": str(db.current_user_id())}
+    def me(request: Request, db: memory_ext.MemoryClient = Depends(user)):
+        """Who is signed in: the user id the database sees, and the token's display name if any."""
+        name = auth.verify(settings.jwt_secret, request.headers.get("authorization")).get("name")
+        return {"user_id": str(db.current_user_id()), "name": name if isinstance(name, str) else None}
 
     # ---- conversations ----
 

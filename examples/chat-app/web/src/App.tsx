@@ -1,0 +1,363 @@
+// The page: sign-in, the sidebar (conversations, search, who is signed in) and the open
+// conversation (messages, token meter, composer). State lives here; the components only show it.
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
+import { ApiError, createApi, plainError } from "./api";
+import { Composer } from "./components/Composer";
+import { ConversationList } from "./components/ConversationList";
+import { MessageList } from "./components/MessageList";
+import { SearchPanel } from "./components/SearchPanel";
+import { TokenMeter } from "./components/TokenMeter";
+import { conversationFromHash, hashFor, tokenFromHash } from "./route";
+import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, Turn } from "./types";
+
+const NO_TITLE = "Select or start a conversation";
+const NEW_KEY = "new"; // the pending turn of a conversation that does not exist yet
+
+function initialToken(): string | null {
+  const fromLink = tokenFromHash(location.hash);
+  if (fromLink) {
+    sessionStorage.setItem("token", fromLink);
+    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  }
+  return sessionStorage.getItem("token");
+}
+
+interface Failure {
+  message: string;
+  retry?: () => void;
+}
+
+export function App() {
+  const [token, setToken] = useState<string | null>(initialToken);
+  const [signinError, setSigninError] = useState<string | null>(null);
+  const [standIn, setStandIn] = useState(false);
+  const [me, setMe] = useState<Me | null>(null);
+  const [drawer, setDrawer] = useState(false);
+
+  const [conversations, setConversations] = useState<Conversation[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [searching, setSearching] = useState(false);
+
+  const [currentId, setCurrentId] = useState<string | null>(null);
+  const [conversation, setConversation] = useState<Conversation | null>(null);
+  const [messages, setMessages] = useState<Message[]>([]);
+  const [before, setBefore] = useState<number | null>(null);
+  const [context, setContext] = useState<Context | null>(null);
+  const [focusSeq, setFocusSeq] = useState<number | null>(null);
+  const [pending, setPending] = useState<Record<string, string>>({});
+  const [failure, setFailure] = useState<Failure | null>(null);
+  const [summaryState, setSummaryState] = useState<string | null>(null);
+
+  // what async work checks before it touches the view: the user may have moved on meanwhile
+  const current = useRef<string | null>(null);
+  const focusNext = useRef<number | null>(null);
+  const loadingList = useRef(false);
+  // the conversations with a turn under way, read synchronously: two Enters in one tick send once
+  const inFlight = useRef(new Set<string>());
+
+  const signOut = useCallback((message: string | null) => {
+    sessionStorage.removeItem("token");
+    setToken(null);
+    setMe(null);
+    setSigninError(message);
+  }, []);
+  const api = useMemo(() => createApi(token ?? "", () => signOut(plainError(401))), [token, signOut]);
+
+  const showError = useCallback((err: unknown, retry?: () => void) => {
+    const message = err instanceof ApiError ? err.message + (err.hint ? ` (${err.hint})` : "") : plainError(500);
+    setFailure({ message, retry });
+  }, []);
+
+  // ---- the conversation list ----
+  const loadConversations = useCallback(async (reset: boolean, after: string | null = null) => {
+    if (loadingList.current && !reset) return null;
+    loadingList.current = true;
+    try {
+      const page = await api<ConversationPage>("GET", `/conversations${after ? `?cursor=${encodeURIComponent(after)}` : ""}`);
+      setConversations((list) => {
+        const head = reset ? [] : list;
+        const seen = new Set(head.map((c) => c.id));
+        return [...head, ...page.conversations.filter((c) => !seen.has(c.id))];
+      });
+      setCursor(page.next_cursor);
+      return page.conversations;
+    } catch (err) {
+      showError(err);
+      return null;
+    } finally {
+      loadingList.current = false;
+    }
+  }, [api, showError]);
+  const loadMore = useCallback(() => { if (cursor) void loadConversations(false, cursor); }, [cursor, loadConversations]);
+
+  // ---- the open conversation (its address is the source of truth) ----
+  const open = useCallback(async (id: string | null) => {
+    current.current = id;
+    const focus = focusNext.current;
+    focusNext.current = null;
+    setCurrentId(id);
+    setFailure(null);
+    setSummaryState(null);
+    setDrawer(false);
+    setFocusSeq(null);
+    if (!id) {
+      setConversation(null);
+      setMessages([]);
+      setBefore(null);
+      setContext(null);
+      return;
+    }
+    try {
+      // a search hit opens the page that holds its message
+      const page = await api<MessagePage>("GET", `/conversations/${id}/messages${focus ? `?before=${focus + 15}` : ""}`);
+      if (current.current !== id) return;
+      setConversation(page.conversation);
+      setMessages(page.messages);
+      setBefore(page.has_more ? page.next_before : null);
+      setFocusSeq(focus);
+      const ctx = await api<Context>("GET", `/conversations/${id}/context`);
+      if (current.current === id) setContext(ctx);
+    } catch (err) {
+      if (current.current === id) showError(err, () => void open(id));
+    }
+  }, [api, showError]);
+
+  const navigate = useCallback((id: string | null) => {
+    const hash = hashFor(id);
+    if (location.hash === hash || (!id && !location.hash)) void open(id);
+    else location.hash = hash; // the hashchange listener opens it
+  }, [open]);
+
+  useEffect(() => {
+    const onHash = () => void open(conversationFromHash(location.hash));
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, [open]);
+
+  // ---- sign-in ----
+  useEffect(() => {
+    fetch("/config").then((r) => r.json()).then((c) => setStandIn(!!c.stand_in_llm)).catch(() => undefined);
+  }, []);
+
+  useEffect(() => {
+    if (!token) return;
+    let live = true;
+    api<Me>("GET", "/me").then((who) => {
+      if (!live) return;
+      setMe(who);
+      void loadConversations(true);
+      void open(conversationFromHash(location.hash));
+    }).catch(() => undefined); // a refused token signs out with its message (api's onUnauthorized)
+    return () => { live = false; };
+  }, [token, api, loadConversations, open]);
+
+  // ---- actions ----
+  async function send(text: string): Promise<boolean> {
+    const cid = current.current;
+    const key = cid ?? NEW_KEY;
+    if (inFlight.current.has(key)) return false; // one turn at a time per conversation
+    inFlight.current.add(key);
+    setPending((p) => ({ ...p, [key]: text }));
+    setFailure(null);
+    try {
+      const turn = await api<Turn>("POST", "/agent/chat", { message: text, conversation_id: cid });
+      const list = await loadConversations(true);
+      if (current.current !== cid) return true; // the answer belongs to its conversation: the view stays
+      if (cid === null) {
+        navigate(turn.conversation_id); // the turn started a conversation: open it
+      } else {
+        const first = turn.messages.length ? turn.messages[0].seq : Infinity;
+        setMessages((m) => [...m.filter((x) => x.seq < first), ...turn.messages]);
+        setContext(turn.context);
+        const updated = list?.find((c) => c.id === cid);
+        if (updated) setConversation(updated); // the first message names the conversation
+      }
+      return true;
+    } catch (err) {
+      if (current.current === cid) showError(err, () => void send(text));
+      return false;
+    } finally {
+      inFlight.current.delete(key);
+      setPending((p) => {
+        const rest = { ...p };
+        delete rest[key];
+        return rest;
+      });
+    }
+  }
+
+  async function newConversation() {
+    // an empty conversation already there is the new one: clicks do not pile up empty conversations
+    const empty = conversations.find((c) => c.message_count === 0);
+    try {
+      const id = empty ? empty.id : (await api<Conversation>("POST", "/conversations", {})).id;
+      if (!empty) await loadConversations(true);
+      navigate(id);
+      document.getElementById("composer-input")?.focus();
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function remove() {
+    const id = current.current;
+    if (!id || !confirm("Delete this conversation and all its messages?")) return;
+    try {
+      await api("DELETE", `/conversations/${id}`);
+      navigate(null);
+      await loadConversations(true);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function summarize() {
+    const id = current.current;
+    if (!id) return;
+    try {
+      await api("POST", `/conversations/${id}/summarize`);
+      setSummaryState("Summarizing…");
+      // the worker writes the summary within seconds: watch the window until it is in
+      for (let i = 0; i < 20 && current.current === id; i++) {
+        await new Promise((r) => setTimeout(r, 1000));
+        const ctx = await api<Context>("GET", `/conversations/${id}/context`);
+        if (current.current !== id) return;
+        setContext(ctx);
+        if (ctx.summary_included) {
+          setSummaryState("The summary is in the window.");
+          return;
+        }
+      }
+      if (current.current === id) setSummaryState("The summary is not ready yet; the meter shows it when it is.");
+    } catch (err) {
+      setSummaryState(null);
+      showError(err);
+    }
+  }
+
+  async function exportMarkdown() {
+    const id = current.current;
+    if (!id) return;
+    try {
+      const text = await api<string>("GET", `/conversations/${id}/export?format=markdown`);
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([text], { type: "text/markdown" }));
+      link.download = `conversation-${id}.md`;
+      link.click();
+      URL.revokeObjectURL(link.href);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  async function earlier() {
+    const id = current.current;
+    if (!id || !before) return;
+    try {
+      const page = await api<MessagePage>("GET", `/conversations/${id}/messages?before=${before}`);
+      if (current.current !== id) return;
+      setMessages((m) => [...page.messages, ...m]);
+      setBefore(page.has_more ? page.next_before : null);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  const search = useCallback(async (q: string, after: string | null) => {
+    try {
+      return await api<SearchPage>("GET", `/search?q=${encodeURIComponent(q)}${after ? `&cursor=${encodeURIComponent(after)}` : ""}`);
+    } catch (err) {
+      showError(err);
+      throw err;
+    }
+  }, [api, showError]);
+
+  function openHit(hit: SearchHit) {
+    focusNext.current = hit.seq;
+    if (current.current === hit.conversation_id) void open(hit.conversation_id);
+    else navigate(hit.conversation_id);
+  }
+
+  function askSignOut() {
+    if (confirm("Sign out? You will need your sign-in link or token to come back.")) signOut(null);
+  }
+
+  // ---- the page ----
+  const banner = standIn ? (
+    <div id="banner" className="banner">
+      Offline demo: replies come from a stand-in LLM (the test suite's fake OpenAI-compatible server), not a real model.
+    </div>
+  ) : null;
+
+  if (!token || !me) {
+    return (
+      <>
+        {banner}
+        <section id="signin" className="signin" hidden={!!token && !signinError}>
+          <h1>memory_ext chat</h1>
+          <p>Paste a bearer token (<code>python -m chat_app token alice</code> prints one), or open the link <code>run.sh</code> printed.</p>
+          {signinError ? <div id="signin-error" className="error" role="alert">{signinError}</div> : null}
+          <form id="signin-form" onSubmit={(e) => {
+            e.preventDefault();
+            const value = (new FormData(e.currentTarget).get("token") as string).trim();
+            if (!value) return;
+            sessionStorage.setItem("token", value);
+            setSigninError(null);
+            setToken(value);
+          }}>
+            <input id="token-input" name="token" placeholder="eyJhbGciOi…" autoComplete="off" aria-label="Bearer token" />
+            <button className="primary">Sign in</button>
+          </form>
+        </section>
+      </>
+    );
+  }
+
+  const busy = pending[currentId ?? NEW_KEY] !== undefined;
+  return (
+    <>
+      {banner}
+      <div id="app" className={drawer ? "app drawer-open" : "app"}>
+        <aside className="sidebar" aria-label="Conversations and search">
+          <button id="new-conversation" type="button" className="primary" onClick={() => void newConversation()}>+ New Conversation</button>
+          <SearchPanel search={search} onOpen={openHit} onActive={setSearching} />
+          <ConversationList conversations={conversations} currentId={currentId} hasMore={!!cursor} hidden={searching}
+                            onOpen={navigate} onMore={loadMore} />
+          <div className="who">
+            <span id="who">{me.name || `user ${me.user_id.slice(0, 8)}…`}</span>{" "}
+            <button id="signout" type="button" className="link" onClick={askSignOut}>sign out</button>
+          </div>
+        </aside>
+        <div className="scrim" onClick={() => setDrawer(false)} hidden={!drawer} />
+        <main className="main">
+          <header className="header">
+            <button id="menu" type="button" className="menu" aria-label="Conversations" aria-expanded={drawer}
+                    onClick={() => setDrawer(!drawer)}>☰</button>
+            <h2 id="title">{currentId ? conversation?.title || "New conversation" : NO_TITLE}</h2>
+            <TokenMeter context={currentId ? context : null} />
+            <div className="actions" id="actions" hidden={!currentId}>
+              <button id="summarize" type="button" className="link" onClick={() => void summarize()}>summarize</button>
+              <a id="export" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportMarkdown(); }}>export</a>
+              <button id="delete" type="button" className="link danger" onClick={() => void remove()}>delete</button>
+            </div>
+            {summaryState ? <div id="summary-state" className="summary-state" role="status">{summaryState}</div> : null}
+          </header>
+          <MessageList messages={messages} pendingText={pending[currentId ?? NEW_KEY] ?? null} focusSeq={focusSeq}
+                       hasEarlier={!!before} onEarlier={() => void earlier()} />
+          {focusSeq != null && currentId ? (
+            <button id="show-latest" type="button" className="link latest" onClick={() => void open(currentId)}>
+              show the latest messages
+            </button>
+          ) : null}
+          {failure ? (
+            <div id="error" className="error" role="alert">
+              <span>{failure.message}</span>
+              {failure.retry ? <button id="retry" type="button" className="link" onClick={failure.retry}>Retry</button> : null}
+            </div>
+          ) : null}
+          <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} />
+        </main>
+      </div>
+    </>
+  );
+}

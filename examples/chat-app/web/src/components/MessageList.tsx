@@ -1,0 +1,58 @@
+import { useEffect, useMemo, useRef } from "react";
+import type { Message as MessageRow } from "../types";
+import { Message } from "./Message";
+
+interface Props {
+  messages: MessageRow[];
+  // the user's message of a turn still waiting for its answer
+  pendingText?: string | null;
+  // a search hit's message: scrolled to and highlighted
+  focusSeq?: number | null;
+  hasEarlier: boolean;
+  onEarlier: () => void;
+}
+
+export function MessageList({ messages, pendingText, focusSeq, hasEarlier, onEarlier }: Props) {
+  const box = useRef<HTMLDivElement>(null);
+  const { results, shown } = useMemo(() => {
+    const calls = new Set<string>();
+    messages.forEach((m) => (m.tool_calls || []).forEach((c) => c.id && calls.add(c.id)));
+    const results = new Map<string, string>();
+    const shown: MessageRow[] = [];
+    for (const m of messages) {
+      if (m.role === "tool" && m.tool_call_id && calls.has(m.tool_call_id)) results.set(m.tool_call_id, m.content);
+      else shown.push(m);
+    }
+    return { results, shown };
+  }, [messages]);
+
+  const last = messages.length ? messages[messages.length - 1].seq : 0;
+  useEffect(() => {
+    const el = box.current;
+    if (!el) return;
+    const target = focusSeq != null ? el.querySelector(`[data-seq="${focusSeq}"]`) : null;
+    if (target) target.scrollIntoView({ block: "center" });
+    else el.scrollTop = el.scrollHeight;
+  }, [last, pendingText, focusSeq]);
+
+  return (
+    <div id="messages" className="messages" aria-live="polite" ref={box}>
+      <button id="load-earlier" type="button" className="link" hidden={!hasEarlier} onClick={onEarlier}>
+        load earlier messages
+      </button>
+      <div id="message-list">
+        {shown.map((m) => (
+          <Message key={m.id} message={m} results={results} highlighted={m.seq === focusSeq} />
+        ))}
+        {pendingText != null ? (
+          <>
+            <div className="msg user pending">
+              <div className="content">{pendingText}</div>
+            </div>
+            <div className="msg assistant thinking" aria-label="waiting for the answer">…</div>
+          </>
+        ) : null}
+      </div>
+    </div>
+  );
+}

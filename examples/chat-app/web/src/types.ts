@@ -1,0 +1,76 @@
+// The chat app's JSON, as its FastAPI endpoints return it (chat_app/server.py).
+
+export interface Conversation {
+  id: string;
+  title: string | null;
+  message_count: number;
+  total_tokens: number;
+  updated_at: string;
+  created_at: string;
+  access: string;
+}
+
+export interface ToolCall {
+  id: string;
+  type?: string;
+  function?: { name: string; arguments: string };
+  // the guide's combined records carry their input and output in the call itself
+  tool?: string;
+  input?: unknown;
+  output?: unknown;
+}
+
+export interface Message {
+  id: string;
+  seq: number;
+  role: "system" | "user" | "assistant" | "tool";
+  content: string;
+  tool_calls: ToolCall[] | null;
+  tool_call_id: string | null;
+  token_count: number;
+  created_at: string | null;
+}
+
+export interface Context {
+  token_count: number;
+  max_tokens: number;
+  summary_included: boolean;
+  included_messages: number;
+  omitted_messages: number;
+}
+
+export interface ConversationPage {
+  conversations: Conversation[];
+  next_cursor: string | null;
+}
+
+export interface MessagePage {
+  conversation: Conversation;
+  messages: Message[];
+  has_more: boolean;
+  next_before: number | null;
+}
+
+export interface Turn {
+  conversation_id: string;
+  messages: Message[];
+  context: Context;
+}
+
+export interface SearchHit {
+  conversation_id: string;
+  title: string | null;
+  seq: number;
+  role: string;
+  snippet: string;
+}
+
+export interface SearchPage {
+  results: SearchHit[];
+  next_cursor: string | null;
+}
+
+export interface Me {
+  user_id: string;
+  name: string | null;
+}

@@ -1,0 +1,219 @@
+"""The page as a new user meets it: on a slow network, on a phone, with the keyboard only, with a
+bad token, with a long paste, when the LLM fails. Each test is a bug the previous page had."""
+import time
+
+from conftest import admin, auth, bubbles, send, shot, user
+
+
+def conversation_messages(app, name, cid):
+    status, _, body = app.request("GET", f"/conversations/{cid}/messages", name=name)
+    assert status == 200
+    return body["messages"]
+
+
+def new_conversation(page):
+    page.click("#new-conversation")
+    page.wait_for_function("document.querySelectorAll('#message-list .msg').length === 0")
+
+
+def open_ids(page):
+    return page.locator("#conversations li").evaluate_all("els => els.map(e => e.dataset.id)")
+
+
+def test_enter_twice_on_a_slow_network_sends_once(app, open_as, fake):
+    name = user()
+    page = open_as(name)
+    send(page, "first")
+    cid = open_ids(page)[0]
+    calls = len(fake.requests)
+    fake.delay = 1.5
+    page.fill("#composer-input", "only once, please")
+    page.press("#composer-input", "Enter")
+    page.press("#composer-input", "Enter")
+    page.click("#send", force=True)  # disabled while the turn is under way: nothing happens
+    assert page.locator("#send").is_disabled()
+    page.wait_for_selector("#send:not([disabled])", timeout=20000)
+    rows = [(m["role"], m["content"]) for m in conversation_messages(app, name, cid)]
+    assert rows.count(("user", "only once, please")) == 1
+    assert len(fake.requests) == calls + 1, "one LLM call for one message"
+    assert bubbles(page, "user") == ["first", "only once, please"]
+
+
+def test_a_reply_never_takes_the_view_from_the_conversation_open_now(app, open_as, fake):
+    name = user()
+    page = open_as(name)
+    send(page, "conversation A")
+    new_conversation(page)
+    send(page, "conversation B")
+    a, b = open_ids(page)[1], open_ids(page)[0]
+    page.locator("#conversations li", has_text="conversation A").click()
+    page.wait_for_function("document.querySelector('#title').textContent === 'conversation A'")
+    fake.delay = 2.0
+    page.fill("#composer-input", "a slow question")
+    page.press("#composer-input", "Enter")
+    page.wait_for_selector("#message-list .msg.thinking")
+    page.locator("#conversations li", has_text="conversation B").click()
+    page.wait_for_function("document.querySelector('#title').textContent === 'conversation B'")
+    # the answer arrives while B is open: B stays, with its own messages and address
+    page.wait_for_function(f"document.querySelector('#conversations li[data-id=\"{a}\"] .meta').textContent.startsWith('4 messages')",
+                           timeout=20000)
+    assert page.inner_text("#title") == "conversation B"
+    assert page.url.endswith(f"#/c/{b}")
+    assert bubbles(page, "user") == ["conversation B"]
+    assert not page.locator("#composer-input").is_disabled()
+    page.locator("#conversations li", has_text="conversation A").click()
+    page.wait_for_function("document.querySelectorAll('#message-list .msg.user').length === 2")
+    assert bubbles(page, "user") == ["conversation A", "a slow question"]
+
+
+def test_each_conversation_has_its_own_address(app, open_as):
+    page = open_as(user())
+    send(page, "the first one")
+    new_conversation(page)
+    send(page, "the second one")
+    second, first = open_ids(page)
+    assert page.url.endswith(f"#/c/{second}")
+    page.locator("#conversations li", has_text="the first one").click()
+    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+    assert page.url.endswith(f"#/c/{first}")
+    page.reload()  # reload keeps the open conversation
+    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+    assert bubbles(page, "user") == ["the first one"]
+    page.go_back()
+    page.wait_for_function("document.querySelector('#title').textContent === 'the second one'")
+    page.go_forward()
+    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+
+
+def test_new_conversation_clicks_do_not_pile_up_empty_conversations(app, open_as):
+    name = user()
+    page = open_as(name)
+    for _ in range(3):
+        page.click("#new-conversation")
+        page.wait_for_selector("#meter:not([hidden])")
+    page.wait_for_function("document.querySelectorAll('#conversations li').length === 1")
+    time.sleep(0.3)
+    status, _, body = app.request("GET", "/conversations", name=name)
+    assert status == 200 and len(body["conversations"]) == 1
+
+
+def test_a_phone_gets_a_drawer_not_a_squeezed_sidebar(app, open_as):
+    page = open_as(user(), width=390, height=844)
+    send(page, "hello from a phone, with a sentence long enough to wrap over several lines")
+    sidebar = page.locator(".sidebar").bounding_box()
+    assert sidebar["x"] + sidebar["width"] <= 0, "the sidebar is off screen until asked for"
+    bubble = page.locator("#message-list .msg.user").first.bounding_box()
+    assert bubble["width"] > 250, "messages use the width of the screen"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing scrolls sideways"
+    shot(page, "09-phone")
+    page.click("#menu")
+    page.wait_for_function("document.querySelector('.sidebar').getBoundingClientRect().left >= 0")
+    shot(page, "10-phone-drawer")
+    page.locator("#conversations li").first.click()  # choosing a conversation closes the drawer
+    page.wait_for_function("document.querySelector('.sidebar').getBoundingClientRect().right <= 0")
+
+
+def test_the_keyboard_reaches_conversations_and_hits_and_sign_out_asks(app, open_as):
+    asked = []
+    name = user()
+    page = open_as(name, dialogs=asked)
+    send(page, "keyboard words")
+    page.click("#new-conversation")
+    page.wait_for_function("document.querySelector('#title').textContent === 'New conversation'")
+    page.focus("#search-input")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('#conversations li') !== null"), "Tab from search reaches the list"
+    # the list's first item is the empty conversation; the next one is reached with Tab, opened with Enter
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#title').textContent === 'keyboard words'")
+    page.fill("#search-input", "keyboard")
+    page.press("#search-input", "Enter")
+    page.wait_for_selector("#search-results:not([hidden]) .hit")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.classList.contains('hit')"), "Tab from search reaches the hits"
+    page.click("#signout")
+    assert asked and "Sign out?" in asked[0]
+    assert page.locator("#app").count() == 1, "a dismissed question keeps the user signed in"
+
+
+def test_a_search_hit_opens_its_message_and_results_page_on(app, open_as, database):
+    name = user()
+    page = open_as(name)
+    send(page, "start")
+    cid = open_ids(page)[0]
+    with admin(database) as c:
+        c.execute("SELECT set_config('request.jwt.claims', %s, false)",
+                  (f'{{"sub": "{auth.demo_user_id(name)}", "role": "authenticated"}}',))
+        for i in range(60):
+            word = "needle" if i % 2 == 0 else "hay"
+            c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", f"{word} number {i}"))
+        c.execute("SELECT memory.add_message(%s, 'user', 'the zebra is here')", (cid,))
+        zebra = c.execute("SELECT max(seq) FROM memory.conversation_messages WHERE conversation_id = %s", (cid,)).fetchone()[0]
+        c.execute("SELECT memory.add_message(%s, 'assistant', %s)", (cid, "after " * 10))
+        for i in range(40):
+            c.execute("SELECT memory.add_message(%s, 'user', %s)", (cid, f"filler {i}"))
+    page.fill("#search-input", "needle")
+    page.press("#search-input", "Enter")
+    page.wait_for_selector("#search-results:not([hidden]) .hit")
+    assert page.locator("#search-results .hit").count() == 20
+    page.click("#more-results")
+    page.wait_for_function("document.querySelectorAll('#search-results .hit').length === 30")
+    assert page.locator("#more-results").count() == 0, "no more pages after the last"
+    page.fill("#search-input", "zebra")
+    page.press("#search-input", "Enter")
+    page.wait_for_selector("#search-results .hit mark")
+    page.click("#search-results .hit")
+    target = page.locator(f"#message-list .msg.highlight[data-seq='{zebra}']")
+    target.wait_for()
+    assert target.is_visible() and target.locator(".content").inner_text() == "the zebra is here"
+    assert page.evaluate(f"""(() => {{ const r = document.querySelector(".msg[data-seq='{zebra}']").getBoundingClientRect();
+                                       const box = document.querySelector('#messages').getBoundingClientRect();
+                                       return r.top >= box.top && r.bottom <= box.bottom; }})()"""), "scrolled into view"
+    shot(page, "11-search-hit-highlighted")
+    page.click("#show-latest")  # the page around the hit is not the newest: one click back to it
+    page.wait_for_function("document.querySelector('#message-list .msg:last-child .content').textContent === 'filler 39'")
+    assert page.locator("#show-latest").count() == 0
+
+
+def test_a_bad_token_says_so_and_the_footer_names_the_user(app, open_as):
+    page = open_as(user(), token="not-a-token")
+    page.wait_for_selector("#signin-error")
+    assert "sign in again" in page.inner_text("#signin-error")
+    shot(page, "12-bad-token")
+    page = open_as("carol")
+    assert page.inner_text("#who") == "carol"
+
+
+def test_a_long_paste_is_refused_before_sending_not_cut(app, open_as, fake):
+    page = open_as(user())
+    calls = len(fake.requests)
+    page.fill("#composer-input", "x" * 8005)
+    page.wait_for_selector("#too-long:not([hidden])")
+    assert "Shorten it by 5" in page.inner_text("#too-long")
+    assert page.locator("#send").is_disabled()
+    page.press("#composer-input", "Enter")
+    assert len(page.input_value("#composer-input")) == 8005, "nothing is cut"
+    page.press("#composer-input", "End")
+    for _ in range(5):
+        page.press("#composer-input", "Backspace")
+    page.wait_for_selector("#too-long", state="hidden")
+    page.click("#send")
+    page.wait_for_function("document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length === 1")
+    assert len(fake.requests) == calls + 1
+
+
+def test_an_llm_failure_is_said_plainly_with_a_retry(app, open_as, fake):
+    page = open_as(user())
+    fake.mode = "500"
+    page.fill("#composer-input", "will this work?")
+    page.click("#send")
+    page.wait_for_selector("#error")
+    text = page.inner_text("#error")
+    assert "could not answer" in text and "127.0.0.1" not in text and "http" not in text
+    shot(page, "13-llm-error")
+    fake.mode = "ok"
+    page.click("#retry")
+    page.wait_for_function("document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length === 1")
+    assert bubbles(page, "user") == ["will this work?"]
+    assert page.locator("#error").count() == 0
