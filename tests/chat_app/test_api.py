@@ -5,7 +5,7 @@ import uuid
 
 import jwt
 import pytest
-from conftest import SECRET, admin, auth
+from conftest import SECRET, admin, auth, wait_for
 
 
 def user():
@@ -72,11 +72,61 @@ def test_another_users_conversation_is_404_everywhere(app):
                                ("GET", f"/conversations/{cid}/export", None),
                                ("POST", f"/conversations/{cid}/summarize", None),
                                ("DELETE", f"/conversations/{cid}", None),
+                               ("PATCH", f"/conversations/{cid}", {"title": "taken over"}),
+                               ("GET", f"/conversations/{cid}/summary", None),
+                               ("POST", f"/conversations/{cid}/regenerate", None),
                                ("POST", "/agent/chat", {"message": "let me in", "conversation_id": cid})):
         status, _, resp = app.request(method, path, body, name=other)
         assert status == 404, (method, path, status, resp)
     status, _, page = app.request("GET", f"/conversations/{cid}/messages", name=owner)
     assert [m["content"] for m in page["messages"]] == ["mine", "You said: mine"], "nothing was added or removed"
+    assert page["conversation"]["title"] == "mine"
+
+
+def test_rename_summary_and_regenerate(app, fake, database):
+    name = user()
+    status, _, conversation = app.request("POST", "/conversations", {}, name=name)
+    cid = conversation["id"]
+    # nothing to answer again yet: 409, and nothing written
+    status, _, body = app.request("POST", f"/conversations/{cid}/regenerate", name=name)
+    assert status == 409 and body["error"] == "there is no user message to answer again"
+    assert app.request("GET", f"/conversations/{cid}/summary", name=name)[2] == {"summary": None, "job": None}
+    for bad in ({"title": ""}, {"title": "x" * 201}, {}):
+        assert app.request("PATCH", f"/conversations/{cid}", bad, name=name)[0] == 422
+    status, _, renamed = app.request("PATCH", f"/conversations/{cid}", {"title": "  My chat "}, name=name)
+    assert status == 200 and renamed["title"] == "My chat"
+
+    turn(app, name, "again?", cid)
+    old = app.request("GET", f"/conversations/{cid}/messages", name=name)[2]["messages"]
+    status, _, regenerated = app.request("POST", f"/conversations/{cid}/regenerate", name=name)
+    assert status == 200 and [m["role"] for m in regenerated["messages"]] == ["assistant"]
+    now = app.request("GET", f"/conversations/{cid}/messages", name=name)[2]["messages"]
+    assert [m["content"] for m in now] == ["again?", "You said: again?"] and now[1]["id"] != old[1]["id"]
+    # a failed regeneration keeps the answer there was
+    fake.mode = "500"
+    assert app.request("POST", f"/conversations/{cid}/regenerate", name=name)[0] == 502
+    assert app.request("GET", f"/conversations/{cid}/messages", name=name)[2]["messages"] == now
+    fake.mode = "ok"
+
+    # a failed summary job is reported by state and attempts, never by its error text (a history
+    # long enough to summarize, appended as the user)
+    fake.mode = "500"
+    with admin(database) as c:
+        c.execute("SELECT set_config('request.jwt.claims', %s, false)",
+                  (f'{{"sub": "{auth.demo_user_id(name)}", "role": "authenticated"}}',))
+        for i in range(30):
+            c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", "lorem ipsum " * 60))
+    assert app.request("POST", f"/conversations/{cid}/summarize", name=name)[0] == 202
+
+    def failed():
+        job = app.request("GET", f"/conversations/{cid}/summary", name=name)[2]["job"]
+        return job if job and job["status"] == "failed" else None
+    job = wait_for(failed, timeout=30, step=0.3)
+    assert set(job) == {"status", "attempts"} and job["attempts"] == 2
+    fake.mode = "ok"
+    assert app.request("POST", f"/conversations/{cid}/summarize", name=name)[0] == 202
+    done = wait_for(lambda: app.request("GET", f"/conversations/{cid}/summary", name=name)[2]["summary"], timeout=30, step=0.3)
+    assert done["content"].startswith("SUMMARY #") and done["covers_through_seq"] > 2
 
 
 def test_bad_input_is_422_and_writes_nothing(app, database):

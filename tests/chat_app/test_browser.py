@@ -77,7 +77,10 @@ def test_hostile_content_is_shown_as_text(app, open_as):
     hostile = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> **bold** `code`'
     send(page, hostile)
     assert bubbles(page, "user") == [hostile]
-    assert bubbles(page, "assistant") == [f"You said: {hostile}"]
+    # the reply is Markdown: its HTML stays text, its ** and ` become emphasis and code
+    reply = page.locator("#message-list .msg.assistant .content")
+    assert reply.inner_text() == 'You said: <script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"> bold code'
+    assert reply.locator("strong").inner_text() == "bold" and reply.locator("code").inner_text() == "code"
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#message-list img, #message-list script").count() == 0
     assert page.locator("#conversations li .name").first.inner_text() == hostile[:80]
@@ -136,7 +139,8 @@ def test_the_summary_indicator_appears_when_the_worker_summarized(app, open_as, 
     page = open_as(name)
     send(page, "start")
     cid = page.locator("#conversations li").first.get_attribute("data-id")
-    # a long history, appended as the user (what other clients of the same account would do)
+    # a long history (about twice the agent's budget), appended as the user (what other clients
+    # of the same account would do)
     with admin(database) as c:
         c.execute("SELECT set_config('request.jwt.claims', %s, false)",
                   (f'{{"sub": "{auth.demo_user_id(name)}", "role": "authenticated"}}',))
@@ -146,12 +150,16 @@ def test_the_summary_indicator_appears_when_the_worker_summarized(app, open_as, 
     page.reload()
     page.click("#conversations li")
     page.wait_for_selector("#meter:not([hidden])")
-    used, budget = meter_tokens(page)
-    assert used > 0.85 * budget and "full" in page.locator("#meter-fill").get_attribute("class")
     # what the window leaves out is said, not silent
     omitted = int(page.inner_text("#omitted").split()[0])
-    assert 0 < omitted < 41 and page.inner_text("#omitted").endswith("earlier messages not in context")
+    assert 0 < omitted < 42 and page.inner_text("#omitted").endswith("earlier messages not in context")
     page.click("#summarize")
     page.wait_for_selector("#summary-badge:not([hidden])", timeout=20000)
-    assert page.inner_text("#summary-state") == "The summary is in the window."
+    page.wait_for_function("document.querySelector('#summary-state').textContent === 'The summary is in the window.'")
+    # the agent's summary threshold sits below its budget: with the summary the window has room
+    used, budget = meter_tokens(page)
+    assert used < 0.85 * budget and "full" not in page.locator("#meter-fill").get_attribute("class")
+    page.click("#summary-text summary")  # the summary itself can be read
+    assert page.inner_text("#summary-text p").startswith("SUMMARY #")
+    assert page.inner_text("#summary-text summary").startswith("Summary of messages 1–")
     shot(page, "08-summary-in-context")

@@ -16,6 +16,16 @@ def new_conversation(page):
     page.wait_for_function("document.querySelectorAll('#message-list .msg').length === 0")
 
 
+def wait_title(page, title):
+    page.wait_for_function("(t) => document.querySelector('#title')?.textContent === t", arg=title)
+
+
+def llm_calls_for(fake, text):
+    """The stand-in LLM's requests whose last message is `text` (the worker's summaries of other
+    tests' conversations arrive at the same server)."""
+    return [r for r in fake.requests if r["path"].endswith("/chat/completions") and r["json"]["messages"][-1].get("content") == text]
+
+
 def open_ids(page):
     return page.locator("#conversations li").evaluate_all("els => els.map(e => e.dataset.id)")
 
@@ -25,7 +35,6 @@ def test_enter_twice_on_a_slow_network_sends_once(app, open_as, fake):
     page = open_as(name)
     send(page, "first")
     cid = open_ids(page)[0]
-    calls = len(fake.requests)
     fake.delay = 1.5
     page.fill("#composer-input", "only once, please")
     page.press("#composer-input", "Enter")
@@ -35,7 +44,7 @@ def test_enter_twice_on_a_slow_network_sends_once(app, open_as, fake):
     page.wait_for_selector("#send:not([disabled])", timeout=20000)
     rows = [(m["role"], m["content"]) for m in conversation_messages(app, name, cid)]
     assert rows.count(("user", "only once, please")) == 1
-    assert len(fake.requests) == calls + 1, "one LLM call for one message"
+    assert len(llm_calls_for(fake, "only once, please")) == 1, "one LLM call for one message"
     assert bubbles(page, "user") == ["first", "only once, please"]
 
 
@@ -47,13 +56,13 @@ def test_a_reply_never_takes_the_view_from_the_conversation_open_now(app, open_a
     send(page, "conversation B")
     a, b = open_ids(page)[1], open_ids(page)[0]
     page.locator("#conversations li", has_text="conversation A").click()
-    page.wait_for_function("document.querySelector('#title').textContent === 'conversation A'")
+    wait_title(page, "conversation A")
     fake.delay = 2.0
     page.fill("#composer-input", "a slow question")
     page.press("#composer-input", "Enter")
     page.wait_for_selector("#message-list .msg.thinking")
     page.locator("#conversations li", has_text="conversation B").click()
-    page.wait_for_function("document.querySelector('#title').textContent === 'conversation B'")
+    wait_title(page, "conversation B")
     # the answer arrives while B is open: B stays, with its own messages and address
     page.wait_for_function(f"document.querySelector('#conversations li[data-id=\"{a}\"] .meta').textContent.startsWith('4 messages')",
                            timeout=20000)
@@ -74,15 +83,15 @@ def test_each_conversation_has_its_own_address(app, open_as):
     second, first = open_ids(page)
     assert page.url.endswith(f"#/c/{second}")
     page.locator("#conversations li", has_text="the first one").click()
-    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+    wait_title(page, "the first one")
     assert page.url.endswith(f"#/c/{first}")
     page.reload()  # reload keeps the open conversation
-    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+    wait_title(page, "the first one")
     assert bubbles(page, "user") == ["the first one"]
     page.go_back()
-    page.wait_for_function("document.querySelector('#title').textContent === 'the second one'")
+    wait_title(page, "the second one")
     page.go_forward()
-    page.wait_for_function("document.querySelector('#title').textContent === 'the first one'")
+    wait_title(page, "the first one")
 
 
 def test_new_conversation_clicks_do_not_pile_up_empty_conversations(app, open_as):
@@ -119,14 +128,14 @@ def test_the_keyboard_reaches_conversations_and_hits_and_sign_out_asks(app, open
     page = open_as(name, dialogs=asked)
     send(page, "keyboard words")
     page.click("#new-conversation")
-    page.wait_for_function("document.querySelector('#title').textContent === 'New conversation'")
+    wait_title(page, "New conversation")
     page.focus("#search-input")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.closest('#conversations li') !== null"), "Tab from search reaches the list"
     # the list's first item is the empty conversation; the next one is reached with Tab, opened with Enter
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.querySelector('#title').textContent === 'keyboard words'")
+    wait_title(page, "keyboard words")
     page.fill("#search-input", "keyboard")
     page.press("#search-input", "Enter")
     page.wait_for_selector("#search-results:not([hidden]) .hit")
@@ -187,7 +196,6 @@ def test_a_bad_token_says_so_and_the_footer_names_the_user(app, open_as):
 
 def test_a_long_paste_is_refused_before_sending_not_cut(app, open_as, fake):
     page = open_as(user())
-    calls = len(fake.requests)
     page.fill("#composer-input", "x" * 8005)
     page.wait_for_selector("#too-long:not([hidden])")
     assert "Shorten it by 5" in page.inner_text("#too-long")
@@ -200,7 +208,7 @@ def test_a_long_paste_is_refused_before_sending_not_cut(app, open_as, fake):
     page.wait_for_selector("#too-long", state="hidden")
     page.click("#send")
     page.wait_for_function("document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length === 1")
-    assert len(fake.requests) == calls + 1
+    assert len(llm_calls_for(fake, "x" * 8000)) == 1
 
 
 def test_an_llm_failure_is_said_plainly_with_a_retry(app, open_as, fake):
@@ -217,3 +225,67 @@ def test_an_llm_failure_is_said_plainly_with_a_retry(app, open_as, fake):
     page.wait_for_function("document.querySelectorAll('#message-list .msg.assistant:not(.thinking)').length === 1")
     assert bubbles(page, "user") == ["will this work?"]
     assert page.locator("#error").count() == 0
+
+
+def test_replies_render_markdown_with_copyable_code(app, open_as):
+    page = open_as(user())
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url)
+    text = "Try **this**:\n\n```python\nprint('hi')\n```\n\n- one\n- two\n\n[docs](https://example.com) [bad](javascript:alert(1))"
+    page.fill("#composer-input", text)
+    page.click("#send")
+    reply = page.locator("#message-list .msg.assistant:not(.thinking) .content")
+    reply.wait_for()
+    assert reply.locator("strong").inner_text() == "this"
+    assert reply.locator(".code-block pre").inner_text() == "print('hi')"
+    assert reply.locator("ul li").all_inner_texts() == ["one", "two"]
+    assert reply.locator("a").count() == 1 and reply.locator("a").get_attribute("href") == "https://example.com"
+    assert "monospace" in reply.locator(".code-block pre code").evaluate("el => getComputedStyle(el).fontFamily")
+    # the user's own message stays plain text
+    assert page.locator("#message-list .msg.user .content").inner_text() == text
+    reply.locator(".code-block .copy").click()
+    page.wait_for_function("document.querySelector('.code-block .copy').textContent === 'copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')"
+    shot(page, "14-markdown-reply")
+
+
+def test_rename_regenerate_and_export(app, open_as, fake):
+    name = user()
+    page = open_as(name)
+    send(page, "name me")
+    cid = open_ids(page)[0]
+    page.click("#rename")
+    page.fill("#title-input", "  Renamed chat  ")
+    page.press("#title-input", "Enter")
+    wait_title(page, "Renamed chat")
+    page.wait_for_function("document.querySelector('#conversations li .name').textContent === 'Renamed chat'")
+    page.click("#rename")
+    page.fill("#title-input", "not saved")
+    page.press("#title-input", "Escape")
+    assert page.inner_text("#title") == "Renamed chat"
+
+    before = conversation_messages(app, name, cid)
+    fake.delay = 1.0
+    page.click("#regenerate")
+    page.wait_for_selector("#message-list .msg.thinking")
+    assert page.locator("#send").is_disabled(), "one turn at a time: the composer waits for the new answer"
+    page.wait_for_selector("#message-list .msg.thinking", state="detached", timeout=20000)
+    after = conversation_messages(app, name, cid)
+    assert len(llm_calls_for(fake, "name me")) == 2, "the turn's call and the regenerated one"
+    assert [m["role"] for m in after] == ["user", "assistant"]
+    assert after[0]["id"] == before[0]["id"] and after[1]["id"] != before[1]["id"], "a new answer replaced the old one"
+    assert page.locator("#message-list .msg.assistant").count() == 1
+
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = open(download.value.path()).read()
+    assert '"name me"' in exported and download.value.suggested_filename == f"conversation-{cid}.json"
+    shot(page, "15-renamed")
+
+
+def test_the_phone_layout_of_a_conversation_with_code(app, open_as):
+    page = open_as(user(), width=390, height=844)
+    page.fill("#composer-input", "Here is code:\n```\nfor (let i = 0; i < 10; i++) { console.log('a long line of code', i); }\n```")
+    page.click("#send")
+    page.wait_for_selector("#message-list .msg.assistant:not(.thinking) .code-block")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "long code scrolls inside its block, not the page"
+    shot(page, "16-phone-code")

@@ -33,8 +33,10 @@ log = logging.getLogger("chat_app")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 
 AGENT_NAME = "assistant"
+# The summary threshold sits below the window's budget (3000 - 500 for the reply - the tools), so
+# a summary is written before the window has to leave messages out.
 AGENT = dict(system_prompt="You are a helpful assistant. Use the clock tool when asked for the time.",
-             tools=tools.DEFINITIONS, max_context_tokens=3000, reply_max_tokens=500)
+             tools=tools.DEFINITIONS, max_context_tokens=3000, reply_max_tokens=500, summarize_threshold=1500)
 MAX_TOOL_ROUNDS = 4  # model → tools → model … at most this many times per user message
 
 # What the page shows for failures whose database text is not the user's business.
@@ -80,6 +82,10 @@ class ChatRequest(BaseModel):
 
 class NewConversation(BaseModel):
     title: Optional[str] = Field(default=None, max_length=200)
+
+
+class Rename(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
 
 
 def message_json(m: memory_ext.Message) -> Dict[str, Any]:
@@ -223,6 +229,28 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         """The token meter: the window the next turn sends, against the agent's budget."""
         return context_json(db.build_context(conversation_id))
 
+    @app.patch("/conversations/{conversation_id}")
+    def rename(conversation_id: uuid.UUID, body: Rename, db: memory_ext.MemoryClient = Depends(user)):
+        title = body.title.strip()
+        if not title:
+            raise HTTPException(422, "the title is empty")
+        found = db.run(calls.statement(
+            "UPDATE memory.conversations SET title = %(title)s WHERE id = %(id)s RETURNING id",
+            lambda rows: bool(rows), title=title, id=conversation_id))
+        if not found:  # RLS: another user's conversation is not there
+            raise HTTPException(404, "no such conversation")
+        return conversation_json(db.get_conversation(conversation_id))
+
+    @app.get("/conversations/{conversation_id}/summary")
+    def summary(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        """The newest summary and the state of the newest summary job (its error text stays in the
+        database: it may name the provider's internal address)."""
+        status = db.summary_status(conversation_id)
+        s, job = status.summary, status.job
+        return {"summary": {"content": s.content, "covers_through_seq": s.covers_through_seq, "token_count": s.token_count,
+                            "created_at": s.created_at.isoformat() if s.created_at else None} if s else None,
+                "job": {"status": job.status, "attempts": job.attempts} if job else None}
+
     @app.delete("/conversations/{conversation_id}", status_code=204)
     def delete(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
         if not db.delete_conversation(conversation_id):
@@ -263,21 +291,40 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                 if not conversation.title:
                     tx.run(calls.statement("UPDATE memory.conversations SET title = %(title)s WHERE id = %(id)s RETURNING id",
                                            lambda rows: None, title=body.message[:80], id=conversation.id))
-            cid = conversation.id
-            result = tx.chat(cid, body.message)
-            first_seq = result.message.seq - 1  # the user's message
-            usage = dict(result.usage)
-            for _ in range(MAX_TOOL_ROUNDS):
-                if not result.message.tool_calls:
-                    break
-                for call in result.message.tool_calls:
-                    tx.add_message(cid, "tool", tools.run(call), tool_call_id=call["id"])
-                result = tx.continue_chat(cid)
-                for k, v in result.usage.items():
-                    if isinstance(v, int):
-                        usage[k] = usage.get(k, 0) + v
-            page = tx.get_messages(cid, min(100, result.message.seq - first_seq + 1))
-            window = tx.build_context(cid)
+            result = tx.chat(conversation.id, body.message)
+            return finish_turn(tx, conversation.id, result, result.message.seq - 1)  # from the user's message
+
+    @app.post("/conversations/{conversation_id}/regenerate")
+    def regenerate(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        """A new answer to the last user message: what followed it (the answer, its tool calls and
+        results) is removed and the model asked again, in one transaction (a failure keeps the old
+        answer)."""
+        with db.transaction() as tx:
+            last_user = tx.run(calls.statement(
+                "SELECT max(seq) AS seq FROM memory.conversation_messages WHERE conversation_id = %(id)s AND role = 'user'",
+                lambda rows: rows[0]["seq"], id=conversation_id))
+            if last_user is None:
+                tx.get_conversation(conversation_id)  # 404 for a conversation that is not the user's
+                raise HTTPException(409, "there is no user message to answer again")
+            tx.rewind_conversation(conversation_id, last_user)
+            result = tx.continue_chat(conversation_id)
+            return finish_turn(tx, conversation_id, result, last_user + 1)
+
+    def finish_turn(tx, cid: uuid.UUID, result, first_seq: int) -> Dict[str, Any]:
+        """Runs the model's tool calls and asks it again until it answers (at most MAX_TOOL_ROUNDS
+        times); the turn's messages from first_seq on, its usage and the new window."""
+        usage = dict(result.usage)
+        for _ in range(MAX_TOOL_ROUNDS):
+            if not result.message.tool_calls:
+                break
+            for call in result.message.tool_calls:
+                tx.add_message(cid, "tool", tools.run(call), tool_call_id=call["id"])
+            result = tx.continue_chat(cid)
+            for k, v in result.usage.items():
+                if isinstance(v, int):
+                    usage[k] = usage.get(k, 0) + v
+        page = tx.get_messages(cid, min(100, result.message.seq - first_seq + 1))
+        window = tx.build_context(cid)
         return {"conversation_id": str(cid),
                 "messages": [message_json(m) for m in page.messages if m.seq >= first_seq],
                 "usage": usage, "finish_reason": result.finish_reason, "model": result.model,

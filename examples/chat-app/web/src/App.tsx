@@ -8,7 +8,7 @@ import { MessageList } from "./components/MessageList";
 import { SearchPanel } from "./components/SearchPanel";
 import { TokenMeter } from "./components/TokenMeter";
 import { conversationFromHash, hashFor, tokenFromHash } from "./route";
-import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, Turn } from "./types";
+import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, SummaryInfo, Turn } from "./types";
 
 const NO_TITLE = "Select or start a conversation";
 const NEW_KEY = "new"; // the pending turn of a conversation that does not exist yet
@@ -44,7 +44,10 @@ export function App() {
   const [before, setBefore] = useState<number | null>(null);
   const [context, setContext] = useState<Context | null>(null);
   const [focusSeq, setFocusSeq] = useState<number | null>(null);
-  const [pending, setPending] = useState<Record<string, string>>({});
+  // the turns under way, by conversation: the user's message (null: an answer regenerated)
+  const [pending, setPending] = useState<Record<string, string | null>>({});
+  const [summary, setSummary] = useState<SummaryInfo["summary"]>(null);
+  const [renaming, setRenaming] = useState(false);
   const [failure, setFailure] = useState<Failure | null>(null);
   const [summaryState, setSummaryState] = useState<string | null>(null);
 
@@ -98,6 +101,8 @@ export function App() {
     setCurrentId(id);
     setFailure(null);
     setSummaryState(null);
+    setSummary(null);
+    setRenaming(false);
     setDrawer(false);
     setFocusSeq(null);
     if (!id) {
@@ -115,8 +120,11 @@ export function App() {
       setMessages(page.messages);
       setBefore(page.has_more ? page.next_before : null);
       setFocusSeq(focus);
-      const ctx = await api<Context>("GET", `/conversations/${id}/context`);
-      if (current.current === id) setContext(ctx);
+      const [ctx, info] = await Promise.all([api<Context>("GET", `/conversations/${id}/context`),
+                                             api<SummaryInfo>("GET", `/conversations/${id}/summary`)]);
+      if (current.current !== id) return;
+      setContext(ctx);
+      setSummary(info.summary);
     } catch (err) {
       if (current.current === id) showError(err, () => void open(id));
     }
@@ -152,29 +160,34 @@ export function App() {
   }, [token, api, loadConversations, open]);
 
   // ---- actions ----
-  async function send(text: string): Promise<boolean> {
+  // One turn at a time per conversation; its answer updates the view only if that conversation
+  // is still the one open.
+  async function turn(text: string | null, request: (cid: string | null) => Promise<Turn>, keepThrough: (m: Message[]) => number,
+                      retry: () => void): Promise<boolean> {
     const cid = current.current;
     const key = cid ?? NEW_KEY;
-    if (inFlight.current.has(key)) return false; // one turn at a time per conversation
+    if (inFlight.current.has(key)) return false;
     inFlight.current.add(key);
     setPending((p) => ({ ...p, [key]: text }));
     setFailure(null);
     try {
-      const turn = await api<Turn>("POST", "/agent/chat", { message: text, conversation_id: cid });
+      const done = await request(cid);
       const list = await loadConversations(true);
       if (current.current !== cid) return true; // the answer belongs to its conversation: the view stays
       if (cid === null) {
-        navigate(turn.conversation_id); // the turn started a conversation: open it
+        navigate(done.conversation_id); // the turn started a conversation: open it
       } else {
-        const first = turn.messages.length ? turn.messages[0].seq : Infinity;
-        setMessages((m) => [...m.filter((x) => x.seq < first), ...turn.messages]);
-        setContext(turn.context);
+        setMessages((m) => {
+          const keep = keepThrough(m);
+          return [...m.filter((x) => x.seq <= keep), ...done.messages];
+        });
+        setContext(done.context);
         const updated = list?.find((c) => c.id === cid);
         if (updated) setConversation(updated); // the first message names the conversation
       }
       return true;
     } catch (err) {
-      if (current.current === cid) showError(err, () => void send(text));
+      if (current.current === cid) showError(err, retry);
       return false;
     } finally {
       inFlight.current.delete(key);
@@ -183,6 +196,32 @@ export function App() {
         delete rest[key];
         return rest;
       });
+    }
+  }
+
+  function send(text: string): Promise<boolean> {
+    return turn(text, (cid) => api<Turn>("POST", "/agent/chat", { message: text, conversation_id: cid }),
+                (m) => (m.length ? m[m.length - 1].seq : 0), () => void send(text));
+  }
+
+  function regenerate() {
+    const id = current.current;
+    if (!id) return;
+    // the answer after the last user message is replaced
+    const lastUser = (m: Message[]) => Math.max(0, ...m.filter((x) => x.role === "user").map((x) => x.seq));
+    void turn(null, () => api<Turn>("POST", `/conversations/${id}/regenerate`), lastUser, regenerate);
+  }
+
+  async function rename(title: string) {
+    const id = current.current;
+    setRenaming(false);
+    if (!id || !title.trim() || title.trim() === conversation?.title) return;
+    try {
+      const updated = await api<Conversation>("PATCH", `/conversations/${id}`, { title: title.trim() });
+      if (current.current === id) setConversation(updated);
+      await loadConversations(true);
+    } catch (err) {
+      showError(err);
     }
   }
 
@@ -211,22 +250,32 @@ export function App() {
     }
   }
 
+  const JOB_STATE = { queued: "Summary queued…", running: "Writing the summary…" } as const;
+
   async function summarize() {
     const id = current.current;
     if (!id) return;
     try {
       await api("POST", `/conversations/${id}/summarize`);
-      setSummaryState("Summarizing…");
-      // the worker writes the summary within seconds: watch the window until it is in
+      setSummaryState(JOB_STATE.queued);
+      // the worker writes the summary within seconds: follow its job, then the window
       for (let i = 0; i < 20 && current.current === id; i++) {
         await new Promise((r) => setTimeout(r, 1000));
-        const ctx = await api<Context>("GET", `/conversations/${id}/context`);
+        const [info, ctx] = await Promise.all([api<SummaryInfo>("GET", `/conversations/${id}/summary`),
+                                               api<Context>("GET", `/conversations/${id}/context`)]);
         if (current.current !== id) return;
         setContext(ctx);
-        if (ctx.summary_included) {
-          setSummaryState("The summary is in the window.");
+        setSummary(info.summary);
+        const job = info.job;
+        if (job?.status === "failed") {
+          setSummaryState(`The summary could not be written (${job.attempts} attempts). Try again later.`);
           return;
         }
+        if (job?.status === "done" || ctx.summary_included) {
+          setSummaryState(ctx.summary_included ? "The summary is in the window." : "The summary is written.");
+          return;
+        }
+        if (job) setSummaryState(JOB_STATE[job.status]);
       }
       if (current.current === id) setSummaryState("The summary is not ready yet; the meter shows it when it is.");
     } catch (err) {
@@ -235,14 +284,15 @@ export function App() {
     }
   }
 
-  async function exportMarkdown() {
+  async function exportAs(format: "markdown" | "json") {
     const id = current.current;
     if (!id) return;
     try {
-      const text = await api<string>("GET", `/conversations/${id}/export?format=markdown`);
+      const data = await api<unknown>("GET", `/conversations/${id}/export?format=${format}`);
+      const text = format === "json" ? JSON.stringify(data, null, 2) : String(data);
       const link = document.createElement("a");
-      link.href = URL.createObjectURL(new Blob([text], { type: "text/markdown" }));
-      link.download = `conversation-${id}.md`;
+      link.href = URL.createObjectURL(new Blob([text], { type: format === "json" ? "application/json" : "text/markdown" }));
+      link.download = `conversation-${id}.${format === "json" ? "json" : "md"}`;
       link.click();
       URL.revokeObjectURL(link.href);
     } catch (err) {
@@ -333,16 +383,36 @@ export function App() {
           <header className="header">
             <button id="menu" type="button" className="menu" aria-label="Conversations" aria-expanded={drawer}
                     onClick={() => setDrawer(!drawer)}>☰</button>
-            <h2 id="title">{currentId ? conversation?.title || "New conversation" : NO_TITLE}</h2>
+            {renaming ? (
+              <form id="rename-form" className="rename" onSubmit={(e) => {
+                e.preventDefault();
+                void rename(String(new FormData(e.currentTarget).get("title") ?? ""));
+              }}>
+                <input id="title-input" name="title" maxLength={200} aria-label="Conversation title" autoFocus
+                       defaultValue={conversation?.title ?? ""} onKeyDown={(e) => { if (e.key === "Escape") setRenaming(false); }} />
+              </form>
+            ) : (
+              <h2 id="title">{currentId ? conversation?.title || "New conversation" : NO_TITLE}</h2>
+            )}
             <TokenMeter context={currentId ? context : null} />
             <div className="actions" id="actions" hidden={!currentId}>
+              <button id="rename" type="button" className="link" onClick={() => setRenaming(true)}>rename</button>
+              <button id="regenerate" type="button" className="link" onClick={regenerate}
+                      disabled={busy || !messages.some((m) => m.role === "user")}>regenerate</button>
               <button id="summarize" type="button" className="link" onClick={() => void summarize()}>summarize</button>
-              <a id="export" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportMarkdown(); }}>export</a>
+              <a id="export" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("markdown"); }}>export</a>
+              <a id="export-json" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("json"); }}>json</a>
               <button id="delete" type="button" className="link danger" onClick={() => void remove()}>delete</button>
             </div>
             {summaryState ? <div id="summary-state" className="summary-state" role="status">{summaryState}</div> : null}
           </header>
-          <MessageList messages={messages} pendingText={pending[currentId ?? NEW_KEY] ?? null} focusSeq={focusSeq}
+          {summary && currentId ? (
+            <details id="summary-text" className="summary-text">
+              <summary>{`Summary of messages 1–${summary.covers_through_seq}`}</summary>
+              <p>{summary.content}</p>
+            </details>
+          ) : null}
+          <MessageList messages={messages} waiting={busy} pendingText={pending[currentId ?? NEW_KEY] ?? null} focusSeq={focusSeq}
                        hasEarlier={!!before} onEarlier={() => void earlier()} />
           {focusSeq != null && currentId ? (
             <button id="show-latest" type="button" className="link latest" onClick={() => void open(currentId)}>

@@ -74,3 +74,8 @@ export interface Me {
   user_id: string;
   name: string | null;
 }
+
+export interface SummaryInfo {
+  summary: { content: string; covers_through_seq: number; token_count: number; created_at: string | null } | null;
+  job: { status: "queued" | "running" | "done" | "failed"; attempts: number } | null;
+}

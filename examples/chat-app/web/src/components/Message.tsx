@@ -1,4 +1,5 @@
 import type { Message as MessageRow, ToolCall } from "../types";
+import { Markdown } from "./Markdown";
 
 // A tool call as a collapsible block: its input, and its result when the result is on the page.
 function ToolBlock({ call, result }: { call: ToolCall; result: string | undefined }) {
@@ -42,7 +43,7 @@ export function Message({ message: m, results, highlighted }: Props) {
   const stamp = m.created_at ? new Date(m.created_at).toLocaleTimeString() : "";
   return (
     <div className={`msg ${m.role}${highlighted ? " highlight" : ""}`} data-seq={m.seq}>
-      {m.content ? <div className="content">{m.content}</div> : null}
+      {m.content ? (m.role === "assistant" ? <Markdown text={m.content} /> : <div className="content">{m.content}</div>) : null}
       {(m.tool_calls || []).map((call, i) => (
         <ToolBlock key={call.id ?? i} call={call} result={call.id ? results.get(call.id) : undefined} />
       ))}

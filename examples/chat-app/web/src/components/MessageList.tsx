@@ -4,7 +4,8 @@ import { Message } from "./Message";
 
 interface Props {
   messages: MessageRow[];
-  // the user's message of a turn still waiting for its answer
+  // a turn is waiting for its answer; pendingText: its user message (none when regenerating)
+  waiting?: boolean;
   pendingText?: string | null;
   // a search hit's message: scrolled to and highlighted
   focusSeq?: number | null;
@@ -12,7 +13,7 @@ interface Props {
   onEarlier: () => void;
 }
 
-export function MessageList({ messages, pendingText, focusSeq, hasEarlier, onEarlier }: Props) {
+export function MessageList({ messages, waiting, pendingText, focusSeq, hasEarlier, onEarlier }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const { results, shown } = useMemo(() => {
     const calls = new Set<string>();
@@ -33,7 +34,7 @@ export function MessageList({ messages, pendingText, focusSeq, hasEarlier, onEar
     const target = focusSeq != null ? el.querySelector(`[data-seq="${focusSeq}"]`) : null;
     if (target) target.scrollIntoView({ block: "center" });
     else el.scrollTop = el.scrollHeight;
-  }, [last, pendingText, focusSeq]);
+  }, [last, waiting, focusSeq]);
 
   return (
     <div id="messages" className="messages" aria-live="polite" ref={box}>
@@ -44,14 +45,12 @@ export function MessageList({ messages, pendingText, focusSeq, hasEarlier, onEar
         {shown.map((m) => (
           <Message key={m.id} message={m} results={results} highlighted={m.seq === focusSeq} />
         ))}
-        {pendingText != null ? (
-          <>
-            <div className="msg user pending">
-              <div className="content">{pendingText}</div>
-            </div>
-            <div className="msg assistant thinking" aria-label="waiting for the answer">…</div>
-          </>
+        {waiting && pendingText ? (
+          <div className="msg user pending">
+            <div className="content">{pendingText}</div>
+          </div>
         ) : null}
+        {waiting ? <div className="msg assistant thinking" aria-label="waiting for the answer">…</div> : null}
       </div>
     </div>
   );

@@ -34,7 +34,7 @@ describe("MessageList", () => {
 
   it("shows the pending turn and highlights a search hit's message", () => {
     const { container } = render(
-      <MessageList hasEarlier onEarlier={() => undefined} pendingText="still thinking?" focusSeq={2}
+      <MessageList hasEarlier onEarlier={() => undefined} waiting pendingText="still thinking?" focusSeq={2}
                    messages={[msg(1, "user", "a"), msg(2, "assistant", "b")]} />,
     );
     expect(container.querySelector(".msg.thinking")).not.toBeNull();
