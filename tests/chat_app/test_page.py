@@ -289,3 +289,31 @@ def test_the_phone_layout_of_a_conversation_with_code(app, open_as):
     page.wait_for_selector("#message-list .msg.assistant:not(.thinking) .code-block")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "long code scrolls inside its block, not the page"
     shot(page, "16-phone-code")
+
+
+def test_the_usage_dashboard_shows_the_users_own_figures(app, open_as):
+    name = user()
+    page = open_as(name)
+    send(page, "Hello, usage!")
+    send(page, "What time is it?")
+    page.click("#usage-open")
+    page.wait_for_selector("#usage-chart rect", state="attached")
+    assert page.url.endswith("#/usage")
+    # 2 user messages, 2 answers, 1 tool call and its result; 3 LLM calls (the tool round asks again)
+    assert page.inner_text("#total-messages") == "6"
+    assert page.inner_text("#total-calls") == "3"
+    assert page.locator("#usage-chart rect").count() == 60, "30 days, two series"
+    heights = page.locator("#usage-chart rect").evaluate_all("els => els.map(e => e.getBBox().height)")
+    assert sum(1 for h in heights if h > 0) == 2, "today's two bars; the other days are empty"
+    assert page.locator("#tool-usage tbody tr").all_inner_texts() == ["clock\t1\t1\t0"]
+    assert page.locator("#agent-usage tbody tr td").first.inner_text() == "assistant"
+    shot(page, "17-usage-dashboard")
+    # another user's dashboard holds none of it
+    other = open_as(user())
+    other.click("#usage-open")
+    other.wait_for_selector("#usage .empty")
+    assert other.inner_text("#total-messages") == "0"
+    assert other.locator("#tool-usage tbody tr").count() == 0
+    # a conversation in the list takes the main area back
+    page.locator("#conversations li").first.click()
+    wait_title(page, "Hello, usage!")

@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Dict, Literal, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -102,6 +103,10 @@ def conversation_json(c: memory_ext.Conversation) -> Dict[str, Any]:
 def context_json(w: memory_ext.Window) -> Dict[str, Any]:
     return {"token_count": w.token_count, "max_tokens": w.max_tokens, "summary_included": w.summary_included,
             "included_messages": w.included_messages, "omitted_messages": w.omitted_messages}
+
+
+def _dicts(rows) -> list:
+    return [dict(r) for r in rows]
 
 
 # The conversation list's cursor: the last row's (updated_at, id), opaque to the client.
@@ -270,6 +275,25 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         if format == "markdown":
             return PlainTextResponse(data, media_type="text/markdown; charset=utf-8", headers=disposition)
         return JSONResponse(data, headers=disposition)
+
+    @app.get("/usage")
+    def usage(days: int = Query(30, ge=1, le=366), db: memory_ext.MemoryClient = Depends(user)):
+        """The usage dashboard: the user's own figures from the analytics views (RLS applies)."""
+        daily, tools_used, agents = db.run(
+            calls.statement("""SELECT day, sum(messages)::bigint AS messages, sum(stored_tokens)::bigint AS stored_tokens,
+                                      sum(llm_calls)::bigint AS llm_calls, sum(prompt_tokens)::bigint AS prompt_tokens,
+                                      sum(completion_tokens)::bigint AS completion_tokens, sum(cost_usd) AS cost_usd
+                                 FROM memory.usage_daily
+                                WHERE user_id = memory.current_user_id()
+                                  AND day > (now() AT TIME ZONE 'UTC')::date - %(days)s
+                                GROUP BY day ORDER BY day""", _dicts, days=days),
+            calls.statement("SELECT tool, calls, results, without_result, last_used FROM memory.tool_usage ORDER BY calls DESC, tool",
+                            _dicts),
+            calls.statement("""SELECT p.agent_id, a.name, p.llm_calls, p.failures, p.latency_p50_ms, p.latency_p95_ms,
+                                      p.tokens_per_reply, p.cost_usd
+                                 FROM memory.agent_performance p LEFT JOIN memory.agents a ON a.id = p.agent_id
+                                WHERE p.user_id = memory.current_user_id() ORDER BY p.llm_calls DESC""", _dicts))
+        return jsonable_encoder({"days": daily, "tools": tools_used, "agents": agents})
 
     @app.get("/search")
     def search(q: str = Query(min_length=1, max_length=1000), cursor: Optional[str] = Query(None, max_length=200),

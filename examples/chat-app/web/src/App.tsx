@@ -7,11 +7,14 @@ import { ConversationList } from "./components/ConversationList";
 import { MessageList } from "./components/MessageList";
 import { SearchPanel } from "./components/SearchPanel";
 import { TokenMeter } from "./components/TokenMeter";
+import { UsageDashboard } from "./components/UsageDashboard";
 import { conversationFromHash, hashFor, tokenFromHash } from "./route";
-import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, SummaryInfo, Turn } from "./types";
+import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, SummaryInfo, Turn, Usage } from "./types";
 
 const NO_TITLE = "Select or start a conversation";
 const NEW_KEY = "new"; // the pending turn of a conversation that does not exist yet
+const USAGE_HASH = "#/usage";
+const USAGE_DAYS = 30;
 
 function initialToken(): string | null {
   const fromLink = tokenFromHash(location.hash);
@@ -48,6 +51,8 @@ export function App() {
   const [pending, setPending] = useState<Record<string, string | null>>({});
   const [summary, setSummary] = useState<SummaryInfo["summary"]>(null);
   const [renaming, setRenaming] = useState(false);
+  const [view, setView] = useState<"chat" | "usage">("chat");
+  const [usage, setUsage] = useState<Usage | null>(null);
   const [failure, setFailure] = useState<Failure | null>(null);
   const [summaryState, setSummaryState] = useState<string | null>(null);
 
@@ -96,6 +101,7 @@ export function App() {
   // ---- the open conversation (its address is the source of truth) ----
   const open = useCallback(async (id: string | null) => {
     current.current = id;
+    setView("chat");
     const focus = focusNext.current;
     focusNext.current = null;
     setCurrentId(id);
@@ -136,11 +142,31 @@ export function App() {
     else location.hash = hash; // the hashchange listener opens it
   }, [open]);
 
+  const showUsage = useCallback(async () => {
+    current.current = null;
+    setCurrentId(null);
+    setView("usage");
+    setDrawer(false);
+    setUsage(null);
+    setFailure(null);
+    try {
+      setUsage(await api<Usage>("GET", `/usage?days=${USAGE_DAYS}`));
+    } catch (err) {
+      showError(err, () => void showUsage());
+    }
+  }, [api, showError]);
+
+  // the address decides what the main area shows: the usage dashboard, or a conversation
+  const route = useCallback(() => {
+    if (location.hash === USAGE_HASH) void showUsage();
+    else void open(conversationFromHash(location.hash));
+  }, [open, showUsage]);
+
   useEffect(() => {
-    const onHash = () => void open(conversationFromHash(location.hash));
+    const onHash = route;
     window.addEventListener("hashchange", onHash);
     return () => window.removeEventListener("hashchange", onHash);
-  }, [open]);
+  }, [route]);
 
   // ---- sign-in ----
   useEffect(() => {
@@ -154,10 +180,10 @@ export function App() {
       if (!live) return;
       setMe(who);
       void loadConversations(true);
-      void open(conversationFromHash(location.hash));
+      route();
     }).catch(() => undefined); // a refused token signs out with its message (api's onUnauthorized)
     return () => { live = false; };
-  }, [token, api, loadConversations, open]);
+  }, [token, api, loadConversations, route]);
 
   // ---- actions ----
   // One turn at a time per conversation; its answer updates the view only if that conversation
@@ -375,10 +401,23 @@ export function App() {
                             onOpen={navigate} onMore={loadMore} />
           <div className="who">
             <span id="who">{me.name || `user ${me.user_id.slice(0, 8)}…`}</span>{" "}
+            <a id="usage-open" className="link usage-link" href={USAGE_HASH}
+               aria-current={view === "usage" ? "page" : undefined}>usage</a>{" "}
             <button id="signout" type="button" className="link" onClick={askSignOut}>sign out</button>
           </div>
         </aside>
         <div className="scrim" onClick={() => setDrawer(false)} hidden={!drawer} />
+        {view === "usage" ? (
+          <main className="main">
+            <header className="header">
+              <button type="button" className="menu" aria-label="Conversations" aria-expanded={drawer}
+                      onClick={() => setDrawer(!drawer)}>☰</button>
+              <h2 id="title">Usage</h2>
+            </header>
+            {failure ? <div id="error" className="error" role="alert"><span>{failure.message}</span></div> : null}
+            <UsageDashboard usage={usage} days={USAGE_DAYS} />
+          </main>
+        ) : (
         <main className="main">
           <header className="header">
             <button id="menu" type="button" className="menu" aria-label="Conversations" aria-expanded={drawer}
@@ -427,6 +466,7 @@ export function App() {
           ) : null}
           <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} />
         </main>
+        )}
       </div>
     </>
   );

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import { ApiError, createApi, plainError } from "./api";
+import { barLayout, periodDays } from "./chart";
 import { conversationFromHash, hashFor, tokenFromHash } from "./route";
 import { snippetParts } from "./snippet";
 
@@ -70,5 +71,26 @@ describe("the API client", () => {
     expect(signedOut).toHaveBeenCalledOnce();
     const offline = createApi("t", () => undefined, (async () => { throw new TypeError("Failed to fetch"); }) as typeof fetch);
     await expect(offline("GET", "/x")).rejects.toMatchObject({ status: 0, message: plainError(0) });
+  });
+});
+
+describe("barLayout", () => {
+  it("scales every series to the largest value and places one group per day", () => {
+    const bars = barLayout([[10, 20], [5, 0]], 100, 50, 4);
+    expect(bars).toHaveLength(4);
+    const top = bars.find((b) => b.series === 0 && b.index === 1)!;
+    expect([top.height, top.y]).toEqual([50, 0]);
+    expect(bars.find((b) => b.series === 1 && b.index === 1)!.height).toBe(0);
+    expect(bars.find((b) => b.series === 0 && b.index === 0)!.height).toBe(25);
+    const second = bars.find((b) => b.series === 0 && b.index === 1)!;
+    expect(second.x).toBeGreaterThanOrEqual(50); // the second day's group starts in its half
+    expect(barLayout([], 100, 50)).toEqual([]);
+  });
+});
+
+describe("periodDays", () => {
+  it("lists the period's UTC days, oldest first, ending today, across a month's end", () => {
+    expect(periodDays(3, new Date("2026-03-01T23:30:00Z"))).toEqual(["2026-02-27", "2026-02-28", "2026-03-01"]);
+    expect(periodDays(1, new Date("2026-12-05T00:00:00Z"))).toEqual(["2026-12-05"]);
   });
 });

@@ -79,3 +79,28 @@ export interface SummaryInfo {
   summary: { content: string; covers_through_seq: number; token_count: number; created_at: string | null } | null;
   job: { status: "queued" | "running" | "done" | "failed"; attempts: number } | null;
 }
+
+export interface UsageDay {
+  day: string;
+  messages: number;
+  stored_tokens: number;
+  llm_calls: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost_usd: number | null;
+}
+
+export interface Usage {
+  days: UsageDay[];
+  tools: { tool: string; calls: number; results: number; without_result: number; last_used: string | null }[];
+  agents: {
+    agent_id: string | null;
+    name: string | null;
+    llm_calls: number;
+    failures: number;
+    latency_p50_ms: number | null;
+    latency_p95_ms: number | null;
+    tokens_per_reply: number | null;
+    cost_usd: number | null;
+  }[];
+}
