@@ -232,3 +232,27 @@ def test_every_response_carries_the_security_headers(app):
         assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp, (path, headers)
         assert headers.get("x-content-type-options") == "nosniff", path
         assert headers.get("x-frame-options") == "DENY", path
+
+
+def test_sharing_endpoints_refuse_bad_input_and_strangers(app):
+    owner, stranger = user(), user()
+    cid = turn(app, owner, "shared later")[2]["conversation_id"]
+    assert app.request("POST", f"/conversations/{cid}/members", {"user": "x", "role": "owner"}, name=owner)[0] == 422
+    assert app.request("POST", f"/conversations/{cid}/members", {"user": ""}, name=owner)[0] == 422
+    for method, path, body in (("GET", f"/conversations/{cid}/members", None),
+                               ("POST", f"/conversations/{cid}/members", {"user": "mallory"}),
+                               ("GET", f"/conversations/{cid}/links", None),
+                               ("POST", f"/conversations/{cid}/links", None)):
+        status, _, resp = app.request(method, path, body, name=stranger)
+        assert status in (403, 404), (method, path, status, resp)
+    assert app.request("DELETE", f"/links/{uuid.uuid4()}", name=stranger)[0] == 404
+    assert app.request("DELETE", f"/conversations/{cid}/members/{uuid.uuid4()}", name=owner)[0] == 404
+    # a link: read-only, the title and the messages only; a wrong token is a 404 for anyone
+    status, _, created = app.request("POST", f"/conversations/{cid}/links", name=owner)
+    assert status == 201
+    status, _, shared = app.request("POST", "/shared", {"token": created["token"]})
+    assert status == 200 and shared["title"] == "shared later"
+    assert [m["content"] for m in shared["messages"]] == ["shared later", "You said: shared later"]
+    assert set(shared["messages"][0]) == {"id", "seq", "role", "content", "tool_calls", "tool_call_id", "created_at", "token_count"}
+    assert app.request("POST", "/shared", {"token": created["token"] + "x"})[0] == 404
+    assert app.request("POST", "/shared", {"token": ""})[0] == 422

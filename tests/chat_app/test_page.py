@@ -317,3 +317,77 @@ def test_the_usage_dashboard_shows_the_users_own_figures(app, open_as):
     # a conversation in the list takes the main area back
     page.locator("#conversations li").first.click()
     wait_title(page, "Hello, usage!")
+
+
+def test_sharing_members_offers_and_a_read_only_link(app, open_as, browser):
+    alice, bob = user(), user()
+    page = open_as(alice)
+    send(page, "the secret recipe")
+    cid = open_ids(page)[0]
+    # the first 10 shares from one owner take effect at once (memory.max_unrequested_shares);
+    # past them a share waits for the recipient's consent
+    for i in range(10):
+        other_cid = app.request("POST", "/conversations", {"title": f"shared {i}"}, name=alice)[2]["id"]
+        assert app.request("POST", f"/conversations/{other_cid}/members", {"user": bob}, name=alice)[0] == 201
+    page.click("#share")
+    page.fill("#share-user", bob)
+    page.select_option("#share-role", "viewer")
+    page.click("#share-add")
+    page.wait_for_function("document.querySelectorAll('#members li').length === 2")
+    rows = [r.split("\n") for r in page.locator("#members li").all_inner_texts()]
+    assert rows[0] == ["you", "owner"] and rows[1][0].startswith("user ") and rows[1][1:] == ["viewer", "remove"]
+    page.click("#link-create")
+    link = page.input_value("#link-url")
+    assert "/#/shared/" in link
+    page.wait_for_function("document.querySelectorAll('#links li').length === 1")
+    shot(page, "18-share-dialog")
+    page.click("#share-close")
+
+    # bob sees the offer, not yet the conversation; accepting brings it, read-only
+    other = open_as(bob)
+    other.wait_for_selector("#offers .offer")
+    assert other.inner_text("#offers .offer").startswith("user ") and "shared 1 conversation with you" in other.inner_text("#offers")
+    assert other.locator(f"#conversations li[data-id='{cid}']").count() == 0
+    other.click("#offers .accept")
+    other.wait_for_selector(f"#conversations li[data-id='{cid}']")
+    assert other.locator("#offers").count() == 0
+    other.click(f"#conversations li[data-id='{cid}']")
+    wait_title(other, "the secret recipe")
+    other.wait_for_selector("#read-only")
+    assert other.locator("#composer-input, #share, #delete, #rename, #regenerate, #summarize").count() == 0
+    assert bubbles(other, "user") == ["the secret recipe"]
+    shot(other, "19-shared-with-bob")
+    # "New Conversation" makes bob's own, never reusing an empty one alice shared
+    other.click("#new-conversation")
+    other.wait_for_function("document.querySelectorAll('#conversations li').length === 12")
+    other.wait_for_selector("#composer-input")
+
+    # the link opens for anyone, without signing in, read-only
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
+    try:
+        public = ctx.new_page()
+        public.goto(link)
+        public.wait_for_selector("#shared #message-list .msg.assistant")
+        assert public.inner_text("#title") == "the secret recipe"
+        assert public.locator("#composer-input, #signin, #conversations").count() == 0
+        shot(public, "20-public-link-phone")
+
+        # alice removes bob and revokes the link: both stop at once
+        page.click("#share")
+        page.wait_for_function("document.querySelectorAll('#members li').length === 2")
+        page.locator("#members li", has_text="viewer").locator(".remove").click()
+        page.wait_for_function("document.querySelectorAll('#members li').length === 1")
+        page.click("#links .revoke")
+        page.wait_for_selector("#links li .role")
+        assert page.inner_text("#links li .role") == "revoked"
+        public.reload()
+        public.wait_for_selector("#shared #error")
+        assert "does not work" in public.inner_text("#error")
+        assert public.locator(".msg").count() == 0
+    finally:
+        ctx.close()
+    other.reload()
+    other.wait_for_selector("#app")
+    other.wait_for_function("document.querySelectorAll('#conversations li').length === 11")
+    assert other.locator(f"#conversations li[data-id='{cid}']").count() == 0
+    assert app.request("GET", f"/conversations/{cid}/messages", name=bob)[0] == 404

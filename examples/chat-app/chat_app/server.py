@@ -85,6 +85,15 @@ class NewConversation(BaseModel):
     title: Optional[str] = Field(default=None, max_length=200)
 
 
+class Share(BaseModel):
+    user: str = Field(min_length=1, max_length=100)  # a demo user's name (a real app: an email or a user id)
+    role: Literal["viewer", "editor"] = "viewer"
+
+
+class SharedLink(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
 class Rename(BaseModel):
     title: str = Field(min_length=1, max_length=200)
 
@@ -103,6 +112,16 @@ def conversation_json(c: memory_ext.Conversation) -> Dict[str, Any]:
 def context_json(w: memory_ext.Window) -> Dict[str, Any]:
     return {"token_count": w.token_count, "max_tokens": w.max_tokens, "summary_included": w.summary_included,
             "included_messages": w.included_messages, "omitted_messages": w.omitted_messages}
+
+
+def access_of(conversation_id: uuid.UUID) -> calls.Call:
+    """The caller's access to a readable conversation: owner, editor or viewer."""
+    return calls.statement(
+        """SELECT CASE WHEN c.user_id = memory.current_user_id() THEN 'owner'
+                       ELSE (SELECT m.role FROM memory.conversation_members m
+                              WHERE m.conversation_id = c.id AND m.user_id = memory.current_user_id()) END AS access
+             FROM memory.conversations c WHERE c.id = %(id)s""",
+        lambda rows: rows[0]["access"] if rows else None, id=conversation_id)
 
 
 def _dicts(rows) -> list:
@@ -224,9 +243,10 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     @app.get("/conversations/{conversation_id}/messages")
     def messages(conversation_id: uuid.UUID, before: Optional[int] = Query(None, ge=1),
                  limit: int = Query(30, ge=1, le=100), db: memory_ext.MemoryClient = Depends(user)):
-        conversation, page = db.run(calls.get_conversation(conversation_id),
-                                    calls.get_messages(conversation_id, limit, before))
-        return {"conversation": conversation_json(conversation), "messages": [message_json(m) for m in page.messages],
+        conversation, access, page = db.run(calls.get_conversation(conversation_id), access_of(conversation_id),
+                                            calls.get_messages(conversation_id, limit, before))
+        return {"conversation": conversation_json(conversation) | {"access": access},
+                "messages": [message_json(m) for m in page.messages],
                 "has_more": page.has_more, "next_before": page.next_before_seq}
 
     @app.get("/conversations/{conversation_id}/context")
@@ -294,6 +314,60 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
                                  FROM memory.agent_performance p LEFT JOIN memory.agents a ON a.id = p.agent_id
                                 WHERE p.user_id = memory.current_user_id() ORDER BY p.llm_calls DESC""", _dicts))
         return jsonable_encoder({"days": daily, "tools": tools_used, "agents": agents})
+
+    # ---- sharing: members, offers, read-only links ----
+
+    @app.get("/conversations/{conversation_id}/members")
+    def members(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        return jsonable_encoder({"members": [dict(m) for m in db.list_members(conversation_id)]})
+
+    @app.post("/conversations/{conversation_id}/members", status_code=201)
+    def share(conversation_id: uuid.UUID, body: Share, db: memory_ext.MemoryClient = Depends(user)):
+        """Shares with a user as viewer or editor: an offer the user accepts (memory_ext never puts
+        a conversation in someone's list without their consent)."""
+        return jsonable_encoder(dict(db.share_conversation(conversation_id, auth.demo_user_id(body.user.strip()), body.role)))
+
+    @app.delete("/conversations/{conversation_id}/members/{member_id}", status_code=204)
+    def unshare(conversation_id: uuid.UUID, member_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        if not db.unshare_conversation(conversation_id, member_id):
+            raise HTTPException(404, "no such member")
+
+    @app.get("/shares")
+    def share_offers(db: memory_ext.MemoryClient = Depends(user)):
+        """Conversations other users offered the caller, per sharer."""
+        return jsonable_encoder({"offers": [dict(o) for o in db.list_share_offers()]})
+
+    @app.post("/shares/{from_user_id}/accept")
+    def accept(from_user_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        return {"accepted": db.accept_shares(from_user_id=from_user_id)}
+
+    @app.post("/shares/{from_user_id}/decline")
+    def decline(from_user_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        return {"declined": db.decline_shares(from_user_id)}
+
+    @app.get("/conversations/{conversation_id}/links")
+    def links(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        return jsonable_encoder({"links": [dict(link) for link in db.list_share_links(conversation_id)]})
+
+    @app.post("/conversations/{conversation_id}/links", status_code=201)
+    def create_link(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        """A read-only link to the conversation as it is now. The token is shown once (memory_ext
+        stores only its hash); the page puts it in the address's fragment, which no server logs."""
+        return {"token": db.create_share_link(conversation_id)}
+
+    @app.delete("/links/{link_id}", status_code=204)
+    def revoke_link(link_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
+        if not db.revoke_share_link(link_id):
+            raise HTTPException(404, "no such link")
+
+    @app.post("/shared")
+    def shared(body: SharedLink):
+        """The public read-only view of a share link: no sign-in, the token in the body (never in a
+        URL a log could keep). The title and the messages, nothing else of the export."""
+        data = state["client"].get_shared_conversation(body.token)
+        return {"title": data["conversation"].get("title"),
+                "messages": [{k: m.get(k) for k in ("id", "seq", "role", "content", "tool_calls", "tool_call_id", "created_at")}
+                             | {"token_count": m.get("token_count", 0)} for m in data["messages"]]}
 
     @app.get("/search")
     def search(q: str = Query(min_length=1, max_length=1000), cursor: Optional[str] = Query(None, max_length=200),

@@ -6,10 +6,12 @@ import { Composer } from "./components/Composer";
 import { ConversationList } from "./components/ConversationList";
 import { MessageList } from "./components/MessageList";
 import { SearchPanel } from "./components/SearchPanel";
+import { ShareDialog } from "./components/ShareDialog";
+import { SharedView } from "./components/SharedView";
 import { TokenMeter } from "./components/TokenMeter";
 import { UsageDashboard } from "./components/UsageDashboard";
-import { conversationFromHash, hashFor, tokenFromHash } from "./route";
-import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, SummaryInfo, Turn, Usage } from "./types";
+import { conversationFromHash, hashFor, sharedTokenFromHash, tokenFromHash } from "./route";
+import type { Context, Conversation, ConversationPage, Me, Message, MessagePage, SearchHit, SearchPage, ShareOffer, SummaryInfo, Turn, Usage } from "./types";
 
 const NO_TITLE = "Select or start a conversation";
 const NEW_KEY = "new"; // the pending turn of a conversation that does not exist yet
@@ -53,6 +55,10 @@ export function App() {
   const [renaming, setRenaming] = useState(false);
   const [view, setView] = useState<"chat" | "usage">("chat");
   const [usage, setUsage] = useState<Usage | null>(null);
+  const [sharing, setSharing] = useState(false);
+  const [offers, setOffers] = useState<ShareOffer[]>([]);
+  // a share link opens without signing in
+  const [sharedToken, setSharedToken] = useState(() => sharedTokenFromHash(location.hash));
   const [failure, setFailure] = useState<Failure | null>(null);
   const [summaryState, setSummaryState] = useState<string | null>(null);
 
@@ -109,6 +115,7 @@ export function App() {
     setSummaryState(null);
     setSummary(null);
     setRenaming(false);
+    setSharing(false);
     setDrawer(false);
     setFocusSeq(null);
     if (!id) {
@@ -168,6 +175,30 @@ export function App() {
     return () => window.removeEventListener("hashchange", onHash);
   }, [route]);
 
+  useEffect(() => {
+    const onHash = () => setSharedToken(sharedTokenFromHash(location.hash));
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+
+  // ---- offers: conversations other users shared with this one, waiting for consent ----
+  const loadOffers = useCallback(async () => {
+    try {
+      setOffers((await api<{ offers: ShareOffer[] }>("GET", "/shares")).offers);
+    } catch (err) {
+      showError(err);
+    }
+  }, [api, showError]);
+
+  async function answerOffer(from: string, answer: "accept" | "decline") {
+    try {
+      await api("POST", `/shares/${from}/${answer}`);
+      await Promise.all([loadOffers(), loadConversations(true)]);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
   // ---- sign-in ----
   useEffect(() => {
     fetch("/config").then((r) => r.json()).then((c) => setStandIn(!!c.stand_in_llm)).catch(() => undefined);
@@ -180,10 +211,11 @@ export function App() {
       if (!live) return;
       setMe(who);
       void loadConversations(true);
+      void loadOffers();
       route();
     }).catch(() => undefined); // a refused token signs out with its message (api's onUnauthorized)
     return () => { live = false; };
-  }, [token, api, loadConversations, route]);
+  }, [token, api, loadConversations, loadOffers, route]);
 
   // ---- actions ----
   // One turn at a time per conversation; its answer updates the view only if that conversation
@@ -253,7 +285,7 @@ export function App() {
 
   async function newConversation() {
     // an empty conversation already there is the new one: clicks do not pile up empty conversations
-    const empty = conversations.find((c) => c.message_count === 0);
+    const empty = conversations.find((c) => c.message_count === 0 && c.access === "owner");
     try {
       const id = empty ? empty.id : (await api<Conversation>("POST", "/conversations", {})).id;
       if (!empty) await loadConversations(true);
@@ -365,6 +397,15 @@ export function App() {
     </div>
   ) : null;
 
+  if (sharedToken) {
+    return (
+      <>
+        {banner}
+        <SharedView token={sharedToken} />
+      </>
+    );
+  }
+
   if (!token || !me) {
     return (
       <>
@@ -390,6 +431,10 @@ export function App() {
   }
 
   const busy = pending[currentId ?? NEW_KEY] !== undefined;
+  // what the caller may do with the open conversation (a new one is the caller's own)
+  const access = currentId ? conversation?.access ?? "owner" : "owner";
+  const owner = access === "owner";
+  const writable = access !== "viewer";
   return (
     <>
       {banner}
@@ -397,6 +442,17 @@ export function App() {
         <aside className="sidebar" aria-label="Conversations and search">
           <button id="new-conversation" type="button" className="primary" onClick={() => void newConversation()}>+ New Conversation</button>
           <SearchPanel search={search} onOpen={openHit} onActive={setSearching} />
+          {offers.length ? (
+            <div id="offers" className="offers" role="status">
+              {offers.map((o) => (
+                <div key={o.from_user_id} className="offer" data-from={o.from_user_id}>
+                  {`user ${o.from_user_id.slice(0, 8)}… shared ${o.offers} conversation${o.offers === 1 ? "" : "s"} with you `}
+                  <button type="button" className="link accept" onClick={() => void answerOffer(o.from_user_id, "accept")}>accept</button>
+                  <button type="button" className="link decline" onClick={() => void answerOffer(o.from_user_id, "decline")}>decline</button>
+                </div>
+              ))}
+            </div>
+          ) : null}
           <ConversationList conversations={conversations} currentId={currentId} hasMore={!!cursor} hidden={searching}
                             onOpen={navigate} onMore={loadMore} />
           <div className="who">
@@ -435,13 +491,16 @@ export function App() {
             )}
             <TokenMeter context={currentId ? context : null} />
             <div className="actions" id="actions" hidden={!currentId}>
-              <button id="rename" type="button" className="link" onClick={() => setRenaming(true)}>rename</button>
-              <button id="regenerate" type="button" className="link" onClick={regenerate}
-                      disabled={busy || !messages.some((m) => m.role === "user")}>regenerate</button>
-              <button id="summarize" type="button" className="link" onClick={() => void summarize()}>summarize</button>
+              {owner ? <button id="rename" type="button" className="link" onClick={() => setRenaming(true)}>rename</button> : null}
+              {writable ? (
+                <button id="regenerate" type="button" className="link" onClick={regenerate}
+                        disabled={busy || !messages.some((m) => m.role === "user")}>regenerate</button>
+              ) : null}
+              {owner ? <button id="share" type="button" className="link" onClick={() => setSharing(true)}>share</button> : null}
+              {writable ? <button id="summarize" type="button" className="link" onClick={() => void summarize()}>summarize</button> : null}
               <a id="export" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("markdown"); }}>export</a>
               <a id="export-json" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("json"); }}>json</a>
-              <button id="delete" type="button" className="link danger" onClick={() => void remove()}>delete</button>
+              {owner ? <button id="delete" type="button" className="link danger" onClick={() => void remove()}>delete</button> : null}
             </div>
             {summaryState ? <div id="summary-state" className="summary-state" role="status">{summaryState}</div> : null}
           </header>
@@ -464,7 +523,12 @@ export function App() {
               {failure.retry ? <button id="retry" type="button" className="link" onClick={failure.retry}>Retry</button> : null}
             </div>
           ) : null}
-          <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} />
+          {writable ? <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} /> : (
+            <div id="read-only" className="readonly">Shared with you to read: only its owner and editors write here.</div>
+          )}
+          {sharing && currentId ? (
+            <ShareDialog api={api} conversationId={currentId} meId={me.user_id} onError={showError} onClose={() => setSharing(false)} />
+          ) : null}
         </main>
         )}
       </div>

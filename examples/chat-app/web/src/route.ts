@@ -15,3 +15,13 @@ export function hashFor(conversationId: string | null): string {
 export function tokenFromHash(hash: string): string | null {
   return new URLSearchParams(hash.slice(1)).get("token");
 }
+
+// A read-only share link: #/shared/<token>. The fragment never reaches a server (or its log).
+export function sharedTokenFromHash(hash: string): string | null {
+  const m = /^#\/shared\/([A-Za-z0-9_\-.~%]{1,200})$/.exec(hash);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+export function sharedLink(token: string, origin: string = location.origin): string {
+  return `${origin}/#/shared/${encodeURIComponent(token)}`;
+}

@@ -104,3 +104,28 @@ export interface Usage {
     cost_usd: number | null;
   }[];
 }
+
+export interface Member {
+  user_id: string;
+  role: "owner" | "editor" | "viewer";
+  created_at: string | null;
+  accepted_at?: string | null;
+}
+
+export interface ShareLink {
+  id: string;
+  up_to_seq: number | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  created_at: string;
+}
+
+export interface ShareOffer {
+  from_user_id: string;
+  offers: number;
+}
+
+export interface SharedConversation {
+  title: string | null;
+  messages: Message[];
+}
