@@ -10,8 +10,9 @@ export USER=${USER:-$(id -un)}
 . scripts/postgres_versions.sh
 
 need_apt=()
-# chromium: the reference chat app's browser tests (driven by Playwright for Python)
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium; do
+# chromium: the reference chat app's browser tests (driven by Playwright for Python);
+# fonts-dejavu-core: its PDF export's fonts; poppler-utils: the tests render the PDF to PNG
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium fonts-dejavu-core poppler-utils; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # Node.js and npm: the chat app's page is built with Vite (any Node.js from 18 on)
@@ -42,7 +43,7 @@ if ! grep -q "^pg15 = \"$PG15_CONFIG\"" "$pgrx_config" 2>/dev/null \
     cargo pgrx init --pg15 "$PG15_CONFIG" --pg18 "$PG18_CONFIG"
 fi
 
-if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright' 2>/dev/null \
+if ! python3 -c 'import psycopg, psycopg_pool, pytest, tiktoken, langchain_openai, llama_index.llms.openai_like, fastapi, uvicorn, jwt, playwright, fpdf' 2>/dev/null \
         || ! python3 -m ruff --version >/dev/null 2>&1; then
     echo "== pip install -r tests/requirements.txt"
     python3 -m pip install -q --disable-pip-version-check -r tests/requirements.txt

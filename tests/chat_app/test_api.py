@@ -70,6 +70,7 @@ def test_another_users_conversation_is_404_everywhere(app):
     for method, path, body in (("GET", f"/conversations/{cid}/messages", None),
                                ("GET", f"/conversations/{cid}/context", None),
                                ("GET", f"/conversations/{cid}/export", None),
+                               ("GET", f"/conversations/{cid}/export?format=pdf", None),
                                ("POST", f"/conversations/{cid}/summarize", None),
                                ("DELETE", f"/conversations/{cid}", None),
                                ("PATCH", f"/conversations/{cid}", {"title": "taken over"}),

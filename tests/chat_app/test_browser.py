@@ -155,7 +155,7 @@ def test_the_summary_indicator_appears_when_the_worker_summarized(app, open_as, 
     assert 0 < omitted < 42 and page.inner_text("#omitted").endswith("earlier messages not in context")
     page.click("#summarize")
     page.wait_for_selector("#summary-badge:not([hidden])", timeout=20000)
-    page.wait_for_function("document.querySelector('#summary-state').textContent === 'The summary is in the window.'")
+    page.wait_for_function("document.querySelector('#summary-state')?.textContent === 'The summary is in the window.'", timeout=20000)
     # the agent's summary threshold sits below its budget: with the summary the window has room
     used, budget = meter_tokens(page)
     assert used < 0.85 * budget and "full" not in page.locator("#meter-fill").get_attribute("class")

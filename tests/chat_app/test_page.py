@@ -1,8 +1,10 @@
 """The page as a new user meets it: on a slow network, on a phone, with the keyboard only, with a
 bad token, with a long paste, when the LLM fails. Each test is a bug the previous page had."""
+import os
+import subprocess
 import time
 
-from conftest import admin, auth, bubbles, send, shot, user
+from conftest import SHOTS, admin, auth, bubbles, send, shot, user
 
 
 def conversation_messages(app, name, cid):
@@ -391,3 +393,23 @@ def test_sharing_members_offers_and_a_read_only_link(app, open_as, browser):
     other.wait_for_function("document.querySelectorAll('#conversations li').length === 11")
     assert other.locator(f"#conversations li[data-id='{cid}']").count() == 0
     assert app.request("GET", f"/conversations/{cid}/messages", name=bob)[0] == 404
+
+
+def test_a_pdf_export_a_person_can_read(app, open_as, tmp_path):
+    page = open_as(user())
+    send(page, "Grüße aus Köln — Привет, Αθήνα")
+    send(page, "What time is it?")
+    with page.expect_download() as download:
+        page.click("#export-pdf")
+    path = tmp_path / "conversation.pdf"
+    download.value.save_as(path)
+    assert path.read_bytes().startswith(b"%PDF-") and download.value.suggested_filename.endswith(".pdf")
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True).stdout
+    assert "Grüße aus Köln — Привет, Αθήνα" in text, "the title and the text, beyond Latin-1 (DejaVu: Latin, Greek, Cyrillic, …)"
+    assert "User · #1" in text and "Assistant · #2" in text
+    assert "Tool call: clock" in text and '"tz": "UTC"' in text and '"now"' in text, "the call's input and its result"
+    assert "The tool said:" in text
+    # rendered to an image, as a reader's viewer would (looked at: target/chat-app-screenshots/21-pdf-page-1.png)
+    subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(path), os.path.join(SHOTS, "21-pdf-page")], check=True)
+    png = os.path.join(SHOTS, "21-pdf-page-1.png")
+    assert os.path.getsize(png) > 5000, "a page with content, not a blank one"

@@ -19,7 +19,7 @@ from typing import Any, Dict, Literal, Optional
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,7 +28,7 @@ import memory_ext
 from memory_ext import calls
 from memory_ext.errors import MemoryExError
 
-from . import auth, tools
+from . import auth, pdf, tools
 
 log = logging.getLogger("chat_app")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -287,11 +287,13 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         return {"job_id": db.request_summary(conversation_id)}
 
     @app.get("/conversations/{conversation_id}/export")
-    def export(conversation_id: uuid.UUID, format: Literal["markdown", "json", "openai"] = "markdown",
+    def export(conversation_id: uuid.UUID, format: Literal["markdown", "json", "openai", "pdf"] = "markdown",
                db: memory_ext.MemoryClient = Depends(user)):
-        data = db.export_conversation(conversation_id, format)
-        name = f"conversation-{conversation_id}.{'md' if format == 'markdown' else 'json'}"
+        data = db.export_conversation(conversation_id, "json" if format == "pdf" else format)
+        name = f"conversation-{conversation_id}.{ {'markdown': 'md', 'pdf': 'pdf'}.get(format, 'json') }"
         disposition = {"Content-Disposition": f'attachment; filename="{name}"'}
+        if format == "pdf":
+            return Response(pdf.conversation_pdf(data), media_type="application/pdf", headers=disposition)
         if format == "markdown":
             return PlainTextResponse(data, media_type="text/markdown; charset=utf-8", headers=disposition)
         return JSONResponse(data, headers=disposition)

@@ -342,15 +342,22 @@ export function App() {
     }
   }
 
-  async function exportAs(format: "markdown" | "json") {
+  const EXPORTS = {
+    markdown: { extension: "md", type: "text/markdown" },
+    json: { extension: "json", type: "application/json" },
+    pdf: { extension: "pdf", type: "application/pdf" },
+  } as const;
+
+  async function exportAs(format: keyof typeof EXPORTS) {
     const id = current.current;
     if (!id) return;
     try {
       const data = await api<unknown>("GET", `/conversations/${id}/export?format=${format}`);
-      const text = format === "json" ? JSON.stringify(data, null, 2) : String(data);
+      const { extension, type } = EXPORTS[format];
+      const blob = data instanceof Blob ? data : new Blob([format === "json" ? JSON.stringify(data, null, 2) : String(data)], { type });
       const link = document.createElement("a");
-      link.href = URL.createObjectURL(new Blob([text], { type: format === "json" ? "application/json" : "text/markdown" }));
-      link.download = `conversation-${id}.${format === "json" ? "json" : "md"}`;
+      link.href = URL.createObjectURL(blob);
+      link.download = `conversation-${id}.${extension}`;
       link.click();
       URL.revokeObjectURL(link.href);
     } catch (err) {
@@ -500,6 +507,7 @@ export function App() {
               {writable ? <button id="summarize" type="button" className="link" onClick={() => void summarize()}>summarize</button> : null}
               <a id="export" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("markdown"); }}>export</a>
               <a id="export-json" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("json"); }}>json</a>
+              <a id="export-pdf" className="link" href="#" onClick={(e) => { e.preventDefault(); void exportAs("pdf"); }}>pdf</a>
               {owner ? <button id="delete" type="button" className="link danger" onClick={() => void remove()}>delete</button> : null}
             </div>
             {summaryState ? <div id="summary-state" className="summary-state" role="status">{summaryState}</div> : null}

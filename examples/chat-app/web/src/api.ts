@@ -36,6 +36,7 @@ export function createApi(token: string, onUnauthorized: () => void, fetchImpl: 
       throw new ApiError(plainError(401), 401);
     }
     if (res.status === 204) return null as T;
+    if (res.ok && res.headers.get("content-type")?.startsWith("application/pdf")) return (await res.blob()) as T;
     const isJson = res.headers.get("content-type")?.includes("json");
     const data = isJson ? await res.json() : await res.text();
     if (!res.ok) {
