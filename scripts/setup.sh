@@ -11,8 +11,10 @@ export USER=${USER:-$(id -un)}
 
 need_apt=()
 # chromium: the reference chat app's browser tests (driven by Playwright for Python);
-# fonts-dejavu-core: its PDF export's fonts; poppler-utils: the tests render the PDF to PNG
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium fonts-dejavu-core poppler-utils; do
+# fonts-dejavu-core: its PDF export's fonts; poppler-utils: the tests render the PDF to PNG;
+# espeak-ng: the voice test's spoken WAV
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium fonts-dejavu-core poppler-utils \
+         espeak-ng; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # Node.js and npm: the chat app's page is built with Vite (any Node.js from 18 on)

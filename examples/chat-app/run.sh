@@ -51,6 +51,14 @@ psql -d chat -f examples/chat-app/setup.sql
 export CHAT_APP_DATABASE_URL="host=127.0.0.1 port=$PORT dbname=chat user=chat_app"
 export CHAT_APP_JWT_SECRET=${CHAT_APP_JWT_SECRET:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}
 export CHAT_APP_STAND_IN=$STAND_IN
+# voice: the same provider's audio endpoints (Groq serves Whisper transcriptions); replies are read
+# aloud by the provider with CHAT_APP_SPEECH_MODEL set, else by the browser
+export CHAT_APP_AUDIO_BASE_URL=$BASE_URL
+if [ -n "${LLM_API_KEY:-}" ]; then
+    export CHAT_APP_AUDIO_API_KEY=$LLM_API_KEY
+else
+    export CHAT_APP_SPEECH_MODEL=${CHAT_APP_SPEECH_MODEL:-stand-in-tts}
+fi
 cd examples/chat-app
 echo
 for name in alice bob; do

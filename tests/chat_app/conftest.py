@@ -103,11 +103,13 @@ class App:
 
 
 @pytest.fixture(scope="session")
-def app(database, tmp_path_factory):
+def app(database, fake, tmp_path_factory):
     port = free_port()
     log_path = str(tmp_path_factory.mktemp("chat_app") / "app.log")
     env = dict(os.environ, CHAT_APP_DATABASE_URL=f"host=127.0.0.1 port={database} dbname=chat user=chat_app",
-               CHAT_APP_JWT_SECRET=SECRET, CHAT_APP_STAND_IN="1", PYTHONPATH=APP_DIR)
+               CHAT_APP_JWT_SECRET=SECRET, CHAT_APP_STAND_IN="1", PYTHONPATH=APP_DIR,
+               CHAT_APP_AUDIO_BASE_URL=f"http://127.0.0.1:{fake.port}/v1", CHAT_APP_AUDIO_API_KEY="sk-audio-tests",
+               CHAT_APP_SPEECH_MODEL="stand-in-tts")
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "chat_app.server:app", "--host", "127.0.0.1",
                                  "--port", str(port)], cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)

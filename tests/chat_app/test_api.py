@@ -1,6 +1,9 @@
 """The reference chat app's HTTP API, over real HTTP: authentication, another user's data, bad
 input, limits, LLM failures (nothing written), and what the client and the log never see."""
+import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import jwt
@@ -257,3 +260,34 @@ def test_sharing_endpoints_refuse_bad_input_and_strangers(app):
     assert set(shared["messages"][0]) == {"id", "seq", "role", "content", "tool_calls", "tool_call_id", "created_at", "token_count"}
     assert app.request("POST", "/shared", {"token": created["token"] + "x"})[0] == 404
     assert app.request("POST", "/shared", {"token": ""})[0] == 422
+
+
+def test_voice_endpoints_refuse_bad_input_and_hide_provider_failures(app, fake):
+    name = user()
+    wav = b"RIFF" + b"\0" * 2000
+
+    assert _raw(app, wav, "audio/wav", None, "not-a-token")[0] == 401
+    assert _raw(app, wav, "text/plain", name)[0] == 415
+    assert _raw(app, b"", "audio/wav", name)[0] == 422
+    assert _raw(app, b"\0" * (10 * 1024 * 1024 + 1), "audio/webm", name)[0] == 413
+    status, _, body = _raw(app, wav, "audio/wav", name)
+    assert status == 200 and body == {"text": f"stand-in transcription of {len(wav)} bytes of audio/wav"}
+    assert app.request("POST", "/voice/speech", {"text": ""}, name=name)[0] == 422
+    assert app.request("POST", "/voice/speech", {"text": "x" * 4001}, name=name)[0] == 422
+    fake.mode = "500"
+    status, _, body = _raw(app, wav, "audio/wav", name)
+    assert status == 502 and "127.0.0.1" not in str(body)
+    assert app.request("POST", "/voice/speech", {"text": "hello"}, name=name)[0] == 502
+    fake.mode = "ok"
+    assert "sk-audio-tests" not in app.log(), "the provider's key never reaches the log"
+
+
+def _raw(app, data, content_type, name, token=None):
+    """A request with a raw body (a recording), as the page sends it."""
+    req = urllib.request.Request(app.url + "/voice/transcribe", data=data, method="POST", headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {token or app.token(name)}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read() or b"null")

@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from conftest import SHOTS, admin, auth, bubbles, send, shot, user
+from conftest import CHROMIUM, SHOTS, admin, auth, bubbles, send, shot, user
 
 
 def conversation_messages(app, name, cid):
@@ -413,3 +413,43 @@ def test_a_pdf_export_a_person_can_read(app, open_as, tmp_path):
     subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", str(path), os.path.join(SHOTS, "21-pdf-page")], check=True)
     png = os.path.join(SHOTS, "21-pdf-page-1.png")
     assert os.path.getsize(png) > 5000, "a page with content, not a blank one"
+
+
+def test_voice_a_spoken_message_and_a_reply_read_aloud(app, fake, browser, tmp_path):
+    """The browser records (Chromium's fake microphone plays a WAV spoken by espeak-ng), the app
+    relays the recording to the provider's /audio/transcriptions, the words land in the composer;
+    a reply's speaker asks /audio/speech and the page plays what comes back."""
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "what a lovely day to talk to a database"], check=True)
+    voice_browser = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required"])
+    try:
+        ctx = voice_browser.new_context(viewport={"width": 1200, "height": 760}, bypass_csp=True)
+        ctx.grant_permissions(["microphone"], origin=app.url)
+        page = ctx.new_page()
+        page.set_default_timeout(15000)
+        page.goto(f"{app.url}/#token={app.token(user())}")
+        page.click("#record")
+        page.wait_for_selector("#voice-status:not([hidden])")
+        assert page.inner_text("#voice-status") == "Listening…"
+        page.wait_for_timeout(1500)
+        page.click("#record")  # stop: the recording goes to the provider
+        page.wait_for_function("document.querySelector('#composer-input').value.startsWith('stand-in transcription of')")
+        heard = page.input_value("#composer-input")
+        sent = [r for r in fake.requests if r["path"].endswith("/audio/transcriptions")][-1]
+        audio = sent["form"]["file"]
+        assert sent["form"]["model"] == "whisper-large-v3" and sent["headers"]["authorization"] == "Bearer sk-audio-tests"
+        assert audio["type"] in ("audio/webm", "audio/ogg") and len(audio["data"]) > 1000, "a real recording"
+        assert heard == f"stand-in transcription of {len(audio['data'])} bytes of {audio['type']}"
+        page.click("#send")  # the user read it, and sends it
+        page.wait_for_selector("#message-list .msg.assistant:not(.thinking)")
+        page.click("#message-list .msg.assistant .speak")
+        page.wait_for_function("(() => { const a = document.querySelector('#speech-audio'); return a && a.duration > 0.3; })()")
+        spoken = [r for r in fake.requests if r["path"].endswith("/audio/speech")][-1]["json"]
+        assert spoken["input"] == f"You said: {heard}" and spoken["model"] == "stand-in-tts"
+        shot(page, "22-voice")
+        ctx.close()
+    finally:
+        voice_browser.close()

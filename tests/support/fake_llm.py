@@ -4,10 +4,18 @@ request (with the times it arrived and, for ok answers, was answered) and answer
 In `ok` mode it answers like a tiny deterministic model: a summary request gets "SUMMARY #n";
 a chat whose last message is a tool result gets "The tool said: …"; a user message containing
 "what time" with a `clock` tool offered gets a call of that tool; anything else gets
-"You said: <the user's message>". Usage is reported like OpenAI's."""
+"You said: <the user's message>". Usage is reported like OpenAI's. It also answers the audio
+endpoints: /audio/transcriptions with "stand-in transcription of N bytes of <type>", and
+/audio/speech with a short tone (WAV)."""
+import email.policy
+import io
 import json
+import math
+import struct
 import threading
 import time
+import wave
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -33,6 +41,32 @@ def answer(req, n):
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
 
 
+def parse_form(content_type, body):
+    """A multipart/form-data body as {name: text} for fields and {name: {"data", "type", "filename"}} for files."""
+    message = BytesParser(policy=email.policy.default).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    form = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if part.get_filename():
+            form[name] = {"data": part.get_payload(decode=True), "type": part.get_content_type(), "filename": part.get_filename()}
+        else:
+            form[name] = part.get_content().strip()
+    return form
+
+
+def tone_wav(seconds=0.4, rate=8000):
+    """A 440 Hz tone as a WAV file: what the stand-in says for any text."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                               for i in range(int(seconds * rate))))
+    return buf.getvalue()
+
+
 class FakeLLM:
     def __init__(self, port=0):
         self.mode = "ok"
@@ -50,6 +84,8 @@ class FakeLLM:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/audio/transcriptions") or self.path.endswith("/audio/speech"):
+                    return self.audio(body)
                 entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                          "json": json.loads(body), "at": time.time(), "mode": fake.mode}
                 with fake.lock:
@@ -77,11 +113,30 @@ class FakeLLM:
                 self.reply(200, answer(json.loads(body), n))
                 entry["done"] = time.time()
 
-            def reply(self, status, obj, headers=None, raw=None):
+            def audio(self, body):
+                """The audio endpoints: a transcription names what it heard (deterministic: the
+                recording's size and type); speech is a short tone as WAV."""
+                entry = {"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "at": time.time(),
+                         "mode": fake.mode}
+                if self.path.endswith("/audio/transcriptions"):
+                    entry["form"] = parse_form(self.headers.get("Content-Type", ""), body)
+                else:
+                    entry["json"] = json.loads(body)
+                with fake.lock:
+                    fake.requests.append(entry)
+                if fake.mode != "ok":
+                    return self.reply(500, {"error": {"message": "internal error"}})
+                if "form" in entry:
+                    audio = entry["form"].get("file", {})
+                    return self.reply(200, {"text": f"stand-in transcription of {len(audio.get('data', b''))} bytes of "
+                                                    f"{audio.get('type')}"})
+                return self.reply(200, None, raw=tone_wav(), content_type="audio/wav")
+
+            def reply(self, status, obj, headers=None, raw=None, content_type="application/json"):
                 data = raw if raw is not None else json.dumps(obj).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)

@@ -17,6 +17,7 @@ import uuid
 from typing import Any, Dict, Literal, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -28,7 +29,7 @@ import memory_ext
 from memory_ext import calls
 from memory_ext.errors import MemoryExError
 
-from . import auth, pdf, tools
+from . import auth, pdf, tools, voice
 
 log = logging.getLogger("chat_app")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -49,6 +50,7 @@ PLAIN = {429: "Too many requests: wait a moment and try again.",
 # framed, and no response is sniffed into another type.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "media-src 'self' blob:; "
                                "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
                                "frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -63,15 +65,18 @@ STATUS = {"P0002": 404, "22023": 422, "22004": 422, "22P02": 422, "22001": 422, 
 
 
 class Settings:
-    def __init__(self, database_url: str, jwt_secret: str, stand_in: bool = False, pool_size: int = 8):
+    def __init__(self, database_url: str, jwt_secret: str, stand_in: bool = False, pool_size: int = 8,
+                 voice_settings: Optional[voice.VoiceSettings] = None):
         if len(jwt_secret) < 32:
             raise ValueError("CHAT_APP_JWT_SECRET must be at least 32 characters")
         self.database_url, self.jwt_secret, self.stand_in, self.pool_size = database_url, jwt_secret, stand_in, pool_size
+        self.voice = voice_settings or voice.VoiceSettings(None, None, "whisper-large-v3", None, "alloy")
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(os.environ["CHAT_APP_DATABASE_URL"], os.environ["CHAT_APP_JWT_SECRET"],
-                   os.environ.get("CHAT_APP_STAND_IN", "0") == "1", int(os.environ.get("CHAT_APP_POOL_SIZE", "8")))
+                   os.environ.get("CHAT_APP_STAND_IN", "0") == "1", int(os.environ.get("CHAT_APP_POOL_SIZE", "8")),
+                   voice.VoiceSettings.from_env())
 
 
 # ---- request and response bodies ----------------------------------------------------------------
@@ -92,6 +97,10 @@ class Share(BaseModel):
 
 class SharedLink(BaseModel):
     token: str = Field(min_length=1, max_length=200)
+
+
+class SpeechRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=voice.MAX_SPEECH_CHARS)
 
 
 class Rename(BaseModel):
@@ -210,7 +219,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     @app.get("/config")
     def config():
         """What the page shows about the setup (the stand-in LLM is labelled as such)."""
-        return {"stand_in_llm": settings.stand_in, "agent_budget": AGENT["max_context_tokens"]}
+        return {"stand_in_llm": settings.stand_in, "agent_budget": AGENT["max_context_tokens"],
+                "voice_input": settings.voice.can_transcribe,
+                "voice_output": "provider" if settings.voice.can_speak else "browser"}
 
     @app.get("/me")
     def me(request: Request, db: memory_ext.MemoryClient = Depends(user)):
@@ -370,6 +381,40 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         return {"title": data["conversation"].get("title"),
                 "messages": [{k: m.get(k) for k in ("id", "seq", "role", "content", "tool_calls", "tool_call_id", "created_at")}
                              | {"token_count": m.get("token_count", 0)} for m in data["messages"]]}
+
+    # ---- voice: the provider's audio endpoints, relayed (the key stays here) ----
+
+    @app.post("/voice/transcribe")
+    async def transcribe(request: Request, db: memory_ext.MemoryClient = Depends(user)):
+        """The browser's recording (the body, as recorded) as text, for the user to read and send."""
+        if not settings.voice.can_transcribe:
+            raise HTTPException(501, "voice input is not configured (CHAT_APP_AUDIO_BASE_URL)")
+        audio_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if audio_type not in voice.AUDIO_TYPES:
+            raise HTTPException(415, "send audio/webm, audio/ogg, audio/wav, audio/mpeg or audio/mp4")
+        audio = await request.body()
+        if not audio:
+            raise HTTPException(422, "the recording is empty")
+        if len(audio) > voice.MAX_AUDIO_BYTES:
+            raise HTTPException(413, "the recording is over 10 MB")
+        try:
+            text = await run_in_threadpool(voice.transcribe, settings.voice, audio, audio_type)
+        except voice.VoiceError as e:
+            log.warning("POST /voice/transcribe -> 502 (%s)", e)
+            raise HTTPException(502, "The speech could not be transcribed. Try again.") from None
+        return {"text": text}
+
+    @app.post("/voice/speech")
+    def speech(body: SpeechRequest, db: memory_ext.MemoryClient = Depends(user)):
+        """A reply read aloud by the provider (without a speech model the page uses the browser's voice)."""
+        if not settings.voice.can_speak:
+            raise HTTPException(501, "speech is not configured (CHAT_APP_SPEECH_MODEL): the browser reads aloud")
+        try:
+            content_type, audio = voice.speak(settings.voice, body.text)
+        except voice.VoiceError as e:
+            log.warning("POST /voice/speech -> 502 (%s)", e)
+            raise HTTPException(502, "The reply could not be read aloud. Try again.") from None
+        return Response(audio, media_type=content_type)
 
     @app.get("/search")
     def search(q: str = Query(min_length=1, max_length=1000), cursor: Optional[str] = Query(None, max_length=200),

@@ -36,6 +36,8 @@ export function App() {
   const [token, setToken] = useState<string | null>(initialToken);
   const [signinError, setSigninError] = useState<string | null>(null);
   const [standIn, setStandIn] = useState(false);
+  const [voice, setVoice] = useState<{ input: boolean; output: "provider" | "browser" }>({ input: false, output: "browser" });
+  const [speech, setSpeech] = useState<string | null>(null); // the object URL of the reply being read aloud
   const [me, setMe] = useState<Me | null>(null);
   const [drawer, setDrawer] = useState(false);
 
@@ -201,7 +203,10 @@ export function App() {
 
   // ---- sign-in ----
   useEffect(() => {
-    fetch("/config").then((r) => r.json()).then((c) => setStandIn(!!c.stand_in_llm)).catch(() => undefined);
+    fetch("/config").then((r) => r.json()).then((c) => {
+      setStandIn(!!c.stand_in_llm);
+      setVoice({ input: !!c.voice_input, output: c.voice_output === "provider" ? "provider" : "browser" });
+    }).catch(() => undefined);
   }, []);
 
   useEffect(() => {
@@ -278,6 +283,32 @@ export function App() {
       const updated = await api<Conversation>("PATCH", `/conversations/${id}`, { title: title.trim() });
       if (current.current === id) setConversation(updated);
       await loadConversations(true);
+    } catch (err) {
+      showError(err);
+    }
+  }
+
+  // ---- voice ----
+  async function transcribe(audio: Blob): Promise<string | null> {
+    try {
+      return (await api<{ text: string }>("POST", "/voice/transcribe", audio)).text;
+    } catch (err) {
+      showError(err);
+      return null;
+    }
+  }
+
+  async function speak(text: string) {
+    if (voice.output === "browser") {
+      if ("speechSynthesis" in window) window.speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+      return;
+    }
+    try {
+      const audio = await api<Blob>("POST", "/voice/speech", { text: text.slice(0, 4000) });
+      setSpeech((old) => {
+        if (old) URL.revokeObjectURL(old);
+        return URL.createObjectURL(audio);
+      });
     } catch (err) {
       showError(err);
     }
@@ -519,7 +550,8 @@ export function App() {
             </details>
           ) : null}
           <MessageList messages={messages} waiting={busy} pendingText={pending[currentId ?? NEW_KEY] ?? null} focusSeq={focusSeq}
-                       hasEarlier={!!before} onEarlier={() => void earlier()} />
+                       hasEarlier={!!before} onEarlier={() => void earlier()} onSpeak={(t) => void speak(t)} />
+          {speech ? <audio id="speech-audio" src={speech} autoPlay /> : null}
           {focusSeq != null && currentId ? (
             <button id="show-latest" type="button" className="link latest" onClick={() => void open(currentId)}>
               show the latest messages
@@ -531,7 +563,9 @@ export function App() {
               {failure.retry ? <button id="retry" type="button" className="link" onClick={failure.retry}>Retry</button> : null}
             </div>
           ) : null}
-          {writable ? <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} /> : (
+          {writable ? (
+            <Composer key={currentId ?? NEW_KEY} busy={busy} onSend={send} onTranscribe={voice.input ? transcribe : undefined} />
+          ) : (
             <div id="read-only" className="readonly">Shared with you to read: only its owner and editors write here.</div>
           )}
           {sharing && currentId ? (

@@ -23,10 +23,15 @@ export function createApi(token: string, onUnauthorized: () => void, fetchImpl: 
   return async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
+      // a Blob (a recording) goes as it is, with its own type; anything else as JSON
+      const raw = body instanceof Blob;
       res = await fetchImpl(path, {
         method,
-        headers: { Authorization: `Bearer ${token}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
+        headers: {
+          Authorization: `Bearer ${token}`,
+          ...(body !== undefined ? { "Content-Type": raw ? body.type : "application/json" } : {}),
+        },
+        body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
       });
     } catch {
       throw new ApiError(plainError(0), 0);
@@ -36,7 +41,8 @@ export function createApi(token: string, onUnauthorized: () => void, fetchImpl: 
       throw new ApiError(plainError(401), 401);
     }
     if (res.status === 204) return null as T;
-    if (res.ok && res.headers.get("content-type")?.startsWith("application/pdf")) return (await res.blob()) as T;
+    const type = res.headers.get("content-type") ?? "";
+    if (res.ok && (type.startsWith("application/pdf") || type.startsWith("audio/"))) return (await res.blob()) as T;
     const isJson = res.headers.get("content-type")?.includes("json");
     const data = isJson ? await res.json() : await res.text();
     if (!res.ok) {

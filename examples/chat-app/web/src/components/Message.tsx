@@ -28,9 +28,11 @@ interface Props {
   // the results of this page's tool messages, by the id of the call they answer
   results: Map<string, string>;
   highlighted?: boolean;
+  // read a reply aloud
+  onSpeak?: (text: string) => void;
 }
 
-export function Message({ message: m, results, highlighted }: Props) {
+export function Message({ message: m, results, highlighted, onSpeak }: Props) {
   if (m.role === "tool") {
     // shown inside its call's block; this is a result whose call is on an earlier page
     return (
@@ -47,7 +49,12 @@ export function Message({ message: m, results, highlighted }: Props) {
       {(m.tool_calls || []).map((call, i) => (
         <ToolBlock key={call.id ?? i} call={call} result={call.id ? results.get(call.id) : undefined} />
       ))}
-      <span className="stamp">{`#${m.seq} · ${stamp}`}</span>
+      <span className="stamp">
+        {`#${m.seq} · ${stamp}`}
+        {onSpeak && m.role === "assistant" && m.content ? (
+          <button type="button" className="speak" aria-label="read aloud" onClick={() => onSpeak(m.content)}>🔊</button>
+        ) : null}
+      </span>
     </div>
   );
 }

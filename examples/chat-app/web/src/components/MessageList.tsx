@@ -11,9 +11,10 @@ interface Props {
   focusSeq?: number | null;
   hasEarlier: boolean;
   onEarlier: () => void;
+  onSpeak?: (text: string) => void;
 }
 
-export function MessageList({ messages, waiting, pendingText, focusSeq, hasEarlier, onEarlier }: Props) {
+export function MessageList({ messages, waiting, pendingText, focusSeq, hasEarlier, onEarlier, onSpeak }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const { results, shown } = useMemo(() => {
     const calls = new Set<string>();
@@ -43,7 +44,7 @@ export function MessageList({ messages, waiting, pendingText, focusSeq, hasEarli
       </button>
       <div id="message-list">
         {shown.map((m) => (
-          <Message key={m.id} message={m} results={results} highlighted={m.seq === focusSeq} />
+          <Message key={m.id} message={m} results={results} highlighted={m.seq === focusSeq} onSpeak={onSpeak} />
         ))}
         {waiting && pendingText ? (
           <div className="msg user pending">
