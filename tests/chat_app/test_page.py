@@ -453,3 +453,23 @@ def test_voice_a_spoken_message_and_a_reply_read_aloud(app, fake, browser, tmp_p
         ctx.close()
     finally:
         voice_browser.close()
+
+
+def test_the_dialogs_and_the_dashboard_fit_a_phone(app, open_as):
+    page = open_as(user(), width=390, height=844)
+    page.fill("#composer-input", "A **phone** reply with `code` and a list:\n\n- one\n- two")
+    page.click("#send")
+    page.wait_for_selector("#message-list .msg.assistant:not(.thinking) .markdown li")
+    page.click("#share")
+    page.wait_for_selector("#share-dialog #members li")
+    box = page.locator("#share-dialog").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390, "the dialog fits the screen"
+    shot(page, "23-phone-share-dialog")
+    page.click("#share-close")
+    page.click("#menu")
+    page.click("#usage-open")
+    page.wait_for_selector("#usage-chart")
+    page.wait_for_function("document.querySelector('.sidebar').getBoundingClientRect().right <= 0")
+    page.wait_for_timeout(300)  # the drawer's slide has ended
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "24-phone-usage")

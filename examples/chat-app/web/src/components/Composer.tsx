@@ -1,4 +1,5 @@
 import { useRef, useState, type FormEvent, type KeyboardEvent } from "react";
+import { MicIcon } from "./Icons";
 
 export const MAX_MESSAGE_CHARS = 8000;
 
@@ -79,8 +80,9 @@ export function Composer({ busy, onSend, onTranscribe }: Props) {
       {onTranscribe ? (
         <button id="record" type="button" className={recording === "listening" ? "record on" : "record"}
                 aria-pressed={recording === "listening"} disabled={recording === "transcribing"} onClick={() => void toggleRecording()}
-                title={recording === "listening" ? "stop and transcribe" : "speak a message"}>
-          {recording === "listening" ? "■ stop" : recording === "transcribing" ? "…" : "🎤"}
+                title={recording === "listening" ? "stop and transcribe" : "speak a message"}
+                aria-label={recording === "listening" ? "stop and transcribe" : "speak a message"}>
+          {recording === "listening" ? "■ stop" : recording === "transcribing" ? "…" : <MicIcon />}
         </button>
       ) : null}
       <span id="voice-status" className="voice-status" role="status" hidden={recording === "idle"}>

@@ -1,4 +1,5 @@
 import type { Message as MessageRow, ToolCall } from "../types";
+import { SpeakerIcon } from "./Icons";
 import { Markdown } from "./Markdown";
 
 // A tool call as a collapsible block: its input, and its result when the result is on the page.
@@ -52,7 +53,7 @@ export function Message({ message: m, results, highlighted, onSpeak }: Props) {
       <span className="stamp">
         {`#${m.seq} · ${stamp}`}
         {onSpeak && m.role === "assistant" && m.content ? (
-          <button type="button" className="speak" aria-label="read aloud" onClick={() => onSpeak(m.content)}>🔊</button>
+          <button type="button" className="speak" aria-label="read aloud" onClick={() => onSpeak(m.content)}><SpeakerIcon /></button>
         ) : null}
       </span>
     </div>
