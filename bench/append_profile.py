@@ -45,10 +45,10 @@ def triggers_off(admin):
             c.execute("ALTER TABLE memory.conversation_messages ENABLE TRIGGER USER")
 
 
-def bare_insert(cid, rows_sql, words):
+def bare_insert(cid, owner, rows_sql, words):
     """An INSERT into the messages table as the triggers would leave it: seq given, the search
-    words computed inline (words) or not."""
-    vector = f"memory._search_vector('simple', '{cid}', content, NULL)" if words else "NULL"
+    words (with the conversation's and its owner's scope lexemes) computed inline (words) or not."""
+    vector = f"memory._search_vector('simple', '{cid}', '{owner}', content, NULL)" if words else "NULL"
     return (f"INSERT INTO memory.conversation_messages (conversation_id, seq, role, content, token_count, search_vector) "
             f"SELECT '{cid}', seq, role, content, 0, {vector} FROM ({rows_sql}) AS r (seq, role, content);")
 
@@ -58,8 +58,8 @@ def bulk(port, user_id, agent, admin, n=10000, reps=3):
     rows = f"SELECT g, 'user', 'message ' || g || ' {TEXT}' FROM generate_series(1, {n}) AS g"
     routes = {
         "plain": lambda cid: f"INSERT INTO profile_plain (conversation_id, seq, role, content) SELECT '{cid}', * FROM ({rows}) AS r;",
-        "table": lambda cid: bare_insert(cid, rows, False),
-        "table_words": lambda cid: bare_insert(cid, rows, True),
+        "table": lambda cid: bare_insert(cid, user_id, rows, False),
+        "table_words": lambda cid: bare_insert(cid, user_id, rows, True),
         "triggers": lambda cid: f"INSERT INTO memory.conversation_messages (conversation_id, seq, role, content, token_count) "
                                 f"SELECT '{cid}', 0, role, content, 0 FROM ({rows}) AS r (seq, role, content);",
     }
@@ -96,8 +96,8 @@ def run(port, user_id, agent, seconds):
     appends = pgbench(port, f"SELECT memory.add_message('{cid}', 'user', '{TEXT}');", seconds, env)
     one_row = f"SELECT nextval('profile_plain_seq'), 'user', '{TEXT}'"
     with triggers_off(admin):
-        table = pgbench(port, bare_insert(cid, one_row, False), seconds, env)
-        table_words = pgbench(port, bare_insert(cid, one_row, True), seconds, env)
+        table = pgbench(port, bare_insert(cid, user_id, one_row, False), seconds, env)
+        table_words = pgbench(port, bare_insert(cid, user_id, one_row, True), seconds, env)
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute("ALTER DATABASE bench SET track_functions = 'all'")
         c.execute("SELECT pg_stat_reset()")
