@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks memory_ext side by side with what applications use otherwise (see Performance in README.md).
 #   bench/run.sh            full run (1k/10k/100k-message conversations), writes bench/results/
-#   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs
+#   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs (and the append profile)
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 #   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
@@ -58,3 +58,7 @@ NO_PRELOAD=1 scripts/cluster.sh start "$DIR/plain" "$((PORT + 1))" "shared_buffe
 scripts/cluster.sh start "$DIR/turns" "$((PORT + 3))" "shared_buffers=256MB" "memory.worker_database=bench" "memory.worker_naptime=10"
 python3 bench/bench.py --port "$PORT" --plain-port "$((PORT + 1))" --turns-port "$((PORT + 3))" --llm-port "$((PORT + 2))" \
     --out "$OUT" $([ $SMOKE = 1 ] && echo --smoke)
+if [ $SMOKE = 1 ]; then
+    # the append profile too (pgbench for 2 s a route), so that it cannot rot unseen
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only append-profile --smoke
+fi
