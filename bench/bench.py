@@ -202,7 +202,7 @@ def setup_db(port, sizes, others):
         if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
             c.execute("CREATE ROLE bench LOGIN")
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         c.execute("GRANT CREATE ON SCHEMA public TO bench")
         # the benchmark's login acts as an application server asserting memory.user_id
         c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")
@@ -355,7 +355,7 @@ def bench_cold_start(port, plain_port, smoke):
     res = {}
     for label, p in (("preloaded", port), ("not preloaded", plain_port)):
         with psycopg.connect(f"host=127.0.0.1 port={p} dbname=postgres user=postgres", autocommit=True) as c:
-            c.execute("CREATE EXTENSION IF NOT EXISTS memory_ext")
+            c.execute("CREATE EXTENSION IF NOT EXISTS memory_ext CASCADE")
         conn_ms, first_ms, o200k_ms, unrelated_ms = [], [], [], []
         for _ in range(3 if smoke else 20):
             t = time.perf_counter()
@@ -583,13 +583,17 @@ def soak(port, seconds):
 
 
 def only(a):
-    """One part alone (adapters, history: on a 10,000-message history among others; search: its
-    own 1,000,000 messages), written to OUT/<part>.md."""
+    """One part alone (adapters, history: on a 10,000-message history among others; search and
+    recall: their own 1,000,000 messages), written to OUT/<part>.md."""
     import adapters as adapters_bench
     import history as history_bench
     import search as search_bench
     if a.only == "search":
         title, lines = "search", search_bench.report_lines(search_bench.run(a.port, prose, a.smoke))
+    elif a.only == "recall":
+        import recall as recall_bench
+        title, lines = "semantic and hybrid search", recall_bench.report_lines(
+            recall_bench.run(a.port, prose, a.smoke, a.llm_port or a.port + 2))
     elif a.only == "adapters":
         conn, convs = setup_db(a.port, [10_000], 1000)
         title, lines = "Python adapters", adapters_bench.report_lines(adapters_bench.run(
@@ -623,7 +627,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--writes-only", action="store_true", help="only the append benchmark, printed (no report files)")
-    ap.add_argument("--only", choices=["adapters", "history", "search", "sharing", "scale", "append-profile"],
+    ap.add_argument("--only", choices=["adapters", "history", "search", "recall", "sharing", "scale", "append-profile"],
                     help="one part alone on a 10,000-message history, written to OUT/<part>.md")
     ap.add_argument("--soak", type=int, metavar="SECONDS", help="writers + readers + worker for SECONDS, printed")
     ap.add_argument("--turns-port", type=int, help="a cluster whose worker serves database bench: chat turns and reply jobs")

@@ -13,5 +13,5 @@ def setup_writes_db(port):
     # MEMORY_EXT_BENCH_VERSION=0.1.0 measures a released version's SQL (with its library installed)
     version = os.environ.get("MEMORY_EXT_BENCH_VERSION")
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=bench user=postgres", autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else ""))
+        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else "") + " CASCADE")
         c.execute("ALTER DATABASE bench SET memory.user_id_roles = 'bench'")

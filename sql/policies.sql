@@ -9,6 +9,8 @@ ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE memory.message_embeddings ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE memory.jobs ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.queue_turns ENABLE ROW LEVEL SECURITY;
@@ -90,6 +92,13 @@ CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
 CREATE POLICY transfers_visible ON memory.conversation_transfers FOR SELECT
     USING (from_user_id = (SELECT memory.current_user_id()) OR to_user_id = (SELECT memory.current_user_id()));
 
+-- the messages' embeddings: read with the conversation; written only by the worker
+CREATE POLICY message_embeddings_read ON memory.message_embeddings FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
 -- jobs and queue_turns have no policy: ordinary roles reach them only through memory's
 -- functions.
 
@@ -102,7 +111,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
 
-GRANT SELECT ON memory.conversation_members, memory.conversation_transfers, memory.message_days TO PUBLIC;
+GRANT SELECT ON memory.conversation_members, memory.conversation_transfers, memory.message_days,
+    memory.message_embeddings TO PUBLIC;
 
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;
 

@@ -137,6 +137,47 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The hybrid ranking: the best 100 of the words' ranking and the best 100 of the meaning's, fused
+-- by reciprocal rank (each list gives a message 1/(60 + its position in that list), the constant
+-- of Cormack, Clarke and Büttcher's RRF), one page after the cursor (p_rank, p_after). Each list is
+-- computed within the caller's scope by its own function.
+CREATE OR REPLACE FUNCTION memory._hybrid_hits(p_query tsquery, p_embedding text, p_model text, p_conversation_id uuid,
+                                    p_agent_id uuid, p_role text, p_since timestamptz, p_until timestamptz, p_tool text,
+                                    p_has_tool_calls boolean, p_limit integer, p_rank real, p_after uuid)
+RETURNS TABLE (id uuid, conversation_id uuid, seq bigint, role text, created_at timestamptz, content text,
+               tool_calls jsonb, rank real)
+LANGUAGE sql STABLE ROWS 100 SET search_path = pg_catalog, pg_temp AS $$
+    WITH words AS (
+        SELECT w.* FROM (
+            SELECT t.*, row_number() OVER (ORDER BY t.rank DESC, t.id) AS pos
+              FROM memory._search_hits(p_query, p_conversation_id, p_agent_id, p_role, p_since, p_until, p_tool,
+                                       p_has_tool_calls, 100, NULL, NULL) t
+             WHERE numnode(p_query) > 0) w
+         WHERE w.pos <= 100
+    ), meaning AS (
+        SELECT s.*, row_number() OVER (ORDER BY s.rank DESC, s.id) AS pos
+          FROM memory._semantic_hits(p_embedding, p_model, p_conversation_id, p_agent_id, p_role, p_since, p_until,
+                                     p_tool, p_has_tool_calls, 99, NULL, NULL) s
+    ), fused AS (
+        SELECT coalesce(w.id, m.id) AS id, coalesce(w.conversation_id, m.conversation_id) AS conversation_id,
+               coalesce(w.seq, m.seq) AS seq, coalesce(w.role, m.role) AS role,
+               coalesce(w.created_at, m.created_at) AS created_at, coalesce(w.content, m.content) AS content,
+               coalesce(w.tool_calls, m.tool_calls) AS tool_calls,
+               (coalesce(1.0 / (60 + w.pos), 0) + coalesce(1.0 / (60 + m.pos), 0))::real AS rank
+          FROM words w FULL JOIN meaning m ON m.id = w.id
+    )
+    SELECT f.* FROM fused f
+     WHERE p_rank IS NULL OR f.rank < p_rank OR (f.rank = p_rank AND f.id > p_after)
+     ORDER BY f.rank DESC, f.id
+     LIMIT p_limit + 1;
+$$;
+
+-- mode: 'text' (the default: the words, below), 'semantic' (nearest in meaning: the query is
+-- embedded by memory.embedding_model and compared with the messages' vectors, rank = cosine
+-- similarity), or 'hybrid' (reciprocal-rank fusion of the best 100 of each ranking, rank = the
+-- fused score, the sum of 1/(60 + position)). Without memory.embedding_model, 'semantic' is an
+-- error and 'hybrid' answers with the words alone; the page's "mode" says which ranking answered.
+-- Messages the worker has not embedded yet are found by their words only.
 -- query: web-search syntax ("quoted phrases", or, -word), in memory.search_config (a stopword-only
 -- query finds nothing). Filters: conversation_id, agent_id, role, since/until (created_at), tool
 -- (a tool name the message calls), has_tool_calls. Results are ranked (ts_rank, normalised by
@@ -153,17 +194,32 @@ CREATE OR REPLACE FUNCTION memory.search_messages(
     tool text DEFAULT NULL,
     has_tool_calls boolean DEFAULT NULL,
     "limit" integer DEFAULT 20,
-    cursor text DEFAULT NULL
+    cursor text DEFAULT NULL,
+    mode text DEFAULT 'text'
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_config regconfig := memory._search_config()::regconfig;
-    v_query  tsquery;
-    v_rank   real;
-    v_after  uuid;
-    v_result jsonb;
+    v_config    regconfig := memory._search_config()::regconfig;
+    v_mode      text := search_messages.mode;
+    v_model     text := memory._embedding_model();
+    v_query     tsquery;
+    v_embedding jsonb;
+    v_rank      real;
+    v_after     uuid;
+    v_result    jsonb;
 BEGIN
-    IF v_config IS NULL THEN
+    IF v_mode IS NULL OR v_mode NOT IN ('text', 'semantic', 'hybrid') THEN
+        RAISE EXCEPTION 'mode must be text, semantic or hybrid, got %', coalesce(memory._clip(v_mode), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_mode = 'semantic' AND v_model IS NULL THEN
+        RAISE EXCEPTION 'semantic search needs embeddings: memory.embedding_model is not set on this server'
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'use mode => ''text'' or ''hybrid''';
+    END IF;
+    IF v_mode = 'hybrid' AND v_model IS NULL THEN
+        v_mode := 'text';  -- the words alone; the page says so
+    END IF;
+    IF v_config IS NULL AND v_mode <> 'semantic' THEN
         RAISE EXCEPTION 'search is off on this server (memory.search_config = off)'
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
@@ -189,12 +245,25 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END;
     END IF;
-    v_query := websearch_to_tsquery(v_config, search_messages.query);
-    IF numnode(v_query) = 0 THEN
-        RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL);
+    IF v_config IS NOT NULL THEN  -- (off: semantic mode only)
+        v_query := websearch_to_tsquery(v_config, search_messages.query);
+    END IF;
+    IF (v_mode = 'text' AND numnode(v_query) = 0) OR btrim(search_messages.query) = '' THEN
+        RETURN jsonb_build_object('results', '[]'::jsonb, 'next_cursor', NULL, 'mode', v_mode);
+    END IF;
+    IF v_mode <> 'text' THEN
+        v_embedding := memory._embed_query(search_messages.query, v_model);
+        PERFORM memory._raise_error(v_embedding->'error');
     END IF;
     WITH page AS (
         SELECT h.* FROM memory._search_hits(v_query, search_messages.conversation_id, search_messages.agent_id, search_messages.role, search_messages.since, search_messages.until, search_messages.tool, search_messages.has_tool_calls, search_messages."limit", v_rank, v_after) h
+         WHERE v_mode = 'text'
+        UNION ALL
+        SELECT h.* FROM memory._semantic_hits(v_embedding->>'vector', v_model, search_messages.conversation_id, search_messages.agent_id, search_messages.role, search_messages.since, search_messages.until, search_messages.tool, search_messages.has_tool_calls, search_messages."limit", v_rank, v_after) h
+         WHERE v_mode = 'semantic'
+        UNION ALL
+        SELECT h.* FROM memory._hybrid_hits(v_query, v_embedding->>'vector', v_model, search_messages.conversation_id, search_messages.agent_id, search_messages.role, search_messages.since, search_messages.until, search_messages.tool, search_messages.has_tool_calls, search_messages."limit", v_rank, v_after) h
+         WHERE v_mode = 'hybrid'
     ), numbered AS (
         SELECT p.*, row_number() OVER (ORDER BY p.rank DESC, p.id) AS n FROM page p
     )
@@ -202,13 +271,16 @@ BEGIN
                'results', coalesce(jsonb_agg(jsonb_build_object(
                    'conversation_id', x.conversation_id, 'title', c.title, 'agent_id', c.agent_id,
                    'message_id', x.id, 'seq', x.seq, 'role', x.role, 'created_at', x.created_at, 'rank', x.rank,
-                   'snippet', ts_headline(v_config,
+                   'snippet', CASE WHEN coalesce(numnode(v_query), 0) > 0 THEN ts_headline(v_config,
                                           left(concat_ws(' ', nullif(x.content, ''), (
                                               SELECT string_agg(concat_ws(' ', call->'function'->>'name', call->'function'->>'arguments',
                                                                           call->>'tool', call->>'input', call->>'output'), ' ')
                                                 FROM jsonb_array_elements(coalesce(x.tool_calls, '[]')) AS call)), 20000),
-                                          v_query, 'StartSel=**, StopSel=**, MaxWords=30, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "'))
+                                          v_query, 'StartSel=**, StopSel=**, MaxWords=30, MinWords=10, MaxFragments=2, FragmentDelimiter=" … "')
+                                   -- found by meaning alone (no words of the query): the message's start
+                                   ELSE left(x.content, 200) END)
                    ORDER BY x.n) FILTER (WHERE x.n <= search_messages."limit"), '[]'::jsonb),
+               'mode', v_mode,
                'next_cursor', (SELECT y.rank::text || '/' || y.id FROM numbered y WHERE y.n = search_messages."limit" AND EXISTS (SELECT 1 FROM numbered z WHERE z.n > search_messages."limit")))
       INTO v_result
       FROM numbered x JOIN memory.conversations c ON c.id = x.conversation_id;

@@ -79,6 +79,22 @@ CREATE INDEX conversation_messages_search_idx ON memory.conversation_messages US
 CREATE INDEX conversation_messages_tool_call_id_idx ON memory.conversation_messages (conversation_id, tool_call_id)
     WHERE tool_call_id IS NOT NULL;
 
+-- What the worker's embed jobs stored: one vector per message and embedding model (pgvector's
+-- `vector`, of the model's dimensions), for search_messages' semantic and hybrid modes. Derived
+-- data that goes with its message (a rewind, a deletion, erase_user); users never read it
+-- directly: memory._semantic_hits serves it within the read rule.
+CREATE TABLE memory.message_embeddings (
+    message_id      uuid NOT NULL REFERENCES memory.conversation_messages (id) ON DELETE CASCADE,
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    model           text NOT NULL,
+    embedding       vector NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (message_id, model)
+);
+
+-- a scope's vectors: the conversations a caller reads, then the model
+CREATE INDEX message_embeddings_conversation_idx ON memory.message_embeddings (conversation_id, model);
+
 -- The messages per conversation, UTC day and author, for the analytics views (usage_daily,
 -- conversation_activity): kept by the messages' statement triggers in the transaction that adds
 -- or removes the messages, so that a dashboard reads days, not messages. Derived data: dumped
@@ -113,13 +129,13 @@ CREATE TABLE memory.conversation_summaries (
 CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
 
 -- The background work queue, claimed by the worker with FOR UPDATE SKIP LOCKED. `kind` says what
--- to do ('summary', 'reply', 'retention'); `payload` carries what a kind needs beyond its
+-- to do ('summary', 'reply', 'retention', 'embed'); `payload` carries what a kind needs beyond its
 -- conversation; `user_id` is whose work it is (the worker serves users in turn; the nil uuid for
 -- the server's own retention jobs, which have no conversation). At most one pending job of a kind
 -- per conversation.
 CREATE TABLE memory.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind            text NOT NULL CHECK (kind IN ('summary', 'reply', 'retention')),
+    kind            text NOT NULL CHECK (kind IN ('summary', 'reply', 'retention', 'embed')),
     conversation_id uuid REFERENCES memory.conversations (id) ON DELETE CASCADE,
     user_id         uuid,
     payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
@@ -194,6 +210,8 @@ SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
 
+SELECT pg_catalog.pg_extension_config_dump('memory.message_embeddings', '');
+
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_summaries', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.jobs', '');
@@ -262,7 +280,7 @@ CREATE TABLE memory.llm_calls (
     user_id             uuid NOT NULL,
     agent_id            uuid,
     job_id              bigint,
-    kind                text NOT NULL CHECK (kind IN ('summary', 'chat', 'reply')),
+    kind                text NOT NULL CHECK (kind IN ('summary', 'chat', 'reply', 'embed')),
     model               text NOT NULL,
     -- as the provider reported them (NULL when it did not)
     prompt_tokens       integer CHECK (prompt_tokens >= 0),

@@ -270,7 +270,7 @@ $$;
 
 -- Once per INSERT statement, over the rows it added: one counter update per conversation, the
 -- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
--- auto-reply, and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
+-- auto-reply, the embed job (with memory.embedding_model set), and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
 -- reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
 -- conversations the row triggers let the caller write.
 CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
@@ -308,6 +308,9 @@ BEGIN
         IF v_auto_reply AND r.has_user AND NOT memory._auto_reply_suppressed() THEN
             PERFORM memory._check_token_quota_of(r.user_id);
             PERFORM memory._enqueue_job('reply', r.id);
+        END IF;
+        IF memory._embedding_model() IS NOT NULL THEN
+            PERFORM memory._enqueue_job('embed', r.id);
         END IF;
     END LOOP;
     -- the day's figures (the conversations' rows are locked above: no other writer races these)

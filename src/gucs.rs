@@ -35,6 +35,10 @@ pub static LLM_MODEL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"llama-3.3-70b-versatile"));
 pub static LLM_API_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static LLM_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+pub static EMBEDDING_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static EMBEDDING_DIMENSIONS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static EMBEDDING_BATCH: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static EMBEDDING_MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.0);
 pub static OTLP_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static OTLP_CONTENT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);
@@ -333,6 +337,44 @@ fn define_worker() {
         100,
         600_000,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.embedding_model",
+        c"Embedding model of the provider's /embeddings endpoint; empty (the default) turns embeddings off.",
+        c"Set: the worker embeds new messages, and search_messages offers mode => 'semantic' and 'hybrid'.",
+        &EMBEDDING_MODEL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.embedding_dimensions",
+        c"Dimensions asked of the embedding model (its `dimensions` parameter); 0 (the default) sends none.",
+        c"",
+        &EMBEDDING_DIMENSIONS,
+        0,
+        16_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"memory.embedding_batch",
+        c"Most messages one embedding job sends in one call to the provider.",
+        c"",
+        &EMBEDDING_BATCH,
+        1,
+        2048,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_float_guc(
+        c"memory.embedding_min_similarity",
+        c"Semantic and hybrid search leave out messages whose cosine similarity to the query is at or below this.",
+        c"A model's unrelated texts sit at its own baseline (often 0.1 to 0.3): raise it to that.",
+        &EMBEDDING_MIN_SIMILARITY,
+        -1.0,
+        1.0,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

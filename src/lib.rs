@@ -73,7 +73,12 @@ extension_sql_file!(
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["turns"]);
 extension_sql_file!("../sql/templates.sql", name = "templates", requires = ["history"]);
-extension_sql_file!("../sql/search.sql", name = "search", requires = ["templates"]);
+extension_sql_file!(
+    "../sql/embeddings.sql",
+    name = "embeddings",
+    requires = ["templates", api::embed::_embed_query, api::embed::_embedding_model]
+);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["embeddings"]);
 extension_sql_file!("../sql/sharing.sql", name = "sharing", requires = ["search"]);
 extension_sql_file!("../sql/share_links.sql", name = "share_links", requires = ["sharing"]);
 extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["share_links"]);

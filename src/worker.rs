@@ -2,7 +2,9 @@
 //! dispatches on their kind. A summary or reply job is prepared in a transaction (its window read,
 //! its LLM call recorded as `pending` in `memory.llm_calls`), its LLM call then runs on a thread of
 //! its own with no transaction open, and its answer is stored in a new transaction: the summary,
-//! or the assistant's message unless the conversation changed meanwhile (then it recomputes).
+//! or the assistant's message unless the conversation changed meanwhile (then it recomputes). An
+//! embed job is the same with the provider's `/embeddings` endpoint: a batch of a conversation's
+//! messages without a vector, stored whole or not at all.
 //! Up to `memory.worker_concurrency` calls are in flight at once, at most
 //! `memory.worker_user_concurrency` of them for one user; the next job always comes from the
 //! waiting user served longest ago. Failures are recorded in the job and retried with backoff; an
@@ -28,6 +30,7 @@ use crate::api::context::{load_conversation, TurnRequest};
 use crate::api::llm_thread::{self, config, InFlight, Poll};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::api::traces;
+use crate::core::embedding::{self, parse_embeddings, vector_literal};
 use crate::core::llm::{Answer, LlmError};
 use crate::core::otlp::{self, Attr, Attributes, Kind, Span, SpanIds};
 use crate::core::retry::backoff;
@@ -95,6 +98,11 @@ enum Work {
     Reply {
         last_seq: i64,
     },
+    /// The messages sent, in the order of the inputs.
+    Embed {
+        ids: Vec<Uuid>,
+        model: String,
+    },
 }
 
 /// What preparing a job gave: an LLM call to make (its usage row already `pending`), or an
@@ -129,6 +137,7 @@ struct Call {
 enum Outcome {
     Summary { covers_through_seq: i64, content: String, model: String, call: Option<Call> },
     Reply { reply: Reply, last_seq: i64, call: Call },
+    Embeddings { ids: Vec<Uuid>, vectors: Vec<Vec<f32>>, model: String, call: Call },
     NothingToDo(&'static str),
     Failed(LlmError, Option<Call>),
 }
@@ -289,6 +298,7 @@ fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) 
     let prepared = match job.kind.as_str() {
         "summary" => try_transaction(|| prepare_summary(&job)),
         "reply" => try_transaction(|| prepare_reply(&job)),
+        "embed" => try_transaction(|| prepare_embed(&job)),
         "retention" => try_transaction(run_retention).map(|(outcome, more)| {
             retention.more_due = more;
             Prepared::Finished(outcome)
@@ -307,7 +317,8 @@ fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) 
                     all
                 },
             );
-            Some(Running { call: llm_thread::start(config(), body, trace), job, work, call_id })
+            let endpoint = if matches!(work, Work::Embed { .. }) { llm_thread::embedding_config() } else { config() };
+            Some(Running { call: llm_thread::start(endpoint, body, trace), job, work, call_id })
         }
         Ok(Prepared::Finished(outcome)) => {
             settle(job, outcome, deferred);
@@ -397,7 +408,7 @@ fn trace_job(job: &Claimed, outcome: &Outcome) {
         return;
     };
     let (result, failure) = match outcome {
-        Outcome::Summary { .. } | Outcome::Reply { .. } => ("done", None),
+        Outcome::Summary { .. } | Outcome::Reply { .. } | Outcome::Embeddings { .. } => ("done", None),
         Outcome::NothingToDo(_) => ("nothing_to_do", None),
         Outcome::Failed(e, _) => ("error", Some(e)),
     };
@@ -420,9 +431,10 @@ fn trace_job(job: &Claimed, outcome: &Outcome) {
 /// The LLM call an outcome records, if it made one.
 fn call_of(outcome: &Outcome) -> Option<&Call> {
     match outcome {
-        Outcome::Summary { call: Some(c), .. } | Outcome::Reply { call: c, .. } | Outcome::Failed(_, Some(c)) => {
-            Some(c)
-        }
+        Outcome::Summary { call: Some(c), .. }
+        | Outcome::Reply { call: c, .. }
+        | Outcome::Embeddings { call: c, .. }
+        | Outcome::Failed(_, Some(c)) => Some(c),
         _ => None,
     }
 }
@@ -474,6 +486,10 @@ fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Out
                 let usage = reply.usage.clone();
                 Outcome::Reply { reply, last_seq, call: call(usage) }
             }
+            Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
+        },
+        Work::Embed { ids, model } => match parse_embeddings(&answer.json, ids.len()) {
+            Ok(vectors) => Outcome::Embeddings { ids, vectors, model, call: call(Usage::from_answer(&answer.json)) },
             Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
         },
     }
@@ -801,6 +817,41 @@ fn prepare_reply(job: &Claimed) -> Prepared {
     })
 }
 
+/// An embed job's call: the conversation's next messages without a vector of
+/// `memory.embedding_model` (at most `memory.embedding_batch`, oldest first), with its usage row
+/// `pending`. Nothing to do when embeddings are off or every message has its vector.
+fn prepare_embed(job: &Claimed) -> Prepared {
+    let Some(model) = gucs::string(&gucs::EMBEDDING_MODEL) else {
+        return Prepared::Finished(Outcome::NothingToDo("embeddings are off: memory.embedding_model is not set"));
+    };
+    Spi::connect_mut(|c| {
+        let batch = c
+            .select(
+                "SELECT id, input FROM memory._embedding_batch($1, $2, $3)",
+                None,
+                &[job.conversation_id.into(), model.as_str().into(), gucs::EMBEDDING_BATCH.get().into()],
+            )
+            .expect("reading the messages to embed");
+        let (mut ids, mut inputs) = (Vec::new(), Vec::new());
+        for row in batch {
+            if let (Ok(Some(id)), Ok(Some(text))) = (row.get::<Uuid>(1), row.get::<String>(2)) {
+                ids.push(id);
+                inputs.push(embedding::input_of(&text));
+            }
+        }
+        if ids.is_empty() {
+            return Prepared::Finished(Outcome::NothingToDo("nothing to embed: every message has its vector"));
+        }
+        // over its user's daily token limit: an error, recorded in the job and retried later
+        c.update("SELECT memory._check_token_quota_of($1)", None, &[job.user_id.into()])
+            .expect("checking the daily token limit");
+        let call_id = begin_call(c, job, &model, None, None);
+        let body = embedding::request_body(&model, &inputs, gucs::EMBEDDING_DIMENSIONS.get());
+        let attributes = vec![("memory.embed.messages", Attr::Int(ids.len() as i64))];
+        Prepared::Call { work: Work::Embed { ids, model }, body, call_id, attributes }
+    })
+}
+
 /// A summary job's call: the next cut of the conversation, with its usage row `pending`. Without
 /// an API key the built-in extractive summarizer answers at once.
 fn prepare_summary(job: &Claimed) -> Prepared {
@@ -922,6 +973,29 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                     .expect("finishing the summary job");
             }
             Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, *last_seq, call),
+            Outcome::Embeddings { ids, vectors, model, call } => {
+                record_call(c, call, "ok", None);
+                // messages removed meanwhile are skipped; a longer backlog gets the next job
+                let literals: Vec<String> = vectors.iter().map(|v| vector_literal(v)).collect();
+                let more = c
+                    .update(
+                        "SELECT memory._store_embeddings($1, $2, $3, $4)",
+                        None,
+                        &[job.conversation_id.into(), model.as_str().into(), ids.clone().into(), literals.into()],
+                    )
+                    .expect("storing the embeddings")
+                    .first()
+                    .get_one::<bool>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
+                c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()])
+                    .expect("finishing the embed job");
+                if more {
+                    c.update("SELECT memory._enqueue_job('embed', $1)", None, &[job.conversation_id.into()])
+                        .expect("queueing the next embed job");
+                }
+            }
             Outcome::NothingToDo(why) => {
                 c.update("SELECT memory._finish_job($1, 'done', $2)", None, &[job.id.into(), (*why).into()])
                     .expect("finishing the job");

@@ -2,7 +2,7 @@
 -- memory_ext, and the app's login as PostgREST would have it. The app logs in as chat_app, which
 -- can do nothing by itself (NOINHERIT); per request it switches to `authenticated` and sets the
 -- verified JWT's claims, transaction-local, so RLS decides what each user sees.
-CREATE EXTENSION IF NOT EXISTS memory_ext;
+CREATE EXTENSION IF NOT EXISTS memory_ext CASCADE;
 
 DO $$
 BEGIN

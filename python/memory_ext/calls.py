@@ -266,12 +266,14 @@ def delete_nth_message(conversation_id: IdLike, index: int) -> Call:
 
 def search_messages(query: str, conversation_id: Optional[IdLike] = None, agent_id: Optional[IdLike] = None,
                     role: Optional[str] = None, since: Any = None, until: Any = None, tool: Optional[str] = None,
-                    has_tool_calls: Optional[bool] = None, limit: Optional[int] = None, cursor: Optional[str] = None) -> Call:
-    """Full-text search over the caller's readable conversations: {"results": [...], "next_cursor"}."""
+                    has_tool_calls: Optional[bool] = None, limit: Optional[int] = None, cursor: Optional[str] = None,
+                    mode: Optional[str] = None) -> Call:
+    """Search over the caller's readable conversations: {"results": [...], "next_cursor", "mode"}.
+    mode: "text" (the default), "semantic" or "hybrid" (with memory.embedding_model set)."""
     return function("search_messages", _value, "value", ("query",), query=query,
                     conversation_id=as_uuid(conversation_id, "conversation_id"), agent_id=as_uuid(agent_id, "agent_id"),
                     role=role, since=since, until=until, tool=tool, has_tool_calls=has_tool_calls, limit=limit,
-                    cursor=cursor)
+                    cursor=cursor, mode=mode)
 
 
 # ---- the window and summaries -----------------------------------------------------------------

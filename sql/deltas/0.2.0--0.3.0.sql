@@ -63,6 +63,11 @@
 --   conversation), kept by a trigger on llm_calls; both filled here from the stored rows.
 --   usage_daily, conversation_activity and conversation_costs read them instead of aggregating
 --   messages and calls (same columns, same figures).
+-- * recall: pgvector is now required (CREATE EXTENSION vector first, or ALTER EXTENSION … UPDATE
+--   fails and changes nothing). memory.message_embeddings holds one vector per message and
+--   embedding model, written by the worker's new 'embed' jobs (memory.embedding_model);
+--   search_messages gains `mode` ('text', 'semantic', 'hybrid'), so its old signature is dropped.
+--   Embedding calls are llm_calls of kind 'embed'.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -168,6 +173,32 @@ CREATE INDEX llm_call_days_conversation_idx ON memory.llm_call_days (conversatio
 SELECT pg_catalog.pg_extension_config_dump('memory.llm_call_days', '');
 
 ALTER TABLE memory.llm_call_days ENABLE ROW LEVEL SECURITY;
+
+-- recall: the messages' embeddings, written by 'embed' jobs
+ALTER TABLE memory.jobs DROP CONSTRAINT jobs_kind_check;
+
+ALTER TABLE memory.jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('summary', 'reply', 'retention', 'embed'));
+
+ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_kind_check;
+
+ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_kind_check CHECK (kind IN ('summary', 'chat', 'reply', 'embed'));
+
+CREATE TABLE memory.message_embeddings (
+    message_id      uuid NOT NULL REFERENCES memory.conversation_messages (id) ON DELETE CASCADE,
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    model           text NOT NULL,
+    embedding       vector NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (message_id, model)
+);
+
+CREATE INDEX message_embeddings_conversation_idx ON memory.message_embeddings (conversation_id, model);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.message_embeddings', '');
+
+ALTER TABLE memory.message_embeddings ENABLE ROW LEVEL SECURITY;
+
+DROP FUNCTION memory.search_messages(text, uuid, uuid, text, timestamptz, timestamptz, text, boolean, integer, text);
 
 -- @replay
 

@@ -23,7 +23,13 @@ pub fn config() -> LlmConfig {
         base_url: gucs::string(&gucs::LLM_BASE_URL).unwrap_or_default(),
         api_key: gucs::string(&gucs::LLM_API_KEY),
         timeout: Duration::from_millis(gucs::LLM_TIMEOUT.get() as u64),
+        path: "/chat/completions",
     }
+}
+
+/// The same provider's embeddings endpoint.
+pub fn embedding_config() -> LlmConfig {
+    LlmConfig { path: "/embeddings", ..config() }
 }
 
 /// A call in flight: its answer arrives on the channel. Dropping it abandons the call (its thread

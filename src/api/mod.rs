@@ -1,6 +1,7 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
 pub mod charges;
 pub mod context;
+pub mod embed;
 pub mod identity;
 pub mod limits;
 pub mod llm_thread;

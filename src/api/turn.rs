@@ -77,7 +77,13 @@ fn error(sqlstate: &str, message: String, hint: &str) -> Value {
 }
 
 fn llm_error(e: LlmError) -> Value {
-    let message = format!("memory.chat: {}", e.message);
+    provider_error("memory.chat", e)
+}
+
+/// A failed provider call of `what` as {sqlstate, message, hint}: the rate limit, the timeout, a
+/// refusal, or any other failure, each with its PT SQLSTATE.
+pub fn provider_error(what: &str, e: LlmError) -> Value {
+    let message = format!("{what}: {}", e.message);
     match e.failure {
         Failure::Http(429) => {
             let wait = e.retry_after.map(|d| format!("Retry in {} seconds. ", d.as_secs())).unwrap_or_default();

@@ -1,4 +1,4 @@
-//! The OpenAI-compatible `POST {base_url}/chat/completions` call, with a bounded timeout, and the
+//! The OpenAI-compatible `POST {base_url}/chat/completions` call (and `/embeddings`, the same way), with a bounded timeout, and the
 //! classification of its failures. Plain Rust: the worker calls it with no transaction open, and
 //! `memory.chat` on a thread of its own while the backend watches for cancellation.
 
@@ -12,6 +12,8 @@ pub struct LlmConfig {
     /// None: no Authorization header (a local server that needs no key).
     pub api_key: Option<String>,
     pub timeout: Duration,
+    /// What is appended to base_url: `/chat/completions`, or `/embeddings`.
+    pub path: &'static str,
 }
 
 /// What kind of failure an LLM call ended in; the synchronous chat maps it to a SQLSTATE.
@@ -108,7 +110,7 @@ pub fn endpoint_host(url: &str) -> String {
 pub fn complete(cfg: &LlmConfig, body: &Value) -> Result<Answer, LlmError> {
     let started = Instant::now();
     let agent = agent(cfg.timeout);
-    let url = format!("{}/chat/completions", cfg.base_url.trim_end_matches('/'));
+    let url = format!("{}{}", cfg.base_url.trim_end_matches('/'), cfg.path);
     let host = endpoint_host(&url);
     let mut request = agent.post(&url).header("Content-Type", "application/json");
     // The key goes in this header only; error texts below never contain it.
@@ -158,6 +160,7 @@ mod tests {
             base_url: "http://alice:hunter2@127.0.0.1:9/v1?token=s3cret".into(),
             api_key: Some("sk-never".into()),
             timeout: Duration::from_millis(500),
+            path: "/chat/completions",
         };
         let e = complete(&cfg, &serde_json::json!({})).err().expect("nothing listens on port 9");
         for secret in ["alice", "hunter2", "s3cret", "sk-never", "/v1"] {

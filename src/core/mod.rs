@@ -1,5 +1,6 @@
 //! Pure logic: no pgrx in here, unit-tested with plain `#[test]`.
 pub mod chat;
+pub mod embedding;
 pub mod error;
 pub mod ledger;
 pub mod llm;

@@ -166,8 +166,10 @@ pub fn llm_span(
 ) -> Span {
     let model = request["model"].as_str().unwrap_or_default().to_owned();
     let host = endpoint_host(base_url);
+    // an embeddings request has an input where a chat request has messages
+    let operation = if request.get("input").is_some() { "embeddings" } else { "chat" };
     let mut attributes: Attributes = vec![
-        ("gen_ai.operation.name", Attr::Str("chat".into())),
+        ("gen_ai.operation.name", Attr::Str(operation.into())),
         ("gen_ai.provider.name", Attr::Str(provider_of(&host).into())),
         ("gen_ai.request.model", Attr::Str(model.clone())),
     ];
@@ -220,7 +222,7 @@ pub fn llm_span(
             Some(status_message(e, trace.content))
         }
     };
-    Span { ids: trace.ids, name: format!("chat {model}"), kind: Kind::Client, start, end, attributes, error }
+    Span { ids: trace.ids, name: format!("{operation} {model}"), kind: Kind::Client, start, end, attributes, error }
 }
 
 /// A failed span's status message: the error's text only when content may go in the trace (an

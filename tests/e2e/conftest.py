@@ -20,7 +20,7 @@ def db(cluster, request):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     with psycopg.connect(dsn(name), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
         # the application server's pooled login may assert identities with memory.user_id
         c.execute(f"ALTER DATABASE {name} SET memory.user_id_roles = 'app'")

@@ -155,8 +155,8 @@ def test_definer_helpers_reveal_and_change_nothing_of_others(db, mode):
         # the messages-per-minute counter is the worker's, and no caller may execute it; a call's
         # cost at a time reads the prices, which are everyone's)
         assert rpc(c, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'memory'::regnamespace AND proname LIKE '\\_%%' "
-                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_list_conversations', '_add_minute_messages', "
-                      "'_llm_call_cost') "
+                      "AND proname NOT IN ('_create_share_link', '_search_hits', '_semantic_hits', '_hybrid_hits', "
+                      "'_list_conversations', '_add_minute_messages', '_llm_call_cost') "
                       "AND 'timestamptz'::regtype = ANY (proargtypes)") == 0
     attacker = new_user()
     with mode(db, attacker) as c:

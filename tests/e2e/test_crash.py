@@ -25,7 +25,7 @@ def durable(cluster):
              "memory.worker_enabled=off"]
     subprocess.run(start, check=True)
     with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         c.execute("CREATE ROLE app LOGIN")
         c.execute("ALTER DATABASE postgres SET memory.user_id_roles = 'app'")
     yield root, port, start

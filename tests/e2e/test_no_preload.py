@@ -17,7 +17,7 @@ def test_everything_works_without_preload(cluster):
     subprocess.run(["env", "NO_PRELOAD=1", f"{ROOT}/scripts/cluster.sh", "start", root, str(port)], check=True)
     try:
         with psycopg.connect(dsn(port=port), autocommit=True) as c:
-            c.execute("CREATE EXTENSION memory_ext")
+            c.execute("CREATE EXTENSION memory_ext CASCADE")
             c.execute("CREATE ROLE app LOGIN")
             c.execute("ALTER DATABASE postgres SET memory.user_id_roles = 'app'")
         with psycopg.connect(dsn(user="app", port=port), autocommit=True) as c:

@@ -143,10 +143,21 @@ REVIEWED = {
     "_conversation_lexeme(uuid)": ("inlined", False, True),
     "_owner_lexeme(uuid)": ("inlined", False, True),
     "_search_vector(regconfig,uuid,uuid,text,jsonb)": ("pinned", False, True),
-    "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text)": ("pinned", False, True),
+    "search_messages(text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,text,text)": ("pinned", False, True),
     "reindex_search(integer)": ("pinned", False, False),                 # superusers only
     "_search_hits(tsquery,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,real,uuid)":
         ("pinned", True, True),                                          # computes the caller's scope by the rule itself
+    # semantic and hybrid search, embeddings
+    "_semantic_hits(text,text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,real,uuid)":
+        ("pinned", True, True),                                          # computes the caller's scope by the rule itself
+    "_hybrid_hits(tsquery,text,text,uuid,uuid,text,timestamp with time zone,timestamp with time zone,text,boolean,integer,real,uuid)":
+        ("pinned", False, True),                                         # invoker: fuses the two scoped rankings
+    "_embed_query(text,text)": ("pure-c", False, True),                  # search_messages' query embedding, as the caller
+    "_embedding_model()": ("pure-c", False, True),
+    "_vector_schema()": ("pinned", False, False),
+    "_embedding_batch(uuid,text,integer)": ("pinned", False, False),     # the worker's
+    "_store_embeddings(uuid,text,uuid[],text[])": ("pinned", False, False),  # the worker's
+    "queue_embeddings(uuid)": ("pinned", False, False),                  # superusers only
     "save_as_template(uuid,text)": ("pinned", False, True),
     "list_templates()": ("pinned", False, True),
     "delete_template(uuid)": ("pinned", False, True),
@@ -204,6 +215,7 @@ TABLES = {
     "share_links": {"SELECT"},
     "model_prices": {"SELECT"},
     "message_days": {"SELECT"},
+    "message_embeddings": {"SELECT"},
     "llm_call_days": {"SELECT"},
 }
 

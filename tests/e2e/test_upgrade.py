@@ -103,7 +103,7 @@ def fresh_db(name, version=None):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     with connect(name) as c:
-        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else ""))
+        c.execute("CREATE EXTENSION memory_ext" + (f" VERSION '{version}'" if version else "") + " CASCADE")
         c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
         c.execute(f"ALTER DATABASE {name} SET memory.user_id_roles = 'app'")
 

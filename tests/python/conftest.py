@@ -47,7 +47,7 @@ def db(cluster, request):
         c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         c.execute(f"CREATE DATABASE {name}")
     with psycopg.connect(support.dsn(name, port=cluster), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         c.execute(f"GRANT ALL ON DATABASE {name} TO PUBLIC")
     return name
 

@@ -6,8 +6,10 @@ a chat whose last message is a tool result gets "The tool said: …"; a user mes
 "what time" with a `clock` tool offered gets a call of that tool; anything else gets
 "You said: <the user's message>". Usage is reported like OpenAI's. It also answers the audio
 endpoints: /audio/transcriptions with "stand-in transcription of N bytes of <type>", and
-/audio/speech with a short tone (WAV)."""
+/audio/speech with a short tone (WAV); and /embeddings with `embed` below (in the same modes as
+chat; `empty` answers no vectors)."""
 import email.policy
+import hashlib
 import io
 import json
 import math
@@ -39,6 +41,49 @@ def answer(req, n):
     return {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": req.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+# Words that mean the same to the stand-in embedding model: each group is one feature, so that a
+# paraphrase ("automobile" for "car") lands near the original where full-text search misses it.
+SYNONYMS = {w: group[0] for group in [
+    ("car", "cars", "automobile", "automobiles", "vehicle", "vehicles", "sedan"),
+    ("repair", "repairs", "fix", "fixed", "fixing", "mechanic", "garage", "broke", "broken", "breakdown"),
+    ("dog", "dogs", "puppy", "puppies", "canine", "hound"),
+    ("trip", "trips", "vacation", "holiday", "holidays", "journey", "travel", "travelling", "traveling"),
+    ("doctor", "doctors", "physician", "medic", "clinic"),
+    ("allergy", "allergies", "allergic", "intolerance"),
+    ("peanut", "peanuts", "nut", "nuts", "groundnut"),
+    ("pay", "paid", "salary", "wage", "wages", "income", "earn", "earns", "earning"),
+] for w in group}
+STOPWORDS = {"a", "an", "the", "my", "i", "is", "was", "to", "of", "and", "or", "in", "on", "for", "it", "me", "what", "about",
+             "with", "at", "be", "this", "that", "you", "your", "do", "did", "has", "have", "had"}
+
+
+def embed(text, dims=64):
+    """A deterministic unit vector of `text`: every word (through SYNONYMS, without STOPWORDS)
+    adds one signed feature picked by its hash, so texts sharing words or synonyms point the same
+    way; a text with no word gets the first axis."""
+    v = [0.0] * dims
+    words = "".join(c.lower() if c.isalnum() else " " for c in text).split()
+    for w in words:
+        if w in STOPWORDS:
+            continue
+        h = hashlib.sha256(SYNONYMS.get(w, w).encode()).digest()
+        v[int.from_bytes(h[:4], "big") % dims] += 1.0 if h[4] & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in v))
+    if norm == 0:
+        return [1.0] + [0.0] * (dims - 1)
+    return [x / norm for x in v]
+
+
+def embeddings_answer(req):
+    inputs = req.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    dims = int(req.get("dimensions") or 64)
+    tokens = sum(len(t.split()) for t in inputs)
+    return {"object": "list", "model": req.get("model"),
+            "data": [{"object": "embedding", "index": i, "embedding": embed(t, dims)} for i, t in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def parse_form(content_type, body):
@@ -105,12 +150,15 @@ class FakeLLM:
                 if mode == "badjson":
                     return self.reply(200, None, raw=b"<html>not json</html>")
                 if mode == "empty":
-                    return self.reply(200, {"choices": []})
+                    return self.reply(200, {"data": []} if self.path.endswith("/embeddings") else {"choices": []})
                 if mode == "refuse":
                     return self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None,
                                                                                  "refusal": "I cannot help with that."}, "finish_reason": "stop"}]})
                 time.sleep(fake.delay)
-                self.reply(200, answer(json.loads(body), n))
+                if self.path.endswith("/embeddings"):
+                    self.reply(200, embeddings_answer(json.loads(body)))
+                else:
+                    self.reply(200, answer(json.loads(body), n))
                 entry["done"] = time.time()
 
             def audio(self, body):

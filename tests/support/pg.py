@@ -88,7 +88,7 @@ def llm_cluster(name, port, settings):
     subprocess.run(["rm", "-rf", root], check=True)
     subprocess.run([cluster_sh, "start", root, str(port)], check=True)
     with psycopg.connect(dsn(port=port), autocommit=True) as c:
-        c.execute("CREATE EXTENSION memory_ext")
+        c.execute("CREATE EXTENSION memory_ext CASCADE")
         create_roles(c)
         for key, value in settings.items():
             c.execute(f"ALTER SYSTEM SET {key} = '{value}'")

@@ -68,7 +68,11 @@ SELECT memory.search_messages(repeat('x', 1001));
 SELECT memory.search_messages('x', "limit" => 0);
 SELECT memory.search_messages('x', role => 'robot');
 SELECT memory.search_messages('x', cursor => 'not a cursor');
+SELECT memory.search_messages('x', mode => 'fuzzy');
+-- without memory.embedding_model: semantic is refused, hybrid answers with the words and says so
+SELECT memory.search_messages('x', mode => 'semantic');
 \set VERBOSITY default
+SELECT memory.search_messages('paris', mode => 'hybrid')->>'mode' AS hybrid_answered_by;
 -- the index is memory_ext's: no caller writes search_vector
 UPDATE memory.conversation_messages SET search_vector = 'hacked' WHERE conversation_id = :'paris';
 -- another user finds nothing of it, whatever the words (even the conversation's own lexeme)
