@@ -40,13 +40,8 @@ def _literal(v):
 
 
 def _times(fn, reps):
-    fn()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return statistics.median(out)
+    """The median ms of `reps` runs after a warm-up (search.py's timing)."""
+    return search_bench._times(fn, reps)[0]
 
 
 def setup(port, prose, smoke, llm_port):
