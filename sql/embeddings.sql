@@ -114,26 +114,31 @@ BEGIN
         SELECT coalesce(array_agg(c.id), '{}') INTO v_scope FROM memory.conversations c
          WHERE c.agent_id = p_agent_id AND (v_scope IS NULL OR c.id = ANY (v_scope));
     END IF;
+    -- The vectors are ranked first, alone; the messages are read for the page only (all of the
+    -- ranked ones when a filter on the messages' columns may drop some).
     RETURN QUERY EXECUTE format($q$
-        WITH q AS (SELECT $1::%1$I.vector AS v)
-        SELECT h.* FROM (
-            SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls,
-                   (1 - (e.embedding OPERATOR(%1$I.<=>) q.v))::real AS rank
-              FROM q, memory.message_embeddings e
-              JOIN memory.conversation_messages m ON m.id = e.message_id
-             WHERE e.model = $2
-               AND ($3::uuid[] IS NULL OR e.conversation_id = ANY ($3))
-               -- vectors of another length (the model's dimensions changed) are not comparable
-               AND %1$I.vector_dims(e.embedding) = %1$I.vector_dims(q.v)
-               AND ($4::text IS NULL OR m.role = $4)
-               AND ($5::timestamptz IS NULL OR m.created_at >= $5)
-               AND ($6::timestamptz IS NULL OR m.created_at < $6)
-               AND ($7::boolean IS NULL OR (m.tool_calls IS NOT NULL) = $7)
-               AND ($8::text IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', $8)))
-                                     OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', $8)))) h
-         WHERE h.rank > $12
-           AND ($9::real IS NULL OR h.rank < $9 OR (h.rank = $9 AND h.id > $10))
-         ORDER BY h.rank DESC, h.id
+        WITH q AS (SELECT $1::%1$I.vector AS v),
+        ranked AS (
+            SELECT h.* FROM (
+                SELECT e.message_id, (1 - (e.embedding OPERATOR(%1$I.<=>) q.v))::real AS rank
+                  FROM q, memory.message_embeddings e
+                 WHERE e.model = $2
+                   AND ($3::uuid[] IS NULL OR e.conversation_id = ANY ($3))
+                   -- vectors of another length (the model's dimensions changed) are not comparable
+                   AND %1$I.vector_dims(e.embedding) = %1$I.vector_dims(q.v)) h
+             WHERE h.rank > $12
+               AND ($9::real IS NULL OR h.rank < $9 OR (h.rank = $9 AND h.message_id > $10))
+             ORDER BY h.rank DESC, h.message_id
+             LIMIT CASE WHEN coalesce($4, $5::text, $6::text, $7::text, $8) IS NULL THEN $11 + 1 END)
+        SELECT m.id, m.conversation_id, m.seq, m.role, m.created_at, m.content, m.tool_calls, r.rank
+          FROM ranked r JOIN memory.conversation_messages m ON m.id = r.message_id
+         WHERE ($4::text IS NULL OR m.role = $4)
+           AND ($5::timestamptz IS NULL OR m.created_at >= $5)
+           AND ($6::timestamptz IS NULL OR m.created_at < $6)
+           AND ($7::boolean IS NULL OR (m.tool_calls IS NOT NULL) = $7)
+           AND ($8::text IS NULL OR m.tool_calls @> jsonb_build_array(jsonb_build_object('function', jsonb_build_object('name', $8)))
+                                 OR m.tool_calls @> jsonb_build_array(jsonb_build_object('tool', $8)))
+         ORDER BY r.rank DESC, m.id
          LIMIT $11 + 1 $q$, memory._vector_schema())
     USING p_embedding, p_model, v_scope, p_role, p_since, p_until, p_has_tool_calls, p_tool, p_rank, p_after, p_limit,
           coalesce(current_setting('memory.embedding_min_similarity', true)::real, 0);

@@ -113,6 +113,9 @@ def test_semantic_and_hybrid_find_a_paraphrase_that_words_miss(pg):
             assert page["mode"] == mode
             assert [r["seq"] for r in page["results"]] == [1], page
             assert page["results"][0]["snippet"] == "My car broke down on the highway yesterday"
+        # the filters apply to semantic hits as to words
+        assert [r["seq"] for r in search(c, "automobile repair", conversation_id=cid, mode="semantic", role="user")["results"]] == [1]
+        assert search(c, "automobile repair", conversation_id=cid, mode="semantic", role="assistant")["results"] == []
         # messages both rankings find come first in hybrid, each ranked by both lists
         page = search(c, "highway or beach", conversation_id=cid, mode="hybrid")
         assert sorted(r["seq"] for r in page["results"][:2]) == [1, 3], page
