@@ -144,9 +144,42 @@ BEGIN
           coalesce(current_setting('memory.embedding_min_similarity', true)::real, 0);
 END $$;
 
+-- build_context's recall: the conversation's plain user and assistant messages before p_before_seq
+-- (a tool call or result is never recalled: it would be half of a pair), ranked by cosine
+-- similarity to the newest user message that has a vector of the current model, above
+-- memory.embedding_min_similarity. Nothing when embeddings are off or no user message has a vector
+-- yet (the worker embeds shortly after the append). Invoker: RLS decides what the caller reads.
+CREATE OR REPLACE FUNCTION memory._recall_candidates(p_conversation_id uuid, p_before_seq bigint, p_limit bigint)
+RETURNS TABLE (seq bigint, role text, content text, similarity real)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_model text := memory._embedding_model();
+BEGIN
+    IF v_model IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        WITH q AS (SELECT e.embedding AS v
+                     FROM memory.conversation_messages m
+                     JOIN memory.message_embeddings e ON e.message_id = m.id AND e.model = $2
+                    WHERE m.conversation_id = $1 AND m.role = 'user'
+                    ORDER BY m.seq DESC LIMIT 1)
+        SELECT h.seq, h.role, h.content, h.similarity FROM (
+            SELECT m.seq, m.role, m.content, (1 - (e.embedding OPERATOR(%1$I.<=>) q.v))::real AS similarity
+              FROM q, memory.message_embeddings e
+              JOIN memory.conversation_messages m ON m.id = e.message_id
+             WHERE e.conversation_id = $1 AND e.model = $2 AND m.seq < $3
+               AND m.role IN ('user', 'assistant') AND m.tool_calls IS NULL
+               AND %1$I.vector_dims(e.embedding) = %1$I.vector_dims(q.v)) h
+         WHERE h.similarity > $5
+         ORDER BY h.similarity DESC, h.seq
+         LIMIT $4 $q$, memory._vector_schema())
+    USING p_conversation_id, v_model, p_before_seq, p_limit,
+          coalesce(current_setting('memory.embedding_min_similarity', true)::real, 0);
+END $$;
+
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
-    memory._vector_schema(),
     memory._embedding_batch(uuid, text, integer),
     memory._store_embeddings(uuid, text, uuid[], text[]),
     memory.queue_embeddings(uuid)

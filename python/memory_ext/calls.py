@@ -278,12 +278,14 @@ def search_messages(query: str, conversation_id: Optional[IdLike] = None, agent_
 
 # ---- the window and summaries -----------------------------------------------------------------
 
-def build_context(conversation_id: IdLike, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None) -> Call:
+def build_context(conversation_id: IdLike, max_tokens: Optional[int] = None, system_prompt: Optional[str] = None,
+                  recall: Optional[float] = None) -> Call:
     """The token window: what fits `max_tokens` (default: the agent's budget or 8000), newest first,
-    tool groups whole, with the newest summary when history is left out."""
+    tool groups whole, with the newest summary when history is left out; `recall` (0 to 0.5) reserves
+    that share of the budget for older messages relevant to the newest user message."""
     return function("build_context", lambda rows: Window.parse(rows[0]["value"]),
                     conversation_id=as_uuid(conversation_id, "conversation_id"), max_tokens=max_tokens,
-                    system_prompt=system_prompt)
+                    system_prompt=system_prompt, recall=recall)
 
 
 def build_context_from(messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,

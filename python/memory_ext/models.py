@@ -101,6 +101,8 @@ class Window:
     summary_included: bool
     unsummarized_omitted: int
     overflow: bool
+    # with build_context(recall=…): {"reserved_tokens", "tokens", "seqs"} of the recalled messages
+    recall: Optional[Dict[str, Any]] = None
 
     @classmethod
     def parse(cls, d: Dict[str, Any]) -> "Window":

@@ -67,7 +67,8 @@
 --   fails and changes nothing). memory.message_embeddings holds one vector per message and
 --   embedding model, written by the worker's new 'embed' jobs (memory.embedding_model);
 --   search_messages gains `mode` ('text', 'semantic', 'hybrid'), so its old signature is dropped.
---   Embedding calls are llm_calls of kind 'embed'.
+--   Embedding calls are llm_calls of kind 'embed'. build_context gains `recall` (a share of the
+--   budget for older relevant messages), so its old signature is dropped too.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -199,6 +200,9 @@ SELECT pg_catalog.pg_extension_config_dump('memory.message_embeddings', '');
 ALTER TABLE memory.message_embeddings ENABLE ROW LEVEL SECURITY;
 
 DROP FUNCTION memory.search_messages(text, uuid, uuid, text, timestamptz, timestamptz, text, boolean, integer, text);
+
+-- build_context gains `recall`
+DROP FUNCTION memory.build_context(uuid, integer, text);
 
 -- @replay
 

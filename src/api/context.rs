@@ -9,6 +9,7 @@ use pgrx::{JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, Uuid};
 
 use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY, NEWEST_SUMMARY_BEFORE_0_2};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
+use crate::core::recall::{self, Candidate};
 use crate::core::tokenizer::Encoding;
 use crate::core::turn::{
     context_budget, request_body, tools_tokens, TurnSettings, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS,
@@ -275,21 +276,31 @@ pub fn not_found(id: Uuid) -> ! {
     fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {id} does not exist"))
 }
 
+/// Most candidates recall ranks for one window.
+const RECALL_CANDIDATES: i64 = 20;
+
 /// The context window of a stored conversation: valid OpenAI chat messages, newest last, within
 /// `max_tokens` by exact count. Without `system_prompt` the conversation's agent's prompt is
 /// used; without `max_tokens` the budget of the agent's turns (its max_context_tokens minus
-/// reply_max_tokens and its tools), or 8000 for a conversation without an agent. Read-only:
-/// runs on a hot standby; RLS applies (someone else's conversation is reported exactly like one
-/// that does not exist).
+/// reply_max_tokens and its tools), or 8000 for a conversation without an agent. `recall` (a
+/// share of the budget, at most 0.5) reserves that share for older messages relevant to the
+/// newest embedded user message (see docs/recall.md); NULL or 0 leaves the window as without it.
+/// Read-only: runs on a hot standby; RLS applies (someone else's conversation is reported
+/// exactly like one that does not exist).
 #[pg_extern(stable)]
 fn build_context(
     conversation_id: Option<Uuid>,
     max_tokens: default!(Option<i32>, "NULL"),
     system_prompt: default!(Option<&str>, "NULL"),
+    recall: default!(Option<f64>, "NULL"),
 ) -> JsonB {
     let id = required(conversation_id, "conversation_id");
     if let Some(m) = max_tokens {
         check_budget(Some(m));
+    }
+    let share = recall.unwrap_or(0.0);
+    if !(0.0..=0.5).contains(&share) {
+        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, format!("recall must be between 0 and 0.5, got {share}"));
     }
     Spi::connect(|client| {
         let conv = load_conversation(client, id).unwrap_or_else(|| not_found(id));
@@ -299,8 +310,54 @@ fn build_context(
             None => DEFAULT_MAX_CONTEXT_TOKENS,
         };
         let prompt = system_prompt.or(conv.settings.system_prompt.as_deref());
-        JsonB(window_of(client, &conv, max, prompt).to_json())
+        if share == 0.0 {
+            return JsonB(window_of(client, &conv, max, prompt).to_json());
+        }
+        let reserved = (max as f64 * share).floor() as i64;
+        let mut window = window_of(client, &conv, max - reserved, prompt);
+        let recalled = recall_into(client, &conv, &mut window, reserved);
+        window.max_tokens = max;
+        let mut json = window.to_json();
+        json["recall"] = serde_json::json!({
+            "reserved_tokens": reserved,
+            "tokens": recalled.as_ref().map_or(0, |r| r.tokens),
+            "seqs": recalled.map_or_else(Vec::new, |r| r.seqs),
+        });
+        JsonB(json)
     })
+}
+
+/// Places the older messages most similar to the newest embedded user message (ranked by
+/// memory._recall_candidates under the caller's RLS: plain user and assistant messages before
+/// the window, never a tool call or result) that fit `reserved` tokens.
+fn recall_into(
+    client: &SpiClient,
+    conv: &Conversation,
+    window: &mut Window,
+    reserved: i64,
+) -> Option<recall::Recalled> {
+    let before = window.included_seqs.first().copied().unwrap_or(conv.last_seq + 1);
+    let rows = client
+        .select(
+            "SELECT seq, role, content FROM memory._recall_candidates($1, $2, $3)",
+            None,
+            &[conv.id.into(), before.into(), RECALL_CANDIDATES.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    let candidates: Vec<Candidate> = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Candidate {
+                seq: r.get::<i64>(1).ok()??,
+                role: r.get::<String>(2).ok()??,
+                content: r.get::<String>(3).ok()??,
+            })
+        })
+        .collect();
+    let recalled = recall::fit(&candidates, reserved, conv.encoding, &mut interrupt)?;
+    let leading = window.messages.iter().take_while(|m| m["role"] == "system").count();
+    recall::place(window, &recalled, leading);
+    Some(recalled)
 }
 
 /// The same window over a given OpenAI-style messages array, for messages kept elsewhere.

@@ -5,6 +5,7 @@ pub mod error;
 pub mod ledger;
 pub mod llm;
 pub mod otlp;
+pub mod recall;
 pub mod retry;
 pub mod summary;
 pub mod threads;

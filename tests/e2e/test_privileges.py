@@ -51,7 +51,7 @@ REVIEWED = {
     "_list_conversations(uuid,integer,jsonb,text,timestamp with time zone,timestamp with time zone,uuid,boolean,boolean)":
         ("pinned", True, False),                                          # the caller's own and accepted shares (the read rule)
     "delete_conversation(uuid)": ("pinned", False, True),
-    "build_context(uuid,integer,text)": ("pinned", False, True),
+    "build_context(uuid,integer,text,double precision)": ("pinned", False, True),
     "_tool_keys(uuid,jsonb,text)": ("pinned", False, True),   # an index expression: every writer evaluates it
     # summaries
     "should_summarize(uuid)": ("pinned", False, True),
@@ -154,7 +154,8 @@ REVIEWED = {
         ("pinned", False, True),                                         # invoker: fuses the two scoped rankings
     "_embed_query(text,text)": ("pure-c", False, True),                  # search_messages' query embedding, as the caller
     "_embedding_model()": ("pure-c", False, True),
-    "_vector_schema()": ("pinned", False, False),
+    "_vector_schema()": ("pinned", False, True),                       # the catalog's answer; invoker recall needs it
+    "_recall_candidates(uuid,bigint,bigint)": ("pinned", False, True),  # invoker: RLS applies
     "_embedding_batch(uuid,text,integer)": ("pinned", False, False),     # the worker's
     "_store_embeddings(uuid,text,uuid[],text[])": ("pinned", False, False),  # the worker's
     "queue_embeddings(uuid)": ("pinned", False, False),                  # superusers only
@@ -259,7 +260,7 @@ def test_security_mode_search_path_and_execute_grants(db):
 
 # Internal functions that the library's Rust code calls while it runs as the caller (a chat turn,
 # build_context): a call the catalog cannot show.
-CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary"}
+CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary", "_recall_candidates"}
 
 
 def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):

@@ -4,6 +4,7 @@ new messages after the append commits, in batches, and stores a batch whole or n
 call is retried; search_messages' modes find a paraphrase the words miss, within the read rule
 (other users never, shared conversations once accepted); erasure takes the vectors along; bad
 input is refused with its SQLSTATE; without a model, hybrid answers with the words and says so."""
+import json
 import time
 
 import psycopg
@@ -226,3 +227,52 @@ def test_without_a_model_hybrid_says_it_used_the_words(pg, llm):
     with admin_on(pg) as a:
         assert one(a, "SELECT memory.queue_embeddings(%s)", other) == 1
     wait_for(lambda: embedded(pg, other) == 1)
+
+
+def test_build_context_recalls_relevant_older_messages_within_its_share(pg):
+    with app_session(pg) as c:
+        cid = conversation(c, "My car broke down on the highway yesterday", "That sounds stressful.")
+        # a tool pair among the older messages: never recalled (half a pair is no valid payload)
+        call = [{"id": "call_1", "type": "function", "function": {"name": "garage", "arguments": "{\"car\": 1}"}}]
+        c.execute("SELECT memory.add_message(%s, 'assistant', '', %s)", (cid, json.dumps(call)))
+        c.execute("SELECT memory.add_message(%s, 'tool', 'car garage open', tool_call_id => 'call_1')", (cid,))
+        for i in range(30):
+            c.execute("SELECT memory.add_message(%s, %s, %s)",
+                      (cid, "user" if i % 2 == 0 else "assistant", f"filler number {i} on gardening and tomatoes"))
+        c.execute("SELECT memory.add_message(%s, 'user', 'any news on the automobile repair?')", (cid,))
+        wait_for(lambda: embedded(pg, cid) == 34)  # all but the bare tool call (no content)
+
+        def window(**kw):
+            args = "".join(f", {k} => %({k})s" for k in kw)
+            return c.execute(f"SELECT memory.build_context(%(id)s, 200{args})::text", {"id": cid, **kw}).fetchone()[0]
+
+        # recall off: byte-identical to the window without the argument
+        assert window(recall=0) == window()
+        w = json.loads(window(recall=0.3))
+        assert w["recall"]["reserved_tokens"] == 60 and w["max_tokens"] == 200
+        assert 1 in w["recall"]["seqs"] and not {3, 4} & set(w["recall"]["seqs"])
+        first = w["messages"][0]
+        assert first["role"] == "system" and "[user 1] My car broke down on the highway yesterday" in first["content"]
+        # exact: the stated count is the payload's, within the budget; the share holds the recall
+        assert w["token_count"] == one(c, "SELECT memory.count_message_tokens(%s::jsonb)", json.dumps(w["messages"])) <= 200
+        assert w["recall"]["tokens"] <= 60
+        # never a message twice: the recalled ones are older than every message in the window
+        shown = [m.get("content") for m in w["messages"][1:]]
+        assert "My car broke down on the highway yesterday" not in shown
+        assert shown[-1] == "any news on the automobile repair?"
+        for bad in (0.9, -0.1):
+            with pytest.raises(psycopg.Error) as e:
+                window(recall=bad)
+            assert e.value.sqlstate == "22023"
+
+
+def test_recall_never_reads_another_users_conversation(pg):
+    owner, other = "0aa00000-0000-0000-0000-000000000004", "0bb00000-0000-0000-0000-000000000005"
+    with app_on(pg, owner) as a:
+        cid = conversation(a, "my secret peanut allergy", "noted", "what about nuts?")
+        wait_for(lambda: embedded(pg, cid) == 3)
+    with app_on(pg, other) as b:
+        with pytest.raises(psycopg.errors.NoDataFound):
+            b.execute("SELECT memory.build_context(%s, 100, recall => 0.5)", (cid,))
+        # the candidates' function is the caller's: RLS leaves nothing to rank
+        assert b.execute("SELECT count(*) FROM memory._recall_candidates(%s, 100, 20)", (cid,)).fetchone()[0] == 0
