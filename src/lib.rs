@@ -64,7 +64,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/conversations.sql", name = "conversations", requires = ["triggers"]);
-extension_sql_file!("../sql/context.sql", name = "context", requires = ["conversations", api::context::build_context]);
+extension_sql_file!(
+    "../sql/context.sql",
+    name = "context",
+    requires = ["conversations", api::context::build_context_recall]
+);
 extension_sql_file!("../sql/agents.sql", name = "agents", requires = ["context"]);
 extension_sql_file!(
     "../sql/turns.sql",

@@ -276,6 +276,18 @@ pub fn not_found(id: Uuid) -> ! {
     fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {id} does not exist"))
 }
 
+/// build_context as 0.1.0's and 0.2.0's SQL declares it (three arguments, C symbol
+/// `build_context_wrapper`): a database keeps working with the new library until ALTER EXTENSION
+/// UPDATE. Not in the new SQL.
+#[pg_extern(stable, sql = false)]
+fn build_context(
+    conversation_id: Option<Uuid>,
+    max_tokens: default!(Option<i32>, "NULL"),
+    system_prompt: default!(Option<&str>, "NULL"),
+) -> JsonB {
+    build_context_recall(conversation_id, max_tokens, system_prompt, None)
+}
+
 /// Most candidates recall ranks for one window.
 const RECALL_CANDIDATES: i64 = 20;
 
@@ -287,8 +299,8 @@ const RECALL_CANDIDATES: i64 = 20;
 /// newest embedded user message (see docs/recall.md); NULL or 0 leaves the window as without it.
 /// Read-only: runs on a hot standby; RLS applies (someone else's conversation is reported
 /// exactly like one that does not exist).
-#[pg_extern(stable)]
-fn build_context(
+#[pg_extern(stable, name = "build_context")]
+fn build_context_recall(
     conversation_id: Option<Uuid>,
     max_tokens: default!(Option<i32>, "NULL"),
     system_prompt: default!(Option<&str>, "NULL"),
