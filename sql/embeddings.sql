@@ -11,7 +11,8 @@
 -- pgvector's type, operators and functions are named through the schema it is installed in
 -- (memory._vector_schema(): `public` on a plain install, `extensions` on Supabase), in dynamic
 -- SQL, so that these functions keep their search_path to pg_catalog. memory._embedding_model()
--- (Rust) is the model in use, NULL when embeddings are off.
+-- (Rust) is the model in use, NULL when embeddings are off; memory._embedding_min_similarity()
+-- the similarity at or below which semantic hits and recall candidates are left out.
 
 -- The schema of the vector extension.
 CREATE OR REPLACE FUNCTION memory._vector_schema() RETURNS text
@@ -141,7 +142,7 @@ BEGIN
          ORDER BY r.rank DESC, m.id
          LIMIT $11 + 1 $q$, memory._vector_schema())
     USING p_embedding, p_model, v_scope, p_role, p_since, p_until, p_has_tool_calls, p_tool, p_rank, p_after, p_limit,
-          coalesce(current_setting('memory.embedding_min_similarity', true)::real, 0);
+          memory._embedding_min_similarity()::real;
 END $$;
 
 -- build_context's recall: the conversation's plain user and assistant messages before p_before_seq
@@ -175,7 +176,7 @@ BEGIN
          ORDER BY h.similarity DESC, h.seq
          LIMIT $4 $q$, memory._vector_schema())
     USING p_conversation_id, v_model, p_before_seq, p_limit,
-          coalesce(current_setting('memory.embedding_min_similarity', true)::real, 0);
+          memory._embedding_min_similarity()::real;
 END $$;
 
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC

@@ -270,8 +270,8 @@ $$;
 
 -- Once per INSERT statement, over the rows it added: one counter update per conversation, the
 -- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
--- auto-reply, the embed job (with memory.embedding_model set), and a NOTIFY per message (ids only: anyone may LISTEN, and only RLS decides who
--- reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
+-- auto-reply, the embed job (with memory.embedding_model set), and a NOTIFY per message (ids
+-- only: anyone may LISTEN, and only RLS decides who reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
 -- conversations the row triggers let the caller write.
 CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -280,6 +280,7 @@ DECLARE
     v_threshold bigint;
     v_agent_threshold integer;
     v_auto_reply boolean;
+    v_embed      boolean := memory._embedding_model() IS NOT NULL;
 BEGIN
     FOR r IN
         WITH a AS (SELECT n.conversation_id, count(*) AS n, sum(n.token_count) AS t, max(n.seq) AS last_seq,
@@ -309,7 +310,7 @@ BEGIN
             PERFORM memory._check_token_quota_of(r.user_id);
             PERFORM memory._enqueue_job('reply', r.id);
         END IF;
-        IF memory._embedding_model() IS NOT NULL THEN
+        IF v_embed THEN
             PERFORM memory._enqueue_job('embed', r.id);
         END IF;
     END LOOP;

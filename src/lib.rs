@@ -80,7 +80,8 @@ extension_sql_file!("../sql/templates.sql", name = "templates", requires = ["his
 extension_sql_file!(
     "../sql/embeddings.sql",
     name = "embeddings",
-    requires = ["templates", api::embed::_embed_query, api::embed::_embedding_model]
+    requires =
+        ["templates", api::embed::_embed_query, api::embed::_embedding_model, api::embed::_embedding_min_similarity]
 );
 extension_sql_file!("../sql/search.sql", name = "search", requires = ["embeddings"]);
 extension_sql_file!("../sql/sharing.sql", name = "sharing", requires = ["search"]);

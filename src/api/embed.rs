@@ -17,6 +17,12 @@ fn _embedding_model() -> Option<String> {
     gucs::string(&gucs::EMBEDDING_MODEL)
 }
 
+/// `memory.embedding_min_similarity`: semantic search and recall leave out what is at or below it.
+#[pg_extern(stable, parallel_safe)]
+fn _embedding_min_similarity() -> f64 {
+    gucs::EMBEDDING_MIN_SIMILARITY.get()
+}
+
 /// `{"vector": "[x,y,…]"}` (pgvector's text form) of `query` in `model`, or `{"error": {sqlstate,
 /// message, hint}}` when the provider fails: search_messages raises it.
 #[pg_extern(volatile, parallel_unsafe)]

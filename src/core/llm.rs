@@ -1,6 +1,7 @@
-//! The OpenAI-compatible `POST {base_url}/chat/completions` call (and `/embeddings`, the same way), with a bounded timeout, and the
-//! classification of its failures. Plain Rust: the worker calls it with no transaction open, and
-//! `memory.chat` on a thread of its own while the backend watches for cancellation.
+//! The OpenAI-compatible `POST {base_url}/chat/completions` call (and `/embeddings`, the same
+//! way), with a bounded timeout, and the classification of its failures. Plain Rust: the worker
+//! calls it with no transaction open, and `memory.chat` on a thread of its own while the backend
+//! watches for cancellation.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

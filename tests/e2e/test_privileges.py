@@ -154,6 +154,7 @@ REVIEWED = {
         ("pinned", False, True),                                         # invoker: fuses the two scoped rankings
     "_embed_query(text,text)": ("pure-c", False, True),                  # search_messages' query embedding, as the caller
     "_embedding_model()": ("pure-c", False, True),
+    "_embedding_min_similarity()": ("pure-c", False, True),
     "_vector_schema()": ("pinned", False, True),                       # the catalog's answer; invoker recall needs it
     "_recall_candidates(uuid,bigint,bigint)": ("pinned", False, True),  # invoker: RLS applies
     "_embedding_batch(uuid,text,integer)": ("pinned", False, False),     # the worker's

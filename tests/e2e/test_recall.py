@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from support.pg import admin_on, app_on, app_session, fetch_on, llm_cluster, reload_setting, wait_for
+from support.pg import admin_on, app_on, app_session, fetch_on, llm_cluster, reload_setting, rpc, search, wait_for
 
 AGENT = "a0000000-0000-0000-0000-00000000beef"
 MODEL = "stand-in-embed"
@@ -33,12 +33,8 @@ def answering(llm):
     llm.mode, llm.delay, llm.ok_requests_left = "ok", 0.0, None
 
 
-def one(c, sql, *args):
-    return c.execute(sql, args).fetchone()[0]
-
-
 def conversation(c, *contents):
-    cid = one(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
+    cid = rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT)
     for i, text in enumerate(contents):
         c.execute("SELECT memory.add_message(%s, %s, %s)", (cid, "user" if i % 2 == 0 else "assistant", text))
     return cid
@@ -46,12 +42,6 @@ def conversation(c, *contents):
 
 def embedded(port, cid):
     return fetch_on(port, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", cid)[0]
-
-
-def search(c, query, **kw):
-    name = {"limit": '"limit"'}
-    args = "".join(f", {name.get(k, k)} => %({k})s" for k in kw)
-    return c.execute(f"SELECT memory.search_messages(%(q)s{args})", {"q": query, **kw}).fetchone()[0]
 
 
 def embed_requests(llm):
@@ -82,7 +72,7 @@ def test_appends_commit_first_and_the_worker_embeds_them_in_batches(pg, llm):
                          (cid,)).fetchall()
         assert [r[:3] for r in rows] == [("embed", MODEL, "ok")] * len(calls)
         assert all(r[3] > 0 for r in rows)
-        dims = one(a, "SELECT DISTINCT vector_dims(embedding) FROM memory.message_embeddings WHERE conversation_id = %s", cid)
+        dims = rpc(a, "SELECT DISTINCT vector_dims(embedding) FROM memory.message_embeddings WHERE conversation_id = %s", cid)
         assert dims == 64
 
 
@@ -150,7 +140,7 @@ def test_other_users_vectors_never_answer_and_shares_do_once_accepted(pg):
             assert {r["conversation_id"] for r in hits} == {str(mine)}, hits
             assert search(a, "nut allergy", mode=mode, conversation_id=theirs)["results"] == []
         # the vectors themselves: RLS shows a user only what it reads
-        assert one(a, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", theirs) == 0
+        assert rpc(a, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", theirs) == 0
         b.execute("SELECT memory.share_conversation(%s, %s)", (theirs, alice))
         hits = search(a, "nut allergy", mode="semantic")["results"]
         assert {r["conversation_id"] for r in hits} == {str(mine), str(theirs)}
@@ -170,7 +160,7 @@ def test_erasure_and_deletion_take_the_vectors(pg):
         assert embedded(pg, cid) == 1
     with admin_on(pg) as a:
         a.execute("SELECT memory.erase_user(%s)", (user,))
-        assert one(a, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", cid) == 0
+        assert rpc(a, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", cid) == 0
 
 
 def test_bad_input_is_refused_and_changes_nothing(pg):
@@ -225,7 +215,7 @@ def test_without_a_model_hybrid_says_it_used_the_words(pg, llm):
         reload_setting(pg, "memory.embedding_model", MODEL)
     # queue_embeddings picks up what was written meanwhile
     with admin_on(pg) as a:
-        assert one(a, "SELECT memory.queue_embeddings(%s)", other) == 1
+        assert rpc(a, "SELECT memory.queue_embeddings(%s)", other) == 1
     wait_for(lambda: embedded(pg, other) == 1)
 
 
@@ -254,7 +244,7 @@ def test_build_context_recalls_relevant_older_messages_within_its_share(pg):
         first = w["messages"][0]
         assert first["role"] == "system" and "[user 1] My car broke down on the highway yesterday" in first["content"]
         # exact: the stated count is the payload's, within the budget; the share holds the recall
-        assert w["token_count"] == one(c, "SELECT memory.count_message_tokens(%s::jsonb)", json.dumps(w["messages"])) <= 200
+        assert w["token_count"] == rpc(c, "SELECT memory.count_message_tokens(%s::jsonb)", json.dumps(w["messages"])) <= 200
         assert w["recall"]["tokens"] <= 60
         # never a message twice: the recalled ones are older than every message in the window
         shown = [m.get("content") for m in w["messages"][1:]]

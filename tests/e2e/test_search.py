@@ -7,16 +7,9 @@ import json
 import psycopg
 import pytest
 
-from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc
+from support.pg import as_guc_user, as_jwt_user, connect, new_user, rpc, search
 
 AGENT = "a0000000-0000-0000-0000-00000000beef"
-
-
-def search(c, query, **kw):
-    """search_messages with named arguments (limit is quoted: a keyword)."""
-    name = {"limit": '"limit"'}
-    args = "".join(f", {name.get(k, k)} => %({k})s" for k in kw)
-    return c.execute(f"SELECT memory.search_messages(%(q)s{args})", {"q": query, **kw}).fetchone()[0]
 
 
 @pytest.fixture(scope="module")

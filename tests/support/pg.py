@@ -135,6 +135,13 @@ def app_session(port, uid=None):
         yield c
 
 
+def search(c, query, **kw):
+    """memory.search_messages with named arguments (limit is quoted: a keyword)."""
+    name = {"limit": '"limit"'}
+    args = "".join(f", {name.get(k, k)} => %({k})s" for k in kw)
+    return c.execute(f"SELECT memory.search_messages(%(q)s{args})", {"q": query, **kw}).fetchone()[0]
+
+
 def wait_for(pred, timeout=20, step=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
