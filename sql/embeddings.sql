@@ -21,26 +21,35 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The next messages of a conversation without a vector of the model, oldest first, with the text
--- that is embedded (the content; messages without any, like a bare tool call, are not embedded).
--- The worker's.
+-- that is embedded (the content; messages without any, like a bare tool call, are not embedded),
+-- then its owner's current facts without one. The worker's.
 CREATE OR REPLACE FUNCTION memory._embedding_batch(p_conversation_id uuid, p_model text, p_limit integer)
 RETURNS TABLE (id uuid, input text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT m.id, m.content FROM memory.conversation_messages m
-     WHERE m.conversation_id = p_conversation_id AND m.content <> ''
-       AND NOT EXISTS (SELECT 1 FROM memory.message_embeddings e WHERE e.message_id = m.id AND e.model = p_model)
-     ORDER BY m.seq
-     LIMIT p_limit;
+    (SELECT m.id, m.content FROM memory.conversation_messages m
+      WHERE m.conversation_id = p_conversation_id AND m.content <> ''
+        AND NOT EXISTS (SELECT 1 FROM memory.message_embeddings e WHERE e.message_id = m.id AND e.model = p_model)
+      ORDER BY m.seq
+      LIMIT p_limit)
+    UNION ALL
+    (SELECT f.id, f.content FROM memory.conversations c JOIN memory.facts f ON f.user_id = c.user_id
+      WHERE c.id = p_conversation_id AND f.superseded_at IS NULL AND f.embedding_model IS DISTINCT FROM p_model
+      ORDER BY f.created_at
+      LIMIT p_limit)
+    LIMIT p_limit;
 $$;
 
--- Stores a batch's vectors (pgvector's text form, in the order of p_ids) and says whether the
--- conversation has more messages to embed. Messages deleted meanwhile are skipped. The worker's.
-CREATE OR REPLACE FUNCTION memory._store_embeddings(p_conversation_id uuid, p_model text, p_ids uuid[], p_vectors text[])
+-- Stores a batch's vectors (pgvector's text form, in the order of p_ids, with the texts they
+-- were computed from) and says whether the conversation has more to embed. Messages deleted
+-- meanwhile are skipped, and so are facts deleted or edited meanwhile (their new text is
+-- embedded by the next job). The worker's.
+CREATE OR REPLACE FUNCTION memory._store_embeddings(p_conversation_id uuid, p_model text, p_ids uuid[], p_vectors text[],
+                                                    p_inputs text[])
 RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_vectors) THEN
-        RAISE EXCEPTION 'a batch of % messages with % vectors', cardinality(p_ids), cardinality(p_vectors)
+    IF cardinality(p_ids) IS DISTINCT FROM cardinality(p_vectors) OR cardinality(p_ids) IS DISTINCT FROM cardinality(p_inputs) THEN
+        RAISE EXCEPTION 'a batch of % inputs with % vectors', cardinality(p_ids), cardinality(p_vectors)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     EXECUTE format(
@@ -51,6 +60,12 @@ BEGIN
          ON CONFLICT (message_id, model) DO UPDATE SET embedding = excluded.embedding, created_at = now()',
         memory._vector_schema())
     USING p_conversation_id, p_model, p_ids, p_vectors;
+    EXECUTE format(
+        'UPDATE memory.facts f SET embedding = v.embedding::%1$I.vector, embedding_model = $2
+           FROM unnest($3, $4, $5) AS v(id, embedding, input), memory.conversations c
+          WHERE c.id = $1 AND f.id = v.id AND f.user_id = c.user_id AND f.content = v.input',
+        memory._vector_schema())
+    USING p_conversation_id, p_model, p_ids, p_vectors, p_inputs;
     RETURN EXISTS (SELECT 1 FROM memory._embedding_batch(p_conversation_id, p_model, 1));
 END $$;
 
@@ -145,13 +160,16 @@ BEGIN
           memory._embedding_min_similarity()::real;
 END $$;
 
--- build_context's recall: the conversation's plain user and assistant messages before p_before_seq
--- (a tool call or result is never recalled: it would be half of a pair), ranked by cosine
--- similarity to the newest user message that has a vector of the current model, above
--- memory.embedding_min_similarity. Nothing when embeddings are off or no user message has a vector
--- yet (the worker embeds shortly after the append). Invoker: RLS decides what the caller reads.
-CREATE OR REPLACE FUNCTION memory._recall_candidates(p_conversation_id uuid, p_before_seq bigint, p_limit bigint)
-RETURNS TABLE (seq bigint, role text, content text, similarity real)
+-- build_context's recall, ranked by cosine similarity to the newest user message of the
+-- conversation that has a vector of the current model, above memory.embedding_min_similarity:
+-- p_user's current facts (the general ones and those for p_agent; fact_id set), and the
+-- conversation's plain user and assistant messages before p_before_seq (seq set; a tool call or
+-- result is never recalled: it would be half of a pair), at most p_limit of each. Nothing when
+-- embeddings are off or no user message has a vector yet (the worker embeds shortly after the
+-- append). Invoker: RLS decides what the caller reads (its own facts only).
+CREATE OR REPLACE FUNCTION memory._recall_candidates(p_conversation_id uuid, p_before_seq bigint, p_limit bigint,
+                                                     p_user uuid, p_agent uuid)
+RETURNS TABLE (fact_id uuid, seq bigint, role text, content text, similarity real)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_model text := memory._embedding_model();
@@ -165,23 +183,33 @@ BEGIN
                      JOIN memory.message_embeddings e ON e.message_id = m.id AND e.model = $2
                     WHERE m.conversation_id = $1 AND m.role = 'user'
                     ORDER BY m.seq DESC LIMIT 1)
-        SELECT h.seq, h.role, h.content, h.similarity FROM (
+        (SELECT NULL::uuid, h.seq, h.role, h.content, h.similarity FROM (
             SELECT m.seq, m.role, m.content, (1 - (e.embedding OPERATOR(%1$I.<=>) q.v))::real AS similarity
               FROM q, memory.message_embeddings e
               JOIN memory.conversation_messages m ON m.id = e.message_id
              WHERE e.conversation_id = $1 AND e.model = $2 AND m.seq < $3
                AND m.role IN ('user', 'assistant') AND m.tool_calls IS NULL
                AND %1$I.vector_dims(e.embedding) = %1$I.vector_dims(q.v)) h
-         WHERE h.similarity > $5
-         ORDER BY h.similarity DESC, h.seq
-         LIMIT $4 $q$, memory._vector_schema())
+          WHERE h.similarity > $5
+          ORDER BY h.similarity DESC, h.seq
+          LIMIT $4)
+        UNION ALL
+        (SELECT h.id, NULL::bigint, NULL::text, h.content, h.similarity FROM (
+            SELECT f.id, f.content, (1 - (f.embedding OPERATOR(%1$I.<=>) q.v))::real AS similarity
+              FROM q, memory.facts f
+             WHERE f.user_id = $6 AND f.superseded_at IS NULL AND (f.agent_id IS NULL OR f.agent_id = $7)
+               AND f.embedding_model = $2
+               AND %1$I.vector_dims(f.embedding) = %1$I.vector_dims(q.v)) h
+          WHERE h.similarity > $5
+          ORDER BY h.similarity DESC, h.id
+          LIMIT $4) $q$, memory._vector_schema())
     USING p_conversation_id, v_model, p_before_seq, p_limit,
-          memory._embedding_min_similarity()::real;
+          memory._embedding_min_similarity()::real, p_user, p_agent;
 END $$;
 
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
     memory._embedding_batch(uuid, text, integer),
-    memory._store_embeddings(uuid, text, uuid[], text[]),
+    memory._store_embeddings(uuid, text, uuid[], text[], text[]),
     memory.queue_embeddings(uuid)
 FROM PUBLIC;

@@ -6,9 +6,9 @@
 -- summaries, jobs, members, share links and transfer offers), the messages it wrote in others'
 -- conversations (as any deletion of messages: a call takes its results along, and build_context
 -- leaves out results whose call is gone), its memberships and the offers made to it, its agents,
--- templates, LLM call records, usage counters and queue state. For superusers and roles that
--- bypass RLS (Supabase's service_role) only; it reads every message once (messages have no
--- index by author). Returns the rows removed per table.
+-- templates, facts (with their vectors), LLM call records, usage counters and queue state. For
+-- superusers and roles that bypass RLS (Supabase's service_role) only; it reads every message
+-- once (messages have no index by author). Returns the rows removed per table.
 CREATE OR REPLACE FUNCTION memory._erase_user(user_id uuid) RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -50,7 +50,7 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('conversations', v_n);
     -- the tables keyed by the user alone
-    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'agents'] LOOP
+    FOREACH v_table IN ARRAY ARRAY['queue_turns', 'conversation_templates', 'llm_calls', 'user_usage', 'facts', 'agents'] LOOP
         EXECUTE format('DELETE FROM memory.%I t WHERE t.user_id = $1', v_table) USING _erase_user.user_id;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_counts := v_counts || jsonb_build_object(v_table, v_n);

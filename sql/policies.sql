@@ -178,3 +178,22 @@ CREATE POLICY share_links_owner ON memory.share_links FOR SELECT
                       AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
 
 GRANT SELECT ON memory.share_links TO PUBLIC;
+
+-- facts: a user's own, and no one else's (not even a conversation's members: facts are about a
+-- person, not a conversation). Users add, edit and delete them; the agent a fact is for must be
+-- their own. The worker writes the extracted ones and the vectors.
+ALTER TABLE memory.facts ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE memory.fact_progress ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY facts_owner ON memory.facts
+    USING (user_id = (SELECT memory.current_user_id()))
+    WITH CHECK (user_id = (SELECT memory.current_user_id())
+                AND (agent_id IS NULL OR EXISTS (SELECT 1 FROM memory.agents a
+                                                  WHERE a.id = agent_id AND a.user_id = (SELECT memory.current_user_id()))));
+
+GRANT SELECT, DELETE ON memory.facts TO PUBLIC;
+
+GRANT INSERT (agent_id, content), UPDATE (content) ON memory.facts TO PUBLIC;
+
+REVOKE ALL ON memory.fact_progress FROM PUBLIC;

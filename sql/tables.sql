@@ -129,13 +129,13 @@ CREATE TABLE memory.conversation_summaries (
 CREATE INDEX conversation_summaries_newest_idx ON memory.conversation_summaries (conversation_id, covers_through_seq DESC);
 
 -- The background work queue, claimed by the worker with FOR UPDATE SKIP LOCKED. `kind` says what
--- to do ('summary', 'reply', 'retention', 'embed'); `payload` carries what a kind needs beyond its
+-- to do ('summary', 'reply', 'retention', 'embed', 'extract'); `payload` carries what a kind needs beyond its
 -- conversation; `user_id` is whose work it is (the worker serves users in turn; the nil uuid for
 -- the server's own retention jobs, which have no conversation). At most one pending job of a kind
 -- per conversation.
 CREATE TABLE memory.jobs (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind            text NOT NULL CHECK (kind IN ('summary', 'reply', 'retention', 'embed')),
+    kind            text NOT NULL CHECK (kind IN ('summary', 'reply', 'retention', 'embed', 'extract')),
     conversation_id uuid REFERENCES memory.conversations (id) ON DELETE CASCADE,
     user_id         uuid,
     payload         jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
@@ -268,6 +268,9 @@ CREATE TABLE memory.agents (
     -- and tools, and whether their turns and reply jobs are built with them: off, only the owner's
     -- are (members get windows without the private parts)
     share_config        boolean NOT NULL DEFAULT false,
+    -- the share of the window its chat turns and reply jobs reserve for recall (facts about the
+    -- user and older relevant messages, see build_context's `recall`); 0: none
+    recall              real NOT NULL DEFAULT 0 CHECK (recall BETWEEN 0 AND 0.5),
     CONSTRAINT agents_reply_fits_check CHECK (reply_max_tokens < max_context_tokens)
 );
 
@@ -280,7 +283,7 @@ CREATE TABLE memory.llm_calls (
     user_id             uuid NOT NULL,
     agent_id            uuid,
     job_id              bigint,
-    kind                text NOT NULL CHECK (kind IN ('summary', 'chat', 'reply', 'embed')),
+    kind                text NOT NULL CHECK (kind IN ('summary', 'chat', 'reply', 'embed', 'extract')),
     model               text NOT NULL,
     -- as the provider reported them (NULL when it did not)
     prompt_tokens       integer CHECK (prompt_tokens >= 0),
@@ -402,3 +405,48 @@ CREATE TABLE memory.share_links (
 CREATE INDEX share_links_conversation_idx ON memory.share_links (conversation_id, created_at);
 
 SELECT pg_catalog.pg_extension_config_dump('memory.share_links', '');
+
+-- ---- facts (long-term memory) ------------------------------------------------------------------
+
+-- Short statements about a user ("is allergic to peanuts"), extracted by the worker's extract
+-- jobs from the user's finished turns (memory.extract_facts) or added by the user, and recalled
+-- into windows by similarity (build_context's `recall`). A user's own: only they read, change
+-- or delete them. `agent_id` NULL: about the user for every agent; set: for that agent's
+-- conversations only. A later fact that contradicts an earlier one supersedes it: the earlier
+-- row stays, with `superseded_by` (NULL when the fact was dropped without a successor) and
+-- `superseded_at`; only facts with no superseded_at are recalled. `embedding` is the vector of
+-- `content` in `embedding_model`, written by the worker and cleared when the content changes.
+CREATE TABLE memory.facts (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id            uuid NOT NULL DEFAULT memory.current_user_id(),
+    agent_id           uuid REFERENCES memory.agents (id) ON DELETE CASCADE,
+    -- where it was learnt (NULL: added by the user, or that conversation is gone)
+    conversation_id    uuid REFERENCES memory.conversations (id) ON DELETE SET NULL,
+    source_message_ids uuid[] NOT NULL DEFAULT '{}',
+    content            text NOT NULL CHECK (length(content) BETWEEN 1 AND 1000 AND btrim(content) <> ''),
+    superseded_by      uuid REFERENCES memory.facts (id) ON DELETE SET NULL,
+    superseded_at      timestamptz,
+    embedding          vector,
+    embedding_model    text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- a user's facts (list_facts, recall, erasure)
+CREATE INDEX facts_user_idx ON memory.facts (user_id, created_at);
+
+-- the foreign keys' ON DELETE SET NULL
+CREATE INDEX facts_conversation_idx ON memory.facts (conversation_id) WHERE conversation_id IS NOT NULL;
+
+CREATE INDEX facts_superseded_by_idx ON memory.facts (superseded_by) WHERE superseded_by IS NOT NULL;
+
+-- How far the extract jobs have read each conversation: messages up to through_seq were sent.
+CREATE TABLE memory.fact_progress (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    through_seq     bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.facts', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.fact_progress', '');

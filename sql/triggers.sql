@@ -270,7 +270,8 @@ $$;
 
 -- Once per INSERT statement, over the rows it added: one counter update per conversation, the
 -- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
--- auto-reply, the embed job (with memory.embedding_model set), and a NOTIFY per message (ids
+-- auto-reply, the embed job (with memory.embedding_model set), the extract job after a finished
+-- turn (with memory.extract_facts on), and a NOTIFY per message (ids
 -- only: anyone may LISTEN, and only RLS decides who reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
 -- conversations the row triggers let the caller write.
 CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
@@ -281,10 +282,12 @@ DECLARE
     v_agent_threshold integer;
     v_auto_reply boolean;
     v_embed      boolean := memory._embedding_model() IS NOT NULL;
+    v_extract    boolean := memory._extract_facts();
 BEGIN
     FOR r IN
         WITH a AS (SELECT n.conversation_id, count(*) AS n, sum(n.token_count) AS t, max(n.seq) AS last_seq,
-                          bool_or(n.role = 'user') AS has_user
+                          bool_or(n.role = 'user') AS has_user,
+                          bool_or(n.role = 'assistant' AND n.tool_calls IS NULL) AS has_answer
                      FROM added n GROUP BY n.conversation_id)
         UPDATE memory.conversations c
            SET message_count = c.message_count + a.n,
@@ -293,7 +296,7 @@ BEGIN
                updated_at = now()
           FROM a
          WHERE c.id = a.conversation_id
-        RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user
+        RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user, a.has_answer
     LOOP
         -- the conversation's agent, if one applies (memory._agent_applies)
         v_agent_threshold := NULL;
@@ -312,6 +315,9 @@ BEGIN
         END IF;
         IF v_embed THEN
             PERFORM memory._enqueue_job('embed', r.id);
+        END IF;
+        IF v_extract AND r.has_answer THEN
+            PERFORM memory._enqueue_job('extract', r.id);
         END IF;
     END LOOP;
     -- the day's figures (the conversations' rows are locked above: no other writer races these)
@@ -409,5 +415,6 @@ REVOKE EXECUTE ON FUNCTION
     memory._tool_call_count(jsonb),
     memory._tool_key_taken(text[]),
     memory._notify_messages(),
+    memory._extract_facts(),
     memory._auto_reply_suppressed()
 FROM PUBLIC;

@@ -39,6 +39,7 @@ pub static EMBEDDING_MODEL: GucSetting<Option<CString>> = GucSetting::<Option<CS
 pub static EMBEDDING_DIMENSIONS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static EMBEDDING_BATCH: GucSetting<i32> = GucSetting::<i32>::new(64);
 pub static EMBEDDING_MIN_SIMILARITY: GucSetting<f64> = GucSetting::<f64>::new(0.0);
+pub static EXTRACT_FACTS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static OTLP_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static OTLP_CONTENT: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SUMMARY_MAX_TOKENS: GucSetting<i32> = GucSetting::<i32>::new(500);
@@ -336,6 +337,14 @@ fn define_worker() {
         &LLM_TIMEOUT,
         100,
         600_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"memory.extract_facts",
+        c"Whether the worker extracts facts about users from their finished turns (long-term memory).",
+        c"On: each turn that ends in a plain assistant answer queues an extract job, one LLM call per job.",
+        &EXTRACT_FACTS,
         GucContext::Sighup,
         GucFlags::default(),
     );

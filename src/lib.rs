@@ -60,6 +60,7 @@ extension_sql_file!(
         api::settings::_search_config,
         api::limits::_message_limit_applies,
         api::settings::_notify_messages,
+        api::settings::_extract_facts,
         api::turn::_auto_reply_suppressed
     ]
 );
@@ -83,7 +84,8 @@ extension_sql_file!(
     requires =
         ["templates", api::embed::_embed_query, api::embed::_embedding_model, api::embed::_embedding_min_similarity]
 );
-extension_sql_file!("../sql/search.sql", name = "search", requires = ["embeddings"]);
+extension_sql_file!("../sql/facts.sql", name = "facts", requires = ["embeddings"]);
+extension_sql_file!("../sql/search.sql", name = "search", requires = ["facts"]);
 extension_sql_file!("../sql/sharing.sql", name = "sharing", requires = ["search"]);
 extension_sql_file!("../sql/share_links.sql", name = "share_links", requires = ["sharing"]);
 extension_sql_file!("../sql/retention.sql", name = "retention", requires = ["share_links"]);

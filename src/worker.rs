@@ -4,7 +4,9 @@
 //! its own with no transaction open, and its answer is stored in a new transaction: the summary,
 //! or the assistant's message unless the conversation changed meanwhile (then it recomputes). An
 //! embed job is the same with the provider's `/embeddings` endpoint: a batch of a conversation's
-//! messages without a vector, stored whole or not at all.
+//! messages without a vector, stored whole or not at all. An extract job sends a conversation's
+//! unread finished turns and its owner's known facts to `/chat/completions` and writes the facts
+//! the LLM decided on, with the conversation's progress mark, in one transaction.
 //! Up to `memory.worker_concurrency` calls are in flight at once, at most
 //! `memory.worker_user_concurrency` of them for one user; the next job always comes from the
 //! waiting user served longest ago. Failures are recorded in the job and retried with backoff; an
@@ -31,6 +33,7 @@ use crate::api::llm_thread::{self, config, InFlight, Poll};
 use crate::api::stored::{message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY};
 use crate::api::traces;
 use crate::core::embedding::{self, parse_embeddings, vector_literal};
+use crate::core::facts::{self, decisions_json, parse_decisions, Said};
 use crate::core::llm::{Answer, LlmError};
 use crate::core::otlp::{self, Attr, Attributes, Kind, Span, SpanIds};
 use crate::core::retry::backoff;
@@ -101,7 +104,15 @@ enum Work {
     /// The messages sent, in the order of the inputs.
     Embed {
         ids: Vec<Uuid>,
+        inputs: Vec<String>,
         model: String,
+    },
+    /// The batch read through `through_seq`, the owner's messages in it, and the known facts in
+    /// the order the prompt numbers them.
+    Extract {
+        through_seq: i64,
+        sources: Vec<Uuid>,
+        known: Vec<String>,
     },
 }
 
@@ -137,7 +148,8 @@ struct Call {
 enum Outcome {
     Summary { covers_through_seq: i64, content: String, model: String, call: Option<Call> },
     Reply { reply: Reply, last_seq: i64, call: Call },
-    Embeddings { ids: Vec<Uuid>, vectors: Vec<Vec<f32>>, model: String, call: Call },
+    Embeddings { ids: Vec<Uuid>, inputs: Vec<String>, vectors: Vec<Vec<f32>>, model: String, call: Call },
+    Facts { through_seq: i64, sources: Vec<Uuid>, decisions: Value, call: Option<Call> },
     NothingToDo(&'static str),
     Failed(LlmError, Option<Call>),
 }
@@ -299,6 +311,7 @@ fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) 
         "summary" => try_transaction(|| prepare_summary(&job)),
         "reply" => try_transaction(|| prepare_reply(&job)),
         "embed" => try_transaction(|| prepare_embed(&job)),
+        "extract" => try_transaction(|| prepare_extract(&job)),
         "retention" => try_transaction(run_retention).map(|(outcome, more)| {
             retention.more_due = more;
             Prepared::Finished(outcome)
@@ -408,7 +421,9 @@ fn trace_job(job: &Claimed, outcome: &Outcome) {
         return;
     };
     let (result, failure) = match outcome {
-        Outcome::Summary { .. } | Outcome::Reply { .. } | Outcome::Embeddings { .. } => ("done", None),
+        Outcome::Summary { .. } | Outcome::Reply { .. } | Outcome::Embeddings { .. } | Outcome::Facts { .. } => {
+            ("done", None)
+        }
         Outcome::NothingToDo(_) => ("nothing_to_do", None),
         Outcome::Failed(e, _) => ("error", Some(e)),
     };
@@ -434,6 +449,7 @@ fn call_of(outcome: &Outcome) -> Option<&Call> {
         Outcome::Summary { call: Some(c), .. }
         | Outcome::Reply { call: c, .. }
         | Outcome::Embeddings { call: c, .. }
+        | Outcome::Facts { call: Some(c), .. }
         | Outcome::Failed(_, Some(c)) => Some(c),
         _ => None,
     }
@@ -488,8 +504,19 @@ fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Out
             }
             Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
         },
-        Work::Embed { ids, model } => match parse_embeddings(&answer.json, ids.len()) {
-            Ok(vectors) => Outcome::Embeddings { ids, vectors, model, call: call(Usage::from_answer(&answer.json)) },
+        Work::Embed { ids, inputs, model } => match parse_embeddings(&answer.json, ids.len()) {
+            Ok(vectors) => {
+                Outcome::Embeddings { ids, inputs, vectors, model, call: call(Usage::from_answer(&answer.json)) }
+            }
+            Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
+        },
+        Work::Extract { through_seq, sources, known } => match parse_decisions(&answer.json, known.len()) {
+            Ok(decisions) => Outcome::Facts {
+                through_seq,
+                sources,
+                decisions: decisions_json(&decisions, &known_ids_of(&known)),
+                call: Some(call(Usage::from_answer(&answer.json))),
+            },
             Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
         },
     }
@@ -804,7 +831,7 @@ fn prepare_reply(job: &Claimed) -> Prepared {
             &[],
         )
         .expect("pinning the window's plans");
-        let request = TurnRequest::new(c, &conv);
+        let request = TurnRequest::new(c, &conv, Some(job.user_id));
         let call_id = begin_call(c, job, &conv.settings.model, conv.agent, Some(request.local_prompt_tokens()));
         let mut attributes = vec![
             ("memory.window.tokens", Attr::Int(request.local_prompt_tokens())),
@@ -848,7 +875,78 @@ fn prepare_embed(job: &Claimed) -> Prepared {
         let call_id = begin_call(c, job, &model, None, None);
         let body = embedding::request_body(&model, &inputs, gucs::EMBEDDING_DIMENSIONS.get());
         let attributes = vec![("memory.embed.messages", Attr::Int(ids.len() as i64))];
-        Prepared::Call { work: Work::Embed { ids, model }, body, call_id, attributes }
+        Prepared::Call { work: Work::Embed { ids, inputs, model }, body, call_id, attributes }
+    })
+}
+
+/// The ids in `Work::Extract::known`: each entry is "<uuid> <text>" (one vector, one order).
+fn known_ids_of(known: &[String]) -> Vec<String> {
+    known.iter().map(|k| k.split_once(' ').map_or(k.as_str(), |(id, _)| id).to_owned()).collect()
+}
+
+/// An extract job's call: the conversation's finished turns its extract jobs have not read
+/// (bounded by `memory.summary_batch_tokens`) and its owner's current facts, with the usage row
+/// `pending`. A batch without a message of the owner moves the progress mark without a call.
+fn prepare_extract(job: &Claimed) -> Prepared {
+    if !gucs::EXTRACT_FACTS.get() {
+        return Prepared::Finished(Outcome::NothingToDo("fact extraction is off: memory.extract_facts is off"));
+    }
+    if gucs::string(&gucs::LLM_API_KEY).is_none() {
+        return Prepared::Finished(Outcome::NothingToDo("fact extraction needs an LLM: memory.llm_api_key is not set"));
+    }
+    Spi::connect_mut(|c| {
+        let batch: Vec<(Uuid, i64, String, String, bool)> = c
+            .select(
+                "SELECT id, seq, role, content, from_owner FROM memory._fact_batch($1, $2)",
+                None,
+                &[job.conversation_id.into(), gucs::SUMMARY_BATCH_TOKENS.get().into()],
+            )
+            .expect("reading the messages to extract facts from")
+            .filter_map(|r| {
+                Some((
+                    r.get::<Uuid>(1).ok()??,
+                    r.get::<i64>(2).ok()??,
+                    r.get::<String>(3).ok()??,
+                    r.get::<String>(4).ok()??,
+                    r.get::<bool>(5).ok()??,
+                ))
+            })
+            .collect();
+        let Some(through_seq) = batch.last().map(|m| m.1) else {
+            return Prepared::Finished(Outcome::NothingToDo("nothing to extract: every finished turn was read"));
+        };
+        let sources: Vec<Uuid> = batch.iter().filter(|m| m.4).map(|m| m.0).collect();
+        if sources.is_empty() {
+            // nothing the owner said: only the mark moves
+            return Prepared::Finished(Outcome::Facts {
+                through_seq,
+                sources,
+                decisions: Value::Array(vec![]),
+                call: None,
+            });
+        }
+        let known: Vec<String> = c
+            .select(
+                "SELECT id::text || ' ' || content FROM memory._known_facts($1, $2)",
+                None,
+                &[job.conversation_id.into(), facts::KNOWN_FACTS.into()],
+            )
+            .expect("reading the known facts")
+            .filter_map(|r| r.get::<String>(1).ok().flatten())
+            .collect();
+        let texts: Vec<String> = known.iter().map(|k| k.split_once(' ').map_or("", |(_, t)| t).to_owned()).collect();
+        let said: Vec<Said> = batch.iter().map(|m| Said { role: &m.2, content: &m.3, from_owner: m.4 }).collect();
+        // over its user's daily token limit: an error, recorded in the job and retried later
+        c.update("SELECT memory._check_token_quota_of($1)", None, &[job.user_id.into()])
+            .expect("checking the daily token limit");
+        let model = gucs::string(&gucs::LLM_MODEL).unwrap_or_default();
+        let call_id = begin_call(c, job, &model, None, None);
+        let body = facts::request_body(&model, &texts, &said);
+        let attributes = vec![
+            ("memory.extract.messages", Attr::Int(batch.len() as i64)),
+            ("memory.extract.known_facts", Attr::Int(known.len() as i64)),
+        ];
+        Prepared::Call { work: Work::Extract { through_seq, sources, known }, body, call_id, attributes }
     })
 }
 
@@ -973,15 +1071,21 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                     .expect("finishing the summary job");
             }
             Outcome::Reply { reply, last_seq, call } => finish_reply(c, job, reply, *last_seq, call),
-            Outcome::Embeddings { ids, vectors, model, call } => {
+            Outcome::Embeddings { ids, inputs, vectors, model, call } => {
                 record_call(c, call, "ok", None);
                 // messages removed meanwhile are skipped; a longer backlog gets the next job
                 let literals: Vec<String> = vectors.iter().map(|v| vector_literal(v)).collect();
                 let more = c
                     .update(
-                        "SELECT memory._store_embeddings($1, $2, $3, $4)",
+                        "SELECT memory._store_embeddings($1, $2, $3, $4, $5)",
                         None,
-                        &[job.conversation_id.into(), model.as_str().into(), ids.clone().into(), literals.into()],
+                        &[
+                            job.conversation_id.into(),
+                            model.as_str().into(),
+                            ids.clone().into(),
+                            literals.into(),
+                            inputs.clone().into(),
+                        ],
                     )
                     .expect("storing the embeddings")
                     .first()
@@ -994,6 +1098,35 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                 if more {
                     c.update("SELECT memory._enqueue_job('embed', $1)", None, &[job.conversation_id.into()])
                         .expect("queueing the next embed job");
+                }
+            }
+            Outcome::Facts { through_seq, sources, decisions, call } => {
+                if let Some(call) = call {
+                    record_call(c, call, "ok", None);
+                }
+                // decisions and progress together; a longer backlog gets the next job
+                let more = c
+                    .update(
+                        "SELECT memory._apply_facts($1, $2, $3::jsonb, $4)",
+                        None,
+                        &[
+                            job.conversation_id.into(),
+                            (*through_seq).into(),
+                            decisions.to_string().into(),
+                            sources.clone().into(),
+                        ],
+                    )
+                    .expect("storing the facts")
+                    .first()
+                    .get_one::<bool>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
+                c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()])
+                    .expect("finishing the extract job");
+                if more {
+                    c.update("SELECT memory._enqueue_job('extract', $1)", None, &[job.conversation_id.into()])
+                        .expect("queueing the next extract job");
                 }
             }
             Outcome::NothingToDo(why) => {

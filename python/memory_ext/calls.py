@@ -373,6 +373,30 @@ def delete_template(template_id: IdLike) -> Call:
     return function("delete_template", _value, "value", ("template_id",), template_id=as_uuid(template_id, "template_id"))
 
 
+# ---- facts (long-term memory) -----------------------------------------------------------------
+
+def list_facts(agent_id: Optional[IdLike] = None, include_superseded: Optional[bool] = None) -> Call:
+    """The caller's facts (dicts: id, agent_id, conversation_id, source_message_ids, content,
+    superseded_by, superseded_at, embedded, created_at, updated_at), oldest first."""
+    return function("list_facts", agent_id=as_uuid(agent_id, "agent_id"), include_superseded=include_superseded)
+
+
+def add_fact(content: str, agent_id: Optional[IdLike] = None) -> Call:
+    """Adds a fact of the caller's (for one of its agents only, with agent_id); returns it."""
+    return function("add_fact", _value, "value", ("content",), content=content, agent_id=as_uuid(agent_id, "agent_id"))
+
+
+def edit_fact(fact_id: IdLike, content: str) -> Call:
+    """Changes a fact's text (the worker embeds it anew); returns it."""
+    return function("edit_fact", _value, "value", ("fact_id", "content"), fact_id=as_uuid(fact_id, "fact_id"),
+                    content=content)
+
+
+def delete_fact(fact_id: IdLike) -> Call:
+    """Deletes one of the caller's facts; whether one was deleted."""
+    return function("delete_fact", _value, "value", ("fact_id",), fact_id=as_uuid(fact_id, "fact_id"))
+
+
 # ---- sharing, share links, archive, erasure ---------------------------------------------------
 
 def share_conversation(conversation_id: IdLike, user_id: IdLike, role: str = "viewer") -> Call:
@@ -547,7 +571,7 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
+              delete_template, list_facts, add_fact, edit_fact, delete_fact, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
               accept_transfer, decline_transfer, list_share_offers, accept_shares, decline_shares, list_members, archive_conversation,
               unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
               erase_user, create_agent,

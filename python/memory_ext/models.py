@@ -101,7 +101,7 @@ class Window:
     summary_included: bool
     unsummarized_omitted: int
     overflow: bool
-    # with build_context(recall=…): {"reserved_tokens", "tokens", "seqs"} of the recalled messages
+    # with build_context(recall=…): {"reserved_tokens", "tokens", "seqs", "facts"}: what recall placed
     recall: Optional[Dict[str, Any]] = None
 
     @classmethod

@@ -69,6 +69,12 @@
 --   search_messages gains `mode` ('text', 'semantic', 'hybrid'), so its old signature is dropped.
 --   Embedding calls are llm_calls of kind 'embed'. build_context gains `recall` (a share of the
 --   budget for older relevant messages), so its old signature is dropped too.
+-- * long-term memory: memory.facts (statements about a user, per user and optionally per agent,
+--   with their sources and a supersede chain), extracted from finished turns by the worker's new
+--   'extract' jobs (memory.extract_facts; progress per conversation in memory.fact_progress) or
+--   added by the user (add_fact, edit_fact, delete_fact, list_facts); embedded by the embed jobs
+--   and recalled by build_context's `recall`. memory.agents.recall: the share of an agent's
+--   turns that recall reserves (default 0). erase_user removes a user's facts.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -175,14 +181,14 @@ SELECT pg_catalog.pg_extension_config_dump('memory.llm_call_days', '');
 
 ALTER TABLE memory.llm_call_days ENABLE ROW LEVEL SECURITY;
 
--- recall: the messages' embeddings, written by 'embed' jobs
+-- recall: the messages' embeddings, written by 'embed' jobs; facts, written by 'extract' jobs
 ALTER TABLE memory.jobs DROP CONSTRAINT jobs_kind_check;
 
-ALTER TABLE memory.jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('summary', 'reply', 'retention', 'embed'));
+ALTER TABLE memory.jobs ADD CONSTRAINT jobs_kind_check CHECK (kind IN ('summary', 'reply', 'retention', 'embed', 'extract'));
 
 ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_kind_check;
 
-ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_kind_check CHECK (kind IN ('summary', 'chat', 'reply', 'embed'));
+ALTER TABLE memory.llm_calls ADD CONSTRAINT llm_calls_kind_check CHECK (kind IN ('summary', 'chat', 'reply', 'embed', 'extract'));
 
 CREATE TABLE memory.message_embeddings (
     message_id      uuid NOT NULL REFERENCES memory.conversation_messages (id) ON DELETE CASCADE,
@@ -203,6 +209,44 @@ DROP FUNCTION memory.search_messages(text, uuid, uuid, text, timestamptz, timest
 
 -- build_context gains `recall`
 DROP FUNCTION memory.build_context(uuid, integer, text);
+
+-- long-term memory: facts about a user, and an agent's recall share for its turns
+ALTER TABLE memory.agents ADD COLUMN recall real NOT NULL DEFAULT 0 CHECK (recall BETWEEN 0 AND 0.5);
+
+CREATE TABLE memory.facts (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id            uuid NOT NULL DEFAULT memory.current_user_id(),
+    agent_id           uuid REFERENCES memory.agents (id) ON DELETE CASCADE,
+    conversation_id    uuid REFERENCES memory.conversations (id) ON DELETE SET NULL,
+    source_message_ids uuid[] NOT NULL DEFAULT '{}',
+    content            text NOT NULL CHECK (length(content) BETWEEN 1 AND 1000 AND btrim(content) <> ''),
+    superseded_by      uuid REFERENCES memory.facts (id) ON DELETE SET NULL,
+    superseded_at      timestamptz,
+    embedding          vector,
+    embedding_model    text,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX facts_user_idx ON memory.facts (user_id, created_at);
+
+CREATE INDEX facts_conversation_idx ON memory.facts (conversation_id) WHERE conversation_id IS NOT NULL;
+
+CREATE INDEX facts_superseded_by_idx ON memory.facts (superseded_by) WHERE superseded_by IS NOT NULL;
+
+CREATE TABLE memory.fact_progress (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    through_seq     bigint NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.facts', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.fact_progress', '');
+
+ALTER TABLE memory.facts ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE memory.fact_progress ENABLE ROW LEVEL SECURITY;
 
 -- @replay
 

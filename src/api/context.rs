@@ -9,7 +9,7 @@ use pgrx::{JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, Uuid};
 
 use super::stored::{kept_plan, message_row, MESSAGE_COLUMNS, NEWEST_SUMMARY, NEWEST_SUMMARY_BEFORE_0_2};
 use crate::core::chat::{parse_messages_json, REPLY_PRIMING};
-use crate::core::recall::{self, Candidate};
+use crate::core::recall::{self, Candidate, Fact};
 use crate::core::tokenizer::Encoding;
 use crate::core::turn::{
     context_budget, request_body, tools_tokens, TurnSettings, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_REPLY_MAX_TOKENS,
@@ -106,6 +106,8 @@ pub struct Conversation {
     pub agent: Option<Uuid>,
     /// Whether the agent's owner lets members' turns use its system prompt and tools.
     pub agent_config_shared: bool,
+    /// The share of its turns' windows the agent reserves for recall (0: none).
+    pub recall: f64,
     pub settings: TurnSettings,
 }
 
@@ -146,10 +148,12 @@ pub struct TurnRequest {
 }
 
 impl TurnRequest {
-    pub fn new(client: &SpiClient, conv: &Conversation) -> TurnRequest {
+    /// `user`: whose facts recall may bring in (None: the caller's identity).
+    pub fn new(client: &SpiClient, conv: &Conversation, user: Option<Uuid>) -> TurnRequest {
         let tools_tokens = conv.tools_tokens();
         let budget = conv.budget_beside(tools_tokens);
-        let window = window_of(client, conv, budget, conv.settings.system_prompt.as_deref());
+        let (window, _) =
+            window_with_recall(client, conv, budget, conv.settings.system_prompt.as_deref(), conv.recall, user);
         let body = request_body(&conv.settings, &serde_json::Value::Array(window.messages.clone()));
         TurnRequest { window, budget, tools_tokens, body }
     }
@@ -189,17 +193,17 @@ pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
         // which agent applies: SQL's rule (memory._agent_applies); 0.2.0's SQL, until ALTER
         // EXTENSION UPDATE, has neither it (its join is the same rule) nor share_config
         let (shared, applies) = if installed(client, SHARE_CONFIG_COLUMN, &SHARE_CONFIG) {
-            ("a.share_config", "memory._agent_applies(a, c.agent_id, c.user_id)")
+            ("a.share_config, a.recall::float8", "memory._agent_applies(a, c.agent_id, c.user_id)")
         } else {
-            ("false", "a.id = c.agent_id AND a.user_id = c.user_id")
+            ("false, 0::float8", "a.id = c.agent_id AND a.user_id = c.user_id")
         };
         format!(
             "a.id, a.system_prompt, a.model, a.tools::text, a.max_context_tokens, a.reply_max_tokens, \
              a.temperature::text::float8, {shared} FROM memory.conversations c LEFT JOIN memory.agents a ON {applies}"
         )
     } else {
-        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8, NULL::bool \
-         FROM memory.conversations c"
+        "NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::int4, NULL::int4, NULL::float8, NULL::bool, \
+         NULL::float8 FROM memory.conversations c"
             .to_owned()
     };
     let sql = format!(
@@ -223,6 +227,7 @@ pub fn load_conversation(client: &SpiClient, id: Uuid) -> Option<Conversation> {
         last_seq: r.get::<i64>(4).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
         owner: r.get::<Uuid>(5).unwrap_or_else(|e| spi_failed(e)),
         agent_config_shared: r.get::<bool>(13).unwrap_or_else(|e| spi_failed(e)).unwrap_or(false),
+        recall: r.get::<f64>(14).unwrap_or_else(|e| spi_failed(e)).unwrap_or(0.0),
         settings: TurnSettings {
             agent_id: agent.map(|a| a.to_string()),
             system_prompt: get(r.get::<String>(7)),
@@ -322,51 +327,72 @@ fn build_context_recall(
             None => DEFAULT_MAX_CONTEXT_TOKENS,
         };
         let prompt = system_prompt.or(conv.settings.system_prompt.as_deref());
-        if share == 0.0 {
-            return JsonB(window_of(client, &conv, max, prompt).to_json());
-        }
-        let reserved = (max as f64 * share).floor() as i64;
-        let mut window = window_of(client, &conv, max - reserved, prompt);
-        let recalled = recall_into(client, &conv, &mut window, reserved);
-        window.max_tokens = max;
+        let (window, recall) = window_with_recall(client, &conv, max, prompt, share, None);
         let mut json = window.to_json();
-        json["recall"] = serde_json::json!({
-            "reserved_tokens": reserved,
-            "tokens": recalled.as_ref().map_or(0, |r| r.tokens),
-            "seqs": recalled.map_or_else(Vec::new, |r| r.seqs),
-        });
+        if let Some(r) = recall {
+            json["recall"] = r;
+        }
         JsonB(json)
     })
 }
 
-/// Places the older messages most similar to the newest embedded user message (ranked by
-/// memory._recall_candidates under the caller's RLS: plain user and assistant messages before
-/// the window, never a tool call or result) that fit `reserved` tokens.
+/// The window within `max` tokens, `share` of them reserved for recall (0: none, and the window is
+/// exactly the one without recall), with what recall placed: `{reserved_tokens, tokens, seqs,
+/// facts}`. `user`: whose facts may be recalled (None: the caller's identity).
+fn window_with_recall(
+    client: &SpiClient,
+    conv: &Conversation,
+    max: i64,
+    prompt: Option<&str>,
+    share: f64,
+    user: Option<Uuid>,
+) -> (Window, Option<serde_json::Value>) {
+    if share <= 0.0 {
+        return (window_of(client, conv, max, prompt), None);
+    }
+    let reserved = (max as f64 * share).floor() as i64;
+    let mut window = window_of(client, conv, max - reserved, prompt);
+    let recalled = recall_into(client, conv, &mut window, reserved, user);
+    window.max_tokens = max;
+    let placed = recalled.map_or_else(
+        || serde_json::json!({"reserved_tokens": reserved, "tokens": 0, "seqs": [], "facts": []}),
+        |r| serde_json::json!({"reserved_tokens": reserved, "tokens": r.tokens, "seqs": r.seqs, "facts": r.facts}),
+    );
+    (window, Some(placed))
+}
+
+/// Places the user's facts and the older messages most similar to the newest embedded user
+/// message (ranked by memory._recall_candidates under the caller's RLS: plain user and assistant
+/// messages before the window, never a tool call or result) that fit `reserved` tokens.
 fn recall_into(
     client: &SpiClient,
     conv: &Conversation,
     window: &mut Window,
     reserved: i64,
+    user: Option<Uuid>,
 ) -> Option<recall::Recalled> {
     let before = window.included_seqs.first().copied().unwrap_or(conv.last_seq + 1);
     let rows = client
         .select(
-            "SELECT seq, role, content FROM memory._recall_candidates($1, $2, $3)",
+            "SELECT fact_id::text, seq, role, content
+               FROM memory._recall_candidates($1, $2, $3, coalesce($4, memory.current_user_id()), $5)",
             None,
-            &[conv.id.into(), before.into(), RECALL_CANDIDATES.into()],
+            &[conv.id.into(), before.into(), RECALL_CANDIDATES.into(), user.into(), conv.agent.into()],
         )
         .unwrap_or_else(|e| spi_failed(e));
-    let candidates: Vec<Candidate> = rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(Candidate {
-                seq: r.get::<i64>(1).ok()??,
-                role: r.get::<String>(2).ok()??,
-                content: r.get::<String>(3).ok()??,
-            })
-        })
-        .collect();
-    let recalled = recall::fit(&candidates, reserved, conv.encoding, &mut interrupt)?;
+    let (mut facts, mut candidates) = (Vec::new(), Vec::new());
+    for r in rows {
+        let content = r.get::<String>(4).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default();
+        match r.get::<String>(1).unwrap_or_else(|e| spi_failed(e)) {
+            Some(id) => facts.push(Fact { id, content }),
+            None => candidates.push(Candidate {
+                seq: r.get::<i64>(2).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+                role: r.get::<String>(3).unwrap_or_else(|e| spi_failed(e)).unwrap_or_default(),
+                content,
+            }),
+        }
+    }
+    let recalled = recall::fit(&facts, &candidates, reserved, conv.encoding, &mut interrupt)?;
     let leading = window.messages.iter().take_while(|m| m["role"] == "system").count();
     recall::place(window, &recalled, leading);
     Some(recalled)

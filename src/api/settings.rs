@@ -1,4 +1,4 @@
-//! Settings that SQL reads (memory.search_config, memory.notify_messages): pure Rust over the
+//! Settings that SQL reads (memory.search_config, memory.notify_messages, memory.extract_facts): pure Rust over the
 //! GUCs of src/gucs.rs.
 
 use pgrx::prelude::*;
@@ -21,4 +21,10 @@ fn _search_config() -> Option<String> {
 #[pg_extern(stable, parallel_safe)]
 fn _notify_messages() -> bool {
     gucs::NOTIFY_MESSAGES.get()
+}
+
+/// Whether finished turns queue an extract job (memory.extract_facts).
+#[pg_extern(stable, parallel_safe)]
+fn _extract_facts() -> bool {
+    gucs::EXTRACT_FACTS.get()
 }

@@ -138,7 +138,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
             format!("conversation {id} has no messages to answer: use memory.chat with the user's message"),
         );
     }
-    let request = TurnRequest::new(client, &conv);
+    let request = TurnRequest::new(client, &conv, None);
     let local_prompt = column_count(request.local_prompt_tokens());
     let TurnRequest { window, budget, tools_tokens, body } = request;
     // Charged even if the caller's transaction rolls back (see api/charges.rs): counted at the

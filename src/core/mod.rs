@@ -2,6 +2,7 @@
 pub mod chat;
 pub mod embedding;
 pub mod error;
+pub mod facts;
 pub mod ledger;
 pub mod llm;
 pub mod otlp;

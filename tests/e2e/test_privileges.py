@@ -156,9 +156,21 @@ REVIEWED = {
     "_embedding_model()": ("pure-c", False, True),
     "_embedding_min_similarity()": ("pure-c", False, True),
     "_vector_schema()": ("pinned", False, True),                       # the catalog's answer; invoker recall needs it
-    "_recall_candidates(uuid,bigint,bigint)": ("pinned", False, True),  # invoker: RLS applies
+    "_recall_candidates(uuid,bigint,bigint,uuid,uuid)": ("pinned", False, True),  # invoker: RLS applies
     "_embedding_batch(uuid,text,integer)": ("pinned", False, False),     # the worker's
-    "_store_embeddings(uuid,text,uuid[],text[])": ("pinned", False, False),  # the worker's
+    "_store_embeddings(uuid,text,uuid[],text[],text[])": ("pinned", False, False),  # the worker's
+    # facts (long-term memory)
+    "_extract_facts()": ("pure-c", False, False),                       # read by the messages' definer trigger
+    "_fact_json(memory.facts)": ("pinned", False, True),                # the shape list/add/edit_fact return
+    "list_facts(uuid,boolean)": ("pinned", False, True),                # invoker: RLS shows one's own facts
+    "add_fact(text,uuid)": ("pinned", False, True),                     # invoker: the facts' policy checks the row
+    "edit_fact(uuid,text)": ("pinned", False, True),
+    "delete_fact(uuid)": ("pinned", False, True),
+    "_fact_before_write()": ("pinned", False, False),                   # trigger: validation
+    "_fact_after_write()": ("pinned", True, False),                     # queues the new fact's embedding
+    "_fact_batch(uuid,integer)": ("pinned", False, False),              # the worker's
+    "_known_facts(uuid,integer)": ("pinned", False, False),             # the worker's
+    "_apply_facts(uuid,bigint,jsonb,uuid[])": ("pinned", False, False),  # the worker's
     "queue_embeddings(uuid)": ("pinned", False, False),                  # superusers only
     "save_as_template(uuid,text)": ("pinned", False, True),
     "list_templates()": ("pinned", False, True),
@@ -219,6 +231,8 @@ TABLES = {
     "message_days": {"SELECT"},
     "message_embeddings": {"SELECT"},
     "llm_call_days": {"SELECT"},
+    "facts": {"SELECT", "DELETE", "INSERT(agent_id,content)", "UPDATE(content)"},
+    "fact_progress": set(),
 }
 
 

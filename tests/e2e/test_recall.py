@@ -174,7 +174,7 @@ def test_bad_input_is_refused_and_changes_nothing(pg):
         # users cannot write vectors, nor call the worker's functions
         for sql in ("INSERT INTO memory.message_embeddings (message_id, conversation_id, model, embedding)"
                     " SELECT id, conversation_id, 'x', '[1,2]' FROM memory.conversation_messages LIMIT 1",
-                    "SELECT memory._store_embeddings(gen_random_uuid(), 'x', '{}', '{}')",
+                    "SELECT memory._store_embeddings(gen_random_uuid(), 'x', '{}', '{}', '{}')",
                     "SELECT memory.queue_embeddings()"):
             with pytest.raises(psycopg.Error) as e:
                 c.execute(sql)
@@ -265,4 +265,4 @@ def test_recall_never_reads_another_users_conversation(pg):
         with pytest.raises(psycopg.errors.NoDataFound):
             b.execute("SELECT memory.build_context(%s, 100, recall => 0.5)", (cid,))
         # the candidates' function is the caller's: RLS leaves nothing to rank
-        assert b.execute("SELECT count(*) FROM memory._recall_candidates(%s, 100, 20)", (cid,)).fetchone()[0] == 0
+        assert b.execute("SELECT count(*) FROM memory._recall_candidates(%s, 100, 20, %s, NULL)", (cid, owner)).fetchone()[0] == 0

@@ -184,6 +184,19 @@ def test_templates_and_list_filters(client):
         client.create_conversation(None, template_id=tpl)
 
 
+def test_facts_are_the_callers_own(client):
+    fact = client.add_fact("The user prefers window seats.")
+    assert [f["content"] for f in client.list_facts()] == ["The user prefers window seats."]
+    assert client.edit_fact(fact["id"], "The user prefers aisle seats.")["content"] == "The user prefers aisle seats."
+    other = client.as_user(new_user())
+    assert other.list_facts() == [] and other.delete_fact(fact["id"]) is False
+    with pytest.raises(NotFoundError):
+        other.edit_fact(fact["id"], "stolen")
+    with pytest.raises(InvalidInputError):
+        client.add_fact("x" * 1001)
+    assert client.delete_fact(fact["id"]) is True and client.list_facts() == []
+
+
 def test_sharing_share_links_and_archive(client, db):
     conv = client.create_conversation(AGENT, "shared")
     client.add_messages(conv.id, [{"role": "user", "content": "Where is the quokka?"},

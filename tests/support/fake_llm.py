@@ -4,7 +4,8 @@ request (with the times it arrived and, for ok answers, was answered) and answer
 In `ok` mode it answers like a tiny deterministic model: a summary request gets "SUMMARY #n";
 a chat whose last message is a tool result gets "The tool said: …"; a user message containing
 "what time" with a `clock` tool offered gets a call of that tool; anything else gets
-"You said: <the user's message>". Usage is reported like OpenAI's. It also answers the audio
+"You said: <the user's message>"; a fact extraction request gets decisions from `extract_facts`
+below. Usage is reported like OpenAI's. It also answers the audio
 endpoints: /audio/transcriptions with "stand-in transcription of N bytes of <type>", and
 /audio/speech with a short tone (WAV); and /embeddings with `embed` below (in the same modes as
 chat; `empty` answers no vectors)."""
@@ -13,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import struct
 import threading
 import time
@@ -29,6 +31,8 @@ def answer(req, n):
     finish = "stop"
     if msgs and "running summary" in (msgs[0].get("content") or ""):
         message["content"] = f"SUMMARY #{n}: the user and the assistant talked."
+    elif msgs and "long-term memory facts" in (msgs[0].get("content") or ""):
+        message["content"] = json.dumps({"facts": extract_facts(msgs[-1]["content"])})
     elif last.get("role") == "tool":
         message["content"] = f"The tool said: {last.get('content')}"
     elif "clock" in tools and "what time" in (last.get("content") or "").lower():
@@ -41,6 +45,42 @@ def answer(req, n):
     return {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": req.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}
+
+
+MY_X_IS = re.compile(r"^my (\w+) is (.+?)[.!]?$", re.I)
+FORGET_MY = re.compile(r"^forget (?:about )?my (\w+)", re.I)
+I_STATEMENT = re.compile(r"^i (am|have|like|live|work|own) (.+?)[.!]?$", re.I)
+
+
+def extract_facts(prompt):
+    """The stand-in extractor's decisions over an extraction prompt ("Known facts:" numbered, then
+    "New messages:" lines): "[user] My X is Y" adds "The user's X is Y." or updates the known fact
+    about X; "[user] Forget my X" deletes it; "[user] I am/have/like/live/work/own …" adds "The user
+    said: I …". Lines of others ("[another participant]", "[assistant]") are ignored, as asked."""
+    known_part, _, new_part = prompt.partition("\nNew messages:\n")
+    known = {}
+    for line in known_part.splitlines():
+        m = re.match(r"^(\d+)\. (.*)$", line)
+        if m:
+            known[int(m.group(1))] = m.group(2)
+    def about(x):
+        return next((i for i, f in known.items() if f.lower().startswith(f"the user's {x.lower()} is ")), None)
+    out = []
+    for line in new_part.splitlines():
+        if not line.startswith("[user] "):
+            continue
+        text = line[len("[user] "):].strip()
+        if m := MY_X_IS.match(text):
+            fact = f"The user's {m.group(1).lower()} is {m.group(2)}."
+            i = about(m.group(1))
+            out.append({"event": "UPDATE", "id": i, "text": fact} if i else {"event": "ADD", "text": fact})
+        elif m := FORGET_MY.match(text):
+            i = about(m.group(1))
+            if i:
+                out.append({"event": "DELETE", "id": i})
+        elif I_STATEMENT.match(text):
+            out.append({"event": "ADD", "text": f"The user said: {text.rstrip('.!')}."})
+    return out
 
 
 # Words that mean the same to the stand-in embedding model: each group is one feature, so that a
