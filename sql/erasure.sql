@@ -28,6 +28,11 @@ BEGIN
      WHERE m.author_id = _erase_user.user_id AND c.id = m.conversation_id AND c.user_id <> _erase_user.user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('authored_messages', v_n);
+    -- and in others' inactive branches (counted with the authored messages)
+    DELETE FROM memory.branch_messages b USING memory.conversations c
+     WHERE b.message->>'author_id' = _erase_user.user_id::text AND c.id = b.conversation_id AND c.user_id <> _erase_user.user_id;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_counts := v_counts || jsonb_build_object('authored_messages', (v_counts->>'authored_messages')::bigint + v_n);
     SELECT count(*) INTO v_n FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id WHERE c.user_id = _erase_user.user_id;
     v_counts := v_counts || jsonb_build_object('conversation_messages', v_n);
     SELECT count(*) INTO v_n FROM memory.conversation_summaries s JOIN memory.conversations c ON c.id = s.conversation_id WHERE c.user_id = _erase_user.user_id;

@@ -197,3 +197,20 @@ GRANT SELECT, DELETE ON memory.facts TO PUBLIC;
 GRANT INSERT (agent_id, content), UPDATE (content) ON memory.facts TO PUBLIC;
 
 REVOKE ALL ON memory.fact_progress FROM PUBLIC;
+
+-- inactive branches: read with the conversation, pruned by its owner; written only through
+-- edit_message, regenerate and switch_branch
+ALTER TABLE memory.branch_messages ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY branch_messages_read ON memory.branch_messages FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
+CREATE POLICY branch_messages_remove ON memory.branch_messages FOR DELETE
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
+
+GRANT SELECT, DELETE ON memory.branch_messages TO PUBLIC;

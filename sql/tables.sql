@@ -450,3 +450,24 @@ CREATE TABLE memory.fact_progress (
 SELECT pg_catalog.pg_extension_config_dump('memory.facts', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.fact_progress', '');
+
+-- ---- branches ----------------------------------------------------------------------------------
+
+-- The messages of a conversation's inactive branches (see branches.sql; the active branch is
+-- memory.conversation_messages). Read with the conversation; written only by edit_message,
+-- regenerate and switch_branch; the owner may delete them (pruning a branch).
+CREATE TABLE memory.branch_messages (
+    id              uuid PRIMARY KEY,
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    -- the message before it on its branch (NULL: the branch's path starts with it)
+    parent_id       uuid,
+    -- its seq when it was last active
+    seq             bigint NOT NULL,
+    -- its row as it was, without the search words (recomputed when it comes back)
+    message         jsonb NOT NULL,
+    stored_at       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX branch_messages_conversation_idx ON memory.branch_messages (conversation_id, parent_id);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.branch_messages', '');

@@ -77,7 +77,8 @@ extension_sql_file!(
     requires = ["agents", api::turn::_suppress_auto_reply, api::turn::_chat_answer]
 );
 extension_sql_file!("../sql/history.sql", name = "history", requires = ["turns"]);
-extension_sql_file!("../sql/templates.sql", name = "templates", requires = ["history"]);
+extension_sql_file!("../sql/branches.sql", name = "branches", requires = ["history"]);
+extension_sql_file!("../sql/templates.sql", name = "templates", requires = ["branches"]);
 extension_sql_file!(
     "../sql/embeddings.sql",
     name = "embeddings",

@@ -373,6 +373,28 @@ def delete_template(template_id: IdLike) -> Call:
     return function("delete_template", _value, "value", ("template_id",), template_id=as_uuid(template_id, "template_id"))
 
 
+# ---- branches ----------------------------------------------------------------------------------
+
+def edit_message(message_id: IdLike, content: str) -> Call:
+    """A new version of a user message or plain answer; it and what followed become an inactive
+    branch. Returns the new message."""
+    return function("edit_message", _one(Message.parse, "message"), "row", ("message_id", "content"),
+                    message_id=as_uuid(message_id, "message_id"), content=content)
+
+
+def list_branches(conversation_id: IdLike) -> Call:
+    """The conversation's branches (dicts: leaf_id, leaf_seq, active, messages, parts_after_seq, first,
+    created_at), the active one first."""
+    return function("list_branches", conversation_id=as_uuid(conversation_id, "conversation_id"))
+
+
+def switch_branch(conversation_id: IdLike, message_id: IdLike) -> Call:
+    """Makes the path ending at message_id the active branch; {"active_leaf", "stored", "restored"}."""
+    return function("switch_branch", _value, "value", ("message_id",),
+                    conversation_id=as_uuid(conversation_id, "conversation_id"),
+                    message_id=as_uuid(message_id, "message_id"))
+
+
 # ---- facts (long-term memory) -----------------------------------------------------------------
 
 def list_facts(agent_id: Optional[IdLike] = None, include_superseded: Optional[bool] = None) -> Call:
@@ -549,6 +571,12 @@ def continue_chat(conversation_id: IdLike) -> Call:
     return function("continue_chat", lambda rows: ChatResult.parse(rows[0]["value"], cid), conversation_id=cid)
 
 
+def regenerate(conversation_id: IdLike) -> Call:
+    """A new answer to the newest user message; the old one is kept as an inactive branch."""
+    cid = as_uuid(conversation_id, "conversation_id")
+    return function("regenerate", lambda rows: ChatResult.parse(rows[0]["value"], cid), conversation_id=cid)
+
+
 def request_reply(conversation_id: IdLike) -> Call:
     """Queues a reply job for the worker; returns the job id."""
     return function("request_reply", conversation_id=as_uuid(conversation_id, "conversation_id"))
@@ -571,9 +599,9 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, list_facts, add_fact, edit_fact, delete_fact, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
+              delete_template, edit_message, list_branches, switch_branch, list_facts, add_fact, edit_fact, delete_fact, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
               accept_transfer, decline_transfer, list_share_offers, accept_shares, decline_shares, list_members, archive_conversation,
               unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
               erase_user, create_agent,
-              update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, request_reply, reply_status,
+              update_agent, get_agent, list_agents, delete_agent, chat, continue_chat, regenerate, request_reply, reply_status,
               llm_calls]

@@ -75,6 +75,10 @@
 --   added by the user (add_fact, edit_fact, delete_fact, list_facts); embedded by the embed jobs
 --   and recalled by build_context's `recall`. memory.agents.recall: the share of an agent's
 --   turns that recall reserves (default 0). erase_user removes a user's facts.
+-- * branches: edit_message and regenerate keep what they replace, as an inactive branch in
+--   memory.branch_messages; list_branches and switch_branch move between branches. The active
+--   branch stays in conversation_messages: existing conversations are single-branch trees with
+--   the same windows. rewind_conversation still deletes.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -247,6 +251,25 @@ SELECT pg_catalog.pg_extension_config_dump('memory.fact_progress', '');
 ALTER TABLE memory.facts ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.fact_progress ENABLE ROW LEVEL SECURITY;
+
+-- branches: the messages of inactive branches
+CREATE TABLE memory.branch_messages (
+    id              uuid PRIMARY KEY,
+    conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    -- the message before it on its branch (NULL: the branch's path starts with it)
+    parent_id       uuid,
+    -- its seq when it was last active
+    seq             bigint NOT NULL,
+    -- its row as it was, without the search words (recomputed when it comes back)
+    message         jsonb NOT NULL,
+    stored_at       timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX branch_messages_conversation_idx ON memory.branch_messages (conversation_id, parent_id);
+
+SELECT pg_catalog.pg_extension_config_dump('memory.branch_messages', '');
+
+ALTER TABLE memory.branch_messages ENABLE ROW LEVEL SECURITY;
 
 -- @replay
 

@@ -106,6 +106,10 @@ def test_rename_summary_and_regenerate(app, fake, database):
     assert status == 200 and [m["role"] for m in regenerated["messages"]] == ["assistant"]
     now = app.request("GET", f"/conversations/{cid}/messages", name=name)[2]["messages"]
     assert [m["content"] for m in now] == ["again?", "You said: again?"] and now[1]["id"] != old[1]["id"]
+    # the old answer is kept as an inactive branch, not deleted
+    with admin(database) as c:
+        kept = c.execute("SELECT id::text FROM memory.branch_messages WHERE conversation_id = %s", (cid,)).fetchall()
+    assert kept == [(old[1]["id"],)]
     # a failed regeneration keeps the answer there was
     fake.mode = "500"
     assert app.request("POST", f"/conversations/{cid}/regenerate", name=name)[0] == 502

@@ -159,6 +159,13 @@ REVIEWED = {
     "_recall_candidates(uuid,bigint,bigint,uuid,uuid)": ("pinned", False, True),  # invoker: RLS applies
     "_embedding_batch(uuid,text,integer)": ("pinned", False, False),     # the worker's
     "_store_embeddings(uuid,text,uuid[],text[],text[])": ("pinned", False, False),  # the worker's
+    # branches
+    "_branch_off(uuid,bigint)": ("pinned", True, True),                # moves a tail aside; checks manage itself
+    "_branch_path(uuid,uuid)": ("pinned", False, True),                # invoker: RLS shows what the caller reads
+    "edit_message(uuid,text)": ("pinned", False, True),                # invoker: the new version is the caller's append
+    "regenerate(uuid)": ("pinned", False, True),                       # invoker: continue_chat as the caller
+    "switch_branch(uuid,uuid)": ("pinned", False, True),               # invoker: restores as the caller
+    "list_branches(uuid)": ("pinned", False, True),
     # facts (long-term memory)
     "_extract_facts()": ("pure-c", False, False),                       # read by the messages' definer trigger
     "_fact_json(memory.facts)": ("pinned", False, True),                # the shape list/add/edit_fact return
@@ -233,6 +240,7 @@ TABLES = {
     "llm_call_days": {"SELECT"},
     "facts": {"SELECT", "DELETE", "INSERT(agent_id,content)", "UPDATE(content)"},
     "fact_progress": set(),
+    "branch_messages": {"SELECT", "DELETE"},
 }
 
 

@@ -184,6 +184,19 @@ def test_templates_and_list_filters(client):
         client.create_conversation(None, template_id=tpl)
 
 
+def test_branches_keep_what_an_edit_replaces(client):
+    conv = client.create_conversation(AGENT, "branches")
+    first, answer = client.add_messages(conv.id, [{"role": "user", "content": "Tea or coffee?"},
+                                                  {"role": "assistant", "content": "Tea."}])
+    edited = client.edit_message(first.id, "Coffee or tea?")
+    assert edited.content == "Coffee or tea?" and edited.seq > answer.seq
+    assert [m.content for m in client.all_messages(conv.id)] == ["Coffee or tea?"]
+    branches = client.list_branches(conv.id)
+    assert [(b["leaf_id"], b["active"]) for b in branches] == [(str(edited.id), True), (str(answer.id), False)]
+    assert client.switch_branch(conv.id, answer.id)["restored"] == 2
+    assert [m.content for m in client.all_messages(conv.id)] == ["Tea or coffee?", "Tea."]
+
+
 def test_facts_are_the_callers_own(client):
     fact = client.add_fact("The user prefers window seats.")
     assert [f["content"] for f in client.list_facts()] == ["The user prefers window seats."]

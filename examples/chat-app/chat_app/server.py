@@ -442,8 +442,8 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     @app.post("/conversations/{conversation_id}/regenerate")
     def regenerate(conversation_id: uuid.UUID, db: memory_ext.MemoryClient = Depends(user)):
         """A new answer to the last user message: what followed it (the answer, its tool calls and
-        results) is removed and the model asked again, in one transaction (a failure keeps the old
-        answer)."""
+        results) is kept as an inactive branch and the model asked again, in one transaction (a
+        failure keeps the old answer where it was)."""
         with db.transaction() as tx:
             last_user = tx.run(calls.statement(
                 "SELECT max(seq) AS seq FROM memory.conversation_messages WHERE conversation_id = %(id)s AND role = 'user'",
@@ -451,8 +451,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
             if last_user is None:
                 tx.get_conversation(conversation_id)  # 404 for a conversation that is not the user's
                 raise HTTPException(409, "there is no user message to answer again")
-            tx.rewind_conversation(conversation_id, last_user)
-            result = tx.continue_chat(conversation_id)
+            result = tx.regenerate(conversation_id)
             return finish_turn(tx, conversation_id, result, last_user + 1)
 
     def finish_turn(tx, cid: uuid.UUID, result, first_seq: int) -> Dict[str, Any]:
