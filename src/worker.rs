@@ -1075,59 +1075,27 @@ fn finish(job: &Claimed, outcome: &Outcome) {
                 record_call(c, call, "ok", None);
                 // messages removed meanwhile are skipped; a longer backlog gets the next job
                 let literals: Vec<String> = vectors.iter().map(|v| vector_literal(v)).collect();
-                let more = c
-                    .update(
-                        "SELECT memory._store_embeddings($1, $2, $3, $4, $5)",
-                        None,
-                        &[
-                            job.conversation_id.into(),
-                            model.as_str().into(),
-                            ids.clone().into(),
-                            literals.into(),
-                            inputs.clone().into(),
-                        ],
-                    )
-                    .expect("storing the embeddings")
-                    .first()
-                    .get_one::<bool>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
-                c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()])
-                    .expect("finishing the embed job");
-                if more {
-                    c.update("SELECT memory._enqueue_job('embed', $1)", None, &[job.conversation_id.into()])
-                        .expect("queueing the next embed job");
-                }
+                let args = [
+                    job.conversation_id.into(),
+                    model.as_str().into(),
+                    ids.clone().into(),
+                    literals.into(),
+                    inputs.clone().into(),
+                ];
+                store_then_continue(c, job, "SELECT memory._store_embeddings($1, $2, $3, $4, $5)", &args);
             }
             Outcome::Facts { through_seq, sources, decisions, call } => {
                 if let Some(call) = call {
                     record_call(c, call, "ok", None);
                 }
-                // decisions and progress together; a longer backlog gets the next job
-                let more = c
-                    .update(
-                        "SELECT memory._apply_facts($1, $2, $3::jsonb, $4)",
-                        None,
-                        &[
-                            job.conversation_id.into(),
-                            (*through_seq).into(),
-                            decisions.to_string().into(),
-                            sources.clone().into(),
-                        ],
-                    )
-                    .expect("storing the facts")
-                    .first()
-                    .get_one::<bool>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false);
-                c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()])
-                    .expect("finishing the extract job");
-                if more {
-                    c.update("SELECT memory._enqueue_job('extract', $1)", None, &[job.conversation_id.into()])
-                        .expect("queueing the next extract job");
-                }
+                // decisions and progress together
+                let args = [
+                    job.conversation_id.into(),
+                    (*through_seq).into(),
+                    decisions.to_string().into(),
+                    sources.clone().into(),
+                ];
+                store_then_continue(c, job, "SELECT memory._apply_facts($1, $2, $3::jsonb, $4)", &args);
             }
             Outcome::NothingToDo(why) => {
                 c.update("SELECT memory._finish_job($1, 'done', $2)", None, &[job.id.into(), (*why).into()])
@@ -1149,6 +1117,24 @@ fn finish(job: &Claimed, outcome: &Outcome) {
             }
         }
     })
+}
+
+/// Stores a batch's result with `store` (a function that returns whether more of the
+/// conversation waits), finishes the job, and queues the next one of its kind for the rest.
+fn store_then_continue(c: &mut SpiClient, job: &Claimed, store: &str, args: &[pgrx::datum::DatumWithOid]) {
+    let more = c
+        .update(store, None, args)
+        .unwrap_or_else(|e| panic!("storing the {} job's result: {e}", job.kind))
+        .first()
+        .get_one::<bool>()
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    c.update("SELECT memory._finish_job($1, 'done')", None, &[job.id.into()]).expect("finishing the job");
+    if more {
+        c.update("SELECT memory._enqueue_job($1, $2)", None, &[job.kind.as_str().into(), job.conversation_id.into()])
+            .expect("queueing the next job of its kind");
+    }
 }
 
 fn job_still_running(c: &mut SpiClient, job: &Claimed) -> bool {

@@ -33,3 +33,11 @@ def llm():
     fake = FakeLLM()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def llm_ok(llm):
+    """The stand-in answering normally, before and after a test that may change its mode."""
+    llm.mode, llm.delay, llm.ok_requests_left = "ok", 0.0, None
+    yield llm
+    llm.mode, llm.delay, llm.ok_requests_left = "ok", 0.0, None

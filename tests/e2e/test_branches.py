@@ -25,10 +25,8 @@ def pg(cluster, llm):
 
 
 @pytest.fixture(autouse=True)
-def answering(llm):
-    llm.mode, llm.delay, llm.ok_requests_left = "ok", 0.0, None
+def answering(llm_ok):
     yield
-    llm.mode, llm.delay, llm.ok_requests_left = "ok", 0.0, None
 
 
 def conversation(c, *turns):
