@@ -286,6 +286,18 @@ def test_upgrade_from_020_equals_a_fresh_install_and_keeps_the_data(cluster):
     assert diff == [], "\n".join(diff)
 
     assert {k: window(*k) for k in before} == before
+    # an upgraded conversation is a single-branch tree; an edit and a switch back give the same windows
+    with connect(up, "app") as c:
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        [branch] = c.execute("SELECT memory.list_branches(%s)", (cids[1],)).fetchone()[0]
+        assert branch["active"] and branch["messages"] == c.execute(
+            "SELECT message_count FROM memory.conversations WHERE id = %s", (cids[1],)).fetchone()[0]
+        first_user = c.execute("SELECT id FROM memory.conversation_messages WHERE conversation_id = %s AND role = 'user'"
+                               " ORDER BY seq LIMIT 1", (cids[1],)).fetchone()[0]
+        c.execute("SELECT memory.edit_message(%s, 'a different start')", (first_user,))
+        assert window(cids[1], 8000)["messages"][-1] == {"role": "user", "content": "a different start"}
+        c.execute("SELECT memory.switch_branch(%s, %s)", (cids[1], branch["leaf_id"]))
+    assert {k: window(*k) for k in before if k[0] == cids[1]} == {k: v for k, v in before.items() if k[0] == cids[1]}
     # the share still holds; the agent's prompt is its owner's now (share_config is off)
     shared_after = window(cids[0], 8000, other)
     assert shared_before["messages"][0] == {"role": "system", "content": "You are helpful."}
