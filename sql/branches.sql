@@ -37,6 +37,15 @@ BEGIN
     RETURN v_moved;
 END $$;
 
+-- Checks that the caller owns the conversation and locks it (appends, rewinds and other branch
+-- moves wait) before a branch move reads the tree.
+CREATE OR REPLACE FUNCTION memory._lock_for_branching(p_conversation_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._require(p_conversation_id, 'manage');
+    PERFORM 1 FROM memory.conversations c WHERE c.id = p_conversation_id FOR NO KEY UPDATE;
+END $$;
+
 -- Replaces a message of the active branch by a new version ("edit and resend"): the message and
 -- everything after it move to a branch of their own, and the new version is appended as the
 -- caller (validated, counted and limited like any append; an agent with auto_reply answers it).
@@ -53,6 +62,11 @@ BEGIN
         RAISE EXCEPTION 'message_id and content must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     SELECT m.* INTO v_old FROM memory.conversation_messages m WHERE m.id = edit_message.message_id;
+    IF FOUND THEN
+        PERFORM memory._lock_for_branching(v_old.conversation_id);
+        -- still active once the conversation is locked?
+        SELECT m.* INTO v_old FROM memory.conversation_messages m WHERE m.id = edit_message.message_id;
+    END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'message % does not exist in an active branch', edit_message.message_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -82,7 +96,7 @@ BEGIN
     IF regenerate.conversation_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM memory._require(regenerate.conversation_id, 'manage');
+    PERFORM memory._lock_for_branching(regenerate.conversation_id);
     SELECT max(m.seq) INTO v_user FROM memory.conversation_messages m
      WHERE m.conversation_id = regenerate.conversation_id AND m.role = 'user';
     IF v_user IS NULL THEN
@@ -137,7 +151,7 @@ BEGIN
     IF switch_branch.conversation_id IS NULL OR switch_branch.message_id IS NULL THEN
         RAISE EXCEPTION 'conversation_id and message_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM memory._require(switch_branch.conversation_id, 'manage');
+    PERFORM memory._lock_for_branching(switch_branch.conversation_id);
     SELECT bool_or(p.id = switch_branch.message_id), coalesce(max(p.seq) FILTER (WHERE NOT p.stored), 0),
            coalesce(array_agg(p.id ORDER BY p.seq) FILTER (WHERE p.stored), '{}')
       INTO v_found, v_anchor, v_back
@@ -159,6 +173,60 @@ BEGIN
     GET DIAGNOSTICS v_restored = ROW_COUNT;
     DELETE FROM memory.branch_messages b WHERE b.id = ANY (v_back);
     RETURN jsonb_build_object('active_leaf', switch_branch.message_id, 'stored', v_stored, 'restored', v_restored);
+END $$;
+
+-- The versions at one message's place in the tree: the messages with the same parent (the one
+-- before it on its path), the active one first, then oldest first. Each with `leaf_id`, the
+-- newest leaf below it (switch_branch to it shows that version with what followed it), and the
+-- first 200 characters of its content. Readers of the conversation may ask.
+CREATE OR REPLACE FUNCTION memory.message_siblings(message_id uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_conversation uuid;
+    v_parent       uuid;
+    v_out          jsonb;
+BEGIN
+    SELECT m.conversation_id, (SELECT p.id FROM memory.conversation_messages p
+                                WHERE p.conversation_id = m.conversation_id AND p.seq < m.seq ORDER BY p.seq DESC LIMIT 1)
+      INTO v_conversation, v_parent
+      FROM memory.conversation_messages m WHERE m.id = message_siblings.message_id;
+    IF NOT FOUND THEN
+        SELECT b.conversation_id, b.parent_id INTO v_conversation, v_parent
+          FROM memory.branch_messages b WHERE b.id = message_siblings.message_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'message % does not exist', message_siblings.message_id USING ERRCODE = 'no_data_found';
+        END IF;
+    END IF;
+    WITH RECURSIVE versions AS (
+        -- the active one: the active message right after the parent
+        (SELECT m.id, m.role, m.content, true AS active, m.created_at, m.seq
+           FROM memory.conversation_messages m
+          WHERE m.conversation_id = v_conversation
+            AND m.seq > coalesce((SELECT p.seq FROM memory.conversation_messages p WHERE p.id = v_parent), 0)
+            AND (v_parent IS NULL OR EXISTS (SELECT 1 FROM memory.conversation_messages p WHERE p.id = v_parent))
+          ORDER BY m.seq LIMIT 1)
+        UNION ALL
+        SELECT b.id, b.message->>'role', b.message->>'content', false, (b.message->>'created_at')::timestamptz, b.seq
+          FROM memory.branch_messages b
+         WHERE b.conversation_id = v_conversation AND b.parent_id IS NOT DISTINCT FROM v_parent),
+    below AS (
+        SELECT v.id AS version, v.id, v.seq FROM versions v WHERE NOT v.active
+        UNION ALL
+        SELECT below.version, b.id, b.seq FROM below JOIN memory.branch_messages b
+            ON b.conversation_id = v_conversation AND b.parent_id = below.id)
+    SELECT jsonb_agg(jsonb_build_object(
+               'id', v.id, 'role', v.role, 'content', left(v.content, 200), 'active', v.active, 'created_at', v.created_at,
+               'leaf_id', CASE WHEN v.active
+                               THEN (SELECT m.id FROM memory.conversation_messages m WHERE m.conversation_id = v_conversation
+                                      ORDER BY m.seq DESC LIMIT 1)
+                               ELSE (SELECT l.id FROM below l
+                                      WHERE l.version = v.id
+                                        AND NOT EXISTS (SELECT 1 FROM memory.branch_messages c
+                                                         WHERE c.conversation_id = v_conversation AND c.parent_id = l.id)
+                                      ORDER BY l.seq DESC LIMIT 1) END)
+           ORDER BY v.active DESC, v.created_at, v.id)
+      INTO v_out FROM versions v;
+    RETURN coalesce(v_out, '[]');
 END $$;
 
 -- The conversation's branches, one per leaf of its tree (the active one first, then the newest

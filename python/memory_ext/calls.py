@@ -388,6 +388,12 @@ def list_branches(conversation_id: IdLike) -> Call:
     return function("list_branches", conversation_id=as_uuid(conversation_id, "conversation_id"))
 
 
+def message_siblings(message_id: IdLike) -> Call:
+    """The versions at one message's place (dicts: id, role, content, active, leaf_id, created_at),
+    the active one first."""
+    return function("message_siblings", _value, "value", ("message_id",), message_id=as_uuid(message_id, "message_id"))
+
+
 def switch_branch(conversation_id: IdLike, message_id: IdLike) -> Call:
     """Makes the path ending at message_id the active branch; {"active_leaf", "stored", "restored"}."""
     return function("switch_branch", _value, "value", ("message_id",),
@@ -599,7 +605,7 @@ OPERATIONS = [current_user_id, estimate_tokens, count_message_tokens, create_con
               add_messages, get_messages, all_messages, delete_message, delete_nth_message, search_messages, build_context, build_context_from,
               should_summarize, request_summary, summary_status, list_summaries, add_summary, export_conversation,
               import_conversation, fork_conversation, rewind_conversation, save_as_template, list_templates,
-              delete_template, edit_message, list_branches, switch_branch, list_facts, add_fact, edit_fact, delete_fact, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
+              delete_template, edit_message, list_branches, message_siblings, switch_branch, list_facts, add_fact, edit_fact, delete_fact, share_conversation, unshare_conversation, transfer_conversation, list_transfer_offers,
               accept_transfer, decline_transfer, list_share_offers, accept_shares, decline_shares, list_members, archive_conversation,
               unarchive_conversation, create_share_link, get_shared_conversation, list_share_links, revoke_share_link,
               erase_user, create_agent,

@@ -4,6 +4,8 @@ window, counters and search follow the active branch); a failed regeneration cha
 only the owner edits and switches, readers list; bad input is refused and changes nothing. The
 stand-in LLM (support/fake_llm.py) answers regenerations."""
 import json
+import threading
+import time
 
 import psycopg
 import pytest
@@ -73,6 +75,13 @@ def test_an_edit_keeps_the_old_branch_and_switching_back_restores_it_exactly(pg)
         # search follows the active branch too
         assert search(c, "museums", conversation_id=cid)["results"] == []
 
+        # the versions at that place: the new one (active) and the old one, with the leaf that shows it
+        versions = rpc(c, "SELECT memory.message_siblings(%s)", new[0])
+        assert [(v["id"], v["active"], v["leaf_id"], v["content"]) for v in versions] == [
+            (str(new[0]), True, str(new[0]), "Which restaurants?"), (str(u2), False, str(a2), "Which museums?")]
+        assert rpc(c, "SELECT memory.message_siblings(%s)", u2) == versions
+        assert [v["id"] for v in rpc(c, "SELECT memory.message_siblings(%s)", u1)] == [str(u1)]
+
         branches = rpc(c, "SELECT memory.list_branches(%s)", cid)
         assert [(b["leaf_id"], b["active"], b["messages"]) for b in branches] == [(str(new[0]), True, 3), (str(a2), False, 4)]
         assert branches[1]["parts_after_seq"] == 2 and branches[1]["first"] == {"id": str(u2), "role": "user", "content": "Which museums?"}
@@ -135,6 +144,8 @@ def test_only_the_owner_edits_and_switches_and_strangers_see_nothing(pg):
                           ("SELECT memory.regenerate(%s)", (cid,))):
             with pytest.raises(psycopg.errors.NoDataFound):
                 s.execute(sql, args)
+        with pytest.raises(psycopg.errors.NoDataFound):
+            s.execute("SELECT memory.message_siblings(%s)", (u1,))
         assert rpc(s, "SELECT count(*) FROM memory.branch_messages") == 0
         assert s.execute("DELETE FROM memory.branch_messages").rowcount == 0
         assert fetch_on(pg, "SELECT count(*) FROM memory.branch_messages WHERE conversation_id = %s", cid)[0] == 2
@@ -162,3 +173,33 @@ def test_bad_input_is_refused_and_changes_nothing(pg):
             assert e.value.sqlstate == code, sql
         assert active(c, cid) == before
         assert rpc(c, "SELECT count(*) FROM memory.branch_messages WHERE conversation_id = %s", cid) == 0
+
+
+def test_concurrent_branch_moves_wait_for_each_other_and_lose_nothing(pg):
+    with app_on(pg, OWNER) as a, app_on(pg, OWNER) as b:
+        cid, (u1, a1, u2, a2) = conversation(a, "one", "two", "three", "four")
+        edited = rpc(a, "SELECT (memory.edit_message(%s, 'three, again')).id", u2)
+        every = {u1, a1, u2, a2, edited}
+
+        def all_ids():
+            live = {r[0] for r in active(a, cid)}
+            stored = {r[0] for r in a.execute("SELECT id FROM memory.branch_messages WHERE conversation_id = %s", (cid,))}
+            assert not live & stored
+            return live | stored
+
+        a.execute("BEGIN")
+        a.execute("SELECT memory.switch_branch(%s, %s)", (cid, a2))
+        done = []
+        # the other session switches back to the edited version meanwhile: it waits for the first
+        # switch and reads the tree as that one left it
+        worker = threading.Thread(target=lambda: done.append(
+            rpc(b, "SELECT memory.switch_branch(%s, %s)", cid, edited)))
+        worker.start()
+        time.sleep(0.5)
+        assert not done
+        a.execute("COMMIT")
+        worker.join(10)
+        assert done, "the second switch never finished"
+        assert done[0]["stored"] == 2 and done[0]["restored"] == 1
+        assert [r[2] for r in active(a, cid)] == ["one", "two", "three, again"]
+        assert all_ids() == every

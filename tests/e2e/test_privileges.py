@@ -166,6 +166,8 @@ REVIEWED = {
     "regenerate(uuid)": ("pinned", False, True),                       # invoker: continue_chat as the caller
     "switch_branch(uuid,uuid)": ("pinned", False, True),               # invoker: restores as the caller
     "list_branches(uuid)": ("pinned", False, True),
+    "message_siblings(uuid)": ("pinned", False, True),                 # invoker: RLS applies
+    "_lock_for_branching(uuid)": ("pinned", False, True),              # invoker: the owner's row lock under RLS
     # facts (long-term memory)
     "_extract_facts()": ("pure-c", False, False),                       # read by the messages' definer trigger
     "_fact_json(memory.facts)": ("pinned", False, True),                # the shape list/add/edit_fact return
