@@ -241,6 +241,7 @@ DECLARE
     v_leaf record;
     v_len  bigint;
     v_part bigint;
+    v_fork uuid;
     v_first jsonb;
 BEGIN
     PERFORM memory._require(list_branches.conversation_id, 'read');
@@ -255,16 +256,14 @@ BEGIN
          WHERE NOT EXISTS (SELECT 1 FROM nodes c WHERE c.parent_id = n.id)
          ORDER BY n.stored, n.seq DESC
     LOOP
-        SELECT count(*), coalesce(max(p.seq) FILTER (WHERE NOT p.stored), 0) INTO v_len, v_part
+        -- the path once: its length, the last active message it shares, its first stored one
+        SELECT count(*), coalesce(max(p.seq) FILTER (WHERE NOT p.stored), 0),
+               (array_agg(p.id ORDER BY p.seq) FILTER (WHERE p.stored))[1]
+          INTO v_len, v_part, v_fork
           FROM memory._branch_path(list_branches.conversation_id, v_leaf.id) p;
-        v_first := NULL;
-        IF v_leaf.stored THEN
-            SELECT jsonb_build_object('id', b.id, 'role', b.message->>'role', 'content', left(b.message->>'content', 200))
-              INTO v_first
-              FROM memory._branch_path(list_branches.conversation_id, v_leaf.id) p
-              JOIN memory.branch_messages b ON b.id = p.id
-             WHERE p.stored ORDER BY p.seq LIMIT 1;
-        END IF;
+        SELECT jsonb_build_object('id', b.id, 'role', b.message->>'role', 'content', left(b.message->>'content', 200))
+          INTO v_first
+          FROM memory.branch_messages b WHERE b.id = v_fork;
         v_out := v_out || jsonb_build_object('leaf_id', v_leaf.id, 'leaf_seq', v_leaf.seq, 'active', NOT v_leaf.stored,
                                              'messages', v_len, 'parts_after_seq', CASE WHEN v_leaf.stored THEN v_part END,
                                              'first', v_first, 'created_at', v_leaf.created_at);

@@ -212,9 +212,7 @@ BEGIN
         UPDATE memory.fact_progress p SET through_seq = p_through_seq, updated_at = now()
          WHERE p.conversation_id = p_conversation_id;
     END IF;
-    RETURN EXISTS (SELECT 1 FROM memory.conversation_messages m
-                    WHERE m.conversation_id = p_conversation_id AND m.seq > greatest(p_through_seq, v_done)
-                      AND m.role IN ('user', 'assistant') AND m.tool_calls IS NULL AND m.content <> '');
+    RETURN EXISTS (SELECT 1 FROM memory._fact_batch(p_conversation_id, 1));
 END $$;
 
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC

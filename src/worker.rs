@@ -107,8 +107,8 @@ enum Work {
         inputs: Vec<String>,
         model: String,
     },
-    /// The batch read through `through_seq`, the owner's messages in it, and the known facts in
-    /// the order the prompt numbers them.
+    /// The batch read through `through_seq`, the owner's messages in it, and the known facts' ids
+    /// in the order the prompt numbers them.
     Extract {
         through_seq: i64,
         sources: Vec<Uuid>,
@@ -514,7 +514,7 @@ fn outcome_of(work: Work, call_id: i64, result: Result<Answer, LlmError>) -> Out
             Ok(decisions) => Outcome::Facts {
                 through_seq,
                 sources,
-                decisions: decisions_json(&decisions, &known_ids_of(&known)),
+                decisions: decisions_json(&decisions, &known),
                 call: Some(call(Usage::from_answer(&answer.json))),
             },
             Err(e) => Outcome::Failed(e, Some(call(Usage::from_answer(&answer.json)))),
@@ -879,11 +879,6 @@ fn prepare_embed(job: &Claimed) -> Prepared {
     })
 }
 
-/// The ids in `Work::Extract::known`: each entry is "<uuid> <text>" (one vector, one order).
-fn known_ids_of(known: &[String]) -> Vec<String> {
-    known.iter().map(|k| k.split_once(' ').map_or(k.as_str(), |(id, _)| id).to_owned()).collect()
-}
-
 /// An extract job's call: the conversation's finished turns its extract jobs have not read
 /// (bounded by `memory.summary_batch_tokens`) and its owner's current facts, with the usage row
 /// `pending`. A batch without a message of the owner moves the progress mark without a call.
@@ -925,16 +920,15 @@ fn prepare_extract(job: &Claimed) -> Prepared {
                 call: None,
             });
         }
-        let known: Vec<String> = c
+        let (known, texts): (Vec<String>, Vec<String>) = c
             .select(
-                "SELECT id::text || ' ' || content FROM memory._known_facts($1, $2)",
+                "SELECT id::text, content FROM memory._known_facts($1, $2)",
                 None,
                 &[job.conversation_id.into(), facts::KNOWN_FACTS.into()],
             )
             .expect("reading the known facts")
-            .filter_map(|r| r.get::<String>(1).ok().flatten())
-            .collect();
-        let texts: Vec<String> = known.iter().map(|k| k.split_once(' ').map_or("", |(_, t)| t).to_owned()).collect();
+            .filter_map(|r| Some((r.get::<String>(1).ok()??, r.get::<String>(2).ok()??)))
+            .unzip();
         let said: Vec<Said> = batch.iter().map(|m| Said { role: &m.2, content: &m.3, from_owner: m.4 }).collect();
         // over its user's daily token limit: an error, recorded in the job and retried later
         c.update("SELECT memory._check_token_quota_of($1)", None, &[job.user_id.into()])

@@ -1,5 +1,5 @@
-//! Settings that SQL reads (memory.search_config, memory.notify_messages, memory.extract_facts): pure Rust over the
-//! GUCs of src/gucs.rs.
+//! Settings that SQL reads (memory.search_config, memory.notify_messages, memory.extract_facts):
+//! pure Rust over the GUCs of src/gucs.rs.
 
 use pgrx::prelude::*;
 

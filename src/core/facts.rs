@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::chat::{ChatMessage, Role};
 use super::llm::{Failure, LlmError};
+use super::summary::clipped;
 
 /// Longest fact, in characters (memory.facts' CHECK).
 pub const MAX_FACT_CHARS: usize = 1000;
@@ -42,13 +43,6 @@ pub enum Decision {
     Delete { known: usize },
 }
 
-fn clipped(text: &str) -> String {
-    match text.char_indices().nth(PROMPT_CHARS_PER_MESSAGE) {
-        None => text.to_owned(),
-        Some((end, _)) => format!("{} […]", &text[..end]),
-    }
-}
-
 /// The `/chat/completions` request of one extraction.
 pub fn request_body(model: &str, known: &[String], messages: &[Said]) -> Value {
     let mut user = String::from("Known facts:\n");
@@ -65,7 +59,7 @@ pub fn request_body(model: &str, known: &[String], messages: &[Said]) -> Value {
             ("user", false) => "another participant",
             _ => "assistant",
         };
-        user.push_str(&format!("[{who}] {}\n", clipped(m.content)));
+        user.push_str(&format!("[{who}] {}\n", clipped(m.content, PROMPT_CHARS_PER_MESSAGE)));
     }
     json!({
         "model": model,

@@ -53,8 +53,9 @@ pub fn choose_cut(rows: &[Row], keep_tokens: i64, tail_tokens: i64, answered_lat
 /// every prompt bounded whatever one message holds.
 pub const PROMPT_CHARS_PER_MESSAGE: usize = 8_000;
 
-fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(PROMPT_CHARS_PER_MESSAGE) {
+/// `text` cut at `limit` characters, the cut marked, for a prompt that must stay bounded.
+pub fn clipped(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(limit) {
         None => text.into(),
         Some((end, _)) => format!("{} […{} more bytes cut]", &text[..end], text.len() - end).into(),
     }
@@ -71,14 +72,14 @@ fn transcript(rows: &[Row]) -> String {
                 (None, role) => role.as_str().to_owned(),
             };
             if !m.content.is_empty() {
-                out.push_str(&format!("[{who}] {}\n", clipped(&m.content)));
+                out.push_str(&format!("[{who}] {}\n", clipped(&m.content, PROMPT_CHARS_PER_MESSAGE)));
             }
             for call in m.tool_calls.iter().flatten() {
                 let f = &call["function"];
                 out.push_str(&format!(
                     "[{who} calls {}] {}\n",
                     f["name"].as_str().unwrap_or("?"),
-                    clipped(f["arguments"].as_str().unwrap_or(""))
+                    clipped(f["arguments"].as_str().unwrap_or(""), PROMPT_CHARS_PER_MESSAGE)
                 ));
             }
         }
