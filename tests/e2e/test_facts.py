@@ -178,11 +178,13 @@ def test_chat_turns_and_reply_jobs_use_the_agents_recall_share(pg, llm):
         c.execute("SELECT memory.add_message(%s, 'user', 'Plan a mountain hiking trip for me')", (cid,))
         wait_for(lambda: fetch_on(pg, "SELECT count(*) FROM memory.message_embeddings WHERE conversation_id = %s", cid)[0] == 1)
         before = len(llm.requests)
-        c.execute("SELECT memory.chat(%s, 'Somewhere near water, please')", (cid,))
+        # every user message here shares a word with the fact: the reply job below may take any of
+        # them as its query, depending on which the worker embedded first
+        c.execute("SELECT memory.chat(%s, 'Hiking somewhere near water, please')", (cid,))
         sent = [r for r in llm.requests[before:] if r["json"].get("messages") and r["json"]["messages"][0]["content"] == "You help."]
         messages = sent[0]["json"]["messages"]
         assert messages[1] == {"role": "system", "content": "Facts about the user (remembered):\n- The user said: I like hiking in the mountains."}
-        assert messages[-1] == {"role": "user", "content": "Somewhere near water, please"}
+        assert messages[-1] == {"role": "user", "content": "Hiking somewhere near water, please"}
 
         # the worker's reply jobs build the same window
         c.execute("UPDATE memory.agents SET auto_reply = true WHERE id = %s", (agent,))
