@@ -48,8 +48,8 @@ pub fn message_row(r: &SpiHeapTupleData) -> Result<Result<Row, MemError>, SpiErr
     Ok(raw.expand().map(|msg| Row { seq, tokens: i64::from(tokens), msg }))
 }
 
-/// The plan of a read-only query, prepared once per backend and kept: planning the RLS-guarded
-/// queries of a window costs more than running them. PostgreSQL revalidates a kept plan when what
+/// The plan of a fixed statement, prepared once per backend and kept: planning the RLS-guarded
+/// queries of a window, or a chat turn's calls, costs more than running them. PostgreSQL revalidates a kept plan when what
 /// it depends on changes (DDL, the role that runs it), so it never goes stale. The statements are
 /// few and fixed (leaked on purpose: they live as long as the backend).
 pub fn kept_plan(client: &SpiClient, sql: &str, types: &[PgOid]) -> Result<&'static OwnedPreparedStatement, SpiError> {

@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{register_xact_callback, PgXactCallbackEvent};
-use pgrx::{JsonB, PgSqlErrorCode, Uuid};
+use pgrx::{JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, Uuid};
 use serde_json::{json, Value};
 
 use super::charges;
 use super::context::{load_conversation, not_found, TurnRequest};
 use super::llm_thread::{call_waiting, config};
+use super::stored::kept_plan;
 use super::traces;
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
@@ -123,9 +124,28 @@ fn _chat_answer(conversation_id: Option<Uuid>) -> JsonB {
     JsonB(result.unwrap_or_else(|e| json!({ "error": e })))
 }
 
+// A turn's own statements, planned once per backend (see `kept_plan`): planning them anew each
+// turn cost more than running them.
+const QUOTA_ERROR: &str = "SELECT memory._caller_token_quota_error()";
+const STORE_ANSWER: &str =
+    "SELECT to_jsonb(m) - 'conversation_id' - 'search_vector' FROM memory.add_message($1, 'assistant', $2, $3) m";
+const RECORD_CALL: &str = "SELECT memory._record_chat_call($1, $2, $3, $4, $5, $6, $7, $8)";
+
+const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
+const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
+const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+
 fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
+    let plan = |sql: &str, types: &[PgOid]| kept_plan(client, sql, types).unwrap_or_else(|e| spi_failed(e));
+    let (quota_error, store_answer, record_call) = (
+        plan(QUOTA_ERROR, &[]),
+        plan(STORE_ANSWER, &[UUID, TEXT, JSONB]),
+        plan(RECORD_CALL, &[UUID, UUID, TEXT, INT4, INT4, INT4, INT4, FLOAT8]),
+    );
     let quota = client
-        .update("SELECT memory._caller_token_quota_error()", None, &[])
+        .update(quota_error, None, &[])
         .and_then(|t| t.first().get_one::<JsonB>())
         .unwrap_or_else(|e| spi_failed(e));
     if let Some(JsonB(e)) = quota {
@@ -180,7 +200,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
     let _writing = Raised::new(&WRITING);
     let stored = client
         .update(
-            "SELECT to_jsonb(m) - 'conversation_id' - 'search_vector' FROM memory.add_message($1, 'assistant', $2, $3) m",
+            store_answer,
             None,
             &[id.into(), reply.content.clone().into(), reply.tool_calls.clone().map(JsonB).into()],
         )
@@ -191,7 +211,7 @@ fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
     let [prompt_tokens, completion_tokens, total_tokens] = reply.usage.columns();
     client
         .update(
-            "SELECT memory._record_chat_call($1, $2, $3, $4, $5, $6, $7, $8)",
+            record_call,
             None,
             &[
                 id.into(),

@@ -167,6 +167,13 @@ class FakeLLM:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                """GET /_last_request: the body of the newest request, for a caller in another process
+                (the chat-turn benchmark replays it)."""
+                if self.path != "/_last_request" or not fake.requests:
+                    return self.reply(404, {"error": {"message": "no such request"}})
+                self.reply(200, fake.requests[-1].get("json"))
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.endswith("/audio/transcriptions") or self.path.endswith("/audio/speech"):
