@@ -282,7 +282,7 @@ def report_lines(t):
             f"| **overhead of memory.chat per turn**, ms | **{c['overhead_ms']:.2f}** |",
             f"| `build_context` of the same window alone, ms | {c['build_context_ms']:.2f} |",
             f"| **overhead ÷ that build_context** | **{c['overhead_ms'] / c['build_context_ms']:.2f}×** |",
-            f"| of which: two appends (user message, answer), one `add_message` = ms | {c['add_message_ms']:.2f} |",
+            f"| of which: the two appends (user message, answer), ms each (`add_message`) | {c['add_message_ms']:.2f} |",
             f"| the rest: wrappers, usage row, the HTTP client on its thread, ms | {c['overhead_ms'] - c['build_context_ms'] - 2 * c['add_message_ms']:.2f} |",
             f"| the application loop it replaces (add_message, build_context, HTTP, add_message), ms | {c['app_loop_ms']:.2f} |",
             f"| reply jobs answered by the worker, replies/s ({r['answered']} of {r['jobs']}) | {r['replies_per_s']:.0f} |",
