@@ -204,3 +204,48 @@ def test_concurrent_bulk_appends_to_one_conversation(db):
                                SELECT content, (seq - 1) / 25 AS block FROM memory.conversation_messages
                                 WHERE conversation_id = %s) x GROUP BY block""", (cid,)).fetchall()
         assert {r[0] for r in runs} == {1}
+
+
+def test_on_conflict_do_update_changes_metadata_only_and_counts_nothing(db):
+    """INSERT ... ON CONFLICT (id) DO UPDATE on a stored message is an update, not an append: its
+    metadata may change, its counters and seq stay, and its text stays append-only (0A000); a row
+    of the same statement form that does not conflict is appended and counted."""
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        first = rpc(c, "SELECT (memory.add_message(%s, 'user', 'hello')).id", cid)
+        upsert = """INSERT INTO memory.conversation_messages (id, conversation_id, role, content) VALUES (%s, %s, 'user', %s)
+                    ON CONFLICT (id) DO UPDATE SET {} RETURNING seq, content, metadata"""
+        assert c.execute(upsert.format("metadata = '{\"tag\": 1}'"), (first, cid, "other")).fetchone() == (1, "hello", {"tag": 1})
+        assert_exact(c, cid, 1)
+        with pytest.raises(errors.FeatureNotSupported), c.transaction():
+            c.execute(upsert.format("content = 'changed'"), (first, cid, "other"))
+        assert rpc(c, "SELECT content FROM memory.conversation_messages WHERE id = %s", first) == "hello"
+        new_id = "00000000-0000-4000-8000-0000000c0f11"
+        assert c.execute(upsert.format("metadata = '{\"tag\": 2}'"), (new_id, cid, "two")).fetchone() == (2, "two", None)
+        assert_exact(c, cid, 2)
+
+
+def test_a_rolled_back_savepoint_leaves_no_trace(db):
+    """Appends inside a savepoint that rolls back (single, bulk, and a statement that fails on its
+    third row) leave no seq, counter, daily figure or notification behind: the transaction's later
+    append takes the next seq as if they had never run."""
+    with connect(db) as listener, as_guc_user(db, new_user()) as c:
+        listener.execute("LISTEN memory_messages")
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        with c.transaction():
+            c.execute("SELECT memory.add_message(%s, 'user', 'kept 1')", (cid,))
+            with pytest.raises(RuntimeError), c.transaction():
+                c.execute("SELECT memory.add_message(%s, 'user', 'undone')", (cid,))
+                c.execute(BULK, (Jsonb(rows(cid, 5, start=1)),))
+                raise RuntimeError("roll back the savepoint")
+            with pytest.raises(errors.InvalidParameterValue), c.transaction():
+                c.execute(BULK, (Jsonb([{"conversation_id": cid, "role": "user", "content": "a"},
+                                        {"conversation_id": cid, "role": "assistant", "content": "b"},
+                                        {"conversation_id": cid, "role": "tool", "content": "no call", "tool_call_id": "nope"}]),))
+            c.execute("SELECT memory.add_message(%s, 'assistant', 'kept 2')", (cid,))
+        assert_exact(c, cid, 2)
+        assert rpc(c, "SELECT array_agg(content ORDER BY seq) FROM memory.conversation_messages WHERE conversation_id = %s",
+                   cid) == ["kept 1", "kept 2"]
+        assert rpc(c, "SELECT sum(messages) FROM memory.message_days WHERE conversation_id = %s", cid) == 2
+        got = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=3)]
+        assert [(g["conversation_id"], g["seq"]) for g in got] == [(cid, 1), (cid, 2)]
