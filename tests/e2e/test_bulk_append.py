@@ -5,6 +5,7 @@ not add (ON CONFLICT, idempotent retries) are not counted; concurrent bulk appen
 conversation keep seqs contiguous."""
 import json
 import threading
+import uuid
 
 import pytest
 from psycopg import errors
@@ -220,7 +221,7 @@ def test_on_conflict_do_update_changes_metadata_only_and_counts_nothing(db):
         with pytest.raises(errors.FeatureNotSupported), c.transaction():
             c.execute(upsert.format("content = 'changed'"), (first, cid, "other"))
         assert rpc(c, "SELECT content FROM memory.conversation_messages WHERE id = %s", first) == "hello"
-        new_id = "00000000-0000-4000-8000-0000000c0f11"
+        new_id = str(uuid.uuid4())
         assert c.execute(upsert.format("metadata = '{\"tag\": 2}'"), (new_id, cid, "two")).fetchone() == (2, "two", None)
         assert_exact(c, cid, 2)
 
