@@ -10,8 +10,10 @@
 -- conversation (owner or editor, not archived), and validates and counts the message; then
 -- messages_before_insert_write (triggers fire in name order) locks the conversation, skips an
 -- idempotent retry, gives the row its seq and checks its tool calls; once the statement has added
--- all its rows, messages_after_insert updates the counters and the daily figures (message_days). No trigger function is executable by
--- PUBLIC, so none can be called directly or attached to another table.
+-- all its rows, messages_after_insert updates the counters and the daily figures (message_days).
+-- The two row triggers are Rust and ask their per-conversation questions once per statement (see
+-- below). No trigger function is executable by PUBLIC, so none can be called directly or
+-- attached to another table.
 
 -- Raises 54000 when a value a user supplies (`what`: a conversation's title and metadata, a
 -- message's metadata, a template) is larger than memory.max_message_size, the one bound on
@@ -109,133 +111,50 @@ BEGIN
     RETURN (SELECT k FROM unnest(p_keys) AS k WHERE k = ANY (v_keys) LIMIT 1);
 END $$;
 
+-- The row triggers of an insert are Rust (src/api/append.rs): messages_before_insert as the caller
+-- (the access check under the caller's RLS, the size limits, validation and the token count, the
+-- search words, the author), messages_before_insert_write as the owner (the
+-- conversation's lock, an idempotent retry, the seq, the tool-call checks through the GIN index).
+-- A statement-level pair brackets them with a frame in which each statement asks once per
+-- conversation, at its first row, what it asked per row before: whether the caller may write it
+-- (for the identity and role the row is written as), and its lock and next seq. The counters,
+-- the auto-summary check, the agent's auto-reply and the NOTIFY on channel memory_messages follow
+-- once per statement (memory._messages_after_insert), so an INSERT ... SELECT of many rows does
+-- not rewrite the conversation's row once per message. One consequence: a row that a later
+-- trigger of one's own or ON CONFLICT DO NOTHING drops leaves its seq unused (a gap, as a rewind
+-- leaves one).
 CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_encoding text;
-    v_archived timestamptz;
-    v_writable boolean;
-    v_owner    uuid;
-    v_me       uuid := memory.current_user_id();
-BEGIN
-    IF NEW.conversation_id IS NULL THEN
-        RAISE EXCEPTION 'conversation_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    -- The rule, as the caller: a role that bypasses RLS (a backend's service role) may write
-    -- anywhere, everyone else where the authorization rule says (owner and editors). A
-    -- conversation the caller cannot see is reported exactly like one that does not exist, before
-    -- anything is locked or counted; a viewer learns it may not write.
-    SELECT c.encoding, c.archived_at, c.user_id,
-           NOT row_security_active('memory.conversations')
-           OR memory._can_write_row(c.id, c.user_id, v_me, memory._shared_with(v_me, true))
-      INTO v_encoding, v_archived, v_owner, v_writable
-      FROM memory.conversations c
-     WHERE c.id = NEW.conversation_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
-    IF NOT v_writable THEN
-        RAISE EXCEPTION 'conversation % is shared with you read-only', NEW.conversation_id
-            USING ERRCODE = 'insufficient_privilege', HINT = 'Its owner can make you an editor.';
-    END IF;
-    IF v_archived IS NOT NULL THEN
-        RAISE EXCEPTION 'conversation % is archived', NEW.conversation_id
-            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'memory.unarchive_conversation(id) reopens it.';
-    END IF;
-    -- the caller's messages-per-minute limit (PT429), when one is set
-    IF memory._message_limit_applies() THEN
-        PERFORM memory._take_message_quota();
-    END IF;
-    -- cheap size checks before any parsing or counting
-    PERFORM memory._check_message_limits(
-        octet_length(NEW.content) + coalesce(pg_column_size(NEW.tool_calls), 0) + coalesce(octet_length(NEW.tool_call_id), 0)
-        + coalesce(pg_column_size(NEW.metadata), 0) + coalesce(octet_length(NEW.name), 0),
-        CASE WHEN jsonb_typeof(NEW.tool_calls) = 'array' THEN jsonb_array_length(NEW.tool_calls) END);
-    -- validates role, name, tool_calls and tool_call_id, and counts what build_context will emit
-    NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
-    NEW.search_vector := memory._search_vector(memory._search_config()::regconfig, NEW.conversation_id, v_owner, NEW.content, NEW.tool_calls);
-    -- the author is whoever appends, never a value the caller supplies
-    NEW.author_id := v_me;
-    RETURN NEW;
-END $$;
+LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'memory_message_before_insert';
 
--- The second half of an insert (see the top of this file), as the owner: seq and the tool-call
--- checks through the GIN index, per row. The counters, the auto-summary check, the agent's
--- auto-reply and the NOTIFY on channel memory_messages follow once per statement
--- (memory._messages_after_insert), so an INSERT ... SELECT of many rows does not rewrite the
--- conversation's row once per message.
 CREATE OR REPLACE FUNCTION memory._message_before_insert_write() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_clash    text;
-    v_encoding text;
-    v_last     bigint;
-    v_newest   bigint;
-    v_seq      bigint;
-    v_prev     memory.conversation_messages;
-    v_prefix   text := NEW.conversation_id::text;
-BEGIN
-    -- Lock the conversation: appends to it serialise here, until the transaction ends. (Here, as
-    -- the owner: under RLS a row lock would need the right to update the conversation, which an
-    -- editor does not have.)
-    SELECT c.encoding, c.last_seq INTO v_encoding, v_last
-      FROM memory.conversations c WHERE c.id = NEW.conversation_id FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversation % does not exist', NEW.conversation_id USING ERRCODE = 'no_data_found';
-    END IF;
-    -- A retried append (same idempotency key, same message) is already stored: skip it. Under the
-    -- lock, so concurrent retries see each other.
-    IF NEW.idempotency_key IS NOT NULL THEN
-        SELECT m.* INTO v_prev FROM memory.conversation_messages m
-         WHERE m.conversation_id = NEW.conversation_id AND m.idempotency_key = NEW.idempotency_key;
-        IF FOUND THEN
-            IF (v_prev.role, v_prev.content, v_prev.name, v_prev.tool_calls, v_prev.tool_call_id)
-               IS NOT DISTINCT FROM (NEW.role, NEW.content, NEW.name, NEW.tool_calls, NEW.tool_call_id) THEN
-                RETURN NULL;
-            END IF;
-            RAISE EXCEPTION 'idempotency_key "%" was already used for a different message (seq %) of this conversation',
-                memory._clip(NEW.idempotency_key), v_prev.seq
-                USING ERRCODE = 'unique_violation', HINT = 'Use a new key for each new message; reuse a key only to retry the same append.';
-        END IF;
-    END IF;
-    -- seq: after the conversation's high-water mark (kept across rewinds) and after the rows this
-    -- statement has already inserted (a row-level BEFORE trigger sees those).
-    SELECT m.seq INTO v_newest FROM memory.conversation_messages m
-     WHERE m.conversation_id = NEW.conversation_id ORDER BY m.seq DESC LIMIT 1;
-    v_seq := greatest(v_last, coalesce(v_newest, 0)) + 1;
-    -- The encoding may change only while a conversation has no messages: for its first message
-    -- count again under the lock, in case it changed after messages_before_insert counted.
-    IF v_newest IS NULL THEN
-        NEW.token_count := memory.message_tokens(NEW.role, NEW.content, NEW.tool_calls, NEW.name, v_encoding, NEW.tool_call_id);
-    END IF;
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'memory_message_before_insert_write';
 
-    IF NEW.tool_calls IS NOT NULL THEN
-        v_clash := memory._tool_key_taken(
-            ARRAY(SELECT v_prefix || kind || (call->>'id')
-                    FROM jsonb_array_elements(NEW.tool_calls) AS call, unnest(ARRAY['/c/', '/g/']) AS kind));
-        IF v_clash IS NOT NULL THEN
-            RAISE EXCEPTION 'duplicate tool call id "%": an earlier message of this conversation already made that call', memory._clip(substr(v_clash, 40))
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
-    IF NEW.role = 'tool' THEN
-        IF memory._tool_key_taken(ARRAY[v_prefix || '/c/' || NEW.tool_call_id]) IS NULL THEN
-            RAISE EXCEPTION 'tool_call_id "%" matches no earlier assistant tool call in this conversation', memory._clip(NEW.tool_call_id)
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        IF memory._tool_key_taken(ARRAY[v_prefix || '/r/' || NEW.tool_call_id]) IS NOT NULL THEN
-            RAISE EXCEPTION 'tool call "%" already has a result', memory._clip(NEW.tool_call_id)
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
+CREATE OR REPLACE FUNCTION memory._messages_statement_begin() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'memory_messages_statement_begin';
 
-    NEW.seq := v_seq;
-    NEW.created_at := coalesce(NEW.created_at, now());
-    RETURN NEW;
-END $$;
+CREATE OR REPLACE FUNCTION memory._messages_statement_end() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'memory_messages_statement_end';
+
+CREATE TRIGGER messages_statement_begin BEFORE INSERT ON memory.conversation_messages
+    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_statement_begin();
 
 CREATE TRIGGER messages_before_insert BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert();
+
+-- The caller's messages-per-minute limit (PT429), when one applies: after the access check (a
+-- conversation the caller cannot see costs nothing), before the lock. In SQL, which raises
+-- memory_ext's own SQLSTATEs; the WHEN clause keeps its cost off appends when no limit is set.
+CREATE OR REPLACE FUNCTION memory._message_take_quota() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM memory._take_message_quota();
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER messages_before_insert_quota BEFORE INSERT ON memory.conversation_messages
+    FOR EACH ROW WHEN (memory._message_limit_applies()) EXECUTE FUNCTION memory._message_take_quota();
 
 CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
@@ -343,6 +262,10 @@ CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_message
     REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
 
+-- (after messages_after_insert: triggers fire in name order)
+CREATE TRIGGER messages_statement_end AFTER INSERT ON memory.conversation_messages
+    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_statement_end();
+
 CREATE OR REPLACE FUNCTION memory._message_before_update() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -408,6 +331,9 @@ REVOKE EXECUTE ON FUNCTION
     memory._conversation_check_size(),
     memory._message_before_insert(),
     memory._message_before_insert_write(),
+    memory._messages_statement_begin(),
+    memory._messages_statement_end(),
+    memory._message_take_quota(),
     memory._message_before_update(),
     memory._messages_after_insert(),
     memory._messages_after_delete(),

@@ -79,6 +79,12 @@
 --   memory.branch_messages; list_branches and switch_branch move between branches. The active
 --   branch stays in conversation_messages: existing conversations are single-branch trees with
 --   the same windows. rewind_conversation still deletes.
+-- * appends: the row-level insert triggers of conversation_messages are Rust
+--   (memory._message_before_insert and _message_before_insert_write change from plpgsql to c),
+--   bracketed by two new statement-level triggers (messages_statement_begin, messages_statement_end)
+--   so that a statement checks access and locks a conversation once, not once per row; the
+--   per-minute limit moves to a trigger of its own (messages_before_insert_quota, only when a limit
+--   applies). Functions and triggers only: replayed, nothing below.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------

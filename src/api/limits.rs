@@ -13,8 +13,14 @@ use crate::sql_error::fail_with_hint;
 /// insert triggers before anything is parsed or counted.
 #[pg_extern(stable, parallel_safe)]
 fn _check_message_limits(bytes: Option<i64>, tool_calls: Option<i32>) {
+    check_message_size(bytes.unwrap_or(0));
+    check_tool_call_count(tool_calls.unwrap_or(0));
+}
+
+/// The size half of `_check_message_limits`, for the insert trigger: checked before the message
+/// is parsed.
+pub(crate) fn check_message_size(bytes: i64) {
     let max = gucs::max_message_bytes();
-    let bytes = bytes.unwrap_or(0);
     if bytes > max {
         fail_with_hint(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
@@ -22,7 +28,10 @@ fn _check_message_limits(bytes: Option<i64>, tool_calls: Option<i32>) {
             "Store large documents elsewhere and reference them; the operator can raise memory.max_message_size.",
         );
     }
-    let calls = tool_calls.unwrap_or(0);
+}
+
+/// The tool-call half of `_check_message_limits`.
+pub(crate) fn check_tool_call_count(calls: i32) {
     let max_calls = gucs::MAX_TOOL_CALLS.get();
     if calls > max_calls {
         fail_with_hint(

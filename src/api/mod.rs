@@ -1,4 +1,5 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
+pub mod append;
 pub mod charges;
 pub mod context;
 pub mod embed;

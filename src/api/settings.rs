@@ -8,7 +8,7 @@ use crate::gucs;
 /// The text search configuration messages are indexed and searched with (memory.search_config);
 /// NULL when search is off ('off': messages are stored without search words).
 #[pg_extern(stable, parallel_safe)]
-fn _search_config() -> Option<String> {
+pub(crate) fn _search_config() -> Option<String> {
     let config = gucs::SEARCH_CONFIG
         .get()
         .and_then(|c| c.into_string().ok())

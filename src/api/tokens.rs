@@ -56,14 +56,27 @@ fn message_tokens(
     encoding: default!(Option<&str>, "'cl100k_base'"),
     tool_call_id: default!(Option<&str>, "NULL"),
 ) -> i32 {
-    let enc = self::encoding(required(encoding, "encoding"));
+    count_message(role, content, tool_calls.as_ref().map(|j| &j.0), name, required(encoding, "encoding"), tool_call_id)
+}
+
+/// `message_tokens` for Rust callers (the insert trigger): validates and counts, raising as the
+/// SQL function does.
+pub(crate) fn count_message(
+    role: Option<&str>,
+    content: Option<&str>,
+    tool_calls: Option<&serde_json::Value>,
+    name: Option<&str>,
+    encoding: &str,
+    tool_call_id: Option<&str>,
+) -> i32 {
+    let enc = self::encoding(encoding);
     let raw = RawMessage {
         role: required(role, "role"),
         content: content.unwrap_or_else(|| {
             required(None::<&str>, "content (use '' for an assistant message that only calls tools)")
         }),
         name,
-        tool_calls: tool_calls.as_ref().map(|j| &j.0),
+        tool_calls,
         tool_call_id,
     };
     raw.expand().or_raise().tokens(enc, &mut interrupt) as i32

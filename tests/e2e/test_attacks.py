@@ -321,7 +321,7 @@ def test_counters_cannot_be_rewritten_from_a_trigger_of_ones_own(db):
             c.execute("INSERT INTO t VALUES (1)")
         # nor can memory_ext's own trigger functions be borrowed
         for fn in ("_message_before_insert", "_message_before_insert_write", "_conversation_before_update",
-                   "_messages_after_insert", "_messages_after_delete"):
+                   "_messages_after_insert", "_messages_after_delete", "_messages_statement_begin", "_messages_statement_end"):
             with pytest.raises(errors.InsufficientPrivilege):
                 c.execute(f"CREATE TRIGGER t_{fn} BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION memory.{fn}()")
         assert c.execute("SELECT last_seq, message_count FROM memory.conversations WHERE id = %s", (cid,)).fetchone() == (1, 1)

@@ -250,3 +250,77 @@ def test_a_rolled_back_savepoint_leaves_no_trace(db):
         assert rpc(c, "SELECT sum(messages) FROM memory.message_days WHERE conversation_id = %s", cid) == 2
         got = [json.loads(n.payload) for n in listener.notifies(timeout=2, stop_after=3)]
         assert [(g["conversation_id"], g["seq"]) for g in got] == [(cid, 1), (cid, 2)]
+
+
+# A statement asks once per conversation whether the caller may write it and what its next seq is
+# (the Rust row triggers keep a frame per INSERT statement). These hold that cache to what a
+# per-row check gave.
+
+def test_a_statement_nested_in_a_bulk_insert_shares_the_seqs(db):
+    """An INSERT whose SELECT appends to the same conversation (memory.add_message per row): each
+    nested append takes the next seq, and the outer statement's rows continue after it."""
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content)
+                     SELECT %s, 'assistant', 'outer ' || g || ' after ' ||
+                            (SELECT (memory.add_message(%s, 'user', 'inner ' || g)).seq)
+                       FROM generate_series(1, 4) g""", (cid, cid))
+        assert_exact(c, cid, 8)
+        got = c.execute("SELECT array_agg(content ORDER BY seq) FROM memory.conversation_messages WHERE conversation_id = %s",
+                        (cid,)).fetchone()[0]
+        assert got == [x for g in range(1, 5) for x in (f"inner {g}", f"outer {g} after {2 * g - 1}")]
+
+
+def test_a_rolled_back_append_inside_a_bulk_insert_leaves_no_gap(db):
+    """A function in the INSERT's SELECT appends in an exception block that rolls back: its rows
+    and its seqs are gone, and the outer rows are numbered as if it had never run."""
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        c.execute("""CREATE FUNCTION pg_temp.doomed_append(cid uuid) RETURNS text LANGUAGE plpgsql AS $$
+                     BEGIN
+                         BEGIN
+                             PERFORM memory.add_message(cid, 'user', 'doomed');
+                             RAISE EXCEPTION 'undo';
+                         EXCEPTION WHEN raise_exception THEN NULL;
+                         END;
+                         RETURN 'kept';
+                     END $$""")
+        c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content)
+                     SELECT %s, 'user', pg_temp.doomed_append(%s) || ' ' || g FROM generate_series(1, 3) g""", (cid, cid))
+        assert_exact(c, cid, 3)
+        assert rpc(c, "SELECT array_agg(content ORDER BY seq) FROM memory.conversation_messages WHERE conversation_id = %s",
+                   cid) == ["kept 1", "kept 2", "kept 3"]
+
+
+def test_changing_identity_halfway_through_a_statement_is_checked_again(db):
+    """The access check is cached for the identity that asked: a statement whose rows switch
+    memory.user_id to someone without access to the conversation fails at that row (P0002, as
+    for any conversation one cannot see), and stores nothing."""
+    owner, stranger = new_user(), new_user()
+    with as_guc_user(db, owner) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        with pytest.raises(errors.NoDataFound), c.transaction():
+            c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content)
+                         SELECT %s, 'user', 'row ' || g || set_config('memory.user_id', CASE WHEN g = 2 THEN %s ELSE %s END, false)
+                           FROM generate_series(1, 3) g""", (cid, stranger, owner))
+        c.execute("SELECT set_config('memory.user_id', %s, false)", (owner,))
+        assert_exact(c, cid, 0)
+
+
+def test_an_editor_who_loses_access_is_refused_in_the_next_statement(db):
+    """The cache lasts one statement: an editor removed between two statements of one transaction
+    cannot append in the second."""
+    owner, editor = new_user(), new_user()
+    with as_guc_user(db, owner) as o:
+        cid = str(rpc(o, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        o.execute("SELECT memory.share_conversation(%s, %s, 'editor')", (cid, editor))
+    with as_guc_user(db, editor) as e:
+        e.execute("SELECT memory.accept_shares(conversation_id => %s)", (cid,))
+        with e.transaction():
+            e.execute(BULK, (Jsonb(rows(cid, 3)),))
+            with as_guc_user(db, owner) as o:
+                o.execute("SELECT memory.unshare_conversation(%s, %s)", (cid, editor))
+            with pytest.raises(errors.NoDataFound), e.transaction():
+                e.execute(BULK, (Jsonb(rows(cid, 3, start=3)),))
+    with connect(db) as su:
+        assert_exact(su, cid, 3)

@@ -116,6 +116,9 @@ REVIEWED = {
     "_template_before_write()": ("pinned", False, False),
     "_message_before_insert()": ("pinned", False, False),
     "_message_before_insert_write()": ("pinned", True, False),
+    "_message_take_quota()": ("pinned", False, False),
+    "_messages_statement_begin()": ("pure-c", False, False),   # a frame per INSERT statement (backend memory only)
+    "_messages_statement_end()": ("pure-c", False, False),
     "_message_before_update()": ("pinned", False, False),
     "_messages_after_insert()": ("pinned", True, False),
     "_messages_after_delete()": ("pinned", True, False),
@@ -284,8 +287,8 @@ def test_security_mode_search_path_and_execute_grants(db):
 
 
 # Internal functions that the library's Rust code calls while it runs as the caller (a chat turn,
-# build_context): a call the catalog cannot show.
-CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary", "_recall_candidates"}
+# build_context, the insert trigger): a call the catalog cannot show.
+CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary", "_recall_candidates", "_search_vector"}
 
 
 def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
@@ -305,6 +308,11 @@ def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
         policies = " ".join(q or "" for row in c.execute(
             "SELECT qual, with_check FROM pg_policies WHERE schemaname = 'memory'").fetchall() for q in row)
         policies += " " + " ".join(d for (d,) in c.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'memory'").fetchall())
+        # triggers' WHEN clauses: evaluated as the writer too
+        policies += " " + " ".join(d for (d,) in c.execute("""
+            SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t
+             WHERE t.tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'memory'::regnamespace)
+               AND NOT t.tgisinternal AND t.tgqual IS NOT NULL""").fetchall())
     # code that runs as the caller: invoker functions PUBLIC may call, and invoker triggers
     as_caller = [src for _n, definer, public, trigger, src in rows if not definer and (public or trigger)]
     exposed = sorted(name for name, _d, public, _t, _s in rows if public and name.startswith("_"))
