@@ -5,10 +5,10 @@
 //!
 //! `_message_before_insert` runs as the caller: the access check under the caller's RLS, the size
 //! limits, validation and the token count, the search words, the author (the per-minute limit
-//! follows in SQL, which raises memory_ext's own SQLSTATEs). `_message_before_insert_write` runs as the extension's owner (SECURITY DEFINER): the
-//! conversation's lock, an idempotent retry, the seq, the tool-call checks. Both are declared with
-//! search_path = pg_catalog, pg_temp (sql/triggers.sql), so the statements below are always
-//! planned under it.
+//! follows in SQL, which raises memory_ext's own SQLSTATEs). `_message_before_insert_write` runs
+//! as the extension's owner (SECURITY DEFINER): the conversation's lock, an idempotent retry, the
+//! seq, the tool-call checks. Both are declared with search_path = pg_catalog, pg_temp
+//! (sql/triggers.sql), so the statements below are always planned under it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
