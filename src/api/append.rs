@@ -19,9 +19,10 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiResult};
 use pgrx::{FromDatum, JsonB, PgBuiltInOids, PgOid, PgSqlErrorCode, PgTupleDesc, Uuid};
 
+use super::context::not_found;
 use super::identity::current_user_id;
 use super::limits::{check_message_size, check_tool_call_count};
-use super::stored::kept_plan;
+use super::stored::kept_plan_or_raise as plan;
 use super::tokens::count_message;
 use crate::core::error::clip;
 use crate::core::statement_frames::{AccessKey, Frame, Frames, Locked, StatementKey, Writable};
@@ -283,10 +284,6 @@ fn run<T>(f: impl FnOnce(&mut SpiClient) -> SpiResult<T>) -> T {
     Spi::connect_mut(|client| f(client)).unwrap_or_else(|e| spi_failed(e))
 }
 
-fn plan<'c>(client: &SpiClient<'c>, sql: &str, types: &[PgOid]) -> &'static pgrx::spi::OwnedPreparedStatement {
-    kept_plan(client, sql, types).unwrap_or_else(|e| spi_failed(e))
-}
-
 unsafe fn before_insert(data: &pg_sys::TriggerData) -> pg_sys::Datum {
     let mut row = NewRow::of(data);
     let conv = row.conversation_id();
@@ -454,7 +451,7 @@ fn check_writable(conv: Uuid, me: Option<Uuid>) -> Writable {
         Ok(Some((row.get::<String>(1)?, row.get::<bool>(2)?, row.get::<Uuid>(3)?, row.get::<bool>(4)?)))
     });
     let Some((encoding, archived, owner, writable)) = found else {
-        fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {conv} does not exist"));
+        not_found(conv);
     };
     if writable != Some(true) {
         fail_with_hint(
@@ -560,7 +557,7 @@ fn lock(conv: Uuid) -> Locked {
         let newest = if newest.is_empty() { None } else { newest.first().get_one::<i64>()? };
         Ok(Some((encoding, last_seq, newest)))
     })
-    .unwrap_or_else(|| fail(PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, format!("conversation {conv} does not exist")));
+    .unwrap_or_else(|| not_found(conv));
     Locked {
         encoding: encoding.unwrap_or_default(),
         was_empty: newest.is_none(),

@@ -61,3 +61,8 @@ pub fn kept_plan(client: &SpiClient, sql: &str, types: &[PgOid]) -> Result<&'sta
     PLANS.with_borrow_mut(|p| p.insert(sql.to_owned(), plan));
     Ok(plan)
 }
+
+/// `kept_plan`, raising when the statement cannot be planned (an SPI error is a bug here).
+pub fn kept_plan_or_raise(client: &SpiClient, sql: &str, types: &[PgOid]) -> &'static OwnedPreparedStatement {
+    kept_plan(client, sql, types).unwrap_or_else(|e| crate::sql_error::spi_failed(e))
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::charges;
 use super::context::{load_conversation, not_found, TurnRequest};
 use super::llm_thread::{call_waiting, config};
-use super::stored::kept_plan;
+use super::stored::kept_plan_or_raise;
 use super::traces;
 use crate::core::ledger::Charge;
 use crate::core::llm::{Failure, LlmError};
@@ -138,7 +138,7 @@ const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
 const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
 
 fn answer(client: &mut SpiClient, id: Uuid) -> Result<Value, Value> {
-    let plan = |sql: &str, types: &[PgOid]| kept_plan(client, sql, types).unwrap_or_else(|e| spi_failed(e));
+    let plan = |sql: &str, types: &[PgOid]| kept_plan_or_raise(client, sql, types);
     let (quota_error, store_answer, record_call) = (
         plan(QUOTA_ERROR, &[]),
         plan(STORE_ANSWER, &[UUID, TEXT, JSONB]),
