@@ -81,8 +81,8 @@ def run(port, prose, smoke):
     return rows
 
 
-# The message figures as 0.2.0 computed them, aggregating the messages on read: the peer of the
-# daily rollup (memory.message_days) that the views read now, in the same run.
+# The message figures as 0.2.0 computed them, aggregating the messages on read: the peer of
+# memory.message_days (the daily rollup) that the views read now, in the same run.
 ON_READ_DAILY = """(SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, c.agent_id, m.token_count, m.conversation_id
                       FROM memory.conversation_messages m JOIN memory.conversations c ON c.id = m.conversation_id) AS v"""
 VIEWS = [("usage_daily, last 30 days", "SELECT day, agent_id, sum(messages), sum(stored_tokens) FROM memory.usage_daily "
@@ -126,7 +126,7 @@ def report_lines(rows):
               f"{r['naive_ilike_p50_ms']:.1f} | {r['naive_ilike_p50_ms'] / r['p50_ms']:.0f} |"
               for r in rows if r["naive_ilike_p50_ms"] is not None]
     lines += ["", "## Analytics views on the same data (median ms)", "",
-              "The message figures read the daily rollup (`memory.message_days`); \"on read\" aggregates the",
+              "The message figures read `memory.message_days` (the worker's daily rollup and the messages after each conversation's mark); \"on read\" aggregates the",
               "messages themselves in the same run (what 0.2.0's views did).", "",
               "| view | as the user (its own messages, RLS) | on read | as an operator (all messages) | on read |",
               "|---|---:|---:|---:|---:|"]

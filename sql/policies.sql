@@ -7,7 +7,8 @@ ALTER TABLE memory.conversation_messages ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.conversation_summaries ENABLE ROW LEVEL SECURITY;
 
-ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.message_days_rollup ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memory.message_days_marks ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE memory.message_embeddings ENABLE ROW LEVEL SECURITY;
 
@@ -75,8 +76,15 @@ CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
                     WHERE c.id = conversation_id
                       AND memory._can_manage_row(c.user_id, (SELECT memory.current_user_id()))));
 
--- the messages' daily figures: read with the conversation; written only by the messages' triggers
-CREATE POLICY message_days_read ON memory.message_days FOR SELECT
+-- the messages' daily figures and how far they have counted: read with the conversation; written
+-- only by memory_ext's own functions
+CREATE POLICY message_days_rollup_read ON memory.message_days_rollup FOR SELECT
+    USING (EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = conversation_id
+                      AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
+                                            (SELECT memory._shared_with((SELECT memory.current_user_id()), false)))));
+
+CREATE POLICY message_days_marks_read ON memory.message_days_marks FOR SELECT
     USING (EXISTS (SELECT 1 FROM memory.conversations c
                     WHERE c.id = conversation_id
                       AND memory._can_read_row(c.id, c.user_id, (SELECT memory.current_user_id()),
@@ -111,7 +119,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON memory.conversations, memory.conversatio
 -- immutable (delete it and write a new one).
 GRANT SELECT, DELETE ON memory.conversation_summaries TO PUBLIC;
 
-GRANT SELECT ON memory.conversation_members, memory.conversation_transfers, memory.message_days,
+GRANT SELECT ON memory.conversation_members, memory.conversation_transfers, memory.message_days_rollup,
+    memory.message_days_marks,
     memory.message_embeddings TO PUBLIC;
 
 GRANT INSERT (conversation_id, covers_through_seq, content, model) ON memory.conversation_summaries TO PUBLIC;

@@ -96,10 +96,12 @@ CREATE TABLE memory.message_embeddings (
 CREATE INDEX message_embeddings_conversation_idx ON memory.message_embeddings (conversation_id, model);
 
 -- The messages per conversation, UTC day and author, for the analytics views (usage_daily,
--- conversation_activity): kept by the messages' statement triggers in the transaction that adds
--- or removes the messages, so that a dashboard reads days, not messages. Derived data: dumped
--- with the rest (a restore runs without triggers), never written by users.
-CREATE TABLE memory.message_days (
+-- conversation_activity, through the view memory.message_days): a conversation's messages up to
+-- its mark (message_days_marks.through_seq) are added up here by the background worker, a few
+-- seconds after they are written; the view adds the few after the mark on read. So an append
+-- writes no daily figure, and a dashboard reads days, not messages. Derived data: dumped with the
+-- rest (a restore runs without triggers), never written by users.
+CREATE TABLE memory.message_days_rollup (
     conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
     day             date NOT NULL,
     author_id       uuid,
@@ -107,11 +109,18 @@ CREATE TABLE memory.message_days (
     tokens          bigint NOT NULL,
     tool_calls      bigint NOT NULL,
     last_activity   timestamptz NOT NULL,
-    CONSTRAINT message_days_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
+    CONSTRAINT message_days_rollup_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
 );
 
 -- an operator's dashboard: the days of a period
-CREATE INDEX message_days_day_idx ON memory.message_days (day);
+CREATE INDEX message_days_rollup_day_idx ON memory.message_days_rollup (day);
+
+-- How far message_days_rollup has counted each conversation: its messages with seq <= through_seq
+-- (no row: none). Moved by the worker's rollup, and by the routes that count a whole conversation.
+CREATE TABLE memory.message_days_marks (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    through_seq     bigint NOT NULL
+);
 
 CREATE TABLE memory.conversation_summaries (
     id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -208,7 +217,9 @@ SELECT pg_catalog.pg_extension_config_dump('memory.conversations', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.conversation_messages', '');
 
-SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days_rollup', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days_marks', '');
 
 SELECT pg_catalog.pg_extension_config_dump('memory.message_embeddings', '');
 

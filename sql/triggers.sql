@@ -10,7 +10,8 @@
 -- conversation (owner or editor, not archived), and validates and counts the message; then
 -- messages_before_insert_write (triggers fire in name order) locks the conversation, skips an
 -- idempotent retry, gives the row its seq and checks its tool calls; once the statement has added
--- all its rows, messages_after_insert updates the counters and the daily figures (message_days).
+-- all its rows, messages_after_insert updates the counters (the daily figures are the worker's:
+-- see memory._roll_up_message_days).
 -- The two row triggers are Rust and ask their per-conversation questions once per statement (see
 -- below). No trigger function is executable by PUBLIC, so none can be called directly or
 -- attached to another table.
@@ -71,8 +72,14 @@ BEGIN
     RETURN NEW;
 END $$;
 
+-- Not fired for memory_ext's own counter updates (only the counters change, as a superuser: what
+-- it would let through unchanged), the one update every append makes.
 CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
-    FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
+    FOR EACH ROW
+    WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.encoding IS DISTINCT FROM NEW.encoding
+          OR (OLD.total_tokens, OLD.message_count, OLD.last_seq) IS NOT DISTINCT FROM (NEW.total_tokens, NEW.message_count, NEW.last_seq)
+          OR NOT memory._current_role_is_superuser())
+    EXECUTE FUNCTION memory._conversation_before_update();
 
 -- A conversation's title and metadata are bounded like a message. A trigger of its own, fired only
 -- by statements that set those columns, so that the counter updates of every append skip it.
@@ -117,12 +124,14 @@ END $$;
 -- conversation's lock, an idempotent retry, the seq, the tool-call checks through the GIN index).
 -- A statement-level pair brackets them with a frame in which each statement asks once per
 -- conversation, at its first row, what it asked per row before: whether the caller may write it
--- (for the identity and role the row is written as), and its lock and next seq. The counters,
--- the auto-summary check, the agent's auto-reply and the NOTIFY on channel memory_messages follow
--- once per statement (memory._messages_after_insert), so an INSERT ... SELECT of many rows does
--- not rewrite the conversation's row once per message. One consequence: a row that a later
--- trigger of one's own or ON CONFLICT DO NOTHING drops leaves its seq unused (a gap, as a rewind
--- leaves one).
+-- (for the identity and role the row is written as), and its lock and next seq; the lock of a
+-- statement's first row is the UPDATE that counts it (no running statement has written to the
+-- conversation, and the row has no idempotency key to look for). The rest of the counters, the
+-- auto-summary check, the agent's auto-reply and the NOTIFY on channel memory_messages follow once
+-- per statement (memory._messages_after_insert and _messages_after_insert_checks), so an INSERT
+-- ... SELECT of many rows does not rewrite the conversation's row once per message. One
+-- consequence: a row that a later trigger of one's own or ON CONFLICT DO NOTHING drops leaves its
+-- seq unused (a gap, as a rewind leaves one).
 CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE c SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'memory_message_before_insert';
@@ -168,32 +177,102 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE 0::bigint END
 $$;
 
--- Counts a conversation's message_days rows again from its stored messages: those of the given
--- UTC days, or all of them (p_days NULL). For what the insert trigger cannot add up: a DELETE (the
--- newest message of a day may be gone, so the day's last activity cannot be decremented), and
--- the routes that write messages with the triggers off (the bulk import, a fork; the upgrade that
--- introduced the rollup). A conversation that no longer exists is skipped: its rows went with it.
+-- Counts a conversation's daily figures (memory.message_days_rollup) again from its stored
+-- messages up to its mark: those of the given UTC days, or (p_days NULL) all of them after moving
+-- the mark to the conversation's last seq. For what cannot be added up: a DELETE (the newest
+-- message of a day may be gone, so the day's last activity cannot be decremented), and the routes
+-- that write a whole conversation with the triggers off (the bulk import, a fork; the upgrade
+-- that introduced the rollup). A conversation that no longer exists is skipped: its rows went
+-- with it. Callers hold the conversation's row lock (or created it), as the rollup does.
 CREATE OR REPLACE FUNCTION memory._count_message_days(p_conversation_id uuid, p_days date[] DEFAULT NULL) RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
-    DELETE FROM memory.message_days d
+    INSERT INTO memory.message_days_marks AS k (conversation_id, through_seq)
+    SELECT c.id, c.last_seq FROM memory.conversations c WHERE c.id = p_conversation_id AND p_days IS NULL
+    ON CONFLICT (conversation_id) DO UPDATE SET through_seq = excluded.through_seq;
+    DELETE FROM memory.message_days_rollup d
      WHERE d.conversation_id = p_conversation_id AND (p_days IS NULL OR d.day = ANY (p_days));
-    INSERT INTO memory.message_days (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
+    INSERT INTO memory.message_days_rollup (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
     SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*), sum(m.token_count),
            sum(memory._tool_call_count(m.tool_calls)), max(m.created_at)
       FROM memory.conversation_messages m
+      JOIN memory.message_days_marks k ON k.conversation_id = m.conversation_id AND m.seq <= k.through_seq
      WHERE m.conversation_id = p_conversation_id
        AND (p_days IS NULL OR (m.created_at AT TIME ZONE 'UTC')::date = ANY (p_days))
-       AND EXISTS (SELECT 1 FROM memory.conversations c WHERE c.id = p_conversation_id)
      GROUP BY 1, 2, 3;
 $$;
 
--- Once per INSERT statement, over the rows it added: one counter update per conversation, the
--- auto-summary check (O(1): the running total, then the newest summary's coverage), the agent's
--- auto-reply, the embed job (with memory.embedding_model set), the extract job after a finished
--- turn (with memory.extract_facts on), and a NOTIFY per message (ids
--- only: anyone may LISTEN, and only RLS decides who reads the row). SECURITY DEFINER for the counters (see the top of this file); it touches only
--- conversations the row triggers let the caller write.
+-- The background worker's rollup: adds the messages after their conversation's mark to
+-- memory.message_days_rollup and moves the mark, for at most p_limit conversations. A
+-- conversation being written (an append, a delete: they hold its row lock until they commit) is
+-- skipped and taken on a later pass. Returns how many conversations it rolled up.
+CREATE OR REPLACE FUNCTION memory._roll_up_message_days(p_limit integer) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ids uuid[];
+BEGIN
+    SELECT array_agg(p.id) INTO v_ids
+      FROM (SELECT c.id FROM memory.conversations c
+              LEFT JOIN memory.message_days_marks k ON k.conversation_id = c.id
+             WHERE c.last_seq > coalesce(k.through_seq, 0)
+             LIMIT p_limit
+               FOR NO KEY UPDATE OF c SKIP LOCKED) p;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- One statement, so one snapshot, taken once the locks are held: it sees every append and
+    -- delete that committed before, and the figures it adds and the mark it moves agree.
+    WITH cur AS (
+        SELECT c.id, c.last_seq, coalesce(k.through_seq, 0) AS from_seq
+          FROM memory.conversations c LEFT JOIN memory.message_days_marks k ON k.conversation_id = c.id
+         WHERE c.id = ANY (v_ids)
+    ), added AS (
+        INSERT INTO memory.message_days_rollup AS d (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
+        SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*), sum(m.token_count),
+               sum(memory._tool_call_count(m.tool_calls)), max(m.created_at)
+          FROM cur JOIN memory.conversation_messages m
+            ON m.conversation_id = cur.id AND m.seq > cur.from_seq AND m.seq <= cur.last_seq
+         GROUP BY 1, 2, 3
+        ON CONFLICT ON CONSTRAINT message_days_rollup_key DO UPDATE
+           SET messages = d.messages + excluded.messages,
+               tokens = d.tokens + excluded.tokens,
+               tool_calls = d.tool_calls + excluded.tool_calls,
+               last_activity = greatest(d.last_activity, excluded.last_activity)
+    )
+    INSERT INTO memory.message_days_marks AS k (conversation_id, through_seq)
+    SELECT cur.id, cur.last_seq FROM cur
+    ON CONFLICT (conversation_id) DO UPDATE SET through_seq = excluded.through_seq;
+    RETURN cardinality(v_ids);
+END $$;
+
+-- Once per INSERT statement, over the rows it added (Rust, src/api/append_counts.rs): the
+-- conversations' counters, and a NOTIFY on channel memory_messages per message (with
+-- memory.notify_messages; ids only: anyone may LISTEN, and only RLS decides who reads the row). A
+-- statement's first row of a conversation usually counted itself in the UPDATE that locked the
+-- conversation; this settles the rest (the statement's other rows, a row dropped after it was
+-- counted) with one UPDATE per conversation, or none. SECURITY DEFINER
+-- for the counters (see the top of this file); it touches only conversations the row triggers
+-- let the caller write.
 CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'memory_messages_after_insert';
+
+-- Whether the running INSERT needs the follow-up below: its rows may have left a conversation
+-- over its summarize threshold or asked an auto-reply agent for an answer (the row triggers keep
+-- the running total), or embeddings or fact extraction are on. The follow-up trigger's
+-- WHEN, so run as the caller: it reads only the caller's own statement and settings.
+CREATE OR REPLACE FUNCTION memory._append_follow_up_due() RETURNS boolean
+LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'memory_append_follow_up_due';
+
+CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_messages
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
+
+-- Then, when anything may be due: the auto-summary check (O(1): the running total, then the
+-- newest summary's coverage), the agent's auto-reply, the embed job (with memory.embedding_model
+-- set) and the extract job after a finished turn (with memory.extract_facts on). In SQL, so that
+-- its errors keep memory_ext's SQLSTATEs (PT429 for an auto-reply over the owner's token limit).
+-- SECURITY DEFINER: jobs are queued as the owner.
+CREATE OR REPLACE FUNCTION memory._messages_after_insert_checks() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r           record;
@@ -204,18 +283,12 @@ DECLARE
     v_extract    boolean := memory._extract_facts();
 BEGIN
     FOR r IN
-        WITH a AS (SELECT n.conversation_id, count(*) AS n, sum(n.token_count) AS t, max(n.seq) AS last_seq,
-                          bool_or(n.role = 'user') AS has_user,
-                          bool_or(n.role = 'assistant' AND n.tool_calls IS NULL) AS has_answer
-                     FROM added n GROUP BY n.conversation_id)
-        UPDATE memory.conversations c
-           SET message_count = c.message_count + a.n,
-               total_tokens = c.total_tokens + a.t,
-               last_seq = greatest(c.last_seq, a.last_seq),
-               updated_at = now()
-          FROM a
-         WHERE c.id = a.conversation_id
-        RETURNING c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user, a.has_answer
+        SELECT c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user, a.has_answer
+          FROM (SELECT n.conversation_id,
+                       bool_or(n.role = 'user') AS has_user,
+                       bool_or(n.role = 'assistant' AND n.tool_calls IS NULL) AS has_answer
+                  FROM added n GROUP BY n.conversation_id) a
+          JOIN memory.conversations c ON c.id = a.conversation_id
     LOOP
         -- the conversation's agent, if one applies (memory._agent_applies)
         v_agent_threshold := NULL;
@@ -239,30 +312,15 @@ BEGIN
             PERFORM memory._enqueue_job('extract', r.id);
         END IF;
     END LOOP;
-    -- the day's figures (the conversations' rows are locked above: no other writer races these)
-    INSERT INTO memory.message_days AS d (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
-    SELECT n.conversation_id, (n.created_at AT TIME ZONE 'UTC')::date, n.author_id, count(*), sum(n.token_count),
-           sum(memory._tool_call_count(n.tool_calls)), max(n.created_at)
-      FROM added n
-     GROUP BY 1, 2, 3
-    ON CONFLICT ON CONSTRAINT message_days_key DO UPDATE
-       SET messages = d.messages + excluded.messages,
-           tokens = d.tokens + excluded.tokens,
-           tool_calls = d.tool_calls + excluded.tool_calls,
-           last_activity = greatest(d.last_activity, excluded.last_activity);
-    IF memory._notify_messages() THEN
-        PERFORM pg_notify('memory_messages',
-                          json_build_object('conversation_id', n.conversation_id, 'id', n.id, 'seq', n.seq)::text)
-           FROM (SELECT * FROM added ORDER BY conversation_id, seq) n;
-    END IF;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_messages
+CREATE TRIGGER messages_after_insert_checks AFTER INSERT ON memory.conversation_messages
     REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_after_insert();
+    FOR EACH STATEMENT WHEN (memory._append_follow_up_due())
+    EXECUTE FUNCTION memory._messages_after_insert_checks();
 
--- (after messages_after_insert: triggers fire in name order)
+-- (after messages_after_insert and its checks: triggers fire in name order)
 CREATE TRIGGER messages_statement_end AFTER INSERT ON memory.conversation_messages
     FOR EACH STATEMENT EXECUTE FUNCTION memory._messages_statement_end();
 
@@ -336,11 +394,13 @@ REVOKE EXECUTE ON FUNCTION
     memory._message_take_quota(),
     memory._message_before_update(),
     memory._messages_after_insert(),
+    memory._messages_after_insert_checks(),
     memory._messages_after_delete(),
+    memory._notify_messages(),
     memory._count_message_days(uuid, date[]),
+    memory._roll_up_message_days(integer),
     memory._tool_call_count(jsonb),
     memory._tool_key_taken(text[]),
-    memory._notify_messages(),
     memory._extract_facts(),
     memory._auto_reply_suppressed()
 FROM PUBLIC;

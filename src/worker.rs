@@ -54,6 +54,10 @@ const LOCK_TIMEOUT: &str = "1s";
 /// How long an answer whose rows stay locked is kept and retried before the job counts as failed.
 const DEFER_LIMIT: Duration = Duration::from_secs(60);
 const DEFER_RETRY: Duration = Duration::from_millis(500);
+/// How often the worker adds the newest messages to the analytics' daily figures, and how many
+/// conversations one pass takes (a full pass is followed by another at once).
+const ROLLUP_INTERVAL: Duration = Duration::from_secs(1);
+const ROLLUP_BATCH: i32 = 500;
 
 pub fn register() {
     BackgroundWorkerBuilder::new("memory_ext worker")
@@ -168,6 +172,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     // (sigterm_received() clears the flag it reads, so the decision to stop is kept here.)
     let mut stopping = false;
     let mut retention = Retention { last_check: None, more_due: false };
+    let mut rollup = Rollup { last_pass: None, more_due: false };
     let mut running: Vec<Running> = Vec::new();
     let mut deferred: Vec<Deferred> = Vec::new();
     loop {
@@ -186,6 +191,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
         finish_answered(&mut running, &mut deferred);
         retry_deferred(&mut deferred);
         write_rolled_back_charges();
+        rollup.maybe_run();
         // the threads that send traces cannot log; the last failure is reported here, once
         if let Some(e) = traces::take_error() {
             warning!("memory_ext: {e}");
@@ -569,6 +575,48 @@ impl Retention {
         });
         if let Err(e) = queued {
             warning!("memory_ext: queueing the retention job failed: {e}");
+        }
+    }
+}
+
+/// When to roll up the daily figures (memory._roll_up_message_days): every ROLLUP_INTERVAL, and
+/// at once after a pass that found more conversations than it could take.
+struct Rollup {
+    last_pass: Option<Instant>,
+    more_due: bool,
+}
+
+impl Rollup {
+    fn maybe_run(&mut self) {
+        if !self.more_due && self.last_pass.is_some_and(|t| t.elapsed() < ROLLUP_INTERVAL) {
+            return;
+        }
+        self.last_pass = Some(Instant::now());
+        let done = try_transaction(|| {
+            Spi::connect_mut(|c| {
+                let has = c
+                    .select("SELECT to_regprocedure('memory._roll_up_message_days(integer)') IS NOT NULL", None, &[])
+                    .ok()
+                    .and_then(|t| t.first().get_one::<bool>().ok().flatten())
+                    .unwrap_or(false);
+                if !has {
+                    return 0;
+                }
+                c.update("SELECT memory._roll_up_message_days($1)", None, &[ROLLUP_BATCH.into()])
+                    .expect("rolling up the daily figures")
+                    .first()
+                    .get_one::<i32>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            })
+        });
+        match done {
+            Ok(n) => self.more_due = n >= ROLLUP_BATCH,
+            Err(e) => {
+                self.more_due = false;
+                warning!("memory_ext: rolling up the daily message figures failed: {e}");
+            }
         }
     }
 }

@@ -58,7 +58,9 @@
 --   and its limit memory.max_llm_cost_per_day; usage_daily and agent_performance gain cost_usd,
 --   and memory.conversation_costs is new. Calls made before 0.3.0 have no cost.
 -- * analytics: memory.message_days (messages, tokens, tool calls and last activity per
---   conversation, UTC day and author), kept by the messages' statement triggers, and
+--   conversation, UTC day and author): a view over memory.message_days_rollup, which the worker
+--   keeps up to each conversation's mark (memory.message_days_marks), plus the messages after the
+--   mark added up on read, so that appends write no daily figure; and
 --   memory.llm_call_days (calls, tokens and cost per user, UTC day, agent, model and
 --   conversation), kept by a trigger on llm_calls; both filled here from the stored rows.
 --   usage_daily, conversation_activity and conversation_costs read them instead of aggregating
@@ -84,7 +86,12 @@
 --   bracketed by two new statement-level triggers (messages_statement_begin, messages_statement_end)
 --   so that a statement checks access and locks a conversation once, not once per row; the
 --   per-minute limit moves to a trigger of its own (messages_before_insert_quota, only when a limit
---   applies). Functions and triggers only: replayed, nothing below.
+--   applies). A statement's first row of a conversation counts itself in the UPDATE that locks
+--   the conversation; memory._messages_after_insert (now c) settles the rest from the transition
+--   table and sends the NOTIFYs; the summary, auto-reply, embed and extract checks move to
+--   memory._messages_after_insert_checks (trigger messages_after_insert_checks, only when
+--   memory._append_follow_up_due()); conversations_before_update gains a WHEN that skips
+--   memory_ext's own counter updates. Functions and triggers only: replayed, nothing below.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ SELECT pg_catalog.pg_extension_config_dump('memory.model_prices', '');
 ALTER TABLE memory.model_prices ENABLE ROW LEVEL SECURITY;
 
 -- analytics: the messages' daily figures (filled below, once the functions are replayed)
-CREATE TABLE memory.message_days (
+CREATE TABLE memory.message_days_rollup (
     conversation_id uuid NOT NULL REFERENCES memory.conversations (id) ON DELETE CASCADE,
     day             date NOT NULL,
     author_id       uuid,
@@ -159,14 +166,23 @@ CREATE TABLE memory.message_days (
     tokens          bigint NOT NULL,
     tool_calls      bigint NOT NULL,
     last_activity   timestamptz NOT NULL,
-    CONSTRAINT message_days_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
+    CONSTRAINT message_days_rollup_key UNIQUE NULLS NOT DISTINCT (conversation_id, day, author_id)
 );
 
-CREATE INDEX message_days_day_idx ON memory.message_days (day);
+CREATE INDEX message_days_rollup_day_idx ON memory.message_days_rollup (day);
 
-SELECT pg_catalog.pg_extension_config_dump('memory.message_days', '');
+CREATE TABLE memory.message_days_marks (
+    conversation_id uuid PRIMARY KEY REFERENCES memory.conversations (id) ON DELETE CASCADE,
+    through_seq     bigint NOT NULL
+);
 
-ALTER TABLE memory.message_days ENABLE ROW LEVEL SECURITY;
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days_rollup', '');
+
+SELECT pg_catalog.pg_extension_config_dump('memory.message_days_marks', '');
+
+ALTER TABLE memory.message_days_rollup ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE memory.message_days_marks ENABLE ROW LEVEL SECURITY;
 
 -- analytics: the LLM calls' daily figures (filled below)
 CREATE TABLE memory.llm_call_days (

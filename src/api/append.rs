@@ -25,17 +25,18 @@ use super::limits::{check_message_size, check_tool_call_count};
 use super::stored::kept_plan_or_raise as plan;
 use super::tokens::count_message;
 use crate::core::error::clip;
-use crate::core::statement_frames::{AccessKey, Frame, Frames, Locked, StatementKey, Writable};
+use crate::core::statement_frames::{AccessKey, Applied, Counted, Frame, Frames, Locked, StatementKey, Writable};
 use crate::sql_error::{fail, fail_with_hint, spi_failed};
 
 thread_local! {
-    static FRAMES: RefCell<Frames> = RefCell::new(Frames::default());
+    pub(super) static FRAMES: RefCell<Frames> = RefCell::new(Frames::default());
     static HOOKED: Cell<bool> = const { Cell::new(false) };
 }
 
-const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
+pub(super) const UUID: PgOid = PgOid::BuiltIn(PgBuiltInOids::UUIDOID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const JSONB: PgOid = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
+pub(super) const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 
 // As the caller. The rule as RLS applies it: a role that bypasses RLS may write anywhere, everyone
 // else where the authorization rule says (owner and editors); a conversation the caller cannot see
@@ -46,6 +47,15 @@ const WRITABLE: &str = "SELECT c.encoding, c.archived_at IS NOT NULL, c.user_id,
   FROM memory.conversations c WHERE c.id = $1";
 // As the owner (an editor may not lock the conversation's row under RLS).
 const LOCK: &str = "SELECT c.encoding, c.last_seq FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE";
+// As the owner: the lock of a statement's first row, and its count. Returns the encoding, the row's
+// seq, whether it is the conversation's first message, the running total, and the threshold and
+// auto-reply of the conversation's agent, if one applies.
+const LOCK_AND_COUNT: &str =
+    "UPDATE memory.conversations c SET message_count = c.message_count + 1, total_tokens = c.total_tokens + $2, \
+       last_seq = c.last_seq + 1, updated_at = now() WHERE c.id = $1 \
+     RETURNING c.encoding, c.last_seq, c.message_count, c.total_tokens, \
+       (SELECT ag.summarize_threshold FROM memory.agents ag WHERE memory._agent_applies(ag, c.agent_id, c.user_id)), \
+       (SELECT ag.auto_reply FROM memory.agents ag WHERE memory._agent_applies(ag, c.agent_id, c.user_id))";
 const NEWEST_SEQ: &str =
     "SELECT m.seq FROM memory.conversation_messages m WHERE m.conversation_id = $1 ORDER BY m.seq DESC LIMIT 1";
 const RETRIED: &str = "SELECT m.seq, (m.role, m.content, m.name, m.tool_calls, m.tool_call_id) \
@@ -70,10 +80,11 @@ macro_rules! trigger_function {
         #[pg_guard]
         pub unsafe extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
             // SAFETY: PostgreSQL passes a valid fcinfo; `trigger_data` checks it is a trigger call.
-            unsafe { $body(trigger_data(fcinfo, stringify!($name))) }
+            unsafe { $body($crate::api::append::trigger_data(fcinfo, stringify!($name))) }
         }
     };
 }
+pub(super) use trigger_function;
 
 trigger_function!(pg_finfo_memory_messages_statement_begin, memory_messages_statement_begin, statement_begin);
 trigger_function!(pg_finfo_memory_messages_statement_end, memory_messages_statement_end, statement_end);
@@ -81,7 +92,7 @@ trigger_function!(pg_finfo_memory_message_before_insert, memory_message_before_i
 trigger_function!(pg_finfo_memory_message_before_insert_write, memory_message_before_insert_write, before_insert_write);
 
 /// The trigger's data; raises when the function is called any other way.
-unsafe fn trigger_data<'a>(fcinfo: pg_sys::FunctionCallInfo, name: &str) -> &'a pg_sys::TriggerData {
+pub(super) unsafe fn trigger_data<'a>(fcinfo: pg_sys::FunctionCallInfo, name: &str) -> &'a pg_sys::TriggerData {
     // SAFETY: fcinfo is valid; its context is a TriggerData exactly when called as a trigger.
     unsafe {
         if !pgrx::trigger_support::called_as_trigger(fcinfo) {
@@ -95,7 +106,7 @@ unsafe fn trigger_data<'a>(fcinfo: pg_sys::FunctionCallInfo, name: &str) -> &'a 
 }
 
 /// No tuple: what a statement trigger returns, and what skips a row.
-fn skip() -> pg_sys::Datum {
+pub(super) fn skip() -> pg_sys::Datum {
     pg_sys::Datum::null()
 }
 
@@ -117,7 +128,7 @@ unsafe fn statement_end(_: &pg_sys::TriggerData) -> pg_sys::Datum {
 }
 
 /// The running statement: its active snapshot, which stays the same for all its rows.
-fn statement_key() -> Option<StatementKey> {
+pub(super) fn statement_key() -> Option<StatementKey> {
     // SAFETY: reading the active snapshot, after checking there is one.
     unsafe {
         if !pg_sys::ActiveSnapshotSet() {
@@ -129,7 +140,7 @@ fn statement_key() -> Option<StatementKey> {
 }
 
 /// Reads the running statement's frame, when it has one.
-fn in_frame<T>(statement: Option<StatementKey>, f: impl FnOnce(&mut Frame) -> T) -> Option<T> {
+pub(super) fn in_frame<T>(statement: Option<StatementKey>, f: impl FnOnce(&mut Frame) -> T) -> Option<T> {
     let statement = statement?;
     FRAMES.with_borrow_mut(|frames| frames.current(statement).map(f))
 }
@@ -181,6 +192,29 @@ const COLUMNS: [&str; 13] = [
     "idempotency_key",
 ];
 
+/// The numbers of these columns in a relation's descriptor; raises when one is missing.
+pub(super) fn column_numbers<const N: usize>(desc: pg_sys::TupleDesc, names: &[&str; N]) -> [i32; N] {
+    let mut attnos = [0; N];
+    // SAFETY: the relation's own descriptor and its attributes. Names compared as bytes (no UTF-8
+    // check per row and column: that cost a bulk insert 6%).
+    let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(desc) };
+    for att in (0..tupdesc.len()).filter_map(|i| tupdesc.get(i)).filter(|a| !a.attisdropped) {
+        // SAFETY: a NameData holds a NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) }.to_bytes();
+        if let Some(c) = names.iter().position(|c| c.as_bytes() == name) {
+            attnos[c] = i32::from(att.attnum);
+        }
+    }
+    std::mem::forget(tupdesc);
+    if let Some(i) = attnos.iter().position(|a| *a <= 0) {
+        fail(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("memory_ext's insert trigger needs column {}", names[i]),
+        );
+    }
+    attnos
+}
+
 /// The inserted row, read and rewritten by column name.
 struct NewRow {
     tuple: *mut pg_sys::HeapTupleData,
@@ -193,24 +227,7 @@ impl NewRow {
     fn of(data: &pg_sys::TriggerData) -> Self {
         // SAFETY: a row trigger's relation and tuple are valid for the call.
         let desc = unsafe { (*data.tg_relation).rd_att };
-        let mut attnos = [0; COLUMNS.len()];
-        // SAFETY: the relation's own descriptor and its attributes. Names compared as bytes (no
-        // UTF-8 check per row and column: that cost a bulk insert 6%).
-        let tupdesc = unsafe { PgTupleDesc::from_pg_unchecked(desc) };
-        for att in (0..tupdesc.len()).filter_map(|i| tupdesc.get(i)).filter(|a| !a.attisdropped) {
-            // SAFETY: a NameData holds a NUL-terminated name.
-            let name = unsafe { std::ffi::CStr::from_ptr(att.attname.data.as_ptr()) }.to_bytes();
-            if let Some(c) = COLUMNS.iter().position(|c| c.as_bytes() == name) {
-                attnos[c] = i32::from(att.attnum);
-            }
-        }
-        std::mem::forget(tupdesc);
-        if let Some(i) = attnos.iter().position(|a| *a <= 0) {
-            fail(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!("memory_ext's insert trigger needs column {}", COLUMNS[i]),
-            );
-        }
+        let attnos = column_numbers(desc, &COLUMNS);
         NewRow { tuple: data.tg_trigtuple, desc, attnos, set: Vec::new() }
     }
 
@@ -280,7 +297,7 @@ fn arg<'a>(value: Option<pg_sys::Datum>, oid: PgOid) -> DatumWithOid<'a> {
     }
 }
 
-fn run<T>(f: impl FnOnce(&mut SpiClient) -> SpiResult<T>) -> T {
+pub(super) fn run<T>(f: impl FnOnce(&mut SpiClient) -> SpiResult<T>) -> T {
     Spi::connect_mut(|client| f(client)).unwrap_or_else(|e| spi_failed(e))
 }
 
@@ -474,14 +491,26 @@ unsafe fn before_insert_write(data: &pg_sys::TriggerData) -> pg_sys::Datum {
     let mut row = NewRow::of(data);
     let conv = row.conversation_id();
     let statement = statement_key();
-    let locked = match in_frame(statement, |f| f.locked.get(conv.as_bytes()).cloned()).flatten() {
+    let key = row.text("idempotency_key");
+    let mut tokens = row.get::<i32>("token_count", pg_sys::INT4OID).unwrap_or(0);
+    let cached = in_frame(statement, |f| f.locked.get(conv.as_bytes()).cloned()).flatten();
+    let locked = match cached {
         Some(l) => l,
+        // A statement's first row of a conversation no running statement has written to, and no
+        // retry to look for: its lock is the UPDATE that counts it.
+        None if key.is_none()
+            && in_frame(statement, |_| ()).is_some()
+            && !FRAMES.with_borrow(|f| f.knows(conv.as_bytes())) =>
+        {
+            lock_and_count(conv, tokens, statement)
+        }
         None => lock(conv),
     };
+    in_frame(statement, |f| f.written.insert(*conv.as_bytes()));
     let (role, call_id, calls_raw) = (row.text("role"), row.text("tool_call_id"), row.raw("tool_calls"));
     // A retried append (same idempotency key, same message) is already stored: skip it. Under the
     // lock, so concurrent retries see each other.
-    if let Some(key) = row.text("idempotency_key") {
+    if let Some(key) = key {
         let (content, name) = (row.text("content"), row.text("name"));
         let stored = run(|c| {
             let args = [
@@ -520,7 +549,7 @@ unsafe fn before_insert_write(data: &pg_sys::TriggerData) -> pg_sys::Datum {
     if locked.was_empty && counted_with.as_deref() != Some(locked.encoding.as_str()) {
         let calls = row.get::<JsonB>("tool_calls", pg_sys::JSONBOID).map(|j| j.0);
         let (content, name) = (row.text("content"), row.text("name"));
-        let tokens = count_message(
+        tokens = count_message(
             role.as_deref(),
             content.as_deref(),
             calls.as_ref(),
@@ -531,6 +560,15 @@ unsafe fn before_insert_write(data: &pg_sys::TriggerData) -> pg_sys::Datum {
         row.set("token_count", tokens.into_datum());
     }
     check_tool_calls(conv, calls_raw, role.as_deref(), call_id.as_deref());
+    // Whether the statement's end must look further (memory._append_follow_up_due): known from
+    // the running total when this statement counted the conversation's lock, else assumed.
+    in_frame(statement, |f| {
+        let due = f.applied.get_mut(conv.as_bytes()).is_none_or(|a| {
+            a.counted.total_tokens += i64::from(tokens);
+            a.counted.follow_up(role.as_deref() == Some("user"))
+        });
+        f.follow_up |= due;
+    });
 
     let seq = locked.next_seq;
     in_frame(statement, |f| f.locked.insert(*conv.as_bytes(), Locked { next_seq: seq + 1, ..locked }));
@@ -562,6 +600,42 @@ fn lock(conv: Uuid) -> Locked {
         encoding: encoding.unwrap_or_default(),
         was_empty: newest.is_none(),
         next_seq: last_seq.unwrap_or(0).max(newest.unwrap_or(0)) + 1,
+    }
+}
+
+/// Locks the conversation with the UPDATE that counts this row (one message, its tokens, its seq:
+/// the conversation's last_seq plus one, which no running statement has passed), and remembers
+/// what it added for the statement's end, which settles the difference with the rows it inserted.
+fn lock_and_count(conv: Uuid, tokens: i32, statement: Option<StatementKey>) -> Locked {
+    let (locked, applied) = run(|c| {
+        let table = c.update(plan(c, LOCK_AND_COUNT, &[UUID, INT8]), None, &[conv.into(), i64::from(tokens).into()])?;
+        if table.is_empty() {
+            return Ok(None);
+        }
+        let row = table.first();
+        let seq = row.get::<i64>(2)?.unwrap_or_default();
+        let locked = Locked {
+            encoding: row.get::<String>(1)?.unwrap_or_default(),
+            was_empty: row.get::<i64>(3)? == Some(1),
+            next_seq: seq,
+        };
+        // the total before this row: each row of the statement adds its own (before_insert_write)
+        let total = row.get::<i64>(4)?.unwrap_or_default() - i64::from(tokens);
+        let counted = counted(total, row.get::<i32>(5)?, row.get::<bool>(6)?);
+        Ok(Some((locked, Applied { rows: 1, tokens: i64::from(tokens), last_seq: seq, counted })))
+    })
+    .unwrap_or_else(|| not_found(conv));
+    in_frame(statement, |f| f.applied.insert(*conv.as_bytes(), applied));
+    locked
+}
+
+/// A conversation's running total with its agent's threshold and auto-reply, as the UPDATE returned
+/// them.
+fn counted(total_tokens: i64, agent_threshold: Option<i32>, auto_reply: Option<bool>) -> Counted {
+    Counted {
+        total_tokens,
+        summarize_threshold: crate::gucs::agent_summarize_threshold(agent_threshold),
+        auto_reply: auto_reply == Some(true),
     }
 }
 

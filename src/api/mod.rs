@@ -1,5 +1,6 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
 pub mod append;
+pub mod append_counts;
 pub mod charges;
 pub mod context;
 pub mod embed;

@@ -12,7 +12,7 @@
 //! pushed in a subtransaction that rolls back are dropped with it, and all at the end of the
 //! transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A conversation's id (a uuid's bytes).
 pub type ConversationId = [u8; 16];
@@ -51,6 +51,68 @@ pub struct Locked {
     pub next_seq: i64,
 }
 
+/// What a statement's first row of a conversation added to the conversation's counters in the
+/// UPDATE that locked it (one row, its tokens, its seq), and what that UPDATE returned for the
+/// statement's end: the running total and the agent's threshold and auto-reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub rows: i64,
+    pub tokens: i64,
+    pub last_seq: i64,
+    pub counted: Counted,
+}
+
+/// A conversation's counters after an update, with what decides its follow-up work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub total_tokens: i64,
+    pub summarize_threshold: i64,
+    pub auto_reply: bool,
+}
+
+impl Counted {
+    /// Whether the statement's end must look further: a summary may be due, or a user's message
+    /// asks an auto-reply agent for its answer.
+    pub fn follow_up(&self, has_user: bool) -> bool {
+        self.total_tokens > self.summarize_threshold || (self.auto_reply && has_user)
+    }
+}
+
+/// What a statement inserted into one conversation, read from its transition table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    pub rows: i64,
+    pub tokens: i64,
+    pub max_seq: i64,
+}
+
+/// The change to a conversation's counters that the statement's end still owes: what it inserted
+/// less what its first row's UPDATE already added. None when nothing is owed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owed {
+    pub rows: i64,
+    pub tokens: i64,
+    /// The newest seq stored, when past what the counted row took.
+    pub last_seq: Option<i64>,
+    /// The seq the counted row took, when the statement stored no row of the conversation (ON
+    /// CONFLICT DO NOTHING dropped it): given back unless another statement has passed it.
+    pub unused_seq: Option<i64>,
+}
+
+pub fn owed(applied: Option<&Applied>, added: Option<&Added>) -> Option<Owed> {
+    let none = Added::default();
+    let stored = added.unwrap_or(&none);
+    let (rows, tokens, seq) = applied.map_or((0, 0, 0), |a| (a.rows, a.tokens, a.last_seq));
+    let last_seq = (stored.max_seq > seq).then_some(stored.max_seq);
+    let unused_seq = applied.filter(|_| added.is_none()).map(|a| a.last_seq);
+    (stored.rows != rows || stored.tokens != tokens || last_seq.is_some()).then_some(Owed {
+        rows: stored.rows - rows,
+        tokens: stored.tokens - tokens,
+        last_seq,
+        unused_seq,
+    })
+}
+
 #[derive(Debug)]
 pub struct Frame {
     pub statement: StatementKey,
@@ -59,6 +121,13 @@ pub struct Frame {
     pub locked: HashMap<ConversationId, Locked>,
     /// The encoding the caller's trigger counted the conversation's latest row with.
     pub counted_with: HashMap<ConversationId, String>,
+    /// The conversations whose counters this statement's first row already updated.
+    pub applied: HashMap<ConversationId, Applied>,
+    /// The conversations this statement has given rows to (kept when `locked` is forgotten).
+    pub written: HashSet<ConversationId>,
+    /// Whether a row may have left a conversation over its summarize threshold, or asked an
+    /// auto-reply agent for an answer: then the statement's end looks further.
+    pub follow_up: bool,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +143,9 @@ impl Frames {
             writable: HashMap::new(),
             locked: HashMap::new(),
             counted_with: HashMap::new(),
+            applied: HashMap::new(),
+            written: HashSet::new(),
+            follow_up: false,
         });
     }
 
@@ -109,6 +181,12 @@ impl Frames {
         for frame in &mut self.stack {
             frame.locked.clear();
         }
+    }
+
+    /// Whether a running statement has written to the conversation: then its counters may not
+    /// yet hold that statement's rows, and a new statement must read its next seq from the rows.
+    pub fn knows(&self, conversation: &ConversationId) -> bool {
+        self.stack.iter().any(|f| f.written.contains(conversation))
     }
 
     pub fn clear(&mut self) {
@@ -207,5 +285,85 @@ mod tests {
         assert_eq!(next(&mut frames, key(1), 7), None, "and reads its next seq again");
         frames.clear();
         assert_eq!(frames.depth(), 0);
+    }
+
+    fn applied(rows: i64, tokens: i64, last_seq: i64) -> Applied {
+        Applied {
+            rows,
+            tokens,
+            last_seq,
+            counted: Counted { total_tokens: 100, summarize_threshold: 1000, auto_reply: false },
+        }
+    }
+
+    fn added(rows: i64, tokens: i64, max_seq: i64) -> Added {
+        Added { rows, tokens, max_seq }
+    }
+
+    #[test]
+    fn a_single_row_counted_with_its_lock_owes_nothing() {
+        assert_eq!(owed(Some(&applied(1, 12, 7)), Some(&added(1, 12, 7))), None);
+    }
+
+    #[test]
+    fn the_statements_other_rows_are_owed() {
+        let owed = owed(Some(&applied(1, 12, 7)), Some(&added(3, 40, 9)));
+        assert_eq!(owed, Some(Owed { rows: 2, tokens: 28, last_seq: Some(9), unused_seq: None }));
+    }
+
+    #[test]
+    fn a_row_dropped_after_its_count_is_taken_back() {
+        // ON CONFLICT DO NOTHING, or a later trigger returning NULL: its seq is given back
+        assert_eq!(
+            owed(Some(&applied(1, 12, 7)), None),
+            Some(Owed { rows: -1, tokens: -12, last_seq: None, unused_seq: Some(7) })
+        );
+        // unless a later row of the statement took the next one
+        assert_eq!(
+            owed(Some(&applied(1, 12, 7)), Some(&added(1, 5, 8))),
+            Some(Owed { rows: 0, tokens: -7, last_seq: Some(8), unused_seq: None })
+        );
+    }
+
+    #[test]
+    fn a_recount_under_the_lock_changes_the_tokens() {
+        assert_eq!(
+            owed(Some(&applied(1, 12, 1)), Some(&added(1, 15, 1))),
+            Some(Owed { rows: 0, tokens: 3, last_seq: None, unused_seq: None })
+        );
+    }
+
+    #[test]
+    fn rows_without_a_counted_first_row_are_owed_whole() {
+        assert_eq!(
+            owed(None, Some(&added(2, 20, 5))),
+            Some(Owed { rows: 2, tokens: 20, last_seq: Some(5), unused_seq: None })
+        );
+        assert_eq!(owed(None, None), None);
+    }
+
+    #[test]
+    fn follow_up_when_over_the_threshold_or_asking_an_auto_reply_agent() {
+        let mut c = Counted { total_tokens: 100, summarize_threshold: 1000, auto_reply: false };
+        assert!(!c.follow_up(true));
+        c.auto_reply = true;
+        assert!(c.follow_up(true));
+        assert!(!c.follow_up(false));
+        c.total_tokens = 1001;
+        assert!(c.follow_up(false));
+    }
+
+    #[test]
+    fn a_conversation_is_known_while_a_statement_that_wrote_it_runs() {
+        let mut frames = Frames::default();
+        frames.push(key(1), 1);
+        frames.current(key(1)).expect("frame").written.insert([3; 16]);
+        frames.push(key(2), 2);
+        assert!(frames.knows(&[3; 16]));
+        assert!(!frames.knows(&[4; 16]));
+        frames.abort_subtransaction(2);
+        assert!(frames.knows(&[3; 16]), "forgetting the seqs does not forget the rows");
+        frames.pop(key(1));
+        assert!(!frames.knows(&[3; 16]));
     }
 }

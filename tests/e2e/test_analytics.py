@@ -92,10 +92,22 @@ KEPT = """SELECT conversation_id::text, day, author_id::text, messages, tokens, 
             FROM memory.message_days ORDER BY 1, 2, 3"""
 
 
+ROLLED = """SELECT conversation_id::text, day, author_id::text, messages, tokens, tool_calls, last_activity
+              FROM memory.message_days_rollup ORDER BY 1, 2, 3"""
+BEHIND = """SELECT count(*) FROM memory.conversations c LEFT JOIN memory.message_days_marks k ON k.conversation_id = c.id
+             WHERE c.last_seq > coalesce(k.through_seq, 0)"""
+
+
 def assert_days_match(db):
-    """memory.message_days holds exactly what aggregating the stored messages gives."""
+    """memory.message_days holds exactly what aggregating the stored messages gives: before the
+    worker's rollup (the newest messages added up on read) and after it (the rollup alone)."""
     with connect(db) as su:
-        assert su.execute(KEPT).fetchall() == su.execute(TRUTH).fetchall()
+        truth = su.execute(TRUTH).fetchall()
+        assert su.execute(KEPT).fetchall() == truth
+        su.execute("SELECT memory._roll_up_message_days(1000)")
+        assert su.execute(BEHIND).fetchone()[0] == 0
+        assert su.execute(ROLLED).fetchall() == truth
+        assert su.execute(KEPT).fetchall() == truth
 
 
 def test_the_daily_figures_follow_every_write(db):
@@ -155,11 +167,18 @@ def test_the_daily_figures_are_read_only_and_private(db, data, mode):
         assert [r[0] for r in c.execute("SELECT DISTINCT user_id::text FROM memory.llm_call_days")] == [data["bob"]]
         with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
             c.execute("UPDATE memory.llm_call_days SET calls = 0")
-        for sql in ("INSERT INTO memory.message_days VALUES (%s, current_date, NULL, 1000, 1000, 0, now())",
-                    "UPDATE memory.message_days SET messages = 0 WHERE conversation_id = %s",
-                    "DELETE FROM memory.message_days WHERE conversation_id = %s"):
+        for sql in ("INSERT INTO memory.message_days_rollup VALUES (%s, current_date, NULL, 1000, 1000, 0, now())",
+                    "UPDATE memory.message_days_rollup SET messages = 0 WHERE conversation_id = %s",
+                    "DELETE FROM memory.message_days_rollup WHERE conversation_id = %s",
+                    "INSERT INTO memory.message_days_marks VALUES (%s, 1000)",
+                    "UPDATE memory.message_days_marks SET through_seq = 0 WHERE conversation_id = %s",
+                    "DELETE FROM memory.message_days_marks WHERE conversation_id = %s",
+                    "SELECT memory._roll_up_message_days(10) WHERE %s::uuid IS NOT NULL"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege), c.transaction():
                 c.execute(sql, (data["b"],))
+        # the view adds them up: not a table anyone writes
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState), c.transaction():
+            c.execute("DELETE FROM memory.message_days WHERE conversation_id = %s", (data["b"],))
     assert_days_match(db)
 
 

@@ -32,8 +32,8 @@ REVIEWED = {
     "_max_llm_tokens_per_day()": ("pure-c", False, False),
     "_max_llm_cost_per_day()": ("pure-c", False, False),
     "_message_limit_applies()": ("pure-c", False, True),
-    "_in_chat_turn()": ("pure-c", False, False),
     "_notify_messages()": ("pure-c", False, False),
+    "_in_chat_turn()": ("pure-c", False, False),
     "_can_read_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_write_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_manage_row(uuid,uuid)": ("inlined", False, True),
@@ -121,8 +121,12 @@ REVIEWED = {
     "_messages_statement_end()": ("pure-c", False, False),
     "_message_before_update()": ("pinned", False, False),
     "_messages_after_insert()": ("pinned", True, False),
+    "_messages_after_insert_checks()": ("pinned", True, False),
+    "_append_follow_up_due()": ("pure-c", False, True),   # the follow-up trigger's WHEN: reads the caller's own statement
     "_messages_after_delete()": ("pinned", True, False),
     "_count_message_days(uuid,date[])": ("pinned", False, False),   # the definer triggers', import's and fork's
+    "_roll_up_message_days(integer)": ("pinned", False, False),     # the worker's
+    "_message_days_tail()": ("pinned", False, True),                # the message_days view's, under the caller's RLS
     "_tool_call_count(jsonb)": ("inlined", False, False),
     "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
@@ -240,7 +244,8 @@ TABLES = {
     "conversation_transfers": {"SELECT"},
     "share_links": {"SELECT"},
     "model_prices": {"SELECT"},
-    "message_days": {"SELECT"},
+    "message_days_rollup": {"SELECT"},
+    "message_days_marks": {"SELECT"},
     "message_embeddings": {"SELECT"},
     "llm_call_days": {"SELECT"},
     "facts": {"SELECT", "DELETE", "INSERT(agent_id,content)", "UPDATE(content)"},
@@ -293,8 +298,8 @@ CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_s
 
 def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
     """memory._x is internal. It is executable by PUBLIC only when code that runs as the caller
-    calls it, so that revoking it would break a route: a policy or index expression, an invoker
-    function that PUBLIC may execute, an invoker trigger function (triggers fire as the writer),
+    calls it, so that revoking it would break a route: a policy or index expression, a view (they
+    are security_invoker), an invoker function that PUBLIC may execute, an invoker trigger function (triggers fire as the writer),
     or the Rust turn.
     Everything else is revoked (the definer implementations behind public entry points among
     them): no internal helper is an RPC endpoint of its own. A helper that runs as the owner and
@@ -308,6 +313,10 @@ def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
         policies = " ".join(q or "" for row in c.execute(
             "SELECT qual, with_check FROM pg_policies WHERE schemaname = 'memory'").fetchall() for q in row)
         policies += " " + " ".join(d for (d,) in c.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'memory'").fetchall())
+        # views (all security_invoker): evaluated as the reader
+        assert c.execute("""SELECT array_agg(relname) FROM pg_class WHERE relnamespace = 'memory'::regnamespace
+                             AND relkind = 'v' AND NOT coalesce(reloptions @> '{security_invoker=true}', false)""").fetchone()[0] is None
+        policies += " " + " ".join(d for (d,) in c.execute("SELECT definition FROM pg_views WHERE schemaname = 'memory'").fetchall())
         # triggers' WHEN clauses: evaluated as the writer too
         policies += " " + " ".join(d for (d,) in c.execute("""
             SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t

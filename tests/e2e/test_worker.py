@@ -547,3 +547,32 @@ def jobs_of_kind(port, kind):
     with admin(port) as c:
         cur = c.execute("SELECT id, status, attempts, last_error FROM memory.jobs WHERE kind = %s ORDER BY id", (kind,))
         return [dict(zip(("id", "status", "attempts", "last_error"), r)) for r in cur]
+
+
+def test_the_worker_rolls_up_the_daily_figures(wk, llm):
+    """The worker adds the newest messages to memory.message_days_rollup and moves each
+    conversation's mark, skipping a conversation while a transaction writes to it; the view's
+    figures are the same before and after."""
+    truth = """SELECT (created_at AT TIME ZONE 'UTC')::date, count(*), sum(token_count)::bigint
+                 FROM memory.conversation_messages WHERE conversation_id = %s GROUP BY 1"""
+    view = "SELECT day, messages, tokens FROM memory.message_days WHERE conversation_id = %s"
+    rolled = "SELECT day, messages, tokens FROM memory.message_days_rollup WHERE conversation_id = %s"
+    mark = "SELECT through_seq FROM memory.message_days_marks WHERE conversation_id = %s"
+    user = str(uuid.uuid4())
+    cid = conversation(wk, n_messages=4, words=2, user=user)
+    with admin(wk) as c:
+        assert c.execute(view, (cid,)).fetchall() == c.execute(truth, (cid,)).fetchall()
+        wait_for(lambda: c.execute(mark, (cid,)).fetchone() == (4,), timeout=20)
+        assert c.execute(rolled, (cid,)).fetchall() == c.execute(truth, (cid,)).fetchall()
+    # an open transaction appending to it: the worker passes it by, the view counts the new row
+    with psycopg.connect(dsn(user="app", port=wk)) as writer:
+        writer.execute("SELECT set_config('memory.user_id', %s, false)", (user,))
+        writer.execute("SELECT memory.add_message(%s, 'user', 'one more')", (cid,))
+        time.sleep(1.5)   # at least one rollup pass while the row is locked
+        with admin(wk) as c:
+            assert c.execute(mark, (cid,)).fetchone() == (4,)
+        writer.commit()
+    with admin(wk) as c:
+        assert c.execute(view, (cid,)).fetchall() == c.execute(truth, (cid,)).fetchall()
+        wait_for(lambda: c.execute(mark, (cid,)).fetchone() == (5,), timeout=20)
+        assert c.execute(rolled, (cid,)).fetchall() == c.execute(truth, (cid,)).fetchall()
