@@ -72,14 +72,8 @@ BEGIN
     RETURN NEW;
 END $$;
 
--- Not fired for memory_ext's own counter updates (only the counters change, as a superuser: what
--- it would let through unchanged), the one update every append makes.
 CREATE TRIGGER conversations_before_update BEFORE UPDATE ON memory.conversations
-    FOR EACH ROW
-    WHEN (OLD.id IS DISTINCT FROM NEW.id OR OLD.encoding IS DISTINCT FROM NEW.encoding
-          OR (OLD.total_tokens, OLD.message_count, OLD.last_seq) IS NOT DISTINCT FROM (NEW.total_tokens, NEW.message_count, NEW.last_seq)
-          OR NOT memory._current_role_is_superuser())
-    EXECUTE FUNCTION memory._conversation_before_update();
+    FOR EACH ROW EXECUTE FUNCTION memory._conversation_before_update();
 
 -- A conversation's title and metadata are bounded like a message. A trigger of its own, fired only
 -- by statements that set those columns, so that the counter updates of every append skip it.

@@ -90,8 +90,7 @@
 --   the conversation; memory._messages_after_insert (now c) settles the rest from the transition
 --   table and sends the NOTIFYs; the summary, auto-reply, embed and extract checks move to
 --   memory._messages_after_insert_checks (trigger messages_after_insert_checks, only when
---   memory._append_follow_up_due()); conversations_before_update gains a WHEN that skips
---   memory_ext's own counter updates. Functions and triggers only: replayed, nothing below.
+--   memory._append_follow_up_due()). Functions and triggers only: replayed, nothing below.
 \echo Use "ALTER EXTENSION memory_ext UPDATE TO '0.3.0'" to load this file. \quit
 
 -- Schema ------------------------------------------------------------------------------------------

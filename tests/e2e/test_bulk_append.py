@@ -324,3 +324,39 @@ def test_an_editor_who_loses_access_is_refused_in_the_next_statement(db):
                 e.execute(BULK, (Jsonb(rows(cid, 3, start=3)),))
     with connect(db) as su:
         assert_exact(su, cid, 3)
+
+
+def summary_jobs(cid):
+    return "SELECT count(*) FROM memory.jobs WHERE kind = 'summary' AND conversation_id = '%s'" % cid
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["one statement", "after a nested append"])
+def test_a_summary_is_queued_when_any_row_of_a_statement_crosses_the_threshold(db, nested):
+    """A statement's rows carry the conversation's running total: a summary is queued when a later
+    row of a multi-row insert crosses memory.summarize_threshold (default 6,000 tokens), with the
+    conversation counted by the first row's lock or, after a nested statement wrote to it, read
+    under the lock again; never while the total stays below it."""
+    with as_guc_user(db, new_user()) as c:
+        cid = str(rpc(c, "SELECT (memory.create_conversation(%s)).id", AGENT))
+        small = [{"conversation_id": cid, "role": "user", "content": "a short one"} for _ in range(3)]
+        c.execute(BULK, (Jsonb(small),))
+        with connect(db) as su:
+            assert su.execute(summary_jobs(cid)).fetchone()[0] == 0
+        long = [{"conversation_id": cid, "role": "user" if i % 2 else "assistant", "content": "lorem ipsum " * 600}
+                for i in range(8)]
+        if nested:
+            # the second row's SELECT appends to the same conversation in a statement of its own,
+            # after the first row was stored
+            c.execute("""INSERT INTO memory.conversation_messages (conversation_id, role, content)
+                         SELECT %s, r.role, r.content || CASE WHEN r.n = 2 THEN
+                                    (SELECT '' FROM memory.add_message(%s, 'user', 'nested')) ELSE '' END
+                           FROM ROWS FROM (jsonb_to_recordset(%s) AS (role text, content text)) WITH ORDINALITY
+                                AS r(role, content, n)""",
+                      (cid, cid, Jsonb(long)))
+        else:
+            c.execute(BULK, (Jsonb(long),))
+        total = rpc(c, "SELECT total_tokens FROM memory.conversations WHERE id = %s", cid)
+        assert total > 6000
+        assert_exact(c, cid, 3 + len(long) + (1 if nested else 0))
+        with connect(db) as su:
+            assert su.execute(summary_jobs(cid)).fetchone()[0] == 1
