@@ -171,8 +171,8 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
     });
     // (sigterm_received() clears the flag it reads, so the decision to stop is kept here.)
     let mut stopping = false;
-    let mut retention = Retention { last_check: None, more_due: false };
-    let mut rollup = Rollup { last_pass: None, more_due: false };
+    let mut retention = Pacer::new();
+    let mut rollup = Pacer::new();
     let mut running: Vec<Running> = Vec::new();
     let mut deferred: Vec<Deferred> = Vec::new();
     loop {
@@ -191,7 +191,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
         finish_answered(&mut running, &mut deferred);
         retry_deferred(&mut deferred);
         write_rolled_back_charges();
-        rollup.maybe_run();
+        roll_up_days(&mut rollup);
         // the threads that send traces cannot log; the last failure is reported here, once
         if let Some(e) = traces::take_error() {
             warning!("memory_ext: {e}");
@@ -213,7 +213,7 @@ pub extern "C-unwind" fn memory_ext_worker_main(_arg: pg_sys::Datum) {
             let claimed = match try_transaction(|| claim_job(&saturated_users(&running))) {
                 Ok(Some(claimed)) => claimed,
                 Ok(None) => {
-                    retention.maybe_enqueue();
+                    enqueue_retention(&mut retention);
                     break;
                 }
                 Err(e) => {
@@ -312,7 +312,7 @@ fn write_rolled_back_charges() {
 }
 
 /// Prepares a claimed job and starts its LLM call; a job that needs no call is finished here.
-fn start(job: Claimed, retention: &mut Retention, deferred: &mut Vec<Deferred>) -> Option<Running> {
+fn start(job: Claimed, retention: &mut Pacer, deferred: &mut Vec<Deferred>) -> Option<Running> {
     let prepared = match job.kind.as_str() {
         "summary" => try_transaction(|| prepare_summary(&job)),
         "reply" => try_transaction(|| prepare_reply(&job)),
@@ -550,74 +550,70 @@ fn release(jobs: &[i64], calls: &[i64]) {
 const UNKNOWN_OUTCOME: &str =
     "the worker stopped while this call was in flight: the provider may have answered (and billed) it";
 
-/// When to ask for the next retention job: every memory.retention_interval seconds (the job is
-/// queued only while memory.retention_days or an agent's retention_days is set), and at once
-/// after a batch that found more than it could take.
-struct Retention {
-    last_check: Option<Instant>,
+/// Paces a periodic task of the worker: due every `interval`, and at once after a pass that
+/// found more than it could take (`more_due`).
+struct Pacer {
+    last: Option<Instant>,
     more_due: bool,
 }
 
-impl Retention {
-    fn maybe_enqueue(&mut self) {
-        let interval = Duration::from_secs(gucs::RETENTION_INTERVAL.get() as u64);
-        if !self.more_due && self.last_check.is_some_and(|t| t.elapsed() < interval) {
-            return;
+impl Pacer {
+    const fn new() -> Self {
+        Pacer { last: None, more_due: false }
+    }
+
+    fn due(&mut self, interval: Duration) -> bool {
+        if !self.more_due && self.last.is_some_and(|t| t.elapsed() < interval) {
+            return false;
         }
-        self.last_check = Some(Instant::now());
+        self.last = Some(Instant::now());
         self.more_due = false;
-        let queued = try_transaction(|| {
-            Spi::connect_mut(|c| {
-                if installed(c) {
-                    c.update("SELECT memory._enqueue_retention()", None, &[]).expect("queueing the retention job");
-                }
-            })
-        });
-        if let Err(e) = queued {
-            warning!("memory_ext: queueing the retention job failed: {e}");
-        }
+        true
     }
 }
 
-/// When to roll up the daily figures (memory._roll_up_message_days): every ROLLUP_INTERVAL, and
-/// at once after a pass that found more conversations than it could take.
-struct Rollup {
-    last_pass: Option<Instant>,
-    more_due: bool,
+/// Asks for the next retention job every memory.retention_interval seconds (the job is queued
+/// only while memory.retention_days or an agent's retention_days is set), and at once after a
+/// batch that found more than it could take.
+fn enqueue_retention(pace: &mut Pacer) {
+    if !pace.due(Duration::from_secs(gucs::RETENTION_INTERVAL.get() as u64)) {
+        return;
+    }
+    let queued = try_transaction(|| {
+        Spi::connect_mut(|c| {
+            if installed(c) {
+                c.update("SELECT memory._enqueue_retention()", None, &[]).expect("queueing the retention job");
+            }
+        })
+    });
+    if let Err(e) = queued {
+        warning!("memory_ext: queueing the retention job failed: {e}");
+    }
 }
 
-impl Rollup {
-    fn maybe_run(&mut self) {
-        if !self.more_due && self.last_pass.is_some_and(|t| t.elapsed() < ROLLUP_INTERVAL) {
-            return;
-        }
-        self.last_pass = Some(Instant::now());
-        let done = try_transaction(|| {
-            Spi::connect_mut(|c| {
-                let has = c
-                    .select("SELECT to_regprocedure('memory._roll_up_message_days(integer)') IS NOT NULL", None, &[])
-                    .ok()
-                    .and_then(|t| t.first().get_one::<bool>().ok().flatten())
-                    .unwrap_or(false);
-                if !has {
-                    return 0;
-                }
-                c.update("SELECT memory._roll_up_message_days($1)", None, &[ROLLUP_BATCH.into()])
-                    .expect("rolling up the daily figures")
-                    .first()
-                    .get_one::<i32>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
-            })
-        });
-        match done {
-            Ok(n) => self.more_due = n >= ROLLUP_BATCH,
-            Err(e) => {
-                self.more_due = false;
-                warning!("memory_ext: rolling up the daily message figures failed: {e}");
+/// Rolls up the daily figures (memory._roll_up_message_days) every ROLLUP_INTERVAL, and at once
+/// after a pass that found more conversations than it could take.
+fn roll_up_days(pace: &mut Pacer) {
+    if !pace.due(ROLLUP_INTERVAL) {
+        return;
+    }
+    let done = try_transaction(|| {
+        Spi::connect_mut(|c| {
+            if !has_function(c, "memory._roll_up_message_days(integer)") {
+                return 0;
             }
-        }
+            c.update("SELECT memory._roll_up_message_days($1)", None, &[ROLLUP_BATCH.into()])
+                .expect("rolling up the daily figures")
+                .first()
+                .get_one::<i32>()
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        })
+    });
+    match done {
+        Ok(n) => pace.more_due = n >= ROLLUP_BATCH,
+        Err(e) => warning!("memory_ext: rolling up the daily message figures failed: {e}"),
     }
 }
 
@@ -696,7 +692,12 @@ fn postmaster_alive() -> bool {
 /// Whether the database has this version's SQL: the worker serves it only then (after CREATE
 /// EXTENSION, or ALTER EXTENSION UPDATE when the library was upgraded first).
 fn installed(c: &SpiClient) -> bool {
-    c.select("SELECT to_regprocedure('memory._claim_job(uuid[])') IS NOT NULL", None, &[])
+    has_function(c, "memory._claim_job(uuid[])")
+}
+
+/// Whether the database has this function (a signature as to_regprocedure reads it).
+fn has_function(c: &SpiClient, signature: &str) -> bool {
+    c.select("SELECT to_regprocedure($1) IS NOT NULL", None, &[signature.into()])
         .ok()
         .and_then(|t| t.first().get_one::<bool>().ok().flatten())
         .unwrap_or(false)
