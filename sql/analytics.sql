@@ -5,8 +5,9 @@
 -- usage_daily, conversation_activity and conversation_costs read daily figures
 -- (memory.message_days: messages per conversation, day and author, under the messages' RLS;
 -- memory.llm_call_days: calls per user, day, agent, model and conversation, under the calls'
--- RLS, kept by a trigger in the transaction of each call): a dashboard reads days, not messages. tool_usage (over
--- the messages with tool calls) and agent_performance (percentiles) aggregate on read.
+-- RLS, kept by a trigger in the transaction of each call): a dashboard reads days, not
+-- messages. tool_usage (over the messages with tool calls) and agent_performance (percentiles)
+-- aggregate on read.
 
 -- The messages after each conversation's mark (memory.message_days_marks), per conversation, UTC
 -- day and author: the part of memory.message_days the worker has not rolled up yet (the messages
@@ -22,8 +23,7 @@ LANGUAGE plpgsql STABLE ROWS 100 SET search_path = pg_catalog, pg_temp SET jit =
 BEGIN
     RETURN QUERY
     SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*), sum(m.token_count)::bigint,
-           sum(CASE WHEN jsonb_typeof(m.tool_calls) = 'array' THEN jsonb_array_length(m.tool_calls) ELSE 0 END)::bigint,
-           max(m.created_at)
+           sum(memory._tool_call_count(m.tool_calls))::bigint, max(m.created_at)
       FROM memory.conversations c
       LEFT JOIN memory.message_days_marks k ON k.conversation_id = c.id
       -- per conversation behind its mark, its messages after it through the (conversation_id, seq)

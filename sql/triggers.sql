@@ -125,7 +125,8 @@ END $$;
 -- per statement (memory._messages_after_insert and _messages_after_insert_checks), so an INSERT
 -- ... SELECT of many rows does not rewrite the conversation's row once per message. One
 -- consequence: a row that a later trigger of one's own or ON CONFLICT DO NOTHING drops leaves its
--- seq unused (a gap, as a rewind leaves one).
+-- seq unused (a gap, as a rewind leaves one) when a later row of its statement took the next one;
+-- else the statement's end gives the seq back.
 CREATE OR REPLACE FUNCTION memory._message_before_insert() RETURNS trigger
 LANGUAGE c SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'memory_message_before_insert';
@@ -163,8 +164,9 @@ CREATE TRIGGER messages_before_insert_write BEFORE INSERT ON memory.conversation
     FOR EACH ROW EXECUTE FUNCTION memory._message_before_insert_write();
 
 -- The tool calls a message makes (what usage_daily counts). Plain SQL that PostgreSQL inlines
--- into the triggers' aggregates (no per-row call): so it pins no search_path and qualifies
--- every function and operator instead.
+-- into the aggregates of the rollup and of memory._message_days_tail (no per-row call): so it
+-- pins no search_path and qualifies every function and operator instead. Executable by PUBLIC:
+-- the tail runs as whoever reads the analytics views (a pure function of its argument).
 CREATE OR REPLACE FUNCTION memory._tool_call_count(tool_calls jsonb) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN pg_catalog.jsonb_typeof($1) OPERATOR(pg_catalog.=) 'array' THEN pg_catalog.jsonb_array_length($1)::bigint
@@ -243,9 +245,8 @@ END $$;
 -- memory.notify_messages; ids only: anyone may LISTEN, and only RLS decides who reads the row). A
 -- statement's first row of a conversation usually counted itself in the UPDATE that locked the
 -- conversation; this settles the rest (the statement's other rows, a row dropped after it was
--- counted) with one UPDATE per conversation, or none. SECURITY DEFINER
--- for the counters (see the top of this file); it touches only conversations the row triggers
--- let the caller write.
+-- counted) with one UPDATE per conversation, or none. SECURITY DEFINER for the counters (see the
+-- top of this file); it touches only conversations the row triggers let the caller write.
 CREATE OR REPLACE FUNCTION memory._messages_after_insert() RETURNS trigger
 LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'memory_messages_after_insert';
@@ -393,7 +394,6 @@ REVOKE EXECUTE ON FUNCTION
     memory._notify_messages(),
     memory._count_message_days(uuid, date[]),
     memory._roll_up_message_days(integer),
-    memory._tool_call_count(jsonb),
     memory._tool_key_taken(text[]),
     memory._extract_facts(),
     memory._auto_reply_suppressed()

@@ -127,7 +127,7 @@ REVIEWED = {
     "_count_message_days(uuid,date[])": ("pinned", False, False),   # the definer triggers', import's and fork's
     "_roll_up_message_days(integer)": ("pinned", False, False),     # the worker's
     "_message_days_tail()": ("pinned", False, True),                # the message_days view's, under the caller's RLS
-    "_tool_call_count(jsonb)": ("inlined", False, False),
+    "_tool_call_count(jsonb)": ("inlined", False, True),   # in memory._message_days_tail, run as the reader
     "_jobs_count_queued()": ("pinned", True, False),       # trigger: keeps queue_turns (cascades run as the deleting user)
     "_summary_before_insert()": ("pinned", False, False),
     # export and import, fork and rewind
