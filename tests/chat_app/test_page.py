@@ -173,8 +173,11 @@ def test_a_search_hit_opens_its_message_and_results_page_on(app, open_as, databa
     assert page.locator("#more-results").count() == 0, "no more pages after the last"
     page.fill("#search-input", "zebra")
     page.press("#search-input", "Enter")
-    page.wait_for_selector("#search-results .hit mark")
-    page.click("#search-results .hit")
+    # the needle hits stay on screen until the new query's answer replaces them: wait for that one
+    zebra_hit = page.locator("#search-results .hit", has_text="zebra")
+    zebra_hit.wait_for()
+    assert page.locator("#search-results .hit").count() == 1, "the new query's hits replace the old ones"
+    zebra_hit.click()
     target = page.locator(f"#message-list .msg.highlight[data-seq='{zebra}']")
     target.wait_for()
     assert target.is_visible() and target.locator(".content").inner_text() == "the zebra is here"
