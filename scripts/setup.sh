@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks to build, test and run memory_ext:
 # PostgreSQL 15 with its server headers, PostgreSQL 18 (scripts/postgres_versions.sh), clang
-# (bindgen), sudo (the server runs as postgres), pgvector (vendor/), Chromium, cargo-pgrx 0.18.1 set up for both
+# (bindgen), sudo (the server runs as postgres), pgvector and Citus (vendor/), Chromium, cargo-pgrx 0.18.1 set up for both
 # PostgreSQL versions, the Python packages the tests use, and the memory_ext Python package
 # (python/). Idempotent and quiet when done.
 set -euo pipefail
@@ -12,9 +12,9 @@ export USER=${USER:-$(id -un)}
 need_apt=()
 # chromium: the reference chat app's browser tests (driven by Playwright for Python);
 # fonts-dejavu-core: its PDF export's fonts; poppler-utils: the tests render the PDF to PNG;
-# espeak-ng: the voice test's spoken WAV
+# espeak-ng: the voice test's spoken WAV; liblz4-dev, libzstd-dev, libkrb5-dev: building Citus
 for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo chromium fonts-dejavu-core poppler-utils \
-         espeak-ng; do
+         espeak-ng liblz4-dev libzstd-dev libkrb5-dev; do
     dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 # Node.js and npm: the chat app's page is built with Vite (any Node.js from 18 on)
@@ -48,6 +48,21 @@ if [ ! -f "$("$PG15_CONFIG" --sharedir)/extension/vector.control" ]; then
     # OPTFLAGS="": no -march=native, so the library runs on any x86-64 the tests move to
     make -s -C "$build/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG15_CONFIG" OPTFLAGS="" >/dev/null
     make -s -C "$build/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG15_CONFIG" OPTFLAGS="" install >/dev/null
+    rm -rf "$build"
+fi
+# Citus, for the Citus test stage and bench/citus.sh: not packaged for Debian 12 either, so built
+# from its release source in vendor/ (about two minutes on 2 cores); the patch only keeps Citus's
+# copy of a function PostgreSQL 15.19 now exports from clashing with it
+if [ ! -f "$("$PG15_CONFIG" --sharedir)/extension/citus.control" ]; then
+    echo "== Citus $CITUS_VERSION from vendor/ into PostgreSQL 15 (takes a few minutes)"
+    build=$(mktemp -d)
+    tar xzf "vendor/citus-$CITUS_VERSION.tar.gz" -C "$build"
+    patch -s -d "$build/citus-$CITUS_VERSION" -p1 < "vendor/citus-$CITUS_VERSION-pg15.19.patch"
+    if ! (cd "$build/citus-$CITUS_VERSION" && ./configure --without-libcurl PG_CONFIG="$PG15_CONFIG" \
+            && make -j"$(nproc)" && make install) >"$build/build.log" 2>&1; then
+        tail -40 "$build/build.log"
+        exit 1
+    fi
     rm -rf "$build"
 fi
 pgrx_config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"

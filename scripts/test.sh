@@ -10,6 +10,8 @@
 #      30 s stress of signals (reloads, NOTIFY, cancels) during LLM calls
 #   4. the Python package (tests/python): its clients and adapters through LangChain's and
 #      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
+#   4b. the end-to-end tests that use one cluster, again in a Citus database (coordinator and two
+#      workers on loopback, PostgreSQL 15 only)
 #   5. the reference chat app (examples/chat-app): its page's components (Vitest), its HTTP API over real HTTP, and its page in
 #      headless Chromium (Playwright), screenshots in target/chat-app-screenshots/
 #   6. a benchmark smoke run (tiny sizes)
@@ -46,6 +48,7 @@ done
 
 cleanup() {
     scripts/cluster.sh stop "$TEST_ROOT/primary"; scripts/cluster.sh stop "$TEST_ROOT/replica"
+    scripts/citus.sh stop "$TEST_ROOT/citus"
     for d in "$PG18_ROOT/primary" "$PG18_ROOT/replica"; do
         PGBIN=$("$PG18_CONFIG" --bindir) scripts/cluster.sh stop "$d"
     done
@@ -88,6 +91,23 @@ server_suites() {
 }
 
 server_suites "$PG15_CONFIG" "$TEST_ROOT" "$PORT"
+
+# memory_ext in a Citus database: a coordinator and two workers on loopback, Citus active in every
+# test database (tests/support/pg.py CITUS_WORKERS), memory_ext's tables on the coordinator. The
+# end-to-end modules that use the primary cluster run there; those that start clusters of their
+# own (the worker's, the crash and standby tests) ran above and would not meet Citus.
+citus_suites() {
+    local root=$TEST_ROOT/citus port=$((PORT + 61)) modules
+    echo "== end-to-end tests in a Citus $CITUS_VERSION database: a coordinator and two workers (PostgreSQL 15)"
+    scripts/citus.sh start "$root" "$port" postgres
+    modules=$(grep -L -E 'llm_cluster\(|cluster\.sh' tests/e2e/test_*.py)
+    # shellcheck disable=SC2086  # one argument per module
+    MEMORY_EXT_TEST_ROOT="$root" MEMORY_EXT_TEST_PORT="$port" MEMORY_EXT_TEST_CITUS_WORKERS="$((port + 1)),$((port + 2))" \
+        python3 -m pytest -q -p no:cacheprovider $modules tests/e2e/test_context.py \
+            --deselect tests/e2e/test_context.py::test_hot_standby
+    scripts/citus.sh stop "$root"
+}
+citus_suites
 
 echo "== the reference chat app (examples/chat-app): the page's components (Vitest), its HTTP API, and the page in headless Chromium"
 (cd examples/chat-app/web && npm test --silent)

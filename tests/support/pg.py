@@ -13,6 +13,9 @@ import psycopg
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
 PORT = int(os.environ.get("MEMORY_EXT_TEST_PORT", "55433"))
+# the Citus stage (tests/citus.sh): the primary is a Citus coordinator, these its workers' ports,
+# and every test database is a Citus database
+CITUS_WORKERS = [int(p) for p in os.environ.get("MEMORY_EXT_TEST_CITUS_WORKERS", "").split(",") if p]
 # the PostgreSQL under test (scripts/cluster.sh reads the same variable)
 BIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
