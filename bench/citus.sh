@@ -16,7 +16,7 @@ stop
 rm -rf "$DIR"
 NO_PRELOAD=1 scripts/cluster.sh start "$DIR/single" "$single" "shared_buffers=256MB"
 psql -qX -h 127.0.0.1 -p "$single" -U postgres -c "CREATE DATABASE policies" >/dev/null
-scripts/citus.sh start "$DIR/cluster" "$coordinator" policies "shared_buffers=256MB"
+scripts/citus.sh start "$DIR/cluster" policies "$coordinator" "$((coordinator + 1))" "$((coordinator + 2))" "shared_buffers=256MB"
 mkdir -p "$OUT"
 python3 bench/citus_policies.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
     --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "$@"

@@ -6,7 +6,9 @@ one (a message is readable when its conversation is). The candidate shapes, on a
 that has the same rule (owner or member of the conversation) and nothing else:
 
   none              RLS off: the floor
-  subquery          today's shape: EXISTS over conversations and members (one node only)
+  subquery          memory_ext's shape on one node: EXISTS over the conversation, whose owner is
+                    the caller or whose id is among those shared with the caller (computed
+                    once per query); Citus refuses it
   owner_on_row      the owner's id copied onto every message (members cannot read: a reference)
   readers_on_row    the ids of everyone who may read, copied onto every message
   function          an opaque function of conversation_id that reads the co-located
@@ -34,9 +36,7 @@ SCAN = "SELECT count(*) FROM p.messages WHERE content LIKE '%%needle%%'"
 FORMS = {
     "none": None,
     "subquery": """EXISTS (SELECT 1 FROM p.conversations c WHERE c.id = conversation_id
-                      AND (c.user_id = (SELECT p.uid())
-                           OR EXISTS (SELECT 1 FROM p.members m
-                                       WHERE m.conversation_id = c.id AND m.user_id = (SELECT p.uid()))))""",
+                      AND (c.user_id = (SELECT p.uid()) OR c.id = ANY ((SELECT p.shared_with((SELECT p.uid()))))))""",
     "owner_on_row": "user_id = p.uid()",
     "readers_on_row": "p.uid() = ANY (readers)",
     "function": "p.may_read(conversation_id)",
@@ -51,6 +51,8 @@ CREATE TABLE p.conversations (id uuid PRIMARY KEY, user_id uuid NOT NULL);
 CREATE TABLE p.members (conversation_id uuid NOT NULL, user_id uuid NOT NULL, PRIMARY KEY (conversation_id, user_id));
 CREATE TABLE p.messages (conversation_id uuid NOT NULL, seq int NOT NULL, user_id uuid NOT NULL,
                          readers uuid[] NOT NULL, content text NOT NULL, PRIMARY KEY (conversation_id, seq));
+CREATE FUNCTION p.shared_with(u uuid) RETURNS uuid[] LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(array_agg(conversation_id), '{}') FROM p.members WHERE user_id = u $$;
 """
 
 # the function form: on Citus, reading the conversation's own (co-located, so local) rows from

@@ -19,7 +19,8 @@ start)
         as_pg mkdir -p "$dir/sock"
     fi
     opts="-p $port -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-    [ "${NO_PRELOAD:-0}" = 1 ] || opts="$opts -c shared_preload_libraries=memory_ext"
+    # MEMORY_EXT_PRELOAD: what to preload instead (the Citus test stage: citus,memory_ext)
+    [ "${NO_PRELOAD:-0}" = 1 ] || opts="$opts -c shared_preload_libraries=${MEMORY_EXT_PRELOAD:-memory_ext}"
     opts="$opts -c wal_level=replica -c max_wal_senders=4"
     for o in "$@"; do opts="$opts -c $o"; done
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "$opts" -w -t 60 start >/dev/null

@@ -10,8 +10,8 @@
 #      30 s stress of signals (reloads, NOTIFY, cancels) during LLM calls
 #   4. the Python package (tests/python): its clients and adapters through LangChain's and
 #      LlamaIndex's own interfaces, and the examples, against a cluster and the stand-in LLM
-#   4b. the end-to-end tests that use one cluster, again in a Citus database (coordinator and two
-#      workers on loopback, PostgreSQL 15 only)
+#   4b. the end-to-end tests again in Citus databases (a coordinator and two workers on loopback;
+#      PostgreSQL 15 only)
 #   5. the reference chat app (examples/chat-app): its page's components (Vitest), its HTTP API over real HTTP, and its page in
 #      headless Chromium (Playwright), screenshots in target/chat-app-screenshots/
 #   6. a benchmark smoke run (tiny sizes)
@@ -44,7 +44,7 @@ done
 # The test servers listen on fixed ports inside Linux's ephemeral range: keep the kernel from
 # handing those ports to outgoing connections (a client socket on 55434 once kept a replica from
 # starting). Needs root; elsewhere pick free ports with MEMORY_EXT_TEST_PORT.
-(echo 55400-55499 > /proc/sys/net/ipv4/ip_local_reserved_ports) 2>/dev/null || true
+(echo 55400-55519 > /proc/sys/net/ipv4/ip_local_reserved_ports) 2>/dev/null || true
 
 cleanup() {
     scripts/cluster.sh stop "$TEST_ROOT/primary"; scripts/cluster.sh stop "$TEST_ROOT/replica"
@@ -92,20 +92,21 @@ server_suites() {
 
 server_suites "$PG15_CONFIG" "$TEST_ROOT" "$PORT"
 
-# memory_ext in a Citus database: a coordinator and two workers on loopback, Citus active in every
-# test database (tests/support/pg.py CITUS_WORKERS), memory_ext's tables on the coordinator. The
-# end-to-end modules that use the primary cluster run there; those that start clusters of their
-# own (the worker's, the crash and standby tests) ran above and would not meet Citus.
+# memory_ext in a Citus database: every cluster the tests start preloads Citus, the primary is a
+# coordinator with two workers, and every test database (and every cluster of a worker test) has
+# Citus active (tests/support/pg.py CITUS_WORKERS); memory_ext's tables stay on the coordinator.
+# PostgreSQL 15 only: Citus is built for it from vendor/.
 citus_suites() {
-    local root=$TEST_ROOT/citus port=$((PORT + 61)) modules
-    echo "== end-to-end tests in a Citus $CITUS_VERSION database: a coordinator and two workers (PostgreSQL 15)"
-    scripts/citus.sh start "$root" "$port" postgres
-    modules=$(grep -L -E 'llm_cluster\(|cluster\.sh' tests/e2e/test_*.py)
-    # shellcheck disable=SC2086  # one argument per module
-    MEMORY_EXT_TEST_ROOT="$root" MEMORY_EXT_TEST_PORT="$port" MEMORY_EXT_TEST_CITUS_WORKERS="$((port + 1)),$((port + 2))" \
-        python3 -m pytest -q -p no:cacheprovider $modules tests/e2e/test_context.py \
-            --deselect tests/e2e/test_context.py::test_hot_standby
+    local root=$TEST_ROOT/citus port=$((PORT + 61))
+    # the workers take the two offsets from the primary that no e2e module's own cluster uses
+    local workers="$((port + 5)),$((port + 7))"
+    echo "== end-to-end tests in Citus $CITUS_VERSION databases: a coordinator and two workers (PostgreSQL 15)"
+    export MEMORY_EXT_PRELOAD=citus,memory_ext
+    scripts/citus.sh start "$root" postgres "$port" "$((port + 5))" "$((port + 7))"
+    MEMORY_EXT_TEST_ROOT="$root" MEMORY_EXT_TEST_PORT="$port" MEMORY_EXT_TEST_CITUS_WORKERS="$workers" \
+        python3 -m pytest -q -p no:cacheprovider tests/e2e
     scripts/citus.sh stop "$root"
+    unset MEMORY_EXT_PRELOAD
 }
 citus_suites
 

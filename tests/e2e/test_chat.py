@@ -148,7 +148,8 @@ def test_hanging_chat_stops_at_once_when_cancelled(pg, llm, how):
             if how == "statement_timeout":
                 c.execute("SET statement_timeout = 300")
             else:
-                threading.Timer(0.3, lambda: fetch_on(pg, "SELECT pg_cancel_backend(%s)", pid)).start()
+                # ::integer: Citus adds pg_cancel_backend(bigint), which makes a smallint parameter ambiguous
+                threading.Timer(0.3, lambda: fetch_on(pg, "SELECT pg_cancel_backend(%s::integer)", pid)).start()
             t0 = time.monotonic()
             with pytest.raises(psycopg.errors.QueryCanceled):
                 c.execute("SELECT memory.chat(%s, 'Hello')", (cid,))

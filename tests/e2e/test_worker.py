@@ -169,7 +169,8 @@ def test_terminated_worker_is_restarted(wk, llm):
     llm.mode = "ok"
     pid = wait_for(lambda: worker_pid(wk))
     with admin(wk) as c:
-        c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # ::integer: Citus adds pg_terminate_backend(bigint), which makes a smallint parameter ambiguous
+        c.execute("SELECT pg_terminate_backend(%s::integer)", (pid,))
     new = wait_for(lambda: (p := worker_pid(wk)) and p != pid and p, timeout=20)
     assert new != pid
     cid = conversation(wk)

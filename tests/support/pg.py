@@ -13,8 +13,8 @@ import psycopg
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
 PORT = int(os.environ.get("MEMORY_EXT_TEST_PORT", "55433"))
-# the Citus stage (tests/citus.sh): the primary is a Citus coordinator, these its workers' ports,
-# and every test database is a Citus database
+# the Citus stage of scripts/test.sh: the primary is a Citus coordinator, these are its workers'
+# ports, every test database is a Citus database, and llm_cluster's clusters run Citus too
 CITUS_WORKERS = [int(p) for p in os.environ.get("MEMORY_EXT_TEST_CITUS_WORKERS", "").split(",") if p]
 # the PostgreSQL under test (scripts/cluster.sh reads the same variable)
 BIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
@@ -91,6 +91,10 @@ def llm_cluster(name, port, settings):
     subprocess.run(["rm", "-rf", root], check=True)
     subprocess.run([cluster_sh, "start", root, str(port)], check=True)
     with psycopg.connect(dsn(port=port), autocommit=True) as c:
+        if CITUS_WORKERS:
+            # the Citus stage preloads Citus everywhere (MEMORY_EXT_PRELOAD): here a one-node
+            # Citus cluster, Citus active around the worker and every turn
+            c.execute("CREATE EXTENSION citus")
         c.execute("CREATE EXTENSION memory_ext CASCADE")
         create_roles(c)
         for key, value in settings.items():
