@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The row-level security shapes on one node and on a three-node Citus cluster on loopback
-# (bench/citus_policies.py): writes bench/results/citus-policies.md.
-#   bench/citus.sh [--reps N]
+# memory_ext and Citus, one node next to a coordinator with two workers on loopback:
+#   bench/citus_policies.py  the shapes the authorization rule could take (bench/results/citus-policies.md)
+#   bench/citus_core.py      add_message and build_context routed by Citus (bench/results/citus-core.md)
+#   bench/citus.sh [--smoke]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
@@ -14,9 +15,15 @@ stop() { scripts/cluster.sh stop "$DIR/single"; scripts/citus.sh stop "$DIR/clus
 trap stop EXIT
 stop
 rm -rf "$DIR"
-NO_PRELOAD=1 scripts/cluster.sh start "$DIR/single" "$single" "shared_buffers=256MB"
+# notify_messages off on both: a NOTIFY on a shard cannot be part of a two-phase commit (docs/scaling.md)
+scripts/cluster.sh start "$DIR/single" "$single" "shared_buffers=256MB" "memory.worker_enabled=off" "memory.notify_messages=off"
 psql -qX -h 127.0.0.1 -p "$single" -U postgres -c "CREATE DATABASE policies" >/dev/null
-scripts/citus.sh start "$DIR/cluster" policies "$coordinator" "$((coordinator + 1))" "$((coordinator + 2))" "shared_buffers=256MB"
+scripts/citus.sh start "$DIR/cluster" policies "$coordinator" "$((coordinator + 1))" "$((coordinator + 2))" \
+    "shared_buffers=256MB" "memory.worker_enabled=off" "memory.notify_messages=off"
 mkdir -p "$OUT"
+opts=(); [ "${1:-}" = "--smoke" ] && opts=(--reps 1) && OUT=target/bench-smoke && mkdir -p "$OUT"
 python3 bench/citus_policies.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
-    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "$@"
+    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "${opts[@]}"
+[ "${1:-}" = "--smoke" ] && opts=(--reps 1 --conversations 10 --messages 50 --calls 20)
+python3 bench/citus_core.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
+    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-core.md" "${opts[@]}"

@@ -36,7 +36,7 @@ SCAN = "SELECT count(*) FROM p.messages WHERE content LIKE '%%needle%%'"
 FORMS = {
     "none": None,
     "subquery": """EXISTS (SELECT 1 FROM p.conversations c WHERE c.id = conversation_id
-                      AND (c.user_id = (SELECT p.uid()) OR c.id = ANY ((SELECT p.shared_with((SELECT p.uid()))))))""",
+                      AND (c.user_id = (SELECT p.uid()) OR c.id = ANY (CAST((SELECT p.shared_with((SELECT p.uid()))) AS uuid[]))))""",
     "owner_on_row": "user_id = p.uid()",
     "readers_on_row": "p.uid() = ANY (readers)",
     "function": "p.may_read(conversation_id)",

@@ -116,6 +116,7 @@ python3 -m pytest -q -p no:cacheprovider tests/chat_app
 
 echo "== benchmark smoke run (tiny sizes; the full run is bench/run.sh)"
 MEMORY_EXT_BENCH_ROOT="$TEST_ROOT/bench" MEMORY_EXT_BENCH_PORT=$((PORT + 20)) bench/run.sh --smoke
+MEMORY_EXT_BENCH_ROOT="$TEST_ROOT/bench" MEMORY_EXT_BENCH_PORT=$((PORT + 20)) bench/citus.sh --smoke
 
 server_suites "$PG18_CONFIG" "$PG18_ROOT" "$PG18_PORT"
 echo "== all tests passed"
