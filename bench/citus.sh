@@ -9,7 +9,9 @@ export USER=${USER:-$(id -un)}
 scripts/setup.sh
 DIR=${MEMORY_EXT_BENCH_ROOT:-/tmp/memory_ext-bench}/citus
 PORT=${MEMORY_EXT_BENCH_PORT:-55450}
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 OUT=${MEMORY_EXT_BENCH_OUT:-bench/results}
+[ $SMOKE = 1 ] && OUT=${MEMORY_EXT_BENCH_OUT:-target/bench-smoke}
 single=$((PORT + 10)) coordinator=$((PORT + 11))
 stop() { scripts/cluster.sh stop "$DIR/single"; scripts/citus.sh stop "$DIR/cluster"; }
 trap stop EXIT
@@ -21,9 +23,9 @@ psql -qX -h 127.0.0.1 -p "$single" -U postgres -c "CREATE DATABASE policies" >/d
 scripts/citus.sh start "$DIR/cluster" policies "$coordinator" "$((coordinator + 1))" "$((coordinator + 2))" \
     "shared_buffers=256MB" "memory.worker_enabled=off" "memory.notify_messages=off"
 mkdir -p "$OUT"
-opts=(); [ "${1:-}" = "--smoke" ] && opts=(--reps 1) && OUT=target/bench-smoke && mkdir -p "$OUT"
+policies=() core=()
+[ $SMOKE = 1 ] && policies=(--reps 1) && core=(--reps 1 --conversations 10 --messages 50 --calls 20)
 python3 bench/citus_policies.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
-    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "${opts[@]}"
-[ "${1:-}" = "--smoke" ] && opts=(--reps 1 --conversations 10 --messages 50 --calls 20)
+    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "${policies[@]}"
 python3 bench/citus_core.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
-    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-core.md" "${opts[@]}"
+    --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-core.md" "${core[@]}"

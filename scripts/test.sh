@@ -99,11 +99,11 @@ server_suites "$PG15_CONFIG" "$TEST_ROOT" "$PORT"
 citus_suites() {
     local root=$TEST_ROOT/citus port=$((PORT + 61))
     # the workers take the two offsets from the primary that no e2e module's own cluster uses
-    local workers="$((port + 5)),$((port + 7))"
+    local worker1=$((port + 5)) worker2=$((port + 7))
     echo "== end-to-end tests in Citus $CITUS_VERSION databases: a coordinator and two workers (PostgreSQL 15)"
     export MEMORY_EXT_PRELOAD=citus,memory_ext
-    scripts/citus.sh start "$root" postgres "$port" "$((port + 5))" "$((port + 7))"
-    MEMORY_EXT_TEST_ROOT="$root" MEMORY_EXT_TEST_PORT="$port" MEMORY_EXT_TEST_CITUS_WORKERS="$workers" \
+    scripts/citus.sh start "$root" postgres "$port" "$worker1" "$worker2"
+    MEMORY_EXT_TEST_ROOT="$root" MEMORY_EXT_TEST_PORT="$port" MEMORY_EXT_TEST_CITUS_WORKERS="$worker1,$worker2" \
         python3 -m pytest -q -p no:cacheprovider tests/e2e
     scripts/citus.sh stop "$root"
     unset MEMORY_EXT_PRELOAD
