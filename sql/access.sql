@@ -107,3 +107,7 @@ RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT agent.id OPERATOR(pg_catalog.=) conversation_agent_id AND agent.user_id OPERATOR(pg_catalog.=) conversation_owner
 $$;
+
+-- memory.pass_caller() (Rust) signs the caller for the other nodes of a Citus cluster (see
+-- docs/scaling.md). It reads through SPI: its search_path is pinned like every other function's.
+ALTER FUNCTION memory.pass_caller() SET search_path = pg_catalog, pg_temp;

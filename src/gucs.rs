@@ -10,6 +10,8 @@ pub static TRUST_USER_ID_SETTING: GucSetting<bool> = GucSetting::<bool>::new(tru
 pub static USER_ID_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_GATEWAY_ROLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"authenticator"));
 pub static LOGIN_USER_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static NODE_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CALLER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static MAX_MESSAGE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_TOOL_CALLS: GucSetting<i32> = GucSetting::<i32>::new(128);
 pub static MAX_UNREQUESTED_SHARES: GucSetting<i32> = GucSetting::<i32>::new(10);
@@ -100,6 +102,22 @@ pub fn define(preloading: bool) {
         c"Overrides claims and memory.user_id; only superusers can set it.",
         &LOGIN_USER_ID,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"memory.node_secret",
+        c"Key of the signed caller that memory.pass_caller() hands from a Citus coordinator to its workers.",
+        c"The same value on every node, at least 32 characters; in postgresql.conf or with ALTER SYSTEM. Only superusers can read it.",
+        &NODE_SECRET,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"memory.caller",
+        c"The signed caller memory.pass_caller() wrote for this transaction; wins over every other source of identity.",
+        c"Checked against memory.node_secret: a value not written by memory.pass_caller() in this session is an error.",
+        &CALLER,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

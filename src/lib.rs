@@ -22,7 +22,11 @@ extension_sql_file!(
     name = "tables",
     requires = ["tool_keys", api::identity::current_user_id, api::tokens::default_encoding]
 );
-extension_sql_file!("../sql/access.sql", name = "access", requires = ["tables", api::roles::_caller_bypasses_rls]);
+extension_sql_file!(
+    "../sql/access.sql",
+    name = "access",
+    requires = ["tables", api::roles::_caller_bypasses_rls, api::caller::pass_caller]
+);
 extension_sql_file!("../sql/policies.sql", name = "policies", requires = ["access"]);
 extension_sql_file!(
     "../sql/summaries.sql",

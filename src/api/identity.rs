@@ -11,6 +11,11 @@
 //!    `memory.user_id_roles` (an application server's pooled role), or a superuser, and only
 //!    while `memory.trust_user_id_setting` is on.
 //! 4. Otherwise: no identity (NULL), which sees nothing and writes nothing.
+//!
+//! Before all of these, a signed caller (`memory.caller`, written by `memory.pass_caller()`, see
+//! `caller.rs`) wins, and is an error when it does not verify. On a connection Citus opened from
+//! another node, once `memory.node_secret` is set, only the signed caller and a login's bound
+//! identity count (2. and 3. would trust settings the other node copied over unchecked).
 
 use std::ffi::{CStr, CString};
 
@@ -32,7 +37,7 @@ fn setting(name: &CStr) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-fn parse_uuid(text: &str, source: &str) -> Uuid {
+pub(super) fn parse_uuid(text: &str, source: &str) -> Uuid {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     let bytes: Option<Vec<u8>> = (hex.len() == 32)
         .then(|| (0..16).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect())
@@ -78,8 +83,14 @@ fn claims_sub() -> Option<Option<Uuid>> {
 /// anonymous.
 #[pg_extern(stable, parallel_safe)]
 pub(crate) fn current_user_id() -> Option<Uuid> {
+    if let Some(token) = gucs::string(&gucs::CALLER) {
+        return Some(super::caller::verified_caller(&token));
+    }
     if let Some(bound) = gucs::string(&gucs::LOGIN_USER_ID) {
         return Some(parse_uuid(&bound, "memory.login_user_id"));
+    }
+    if super::caller::is_citus_internal_connection() {
+        return None;
     }
     let has_claims = setting(c"request.jwt.claims").is_some() || setting(c"request.jwt.claim.sub").is_some();
     if has_claims && login_is_member_of_any(gucs::string(&gucs::JWT_GATEWAY_ROLES)) {

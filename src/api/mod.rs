@@ -1,6 +1,7 @@
 //! Thin `#[pg_extern]` wrappers over `crate::core`.
 pub mod append;
 pub mod append_counts;
+pub mod caller;
 pub mod charges;
 pub mod context;
 pub mod embed;

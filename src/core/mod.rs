@@ -8,6 +8,7 @@ pub mod llm;
 pub mod otlp;
 pub mod recall;
 pub mod retry;
+pub mod signed_caller;
 pub mod statement_frames;
 pub mod summary;
 pub mod threads;

@@ -22,7 +22,8 @@ REVIEWED = {
     "count_message_tokens(jsonb,text)": ("pure-c", False, True),
     "build_context_from(jsonb,integer,text,text)": ("pure-c", False, True),
     # identity, limits and the authorization rule
-    "current_user_id()": ("pure-c", False, True),
+    "current_user_id()": ("pure-c", False, True),              # its SQL (a signed caller's check) is schema-qualified
+    "pass_caller()": ("pinned", False, True),                   # signs the caller's own identity, nothing more
     "_clip(text)": ("pure-c", False, True),                    # what an error quotes of input
     "_caller_bypasses_rls()": ("pure-c", False, True),
     "_current_role_is_superuser()": ("pure-c", False, True),
