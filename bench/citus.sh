@@ -2,10 +2,11 @@
 # memory_ext and Citus, one node next to a coordinator with two workers on loopback:
 #   bench/citus_policies.py  the shapes the authorization rule could take (bench/results/citus-policies.md)
 #   bench/citus_core.py      add_message and build_context routed by Citus (bench/results/citus-core.md)
-#   bench/citus.sh [--smoke]
+#   bench/citus.sh [--smoke]    (MEMORY_EXT_BENCH_SCALES: bench/citus_core.py's --scales, total messages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export USER=${USER:-$(id -un)}
+export PYTHONPATH="$PWD/tests${PYTHONPATH:+:$PYTHONPATH}"
 scripts/setup.sh
 DIR=${MEMORY_EXT_BENCH_ROOT:-/tmp/memory_ext-bench}/citus
 PORT=${MEMORY_EXT_BENCH_PORT:-55450}
@@ -23,8 +24,8 @@ psql -qX -h 127.0.0.1 -p "$single" -U postgres -c "CREATE DATABASE policies" >/d
 scripts/citus.sh start "$DIR/cluster" policies "$coordinator" "$((coordinator + 1))" "$((coordinator + 2))" \
     "shared_buffers=256MB" "memory.worker_enabled=off" "memory.notify_messages=off"
 mkdir -p "$OUT"
-policies=() core=()
-[ $SMOKE = 1 ] && policies=(--reps 1) && core=(--reps 1 --conversations 10 --messages 50 --calls 20)
+policies=() core=(--scales "${MEMORY_EXT_BENCH_SCALES:-100000,1000000}")
+[ $SMOKE = 1 ] && policies=(--reps 1) && core=(--reps 1 --scales 500 --messages 50 --calls 20)
 python3 bench/citus_policies.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \
     --coordinator "host=127.0.0.1 port=$coordinator dbname=policies user=postgres" --out "$OUT/citus-policies.md" "${policies[@]}"
 python3 bench/citus_core.py --single "host=127.0.0.1 port=$single dbname=policies user=postgres" \

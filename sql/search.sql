@@ -265,11 +265,15 @@ BEGIN
         SELECT h.* FROM memory._hybrid_hits(v_query, v_embedding->>'vector', v_model, search_messages.conversation_id, search_messages.agent_id, search_messages.role, search_messages.since, search_messages.until, search_messages.tool, search_messages.has_tool_calls, search_messages."limit", v_rank, v_after) h
          WHERE v_mode = 'hybrid'
     ), numbered AS (
-        SELECT p.*, row_number() OVER (ORDER BY p.rank DESC, p.id) AS n FROM page p
+        -- the page with its conversations' titles and agents, before the JSON is built: on a
+        -- Citus cluster the shards answer this part and the coordinator builds the result
+        SELECT p.*, c.title, c.agent_id AS conversation_agent_id,
+               row_number() OVER (ORDER BY p.rank DESC, p.id) AS n
+          FROM page p JOIN memory.conversations c ON c.id = p.conversation_id
     )
     SELECT jsonb_build_object(
                'results', coalesce(jsonb_agg(jsonb_build_object(
-                   'conversation_id', x.conversation_id, 'title', c.title, 'agent_id', c.agent_id,
+                   'conversation_id', x.conversation_id, 'title', x.title, 'agent_id', x.conversation_agent_id,
                    'message_id', x.id, 'seq', x.seq, 'role', x.role, 'created_at', x.created_at, 'rank', x.rank,
                    'snippet', CASE WHEN coalesce(numnode(v_query), 0) > 0 THEN ts_headline(v_config,
                                           left(concat_ws(' ', nullif(x.content, ''), (
@@ -283,7 +287,7 @@ BEGIN
                'mode', v_mode,
                'next_cursor', (SELECT y.rank::text || '/' || y.id FROM numbered y WHERE y.n = search_messages."limit" AND EXISTS (SELECT 1 FROM numbered z WHERE z.n > search_messages."limit")))
       INTO v_result
-      FROM numbered x JOIN memory.conversations c ON c.id = x.conversation_id;
+      FROM numbered x;
     RETURN v_result;
 END $$;
 
