@@ -27,6 +27,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT $1 OPERATOR(pg_catalog.=) $2
 $$;
 
+-- Whether `caller` may append to conversation `conversation_id` owned by `owner`: what the
+-- messages' insert trigger asks, as the caller, of the row it is about to lock. A function of its
+-- own so that a layout where the members live on other nodes can answer it from the conversation's
+-- row (docs/scaling.md). Plain SQL, inlined like the three above.
+CREATE OR REPLACE FUNCTION memory._can_write_conversation(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT memory._can_write_row($1, $2, $3, memory._shared_with($3, true))
+$$;
+
 -- The conversations shared with `caller`: all of them, or those it may write (editors_only).
 -- Only accepted shares count: a pending one (an offer, see share_conversation) gives nothing.
 -- Under the members table's RLS a caller sees its own memberships only, so asking about someone

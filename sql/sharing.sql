@@ -18,6 +18,7 @@ DECLARE
     v_owner uuid;
     v_row   memory.conversation_members;
     v_cap   integer;
+    v_held  bigint;
 BEGIN
     IF _share_conversation.conversation_id IS NULL OR _share_conversation.user_id IS NULL OR _share_conversation.role IS NULL THEN
         RAISE EXCEPTION 'conversation_id, user_id and role must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -37,12 +38,13 @@ BEGIN
     END IF;
     -- the recipient's memberships from this owner, counted up to the setting (an index range); read
     -- here, after _require has loaded the library that defines the setting
+    -- (counted before the INSERT, not in it: Citus refuses a subquery in an INSERT's VALUES)
     v_cap := current_setting('memory.max_unrequested_shares')::integer;
+    SELECT count(*) INTO v_held FROM (SELECT 1 FROM memory.conversation_members m
+                                       WHERE m.user_id = _share_conversation.user_id AND m.owner_id = v_owner LIMIT v_cap) x;
     INSERT INTO memory.conversation_members AS m (conversation_id, user_id, role, owner_id, accepted_at)
     VALUES (_share_conversation.conversation_id, _share_conversation.user_id, _share_conversation.role, v_owner,
-            CASE WHEN (SELECT count(*) FROM (SELECT 1 FROM memory.conversation_members m
-                                              WHERE m.user_id = _share_conversation.user_id AND m.owner_id = v_owner LIMIT v_cap) x) < v_cap
-                 THEN now() END)
+            CASE WHEN v_held < v_cap THEN now() END)
     ON CONFLICT ON CONSTRAINT conversation_members_pkey DO UPDATE SET role = excluded.role
     RETURNING m.* INTO v_row;
     RETURN v_row;

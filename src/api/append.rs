@@ -43,7 +43,7 @@ pub(super) const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 // is no row at all.
 const WRITABLE: &str = "SELECT c.encoding, c.archived_at IS NOT NULL, c.user_id, \
        NOT row_security_active('memory.conversations') \
-       OR memory._can_write_row(c.id, c.user_id, $2, memory._shared_with($2, true)) \
+       OR memory._can_write_conversation(c.id, c.user_id, $2) \
   FROM memory.conversations c WHERE c.id = $1";
 // As the owner (an editor may not lock the conversation's row under RLS).
 const LOCK: &str = "SELECT c.encoding, c.last_seq FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE";

@@ -39,6 +39,7 @@ REVIEWED = {
     "_can_write_row(uuid,uuid,uuid,uuid[])": ("inlined", False, True),
     "_can_manage_row(uuid,uuid)": ("inlined", False, True),
     "_agent_applies(memory.agents,uuid,uuid)": ("inlined", False, True),
+    "_can_write_conversation(uuid,uuid,uuid)": ("inlined", False, True),
     "_shared_with(uuid,boolean)": ("pinned", False, True),     # under the members' RLS: the caller's own memberships
     "can_read(uuid)": ("pinned", False, True),
     "can_write(uuid)": ("pinned", False, True),
@@ -294,7 +295,8 @@ def test_security_mode_search_path_and_execute_grants(db):
 
 # Internal functions that the library's Rust code calls while it runs as the caller (a chat turn,
 # build_context, the insert trigger): a call the catalog cannot show.
-CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary", "_recall_candidates", "_search_vector"}
+CALLED_FROM_RUST = {"_caller_token_quota_error", "_record_chat_call", "_newest_summary", "_recall_candidates", "_search_vector",
+                    "_can_write_conversation"}
 
 
 def test_no_internal_function_is_an_rpc_endpoint_unless_the_caller_runs_it(db):
