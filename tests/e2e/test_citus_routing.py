@@ -7,7 +7,7 @@ the workers' shards keep the counters exact, and build_context and search_messag
 to the shards and assembled on the coordinator — answer exactly what one node answers."""
 import pytest
 
-from support.citus_layout import DISTRIBUTE, DROP_POLICIES
+from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, apply
 from support.pg import CITUS_WORKERS, connect, search
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
@@ -27,7 +27,7 @@ def one_node(db):
         c.execute(f"CREATE DATABASE {name}")
     with connect(name) as c:
         c.execute("CREATE EXTENSION memory_ext CASCADE")
-        c.execute(DROP_POLICIES)
+        apply(c, DROP_POLICIES)
     yield name
     with connect("postgres") as c:
         c.execute(f"DROP DATABASE {name} WITH (FORCE)")
@@ -36,8 +36,7 @@ def one_node(db):
 @pytest.fixture(scope="module")
 def distributed(db):
     with connect(db) as c:
-        c.execute(DROP_POLICIES)
-        c.execute(DISTRIBUTE)
+        apply(c, DROP_POLICIES, DROP_WORKER_POLICIES, DISTRIBUTE)
         # a shard's NOTIFY cannot be part of a transaction Citus commits in two phases
         # (docs/scaling.md); Citus copies the setting to the workers' databases
         c.execute(f"ALTER DATABASE {db} SET memory.notify_messages = off")

@@ -11,11 +11,10 @@ import hmac
 import time
 import uuid
 
-import psycopg
 import pytest
 from psycopg import errors, sql
 
-from support.pg import CITUS_WORKERS, PORT, as_guc_user, as_jwt_user, connect, dsn, new_user, rpc, wait_for
+from support.pg import CITUS_WORKERS, PORT, as_guc_user, as_jwt_user, connect, new_user, rpc, set_node_secret
 
 SECRET = "a test node secret, 32 characters or more"
 AGENT = str(uuid.uuid4())
@@ -23,27 +22,11 @@ FORGED_MAC = "0" * 64
 needs_workers = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
 
 
-def set_secret(value, ports):
-    """memory.node_secret on each node (ALTER SYSTEM and a reload), waiting until new sessions see it."""
-    for port in ports:
-        with psycopg.connect(dsn(port=port), autocommit=True) as c:
-            if value is None:
-                c.execute("ALTER SYSTEM RESET memory.node_secret")
-            else:
-                c.execute("ALTER SYSTEM SET memory.node_secret = %s" % sql.quote(value))
-            c.execute("SELECT pg_reload_conf()")
-
-        def seen(port=port):
-            with psycopg.connect(dsn(port=port), autocommit=True) as c:
-                return c.execute("SELECT current_setting('memory.node_secret', true)").fetchone()[0] == (value or "")
-        wait_for(seen)
-
-
 @pytest.fixture
 def secret():
-    set_secret(SECRET, [PORT, *CITUS_WORKERS])
+    set_node_secret(SECRET, [PORT, *CITUS_WORKERS])
     yield SECRET
-    set_secret(None, [PORT, *CITUS_WORKERS])
+    set_node_secret(None, [PORT, *CITUS_WORKERS])
 
 
 def session_of(c):
@@ -70,14 +53,14 @@ def test_pass_caller_needs_a_node_secret(db):
                 c.execute("SELECT memory.pass_caller()")
         assert "memory.node_secret is not set" in str(e.value)
         assert caller_setting(c) == ""
-    set_secret("too short", [PORT])
+    set_node_secret("too short", [PORT])
     try:
         with as_guc_user(db, a) as c:
             with pytest.raises(errors.ObjectNotInPrerequisiteState, match="shorter than 32 characters"):
                 with c.transaction():
                     c.execute("SELECT memory.pass_caller()")
     finally:
-        set_secret(None, [PORT])
+        set_node_secret(None, [PORT])
 
 
 def test_a_passed_caller_is_the_identity_for_its_transaction(db, secret):
@@ -260,8 +243,8 @@ def test_workers_trust_no_unsigned_identity_from_another_node(db, docs):
 
     assert count_as_enduser_claiming_alice() == 0
     # the hole the rule closes: without a node secret on the workers, the claim is believed there
-    set_secret(None, CITUS_WORKERS)
+    set_node_secret(None, CITUS_WORKERS)
     try:
         assert count_as_enduser_claiming_alice() == 10
     finally:
-        set_secret(SECRET, CITUS_WORKERS)
+        set_node_secret(SECRET, CITUS_WORKERS)

@@ -1,16 +1,33 @@
-"""The distribution the layout will make for the two tables the hot paths touch — `conversations`
-and `conversation_messages` by conversation, co-located — applied with the policies dropped,
-because Citus refuses today's (docs/scaling.md). For the Citus stage's routing tests and
-bench/citus_core.py; not a layout anyone should run with users' data."""
+"""Pieces of the distributed layout (docs/scaling.md), applied by the Citus stage's tests and by
+bench/citus_core.py on the tables the hot paths touch: `conversations`, `conversation_messages`
+and `conversation_members`, distributed by conversation and co-located.
 
-DISTRIBUTE = """
-SET citus.enable_unsafe_triggers = on;
-ALTER TABLE memory.message_embeddings DROP CONSTRAINT message_embeddings_message_id_fkey;
-ALTER TABLE memory.conversation_messages DROP CONSTRAINT conversation_messages_pkey,
-    ADD PRIMARY KEY (conversation_id, id);
-SELECT create_distributed_table('memory.conversations', 'id');
-SELECT create_distributed_table('memory.conversation_messages', 'conversation_id', colocate_with => 'memory.conversations');
-"""
+Apply them with `apply`, one statement per query.
+
+- DROP_POLICIES (and DROP_WORKER_POLICIES on the workers' copies of memory_ext's tables) with
+  DISTRIBUTE: the routing alone, with no rule at all — for the superuser's routing tests and bench.
+- RULE_ON_ROWS after DISTRIBUTE: the authorization rule carried by the rows (owner, readers,
+  editors) with policies Citus accepts, kept by triggers when members come and go. The prototype
+  of the layout's first step on these three tables; not a layout to run with users' data (the
+  other conversation-scoped tables stay on the coordinator, where their foreign keys to the
+  distributed conversations no longer hold)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts"))
+from sql_statements import code, statements  # noqa: E402
+
+
+def apply(c, *scripts):
+    """Runs each script on connection `c` statement by statement: Citus forwards a DDL statement
+    to the workers with the text of the query that held it, and a worker refuses several
+    statements in one."""
+    for script in scripts:
+        for statement in statements(script):
+            if code(statement).strip():
+                c.execute(statement)
+
 
 DROP_POLICIES = """
 DO $$ DECLARE r record; BEGIN
@@ -19,3 +36,177 @@ DO $$ DECLARE r record; BEGIN
   END LOOP;
 END $$;
 """
+
+# CREATE EXTENSION put memory_ext's own copies of the tables on the workers, and distributing a
+# table keeps an existing copy as the worker's view of it: a DROP POLICY on the coordinator before
+# the table is distributed does not reach them
+def on_workers(*statements):
+    """Each statement run on every worker, failing where it fails (run_command_on_workers only
+    reports). One statement per command, as a DO block that keeps Citus from propagating it
+    further (a worker refuses DDL on the extension's objects otherwise)."""
+    out = []
+    for statement in statements:
+        literal = "'" + statement.strip().rstrip(";").replace("'", "''") + "'"
+        command = ("DO $w$ BEGIN PERFORM set_config('citus.enable_ddl_propagation', 'off', true); "
+                   f"EXECUTE {literal}; END $w$")
+        out.append("DO $do$ DECLARE r record; BEGIN\n"
+                   "  FOR r IN SELECT * FROM run_command_on_workers($cmd$" + command + "$cmd$) LOOP\n"
+                   "    IF NOT r.success THEN RAISE EXCEPTION 'on %:%: %', r.nodename, r.nodeport, r.result; END IF;\n"
+                   "  END LOOP;\nEND $do$;\n")
+    return "".join(out)
+
+
+DROP_WORKER_POLICIES = on_workers(DROP_POLICIES)
+
+DISTRIBUTE = """
+SET citus.enable_unsafe_triggers = on;
+ALTER TABLE memory.message_embeddings DROP CONSTRAINT message_embeddings_message_id_fkey;
+ALTER TABLE memory.conversation_messages DROP CONSTRAINT conversation_messages_pkey,
+    ADD PRIMARY KEY (conversation_id, id);
+SELECT create_distributed_table('memory.conversations', 'id');
+SELECT create_distributed_table('memory.conversation_messages', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.conversation_members', 'conversation_id', colocate_with => 'memory.conversations');
+"""
+
+# memory.can_read, can_write and can_manage, answered from the rule on the row (RULE_FUNCTIONS)
+ACCESS_QUESTION = """
+CREATE OR REPLACE FUNCTION memory.{name}(conversation_id uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_all boolean := memory._caller_bypasses_rls();
+    v_me  uuid := memory.current_user_id();
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.id = {name}.conversation_id AND (v_all OR {allowed}));
+END $f$;
+"""
+
+# memory_ext's own functions replaced for the rule on the rows. CREATE OR REPLACE of an extension's
+# function is not propagated by Citus: these run on every node (RULE_ON_ROWS does it).
+RULE_FUNCTIONS = """
+-- asked on the conversation's node, of a row of the same shard group: the nested query is local
+CREATE OR REPLACE FUNCTION memory._can_write_conversation(conversation_id uuid, owner uuid, caller uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET citus.allow_nested_distributed_execution = on AS $f$
+DECLARE
+    v_editors uuid[];
+BEGIN
+    IF owner = caller THEN
+        RETURN true;
+    END IF;
+    SELECT c.editors INTO v_editors FROM memory.conversations c WHERE c.id = conversation_id;
+    RETURN caller = ANY (v_editors);
+END $f$;
+-- PL/pgSQL: Citus cannot plan a SQL function's parameterised query over a distributed table. The
+-- caller is judged here, on the coordinator, and sent to the shard as a value: inside a SECURITY
+-- DEFINER function Citus reaches the workers as the definer, so a call of
+-- memory._caller_bypasses_rls() shipped with the query would judge the definer instead.
+""" + "".join(ACCESS_QUESTION.format(name=name, allowed=allowed) for name, allowed in (
+    ("can_read", "c.user_id = v_me OR v_me = ANY (c.readers)"),
+    ("can_write", "c.user_id = v_me OR v_me = ANY (c.editors)"),
+    ("can_manage", "c.user_id = v_me"))) + """-- the conversations shared with the caller, from the members' shards (a multi-shard query, made
+-- on the coordinator: list_conversations and search ask it there)
+CREATE OR REPLACE FUNCTION memory._shared_with(caller uuid, editors_only boolean) RETURNS uuid[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    RETURN (SELECT coalesce(array_agg(m.conversation_id), '{}') FROM memory.conversation_members m
+             WHERE m.user_id = _shared_with.caller AND m.accepted_at IS NOT NULL
+               AND (NOT _shared_with.editors_only OR m.role = 'editor'));
+END $f$;
+"""
+
+RULE_ON_ROWS = """
+SET citus.enable_unsafe_triggers = on;
+-- each conversation and message row carries who may read it and who may write it: the accepted
+-- members, by role (an editor is a reader too)
+ALTER TABLE memory.conversations ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}',
+    ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
+ALTER TABLE memory.conversation_messages ADD COLUMN owner uuid,
+    ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}', ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
+UPDATE memory.conversations c
+   SET readers = coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM memory.conversation_members m
+                            WHERE m.conversation_id = c.id AND m.accepted_at IS NOT NULL), '{}'),
+       editors = coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM memory.conversation_members m
+                            WHERE m.conversation_id = c.id AND m.accepted_at IS NOT NULL AND m.role = 'editor'), '{}');
+UPDATE memory.conversation_messages m SET owner = c.user_id, readers = c.readers, editors = c.editors
+  FROM memory.conversations c WHERE c.id = m.conversation_id;
+
+-- A message takes its conversation's rule, whatever the writer supplied (the policies' WITH CHECK
+-- judges the row after BEFORE triggers). The conversation is on the same node: a local read.
+CREATE OR REPLACE FUNCTION memory._message_takes_the_rule() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    SELECT c.user_id, c.readers, c.editors INTO NEW.owner, NEW.readers, NEW.editors
+      FROM memory.conversations c WHERE c.id = NEW.conversation_id;
+    RETURN NEW;
+END $f$;
+CREATE TRIGGER messages_take_the_rule BEFORE INSERT OR UPDATE ON memory.conversation_messages
+    FOR EACH ROW EXECUTE FUNCTION memory._message_takes_the_rule();
+
+-- Only memory_ext writes a conversation's readers and editors (the members' trigger, as the
+-- owner). Not by column privileges: Citus sends an INSERT to a shard with every column named.
+CREATE OR REPLACE FUNCTION memory._conversation_keeps_the_rule() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    IF (TG_OP = 'INSERT' AND (NEW.readers, NEW.editors) IS DISTINCT FROM ('{}'::uuid[], '{}'::uuid[])
+        OR TG_OP = 'UPDATE' AND (NEW.readers, NEW.editors) IS DISTINCT FROM (OLD.readers, OLD.editors))
+       AND NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'readers and editors are maintained by memory_ext: share the conversation'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $f$;
+CREATE TRIGGER conversations_keep_the_rule BEFORE INSERT OR UPDATE ON memory.conversations
+    FOR EACH ROW EXECUTE FUNCTION memory._conversation_keeps_the_rule();
+
+-- A transfer moves the owner on the conversation's messages too.
+CREATE OR REPLACE FUNCTION memory._conversation_owner_moves() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    -- (messages_take_the_rule copies the new owner)
+    UPDATE memory.conversation_messages m SET owner = NEW.user_id WHERE m.conversation_id = NEW.id;
+    RETURN NULL;
+END $f$;
+CREATE TRIGGER conversations_owner_moves AFTER UPDATE OF user_id ON memory.conversations
+    FOR EACH ROW WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id) EXECUTE FUNCTION memory._conversation_owner_moves();
+
+-- A share, its acceptance, a role change or an unshare rewrites the conversation's rule on its
+-- rows: all on the conversation's node, in the same transaction.
+CREATE OR REPLACE FUNCTION memory._members_rewrite_the_rule() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_id      uuid := coalesce(NEW.conversation_id, OLD.conversation_id);
+    v_readers uuid[];
+    v_editors uuid[];
+BEGIN
+    SELECT coalesce(array_agg(m.user_id ORDER BY m.user_id), '{}'),
+           coalesce(array_agg(m.user_id ORDER BY m.user_id) FILTER (WHERE m.role = 'editor'), '{}')
+      INTO v_readers, v_editors
+      FROM memory.conversation_members m WHERE m.conversation_id = v_id AND m.accepted_at IS NOT NULL;
+    UPDATE memory.conversations c SET readers = v_readers, editors = v_editors
+     WHERE c.id = v_id AND (c.readers, c.editors) IS DISTINCT FROM (v_readers, v_editors);
+    -- (messages_take_the_rule copies the conversation's new lists)
+    UPDATE memory.conversation_messages m SET readers = v_readers
+     WHERE m.conversation_id = v_id AND (m.readers, m.editors) IS DISTINCT FROM (v_readers, v_editors);
+    RETURN NULL;
+END $f$;
+CREATE TRIGGER members_rewrite_the_rule AFTER INSERT OR UPDATE OR DELETE ON memory.conversation_members
+    FOR EACH ROW EXECUTE FUNCTION memory._members_rewrite_the_rule();
+
+-- the policies: the rule on the row, no subquery (the caller is a plain call, computed once per
+-- transaction and value by memory.current_user_id())
+CREATE POLICY conversations_read ON memory.conversations FOR SELECT
+    USING (user_id = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
+CREATE POLICY conversations_owner ON memory.conversations
+    USING (user_id = memory.current_user_id()) WITH CHECK (user_id = memory.current_user_id());
+CREATE POLICY messages_read ON memory.conversation_messages FOR SELECT
+    USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
+CREATE POLICY messages_append ON memory.conversation_messages FOR INSERT
+    WITH CHECK (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors));
+CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
+    USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors))
+    WITH CHECK (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors));
+CREATE POLICY messages_remove ON memory.conversation_messages FOR DELETE
+    USING (owner = memory.current_user_id());
+CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
+    USING (user_id = memory.current_user_id() OR owner_id = memory.current_user_id());
+""" + RULE_FUNCTIONS + on_workers(*(f + "$f$" for f in RULE_FUNCTIONS.split("$f$;") if f.strip()))

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import psycopg
+from psycopg import sql
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TEST_ROOT = os.environ.get("MEMORY_EXT_TEST_ROOT", "/tmp/memory_ext-test")
@@ -157,3 +158,19 @@ def wait_for(pred, timeout=20, step=0.05):
             return v
         time.sleep(step)
     raise AssertionError("condition not reached in time")
+
+
+def set_node_secret(value, ports):
+    """memory.node_secret on each node (ALTER SYSTEM and a reload), waiting until new sessions see it."""
+    for port in ports:
+        with psycopg.connect(dsn(port=port), autocommit=True) as c:
+            if value is None:
+                c.execute("ALTER SYSTEM RESET memory.node_secret")
+            else:
+                c.execute("ALTER SYSTEM SET memory.node_secret = %s" % sql.quote(value))
+            c.execute("SELECT pg_reload_conf()")
+
+        def seen(port=port):
+            with psycopg.connect(dsn(port=port), autocommit=True) as c:
+                return c.execute("SELECT current_setting('memory.node_secret', true)").fetchone()[0] == (value or "")
+        wait_for(seen)
