@@ -57,8 +57,7 @@ def prepare(dsn, citus, rule, conversations, messages):
         if citus and rule:
             # the rule applied to the loaded data, as a conversion of an install would (its backfill
             # rewrites every message: VACUUM FULL, so that the size counts the rows and not their
-            # old versions). Loading through the rule's per-row trigger instead was killed by the
-            # kernel for its memory on a worker at a million messages (docs/scaling.md).
+            # old versions)
             apply(c, RULE_ON_ROWS)
             c.execute("VACUUM FULL memory.conversations, memory.conversation_messages")
         c.execute("ANALYZE memory.conversations, memory.conversation_messages")

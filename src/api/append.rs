@@ -25,7 +25,9 @@ use super::limits::{check_message_size, check_tool_call_count};
 use super::stored::kept_plan_or_raise as plan;
 use super::tokens::count_message;
 use crate::core::error::clip;
-use crate::core::statement_frames::{AccessKey, Applied, Counted, Frame, Frames, Locked, StatementKey, Writable};
+use crate::core::statement_frames::{
+    AccessKey, Applied, Counted, Frame, Frames, Locked, RuleLists, StatementKey, Writable,
+};
 use crate::sql_error::{fail, fail_with_hint, spi_failed};
 
 thread_local! {
@@ -45,6 +47,8 @@ const WRITABLE: &str = "SELECT c.encoding, c.archived_at IS NOT NULL, c.user_id,
        NOT row_security_active('memory.conversations') \
        OR memory._can_write_conversation(c.id, c.user_id, $2) \
   FROM memory.conversations c WHERE c.id = $1";
+// As the caller, after WRITABLE: the lists of the rule on the row, where the table carries it.
+const RULE_LISTS: &str = "SELECT c.readers, c.editors FROM memory.conversations c WHERE c.id = $1";
 // As the owner (an editor may not lock the conversation's row under RLS).
 const LOCK: &str = "SELECT c.encoding, c.last_seq FROM memory.conversations c WHERE c.id = $1 FOR NO KEY UPDATE";
 // As the owner: the lock of a statement's first row, and its count. Returns the encoding, the row's
@@ -175,8 +179,12 @@ unsafe extern "C-unwind" fn on_subxact(
     }
 }
 
-/// The columns the triggers read and set, by name (their numbers are looked up once per row).
-const COLUMNS: [&str; 13] = [
+/// The columns the triggers read and set, by name (their numbers are looked up once per row). The
+/// last RULE_COLUMNS of them exist only where the messages carry the authorization rule on the
+/// row (the distributed layout, docs/scaling.md): the insert trigger copies the conversation's
+/// owner, readers and editors onto each new row there.
+const RULE_COLUMNS: usize = 3;
+const COLUMNS: [&str; 16] = [
     "conversation_id",
     "role",
     "content",
@@ -190,10 +198,14 @@ const COLUMNS: [&str; 13] = [
     "seq",
     "created_at",
     "idempotency_key",
+    "owner",
+    "readers",
+    "editors",
 ];
 
-/// The numbers of these columns in a relation's descriptor; raises when one is missing.
-pub(super) fn column_numbers<const N: usize>(desc: pg_sys::TupleDesc, names: &[&str; N]) -> [i32; N] {
+/// The numbers of these columns in a relation's descriptor (0 for a missing one of the last
+/// `optional`); raises when any other is missing.
+pub(super) fn column_numbers<const N: usize>(desc: pg_sys::TupleDesc, names: &[&str; N], optional: usize) -> [i32; N] {
     let mut attnos = [0; N];
     // SAFETY: the relation's own descriptor and its attributes. Names compared as bytes (no UTF-8
     // check per row and column: that cost a bulk insert 6%).
@@ -206,7 +218,7 @@ pub(super) fn column_numbers<const N: usize>(desc: pg_sys::TupleDesc, names: &[&
         }
     }
     std::mem::forget(tupdesc);
-    if let Some(i) = attnos.iter().position(|a| *a <= 0) {
+    if let Some(i) = attnos[..N - optional].iter().position(|a| *a <= 0) {
         fail(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
             format!("memory_ext's insert trigger needs column {}", names[i]),
@@ -227,7 +239,7 @@ impl NewRow {
     fn of(data: &pg_sys::TriggerData) -> Self {
         // SAFETY: a row trigger's relation and tuple are valid for the call.
         let desc = unsafe { (*data.tg_relation).rd_att };
-        let attnos = column_numbers(desc, &COLUMNS);
+        let attnos = column_numbers(desc, &COLUMNS, RULE_COLUMNS);
         NewRow { tuple: data.tg_trigtuple, desc, attnos, set: Vec::new() }
     }
 
@@ -259,6 +271,11 @@ impl NewRow {
     fn set(&mut self, column: &str, value: Option<pg_sys::Datum>) {
         let attno = self.attno(column);
         self.set.push((attno, value));
+    }
+
+    /// Whether the table carries the authorization rule on its rows (owner, readers, editors).
+    fn carries_rule(&self) -> bool {
+        self.attnos[COLUMNS.len() - RULE_COLUMNS..].iter().all(|a| *a > 0)
     }
 
     /// The row to insert: the trigger's tuple with the columns set.
@@ -312,7 +329,7 @@ unsafe fn before_insert(data: &pg_sys::TriggerData) -> pg_sys::Datum {
     let writable = match in_frame(statement, |f| f.writable.get(&key).cloned()).flatten() {
         Some(w) => w,
         None => {
-            let w = check_writable(conv, me);
+            let w = check_writable(conv, me, row.carries_rule());
             in_frame(statement, |f| f.writable.insert(key, w.clone()));
             w
         }
@@ -348,6 +365,13 @@ unsafe fn before_insert(data: &pg_sys::TriggerData) -> pg_sys::Datum {
     row.set("search_vector", words);
     // the author is whoever appends, never a value the caller supplies
     row.set("author_id", me.into_datum());
+    // and the rule on the row is its conversation's, whatever the caller supplies
+    if let Some(rule) = &writable.rule {
+        let uuids = |ids: &[[u8; 16]]| ids.iter().map(|u| Uuid::from_bytes(*u)).collect::<Vec<_>>().into_datum();
+        row.set("owner", owner.into_datum());
+        row.set("readers", uuids(&rule.readers));
+        row.set("editors", uuids(&rule.editors));
+    }
     row.into_datum()
 }
 
@@ -457,8 +481,9 @@ unsafe fn call_function(oid: pg_sys::Oid, args: &[Option<pg_sys::Datum>]) -> Opt
     }
 }
 
-/// The caller's check, as the caller: may it append to the conversation?
-fn check_writable(conv: Uuid, me: Option<Uuid>) -> Writable {
+/// The caller's check, as the caller: may it append to the conversation? With `rule`, also the
+/// readers and editors the new rows carry.
+fn check_writable(conv: Uuid, me: Option<Uuid>, rule: bool) -> Writable {
     let found = run(|c| {
         let table = c.update(plan(c, WRITABLE, &[UUID, UUID]), None, &[conv.into(), me.into()])?;
         if table.is_empty() {
@@ -484,7 +509,16 @@ fn check_writable(conv: Uuid, me: Option<Uuid>) -> Writable {
             "memory.unarchive_conversation(id) reopens it.",
         );
     }
-    Writable { encoding: encoding.unwrap_or_default(), owner: owner.map(|o| *o.as_bytes()) }
+    let rule = rule.then(|| {
+        run(|c| {
+            let table = c.select(plan(c, RULE_LISTS, &[UUID]), None, &[conv.into()])?;
+            let row = table.first();
+            let list =
+                |n| row.get::<Vec<Uuid>>(n).map(|l| l.unwrap_or_default().iter().map(|u| *u.as_bytes()).collect());
+            Ok(RuleLists { readers: list(1)?, editors: list(2)? })
+        })
+    });
+    Writable { encoding: encoding.unwrap_or_default(), owner: owner.map(|o| *o.as_bytes()), rule }
 }
 
 unsafe fn before_insert_write(data: &pg_sys::TriggerData) -> pg_sys::Datum {

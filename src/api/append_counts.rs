@@ -87,7 +87,7 @@ unsafe fn read_added(data: &pg_sys::TriggerData, each: bool) -> (HashMap<Convers
     // SAFETY: the trigger's relation; its transition table holds rows of its descriptor.
     let desc = unsafe { (*data.tg_relation).rd_att };
     let [conversation_id, token_count, seq, id] =
-        column_numbers(desc, &["conversation_id", "token_count", "seq", "id"]);
+        column_numbers(desc, &["conversation_id", "token_count", "seq", "id"], 0);
     let last = conversation_id.max(token_count).max(seq).max(id);
     let mut out: HashMap<ConversationId, Added> = HashMap::new();
     let mut rows = Each::new();

@@ -40,6 +40,16 @@ pub struct AccessKey {
 pub struct Writable {
     pub encoding: String,
     pub owner: Option<[u8; 16]>,
+    /// Its readers and editors, where the messages carry the authorization rule on the row (the
+    /// distributed layout); None elsewhere.
+    pub rule: Option<RuleLists>,
+}
+
+/// A conversation's accepted members, as the rule on its rows lists them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleLists {
+    pub readers: Vec<[u8; 16]>,
+    pub editors: Vec<[u8; 16]>,
 }
 
 /// A conversation this statement has locked: its encoding under the lock, whether it held no

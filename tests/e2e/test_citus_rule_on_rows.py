@@ -113,16 +113,26 @@ def test_a_stranger_sees_nothing_and_writes_nothing(layout, talk):
 
 
 def test_the_rule_on_a_row_is_not_written_by_hand(layout, talk):
-    """Only sharing writes the lists: an owner cannot put someone on them, an editor's update of a
-    message cannot widen them, a new conversation starts with none."""
+    """Only sharing writes the lists: an owner cannot put someone on them, an editor can neither
+    change them on a message nor insert one with lists of its own, a new conversation starts with
+    none."""
     with pytest.raises(errors.InsufficientPrivilege, match="maintained by memory_ext"):
         call(layout, ALICE, "UPDATE memory.conversations SET readers = ARRAY[%s]::uuid[] WHERE id = %s", MALLORY, talk)
     with pytest.raises(errors.InsufficientPrivilege, match="maintained by memory_ext"):
         call(layout, ALICE, "INSERT INTO memory.conversations (agent_id, readers) VALUES (%s, ARRAY[%s]::uuid[])", AGENT, MALLORY)
-    updated = call(layout, CAROL, """UPDATE memory.conversation_messages SET readers = ARRAY[%s]::uuid[], owner = %s,
-                                            metadata = '{"note": "edited"}' WHERE conversation_id = %s RETURNING readers""",
-                   MALLORY, MALLORY, talk)
-    assert updated and all(MALLORY not in [str(r) for r in readers] for (readers,) in updated)
+    with pytest.raises(errors.InsufficientPrivilege, match="maintained by memory_ext"):
+        call(layout, CAROL, "UPDATE memory.conversation_messages SET readers = ARRAY[%s]::uuid[] WHERE conversation_id = %s",
+             MALLORY, talk)
+    with pytest.raises(errors.InsufficientPrivilege, match="maintained by memory_ext"):
+        call(layout, CAROL, "UPDATE memory.conversation_messages SET owner = %s WHERE conversation_id = %s", CAROL, talk)
+    # what an editor may change of a message, it changes
+    assert call(layout, CAROL, """UPDATE memory.conversation_messages SET metadata = '{"note": "edited"}'
+                                   WHERE conversation_id = %s RETURNING id""", talk)
+    # a row written with a rule of the writer's own gets its conversation's (the insert trigger)
+    own = call(layout, CAROL, """INSERT INTO memory.conversation_messages (conversation_id, role, content, owner, readers, editors)
+                                 VALUES (%s, 'user', 'by hand', %s, ARRAY[%s]::uuid[], ARRAY[%s]::uuid[])
+                                 RETURNING owner, readers, editors""", talk, CAROL, MALLORY, MALLORY)
+    assert [(str(o), sorted(map(str, r)), list(map(str, e))) for o, r, e in own] == [(ALICE, sorted([BOB, CAROL]), [CAROL])]
     assert [str(o) for o, _r, _e in rule_on_messages(layout, talk)] == [ALICE]
     assert one(layout, MALLORY, "SELECT count(*) FROM memory.conversation_messages") == 0
     assert one(layout, BOB, "SELECT count(*) FROM memory.conversation_messages WHERE metadata->>'note' = 'edited'") > 0

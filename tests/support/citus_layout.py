@@ -130,17 +130,22 @@ UPDATE memory.conversations c
 UPDATE memory.conversation_messages m SET owner = c.user_id, readers = c.readers, editors = c.editors
   FROM memory.conversations c WHERE c.id = m.conversation_id;
 
--- A message takes its conversation's rule, whatever the writer supplied (the policies' WITH CHECK
--- judges the row after BEFORE triggers). The conversation is on the same node: a local read.
-CREATE OR REPLACE FUNCTION memory._message_takes_the_rule() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+-- A new message takes its conversation's rule from memory_ext's insert trigger, whatever the
+-- writer supplied (it reads the conversation once per statement; a row trigger of its own that read
+-- it for every row held a worker's memory per row, docs/scaling.md). Afterwards only memory_ext
+-- changes a message's rule: the members' and owner's triggers below, as the owner.
+CREATE OR REPLACE FUNCTION memory._message_keeps_the_rule() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    SELECT c.user_id, c.readers, c.editors INTO NEW.owner, NEW.readers, NEW.editors
-      FROM memory.conversations c WHERE c.id = NEW.conversation_id;
+    IF (NEW.owner, NEW.readers, NEW.editors) IS DISTINCT FROM (OLD.owner, OLD.readers, OLD.editors)
+       AND NOT memory._current_role_is_superuser() THEN
+        RAISE EXCEPTION 'owner, readers and editors are maintained by memory_ext: share the conversation'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     RETURN NEW;
 END $f$;
-CREATE TRIGGER messages_take_the_rule BEFORE INSERT OR UPDATE ON memory.conversation_messages
-    FOR EACH ROW EXECUTE FUNCTION memory._message_takes_the_rule();
+CREATE TRIGGER messages_keep_the_rule BEFORE UPDATE ON memory.conversation_messages
+    FOR EACH ROW EXECUTE FUNCTION memory._message_keeps_the_rule();
 
 -- Only memory_ext writes a conversation's readers and editors (the members' trigger, as the
 -- owner). Not by column privileges: Citus sends an INSERT to a shard with every column named.
@@ -162,7 +167,6 @@ CREATE TRIGGER conversations_keep_the_rule BEFORE INSERT OR UPDATE ON memory.con
 CREATE OR REPLACE FUNCTION memory._conversation_owner_moves() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    -- (messages_take_the_rule copies the new owner)
     UPDATE memory.conversation_messages m SET owner = NEW.user_id WHERE m.conversation_id = NEW.id;
     RETURN NULL;
 END $f$;
@@ -184,8 +188,7 @@ BEGIN
       FROM memory.conversation_members m WHERE m.conversation_id = v_id AND m.accepted_at IS NOT NULL;
     UPDATE memory.conversations c SET readers = v_readers, editors = v_editors
      WHERE c.id = v_id AND (c.readers, c.editors) IS DISTINCT FROM (v_readers, v_editors);
-    -- (messages_take_the_rule copies the conversation's new lists)
-    UPDATE memory.conversation_messages m SET readers = v_readers
+    UPDATE memory.conversation_messages m SET readers = v_readers, editors = v_editors
      WHERE m.conversation_id = v_id AND (m.readers, m.editors) IS DISTINCT FROM (v_readers, v_editors);
     RETURN NULL;
 END $f$;
