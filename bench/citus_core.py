@@ -150,8 +150,8 @@ def main():
             f.write("# memory_ext's calls on one node and routed by Citus (bench/citus.sh)\n\n"
                     f"{a.messages} messages per conversation, the conversations of {len(USERS)} users, the calls one "
                     f"user's; one client, prepared statements, median of {a.reps} rounds of {a.calls} calls. "
-                    "`conversations`, `conversation_messages` and `conversation_members` distributed by conversation "
-                    "on three nodes. Routing: policies dropped on both sides, every call as the superuser (its search "
+                    "`conversations`, `conversation_messages`, `conversation_members` and `conversation_summaries` "
+                    "distributed by conversation on three nodes. Routing: policies dropped on both sides, every call as the superuser (its search "
                     "covers every conversation). Under the rule: an ordinary login, one transaction per call; one "
                     "node under memory_ext's policies, three under the rule on the rows with the caller passed "
                     "(see docs/scaling.md).\n\n" + text + "\n")

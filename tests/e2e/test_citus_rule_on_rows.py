@@ -1,6 +1,6 @@
 """The authorization rule carried by the rows, on the Citus stage's two workers (Citus stage only).
 
-`conversations`, `conversation_messages` and `conversation_members` are distributed by
+`conversations`, `conversation_messages`, `conversation_members` and `conversation_summaries` are distributed by
 conversation with the rule on the rows (tests/support/citus_layout.py RULE_ON_ROWS): each row
 names its owner, readers and editors, the policies compare them with the caller and nothing
 else, and the caller reaches the workers signed (memory.pass_caller). Every call is made as an
@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors
 
 from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
-from support.pg import CITUS_WORKERS, PORT, as_guc_user, connect, new_user, set_node_secret
+from support.pg import CITUS_WORKERS, PORT, as_guc_user, call_passing_the_caller, connect, new_user, set_node_secret
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
 
@@ -33,9 +33,7 @@ def layout(db):
 def call(db, user, query, *args):
     """One call as `user`, in its own transaction with the caller passed; all its rows."""
     with as_guc_user(db, user) as c:
-        with c.transaction():
-            c.execute("SELECT memory.pass_caller()")
-            return c.execute(query, args).fetchall()
+        return call_passing_the_caller(c, query, *args)
 
 
 def one(db, user, query, *args):
@@ -138,6 +136,39 @@ def test_the_rule_on_a_row_is_not_written_by_hand(layout, talk):
     assert one(layout, BOB, "SELECT count(*) FROM memory.conversation_messages WHERE metadata->>'note' = 'edited'") > 0
 
 
+def summaries_of(db, cid):
+    return [(str(o), sorted(map(str, r)), list(map(str, e)), content) for o, r, e, content in rows_as_superuser(
+        db, "SELECT owner, readers, editors, content FROM memory.conversation_summaries WHERE conversation_id = %s ORDER BY id",
+        cid)]
+
+
+def test_summaries_carry_the_rule(layout, talk):
+    """A summary takes its conversation's rule on its shard, whoever writes it: members read it and
+    the window it opens, an editor writes one, a viewer and a stranger cannot."""
+    insert = """INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model)
+                VALUES (%s, 2, %s, 'by hand') RETURNING owner"""
+    assert [str(o) for o, in call(layout, ALICE, insert, talk, "the first two lines, in short")] == [ALICE]
+    # the editor's summary is the owner's, its own lists replaced
+    assert call(layout, CAROL, """INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model,
+                                                                         owner, readers)
+                                  VALUES (%s, 2, 'carol sums up', 'by hand', %s, ARRAY[%s]::uuid[]) RETURNING id""",
+                talk, CAROL, MALLORY)
+    readers = sorted([BOB, CAROL])
+    assert summaries_of(layout, talk) == [(ALICE, readers, [CAROL], "the first two lines, in short"),
+                                          (ALICE, readers, [CAROL], "carol sums up")]
+    assert one(layout, BOB, "SELECT count(*) FROM memory.conversation_summaries WHERE conversation_id = %s", talk) == 2
+    window = one(layout, BOB, "SELECT memory.build_context(%s, 40)", talk)
+    assert window["summary_included"] is True and window["messages"][0]["content"].endswith("carol sums up")
+    with pytest.raises(errors.InsufficientPrivilege, match="row-level security"):
+        call(layout, BOB, insert, talk, "a viewer sums up")
+    # the stranger's insert meets a conversation it cannot see (as on one server)
+    with pytest.raises(errors.NoDataFound):
+        call(layout, MALLORY, insert, talk, "a stranger sums up")
+    assert one(layout, MALLORY, "SELECT count(*) FROM memory.conversation_summaries") == 0
+    assert call(layout, CAROL, "DELETE FROM memory.conversation_summaries WHERE conversation_id = %s RETURNING id", talk) == []
+    assert len(summaries_of(layout, talk)) == 2
+
+
 def test_without_the_caller_passed_the_workers_show_nothing(layout, talk):
     with as_guc_user(layout, ALICE) as c:
         with c.transaction():
@@ -151,17 +182,21 @@ def test_unsharing_and_leaving_take_the_rows_back(layout, talk):
     with pytest.raises(errors.NoDataFound):
         call(layout, CAROL, "SELECT memory.add_message(%s, 'user', 'still here?')", talk)
     assert [(str(o), r, e) for o, r, e in rule_on_messages(layout, talk)] == [(ALICE, [], [])]
+    assert {(o, tuple(r), tuple(e)) for o, r, e, _ in summaries_of(layout, talk)} == {(ALICE, (), ())}
 
 
 def test_a_transfer_moves_the_owner_on_every_row(layout):
     cid = one(layout, ALICE, "SELECT (memory.create_conversation(%s, 'to give away')).id", AGENT)
     one(layout, ALICE, "SELECT (memory.add_message(%s, 'user', 'yours now')).seq", cid)
+    call(layout, ALICE, "INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) "
+                        "VALUES (%s, 1, 'a gift', 'by hand') RETURNING id", cid)
     one(layout, ALICE, "SELECT memory.transfer_conversation(%s, %s)", cid, DAVE)
     assert one(layout, DAVE, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
     one(layout, DAVE, "SELECT memory.accept_transfer(%s)", cid)
     assert one(layout, DAVE, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 1
     (owner, readers, editors), = rule_on_messages(layout, cid)
     assert str(owner) == DAVE
+    assert summaries_of(layout, cid) == [(DAVE, [ALICE], [ALICE], "a gift")]
     # the former owner stays on as an editor (accept_transfer), and the rows say so
     assert ([str(r) for r in readers], [str(e) for e in editors]) == ([ALICE], [ALICE])
     assert one(layout, ALICE, "SELECT (memory.add_message(%s, 'user', 'and I still write')).seq", cid) == 2

@@ -1,6 +1,6 @@
 """Pieces of the distributed layout (docs/scaling.md), applied by the Citus stage's tests and by
-bench/citus_core.py on the tables the hot paths touch: `conversations`, `conversation_messages`
-and `conversation_members`, distributed by conversation and co-located.
+bench/citus_core.py on the tables the hot paths touch: `conversations`, `conversation_messages`,
+`conversation_members` and `conversation_summaries`, distributed by conversation and co-located.
 
 Apply them with `apply`, one statement per query.
 
@@ -8,9 +8,10 @@ Apply them with `apply`, one statement per query.
   DISTRIBUTE: the routing alone, with no rule at all — for the superuser's routing tests and bench.
 - RULE_ON_ROWS after DISTRIBUTE: the authorization rule carried by the rows (owner, readers,
   editors) with policies Citus accepts, kept by triggers when members come and go. The prototype
-  of the layout's first step on these three tables; not a layout to run with users' data (the
-  other conversation-scoped tables stay on the coordinator, where their foreign keys to the
-  distributed conversations no longer hold)."""
+  of the layout's first step on these tables, with what users' calls, chat turns and the
+  background worker need beside them; not a layout to run with users' data (the other
+  conversation-scoped tables stay on the coordinator, where a foreign key into the distributed
+  conversations refuses a definer's insert after the caller's own write, docs/scaling.md)."""
 
 import os
 import sys
@@ -29,9 +30,14 @@ def apply(c, *scripts):
                 c.execute(statement)
 
 
+# the tables DISTRIBUTE distributes; the others stay on the coordinator with their policies
+DISTRIBUTED = ("conversations", "conversation_messages", "conversation_members", "conversation_summaries")
+
+# Citus refuses to distribute a table whose policies hold subqueries, as one server's do
 DROP_POLICIES = """
 DO $$ DECLARE r record; BEGIN
-  FOR r IN SELECT policyname, tablename FROM pg_policies WHERE schemaname = 'memory' LOOP
+  FOR r IN SELECT policyname, tablename FROM pg_policies
+            WHERE schemaname = 'memory' AND tablename IN (""" + ", ".join(f"'{t}'" for t in DISTRIBUTED) + """) LOOP
     EXECUTE format('DROP POLICY %I ON memory.%I', r.policyname, r.tablename);
   END LOOP;
 END $$;
@@ -66,6 +72,9 @@ ALTER TABLE memory.conversation_messages DROP CONSTRAINT conversation_messages_p
 SELECT create_distributed_table('memory.conversations', 'id');
 SELECT create_distributed_table('memory.conversation_messages', 'conversation_id', colocate_with => 'memory.conversations');
 SELECT create_distributed_table('memory.conversation_members', 'conversation_id', colocate_with => 'memory.conversations');
+ALTER TABLE memory.conversation_summaries DROP CONSTRAINT conversation_summaries_pkey,
+    ADD PRIMARY KEY (conversation_id, id);
+SELECT create_distributed_table('memory.conversation_summaries', 'conversation_id', colocate_with => 'memory.conversations');
 """
 
 # memory.can_read, can_write and can_manage, answered from the rule on the row (RULE_FUNCTIONS)
@@ -129,6 +138,10 @@ UPDATE memory.conversations c
                             WHERE m.conversation_id = c.id AND m.accepted_at IS NOT NULL AND m.role = 'editor'), '{}');
 UPDATE memory.conversation_messages m SET owner = c.user_id, readers = c.readers, editors = c.editors
   FROM memory.conversations c WHERE c.id = m.conversation_id;
+ALTER TABLE memory.conversation_summaries ADD COLUMN owner uuid,
+    ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}', ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
+UPDATE memory.conversation_summaries s SET owner = c.user_id, readers = c.readers, editors = c.editors
+  FROM memory.conversations c WHERE c.id = s.conversation_id;
 
 -- A new message takes its conversation's rule from memory_ext's insert trigger, whatever the
 -- writer supplied (it reads the conversation once per statement; a row trigger of its own that read
@@ -146,6 +159,23 @@ BEGIN
 END $f$;
 CREATE TRIGGER messages_keep_the_rule BEFORE UPDATE ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_keeps_the_rule();
+
+-- A summary is written alone (by the worker, an import, a fork or a user's INSERT): it reads its
+-- conversation's rule here, on the shard, whatever the writer supplied; the policy's WITH CHECK
+-- then judges the writer by it. Users have no UPDATE on summaries.
+CREATE OR REPLACE FUNCTION memory._summary_takes_the_rule() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    SELECT c.user_id, c.readers, c.editors INTO NEW.owner, NEW.readers, NEW.editors
+      FROM memory.conversations c WHERE c.id = NEW.conversation_id;
+    RETURN NEW;
+END $f$;
+CREATE TRIGGER summaries_take_the_rule BEFORE INSERT ON memory.conversation_summaries
+    FOR EACH ROW EXECUTE FUNCTION memory._summary_takes_the_rule();
+-- Citus names every column in the INSERT it sends to a shard, so the INSERT privilege on four
+-- columns becomes one on the table: the triggers set every other column (the counts and time in
+-- memory._summary_before_insert, the rule above) whatever the writer supplied.
+GRANT INSERT ON memory.conversation_summaries TO PUBLIC;
 
 -- Only memory_ext writes a conversation's readers and editors (the members' trigger, as the
 -- owner). Not by column privileges: Citus sends an INSERT to a shard with every column named.
@@ -168,6 +198,7 @@ CREATE OR REPLACE FUNCTION memory._conversation_owner_moves() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     UPDATE memory.conversation_messages m SET owner = NEW.user_id WHERE m.conversation_id = NEW.id;
+    UPDATE memory.conversation_summaries s SET owner = NEW.user_id WHERE s.conversation_id = NEW.id;
     RETURN NULL;
 END $f$;
 CREATE TRIGGER conversations_owner_moves AFTER UPDATE OF user_id ON memory.conversations
@@ -190,6 +221,8 @@ BEGIN
      WHERE c.id = v_id AND (c.readers, c.editors) IS DISTINCT FROM (v_readers, v_editors);
     UPDATE memory.conversation_messages m SET readers = v_readers, editors = v_editors
      WHERE m.conversation_id = v_id AND (m.readers, m.editors) IS DISTINCT FROM (v_readers, v_editors);
+    UPDATE memory.conversation_summaries s SET readers = v_readers, editors = v_editors
+     WHERE s.conversation_id = v_id AND (s.readers, s.editors) IS DISTINCT FROM (v_readers, v_editors);
     RETURN NULL;
 END $f$;
 CREATE TRIGGER members_rewrite_the_rule AFTER INSERT OR UPDATE OR DELETE ON memory.conversation_members
@@ -210,6 +243,60 @@ CREATE POLICY messages_update ON memory.conversation_messages FOR UPDATE
     WITH CHECK (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors));
 CREATE POLICY messages_remove ON memory.conversation_messages FOR DELETE
     USING (owner = memory.current_user_id());
+CREATE POLICY summaries_read ON memory.conversation_summaries FOR SELECT
+    USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
+CREATE POLICY summaries_add ON memory.conversation_summaries FOR INSERT
+    WITH CHECK (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors));
+CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
+    USING (owner = memory.current_user_id());
 CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
     USING (user_id = memory.current_user_id() OR owner_id = memory.current_user_id());
+
+-- agents stay on the coordinator, but a policy whose subquery reads the distributed conversations
+-- makes Citus plan every statement on agents, and it refuses the INSERT ... RETURNING of
+-- create_agent: the question of a shared agent moves into a function, opaque to Citus, that asks
+-- the conversations (a multi-shard query, for the agents whose owner shares their configuration
+-- and that are not the caller's own)
+CREATE OR REPLACE FUNCTION memory._reads_a_conversation_with(agent_id uuid, owner uuid) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_me uuid := memory.current_user_id();
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM memory.conversations c
+                    WHERE c.agent_id = _reads_a_conversation_with.agent_id AND c.user_id = _reads_a_conversation_with.owner
+                      AND (c.user_id = v_me OR v_me = ANY (c.readers)));
+END $f$;
+-- memory.chat records its call after the caller's own append: the definer must not read the
+-- conversation's placement the caller has just written (Citus refuses a read of placements
+-- "modified in this transaction by a different user"), so the caller is recorded as the user
+-- and the owner read only where there is no caller (a superuser, the same user as the definer)
+CREATE OR REPLACE FUNCTION memory._record_chat_call(
+    p_conversation_id uuid, p_agent_id uuid, p_model text, p_prompt_tokens integer, p_completion_tokens integer,
+    p_total_tokens integer, p_local_prompt_tokens integer, p_latency_ms double precision
+) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_id bigint;
+    v_user uuid := memory.current_user_id();
+BEGIN
+    IF NOT memory._in_chat_turn() THEN
+        RAISE EXCEPTION 'memory._record_chat_call is memory.chat''s own' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF v_user IS NULL THEN
+        SELECT c.user_id INTO v_user FROM memory.conversations c WHERE c.id = p_conversation_id;
+    END IF;
+    INSERT INTO memory.llm_calls (conversation_id, user_id, agent_id, kind, model, prompt_tokens, completion_tokens,
+                                  total_tokens, local_prompt_tokens, latency_ms, status)
+    VALUES (p_conversation_id, v_user, p_agent_id, 'chat', p_model, p_prompt_tokens, p_completion_tokens, p_total_tokens,
+            p_local_prompt_tokens, p_latency_ms, 'ok')
+    RETURNING id INTO v_id;
+    RETURN v_id;
+END $f$;
+-- and the call's foreign key to its conversation goes: its check reads the conversation's
+-- placement as the table's owner, the same refusal (a coordinator table cannot keep a foreign key
+-- into a distributed one: the calls outlive the conversation's deletion with its id)
+ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_conversation_id_fkey;
+DROP POLICY agents_of_readable_conversations ON memory.agents;
+CREATE POLICY agents_of_readable_conversations ON memory.agents FOR SELECT
+    USING (share_config AND memory._reads_a_conversation_with(id, user_id));
 """ + RULE_FUNCTIONS + on_workers(*(f + "$f$" for f in RULE_FUNCTIONS.split("$f$;") if f.strip()))

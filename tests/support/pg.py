@@ -160,6 +160,14 @@ def wait_for(pred, timeout=20, step=0.05):
     raise AssertionError("condition not reached in time")
 
 
+def call_passing_the_caller(c, query, *args):
+    """One call on connection `c` in a transaction of its own with the caller passed
+    (memory.pass_caller), as PostgREST's db-pre-request makes it; all its rows."""
+    with c.transaction():
+        c.execute("SELECT memory.pass_caller()")
+        return c.execute(query, args).fetchall()
+
+
 def set_node_secret(value, ports):
     """memory.node_secret on each node (ALTER SYSTEM and a reload), waiting until new sessions see it."""
     for port in ports:
