@@ -47,10 +47,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- The json export of a conversation, of its messages up to p_upto (NULL: all), as whoever calls
--- it may read them (share links call it as the owner).
+-- it may read them (share links call it as the owner). PL/pgSQL: Citus cannot plan a SQL
+-- function's parameterised query over distributed tables (docs/scaling.md).
 CREATE OR REPLACE FUNCTION memory._export_json(p_conv memory.conversations, p_upto bigint) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object(
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT jsonb_build_object(
         'format', 'memory_ext.conversation',
         'version', 1,
         'conversation', jsonb_build_object(
@@ -74,8 +76,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                        ORDER BY m.seq) AS messages,
                    count(*) AS n, sum(m.token_count) AS t
               FROM memory.conversation_messages m
-             WHERE m.conversation_id = p_conv.id AND (p_upto IS NULL OR m.seq <= p_upto)) x;
-$$;
+             WHERE m.conversation_id = p_conv.id AND (p_upto IS NULL OR m.seq <= p_upto)) x);
+END $$;
 
 -- format: 'json' (lossless and versioned: the conversation, its messages with seq, tool calls,
 -- metadata and timestamps, and its summaries; what import_conversation reads), 'markdown' (for

@@ -180,8 +180,11 @@ $$;
 -- that write a whole conversation with the triggers off (the bulk import, a fork; the upgrade
 -- that introduced the rollup). A conversation that no longer exists is skipped: its rows went
 -- with it. Callers hold the conversation's row lock (or created it), as the rollup does.
+-- PL/pgSQL, not SQL: it runs in the messages' delete trigger, on a Citus shard too, where a SQL
+-- function's parameterised statements over distributed tables cannot be planned.
 CREATE OR REPLACE FUNCTION memory._count_message_days(p_conversation_id uuid, p_days date[] DEFAULT NULL) RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     INSERT INTO memory.message_days_marks AS k (conversation_id, through_seq)
     SELECT c.id, c.last_seq FROM memory.conversations c WHERE c.id = p_conversation_id AND p_days IS NULL
     ON CONFLICT (conversation_id) DO UPDATE SET through_seq = excluded.through_seq;
@@ -195,7 +198,7 @@ LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
      WHERE m.conversation_id = p_conversation_id
        AND (p_days IS NULL OR (m.created_at AT TIME ZONE 'UTC')::date = ANY (p_days))
      GROUP BY 1, 2, 3;
-$$;
+END $$;
 
 -- The background worker's rollup: adds the messages after their conversation's mark to
 -- memory.message_days_rollup and moves the mark, for at most p_limit conversations. A
@@ -270,6 +273,7 @@ CREATE TRIGGER messages_after_insert AFTER INSERT ON memory.conversation_message
 CREATE OR REPLACE FUNCTION memory._messages_after_insert_checks() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    a           record;
     r           record;
     v_threshold bigint;
     v_agent_threshold integer;
@@ -277,14 +281,18 @@ DECLARE
     v_embed      boolean := memory._embedding_model() IS NOT NULL;
     v_extract    boolean := memory._extract_facts();
 BEGIN
-    FOR r IN
-        SELECT c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user, a.has_answer
-          FROM (SELECT n.conversation_id,
-                       bool_or(n.role = 'user') AS has_user,
-                       bool_or(n.role = 'assistant' AND n.tool_calls IS NULL) AS has_answer
-                  FROM added n GROUP BY n.conversation_id) a
-          JOIN memory.conversations c ON c.id = a.conversation_id
+    -- the transition table is read alone, and each conversation by its id: on a Citus shard a
+    -- query joining the transition table with a distributed table cannot see the transition
+    -- table (docs/scaling.md)
+    FOR a IN
+        SELECT n.conversation_id,
+               bool_or(n.role = 'user') AS has_user,
+               bool_or(n.role = 'assistant' AND n.tool_calls IS NULL) AS has_answer
+          FROM added n GROUP BY n.conversation_id
     LOOP
+        SELECT c.id, c.total_tokens, c.agent_id, c.user_id, a.has_user, a.has_answer INTO r
+          FROM memory.conversations c WHERE c.id = a.conversation_id;
+        CONTINUE WHEN NOT FOUND;
         -- the conversation's agent, if one applies (memory._agent_applies)
         v_agent_threshold := NULL;
         v_auto_reply := false;
@@ -348,28 +356,34 @@ CREATE TRIGGER messages_before_update BEFORE UPDATE ON memory.conversation_messa
 
 -- One statement-level pass per DELETE (including the cascade of a deleted conversation).
 -- SECURITY DEFINER: it keeps the counters (see the top of this file). It touches only the
--- conversations the deleted rows belonged to, rows RLS let the caller delete.
+-- conversations the deleted rows belonged to, rows RLS let the caller delete. The transition
+-- table is read alone and each conversation written by its id, as in the insert checks above.
 CREATE OR REPLACE FUNCTION memory._messages_after_delete() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d record;
 BEGIN
-    UPDATE memory.conversations c
-       SET message_count = c.message_count - d.n,
-           total_tokens = c.total_tokens - d.t
-      FROM (SELECT g.conversation_id, count(*) AS n, sum(g.token_count) AS t
-              FROM gone g GROUP BY g.conversation_id) d
-     WHERE c.id = d.conversation_id;
-    PERFORM memory._count_message_days(k.conversation_id, k.days)
-       FROM (SELECT g.conversation_id, array_agg(DISTINCT (g.created_at AT TIME ZONE 'UTC')::date) AS days
-               FROM gone g GROUP BY g.conversation_id) k;
+    FOR d IN
+        SELECT g.conversation_id, count(*) AS n, sum(g.token_count) AS t,
+               array_agg(DISTINCT (g.created_at AT TIME ZONE 'UTC')::date) AS days
+          FROM gone g GROUP BY g.conversation_id
+    LOOP
+        UPDATE memory.conversations c
+           SET message_count = c.message_count - d.n,
+               total_tokens = c.total_tokens - d.t
+         WHERE c.id = d.conversation_id;
+        PERFORM memory._count_message_days(d.conversation_id, d.days);
+    END LOOP;
     -- A deleted call takes its results with it: a result without its call is not a valid message.
     -- (Results carry no calls, so the nested DELETE's own pass stops here.)
-    IF EXISTS (SELECT 1 FROM gone g WHERE g.tool_calls IS NOT NULL) THEN
+    FOR d IN
+        SELECT g.conversation_id, array_agg(call->>'id') AS calls
+          FROM gone g, jsonb_array_elements(g.tool_calls) AS call
+         WHERE g.tool_calls IS NOT NULL GROUP BY g.conversation_id
+    LOOP
         DELETE FROM memory.conversation_messages m
-         USING gone g, jsonb_array_elements(g.tool_calls) AS call
-         WHERE g.tool_calls IS NOT NULL
-           AND m.conversation_id = g.conversation_id
-           AND m.tool_call_id = call->>'id';
-    END IF;
+         WHERE m.conversation_id = d.conversation_id AND m.tool_call_id = ANY (d.calls);
+    END LOOP;
     RETURN NULL;
 END $$;
 

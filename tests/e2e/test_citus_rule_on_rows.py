@@ -9,7 +9,7 @@ caller passed, as PostgREST's db-pre-request does — and is judged on the worke
 import pytest
 from psycopg import errors
 
-from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
+from support.citus_layout import CARRY_THE_RULE, DISTRIBUTE, DISTRIBUTED, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
 from support.pg import CITUS_WORKERS, PORT, as_guc_user, call_passing_the_caller, connect, new_user, set_node_secret
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
@@ -200,3 +200,90 @@ def test_a_transfer_moves_the_owner_on_every_row(layout):
     # the former owner stays on as an editor (accept_transfer), and the rows say so
     assert ([str(r) for r in readers], [str(e) for e in editors]) == ([ALICE], [ALICE])
     assert one(layout, ALICE, "SELECT (memory.add_message(%s, 'user', 'and I still write')).seq", cid) == 2
+
+
+ERIN, FRED = new_user(), new_user()
+CLOCK_CALL = '[{"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]'
+# the daily figures computed from the stored messages, and as memory.message_days keeps them
+TRUTH = """SELECT (m.created_at AT TIME ZONE 'UTC')::date, m.author_id::text, count(*), sum(m.token_count)::bigint,
+                  sum(memory._tool_call_count(m.tool_calls))::bigint
+             FROM memory.conversation_messages m WHERE m.conversation_id = %s GROUP BY 1, 2 ORDER BY 1, 2"""
+KEPT = """SELECT day, author_id::text, messages, tokens, tool_calls FROM memory.message_days
+           WHERE conversation_id = %s ORDER BY 1, 2"""
+
+
+def test_deletes_keep_the_counters_and_the_daily_figures_on_the_shards(layout):
+    """A delete runs memory_ext's statement trigger on the conversation's shard: the counters and
+    the daily figures follow, and a deleted call takes its result with it. The worker's rollup
+    moves the figures into the distributed rollup with the conversation's rule."""
+    cid = one(layout, ERIN, "SELECT (memory.create_conversation(%s, 'tools')).id", AGENT)
+    one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', 'what time is it?')).seq", cid)
+    one(layout, ERIN, "SELECT (memory.add_message(%s, 'assistant', '', tool_calls => %s::jsonb)).seq", cid, CLOCK_CALL)
+    one(layout, ERIN, "SELECT (memory.add_message(%s, 'tool', '12:00', tool_call_id => 'call_1')).seq", cid)
+    one(layout, ERIN, "SELECT (memory.add_message(%s, 'assistant', 'noon')).seq", cid)
+    one(layout, ERIN, "SELECT (memory.share_conversation(%s, %s, 'viewer')).role", cid, FRED)
+    with connect(layout) as su:  # the worker's rollup, as the worker runs it
+        assert su.execute("SELECT memory._roll_up_message_days(100)").fetchone()[0] >= 1
+    truth = rows_as_superuser(layout, TRUTH, cid)
+    assert [r[2:] for r in truth] == [(4, sum(r[3] for r in truth), 1)]
+    assert call(layout, ERIN, KEPT, cid) == truth == call(layout, FRED, KEPT, cid)
+    assert call(layout, MALLORY, KEPT, cid) == []
+    assert rows_as_superuser(layout, """SELECT owner::text, readers::text[] FROM memory.message_days_rollup WHERE conversation_id = %s
+                                        UNION SELECT owner::text, readers::text[] FROM memory.message_days_marks
+                                         WHERE conversation_id = %s""", cid, cid) == [(ERIN, [FRED])]
+
+    # the owner deletes the call: its result goes with it, on the shard
+    assert call(layout, ERIN, "DELETE FROM memory.conversation_messages WHERE conversation_id = %s AND seq = 2 RETURNING seq",
+                cid) == [(2,)]
+    assert call(layout, ERIN, "SELECT seq, role FROM memory.conversation_messages WHERE conversation_id = %s ORDER BY seq",
+                cid) == [(1, "user"), (4, "assistant")]
+    count, tokens = rows_as_superuser(layout, "SELECT count(*), sum(token_count) FROM memory.conversation_messages WHERE conversation_id = %s",
+                                      cid)[0]
+    assert call(layout, ERIN, "SELECT message_count, total_tokens FROM memory.conversations WHERE id = %s", cid) == [(count, tokens)]
+    truth = rows_as_superuser(layout, TRUTH, cid)
+    assert [r[2:] for r in truth] == [(2, tokens, 0)]
+    assert call(layout, ERIN, KEPT, cid) == truth == call(layout, FRED, KEPT, cid)
+    window = one(layout, FRED, "SELECT memory.build_context(%s, 1000)", cid)
+    assert [m["role"] for m in window["messages"]] == ["user", "assistant"]
+
+
+def test_erasure_reaches_every_shard(layout):
+    """memory.erase_user on the layout: the user's conversations with everything on their shards,
+    what it wrote in others' (their counters and figures follow), its memberships (the lists on the
+    rows forget it) and its share links, which open nothing afterwards."""
+    mine = one(layout, ERIN, "SELECT (memory.create_conversation(%s, 'to forget')).id", AGENT)
+    for i in range(3):
+        one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', %s)).seq", mine, f"erin's line {i}")
+    call(layout, ERIN, "INSERT INTO memory.conversation_summaries (conversation_id, covers_through_seq, content, model) "
+                       "VALUES (%s, 2, 'erin in short', 'by hand') RETURNING id", mine)
+    one(layout, ERIN, "SELECT (memory.share_conversation(%s, %s, 'viewer')).role", mine, FRED)
+    token = one(layout, ERIN, "SELECT memory.create_share_link(%s)", mine)
+    assert one(layout, MALLORY, "SELECT memory.get_shared_conversation(%s)", token)["messages"][0]["content"] == "erin's line 0"
+    theirs = one(layout, FRED, "SELECT (memory.create_conversation(%s, 'fred and erin')).id", AGENT)
+    one(layout, FRED, "SELECT (memory.add_message(%s, 'user', 'fred writes')).seq", theirs)
+    one(layout, FRED, "SELECT (memory.share_conversation(%s, %s, 'editor')).role", theirs, ERIN)
+    one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', 'erin writes back')).seq", theirs)
+
+    with connect(layout) as su:
+        erased = su.execute("SELECT memory.erase_user(%s)", (ERIN,)).fetchone()[0]
+    assert {k: erased[k] for k in ("conversations", "conversation_messages", "authored_messages", "conversation_summaries",
+                                   "share_links")} == {"conversations": 2, "conversation_messages": 5, "authored_messages": 1,
+                                                       "conversation_summaries": 1, "share_links": 1}
+    # (its two conversations: this one and the one of the test before)
+    for table in DISTRIBUTED:
+        column = "id" if table == "conversations" else "conversation_id"
+        left = rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE {column} = %s", mine)[0][0]
+        assert left == 0, table
+    for table in CARRY_THE_RULE:
+        assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE owner = %s", ERIN) == [(0,)], table
+    assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversations WHERE user_id = %s", ERIN) == [(0,)]
+    assert rows_as_superuser(layout, """SELECT count(*) FROM memory.conversation_messages WHERE author_id = %s""", ERIN) == [(0,)]
+    assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversation_members WHERE %s IN (user_id, owner_id)",
+                             ERIN) == [(0,)]
+    # FRED's conversation: its own message left, its counters, figures and lists without ERIN
+    assert call(layout, FRED, "SELECT message_count, readers::text[], editors::text[] FROM memory.conversations WHERE id = %s",
+                theirs) == [(1, [], [])]
+    assert [(str(o), r, e) for o, r, e in rule_on_messages(layout, theirs)] == [(FRED, [], [])]
+    assert call(layout, FRED, KEPT, theirs) == rows_as_superuser(layout, TRUTH, theirs)
+    with pytest.raises(errors.NoDataFound):
+        call(layout, MALLORY, "SELECT memory.get_shared_conversation(%s)", token)

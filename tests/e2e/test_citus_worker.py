@@ -176,3 +176,21 @@ def test_a_synchronous_chat_turn_under_the_rule(pg, llm, talk):
     with pytest.raises(errors.InsufficientPrivilege):
         call(pg, BOB, "SELECT memory.chat(%s, 'my turn')", talk)
     assert one(pg, ALICE, "SELECT last_seq FROM memory.conversations WHERE id = %s", talk) == before + 2
+
+
+def test_the_workers_rollup_counts_the_days_on_the_shards(pg, talk):
+    """The worker's rollup of the daily figures, a conversation at a time on the layout: the marks
+    catch up with the conversation, the figures land beside it with its rule, and the view a
+    dashboard reads equals the stored messages."""
+    last = one(pg, ALICE, "SELECT last_seq FROM memory.conversations WHERE id = %s", talk)
+    wait_for(lambda: superuser_rows(pg, "SELECT through_seq FROM memory.message_days_marks WHERE conversation_id = %s",
+                                    talk) == [(last,)])
+    rolled = superuser_rows(pg, """SELECT sum(messages), min(owner::text), min(readers::text) FROM memory.message_days_rollup
+                                    WHERE conversation_id = %s""", talk)
+    assert rolled == [(last, ALICE, "{" + BOB + "}")]
+    truth = superuser_rows(pg, """SELECT (created_at AT TIME ZONE 'UTC')::date, author_id::text, count(*), sum(token_count)::bigint
+                                   FROM memory.conversation_messages WHERE conversation_id = %s GROUP BY 1, 2 ORDER BY 1, 2""",
+                           talk)
+    kept = """SELECT day, author_id::text, messages, tokens FROM memory.message_days WHERE conversation_id = %s ORDER BY 1, 2"""
+    assert call(pg, BOB, kept, talk) == truth
+    assert call(pg, MALLORY, kept, talk) == []

@@ -31,7 +31,19 @@ def apply(c, *scripts):
 
 
 # the tables DISTRIBUTE distributes; the others stay on the coordinator with their policies
-DISTRIBUTED = ("conversations", "conversation_messages", "conversation_members", "conversation_summaries")
+DISTRIBUTED = ("conversations", "conversation_messages", "conversation_members", "conversation_summaries",
+               "message_days_rollup", "message_days_marks", "share_links")
+# the distributed tables whose rows carry their conversation's rule (owner, readers, editors), and
+# those of them that take it, when written, in a row trigger of the layout (the messages take it
+# from memory_ext's insert trigger)
+CARRY_THE_RULE = ("conversation_messages", "conversation_summaries", "message_days_rollup", "message_days_marks",
+                  "share_links")
+TAKE_THE_RULE_IN_A_ROW_TRIGGER = CARRY_THE_RULE[1:]
+
+
+def each_carrying_the_rule(template, tables=CARRY_THE_RULE):
+    """`template` (with {t} for the table) once per table that carries the rule."""
+    return "".join(template.replace("{t}", t) for t in tables)
 
 # Citus refuses to distribute a table whose policies hold subqueries, as one server's do
 DROP_POLICIES = """
@@ -75,6 +87,14 @@ SELECT create_distributed_table('memory.conversation_members', 'conversation_id'
 ALTER TABLE memory.conversation_summaries DROP CONSTRAINT conversation_summaries_pkey,
     ADD PRIMARY KEY (conversation_id, id);
 SELECT create_distributed_table('memory.conversation_summaries', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.message_days_rollup', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.message_days_marks', 'conversation_id', colocate_with => 'memory.conversations');
+-- a link is found by its token's hash alone (a query of every shard): the hash stays unique within
+-- its conversation only, as 32 random bytes make it anyway
+ALTER TABLE memory.share_links DROP CONSTRAINT share_links_pkey, ADD PRIMARY KEY (conversation_id, id),
+    DROP CONSTRAINT share_links_token_hash_key, ADD UNIQUE (conversation_id, token_hash);
+CREATE INDEX share_links_token_hash_idx ON memory.share_links (token_hash);
+SELECT create_distributed_table('memory.share_links', 'conversation_id', colocate_with => 'memory.conversations');
 """
 
 # memory.can_read, can_write and can_manage, answered from the rule on the row (RULE_FUNCTIONS)
@@ -105,6 +125,22 @@ BEGIN
     SELECT c.editors INTO v_editors FROM memory.conversations c WHERE c.id = conversation_id;
     RETURN caller = ANY (v_editors);
 END $f$;
+-- a tool call's id is looked up in its conversation's messages, on the shard the keys name (their
+-- first 36 characters are the conversation's id): one server's lookup asks every message through
+-- the keys' index, which from a shard would be a query of every shard
+CREATE OR REPLACE FUNCTION memory._tool_key_taken(p_keys text[]) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET citus.allow_nested_distributed_execution = on AS $f$
+DECLARE
+    v_keys text[];
+BEGIN
+    SELECT memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) INTO v_keys
+      FROM memory.conversation_messages m
+     WHERE m.conversation_id = left(p_keys[1], 36)::uuid
+       AND (m.tool_calls IS NOT NULL OR m.tool_call_id IS NOT NULL)
+       AND memory._tool_keys(m.conversation_id, m.tool_calls, m.tool_call_id) && p_keys
+     LIMIT 1;
+    RETURN (SELECT k FROM unnest(p_keys) AS k WHERE k = ANY (v_keys) LIMIT 1);
+END $f$;
 -- PL/pgSQL: Citus cannot plan a SQL function's parameterised query over a distributed table. The
 -- caller is judged here, on the coordinator, and sent to the shard as a value: inside a SECURITY
 -- DEFINER function Citus reaches the workers as the definer, so a call of
@@ -129,20 +165,16 @@ SET citus.enable_unsafe_triggers = on;
 -- members, by role (an editor is a reader too)
 ALTER TABLE memory.conversations ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}',
     ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
-ALTER TABLE memory.conversation_messages ADD COLUMN owner uuid,
+""" + each_carrying_the_rule("""ALTER TABLE memory.{t} ADD COLUMN owner uuid,
     ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}', ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
-UPDATE memory.conversations c
+""") + """UPDATE memory.conversations c
    SET readers = coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM memory.conversation_members m
                             WHERE m.conversation_id = c.id AND m.accepted_at IS NOT NULL), '{}'),
        editors = coalesce((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM memory.conversation_members m
                             WHERE m.conversation_id = c.id AND m.accepted_at IS NOT NULL AND m.role = 'editor'), '{}');
-UPDATE memory.conversation_messages m SET owner = c.user_id, readers = c.readers, editors = c.editors
-  FROM memory.conversations c WHERE c.id = m.conversation_id;
-ALTER TABLE memory.conversation_summaries ADD COLUMN owner uuid,
-    ADD COLUMN readers uuid[] NOT NULL DEFAULT '{}', ADD COLUMN editors uuid[] NOT NULL DEFAULT '{}';
-UPDATE memory.conversation_summaries s SET owner = c.user_id, readers = c.readers, editors = c.editors
-  FROM memory.conversations c WHERE c.id = s.conversation_id;
-
+""" + each_carrying_the_rule("""UPDATE memory.{t} r SET owner = c.user_id, readers = c.readers, editors = c.editors
+  FROM memory.conversations c WHERE c.id = r.conversation_id;
+""") + """
 -- A new message takes its conversation's rule from memory_ext's insert trigger, whatever the
 -- writer supplied (it reads the conversation once per statement; a row trigger of its own that read
 -- it for every row held a worker's memory per row, docs/scaling.md). Afterwards only memory_ext
@@ -160,19 +192,20 @@ END $f$;
 CREATE TRIGGER messages_keep_the_rule BEFORE UPDATE ON memory.conversation_messages
     FOR EACH ROW EXECUTE FUNCTION memory._message_keeps_the_rule();
 
--- A summary is written alone (by the worker, an import, a fork or a user's INSERT): it reads its
--- conversation's rule here, on the shard, whatever the writer supplied; the policy's WITH CHECK
--- then judges the writer by it. Users have no UPDATE on summaries.
-CREATE OR REPLACE FUNCTION memory._summary_takes_the_rule() RETURNS trigger
+-- A summary is written alone (by the worker, an import, a fork or a user's INSERT), the daily
+-- figures a few rows per statement: a row reads its conversation's rule here, on the shard,
+-- whatever the writer supplied; a policy's WITH CHECK then judges the writer by it. Users have no
+-- UPDATE on these tables.
+CREATE OR REPLACE FUNCTION memory._row_takes_the_rule() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     SELECT c.user_id, c.readers, c.editors INTO NEW.owner, NEW.readers, NEW.editors
       FROM memory.conversations c WHERE c.id = NEW.conversation_id;
     RETURN NEW;
 END $f$;
-CREATE TRIGGER summaries_take_the_rule BEFORE INSERT ON memory.conversation_summaries
-    FOR EACH ROW EXECUTE FUNCTION memory._summary_takes_the_rule();
--- Citus names every column in the INSERT it sends to a shard, so the INSERT privilege on four
+""" + each_carrying_the_rule("""CREATE TRIGGER {t}_takes_the_rule BEFORE INSERT ON memory.{t}
+    FOR EACH ROW EXECUTE FUNCTION memory._row_takes_the_rule();
+""", TAKE_THE_RULE_IN_A_ROW_TRIGGER) + """-- Citus names every column in the INSERT it sends to a shard, so the INSERT privilege on four
 -- columns becomes one on the table: the triggers set every other column (the counts and time in
 -- memory._summary_before_insert, the rule above) whatever the writer supplied.
 GRANT INSERT ON memory.conversation_summaries TO PUBLIC;
@@ -197,9 +230,8 @@ CREATE TRIGGER conversations_keep_the_rule BEFORE INSERT OR UPDATE ON memory.con
 CREATE OR REPLACE FUNCTION memory._conversation_owner_moves() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    UPDATE memory.conversation_messages m SET owner = NEW.user_id WHERE m.conversation_id = NEW.id;
-    UPDATE memory.conversation_summaries s SET owner = NEW.user_id WHERE s.conversation_id = NEW.id;
-    RETURN NULL;
+""" + each_carrying_the_rule("""    UPDATE memory.{t} r SET owner = NEW.user_id WHERE r.conversation_id = NEW.id;
+""") + """    RETURN NULL;
 END $f$;
 CREATE TRIGGER conversations_owner_moves AFTER UPDATE OF user_id ON memory.conversations
     FOR EACH ROW WHEN (OLD.user_id IS DISTINCT FROM NEW.user_id) EXECUTE FUNCTION memory._conversation_owner_moves();
@@ -219,11 +251,9 @@ BEGIN
       FROM memory.conversation_members m WHERE m.conversation_id = v_id AND m.accepted_at IS NOT NULL;
     UPDATE memory.conversations c SET readers = v_readers, editors = v_editors
      WHERE c.id = v_id AND (c.readers, c.editors) IS DISTINCT FROM (v_readers, v_editors);
-    UPDATE memory.conversation_messages m SET readers = v_readers, editors = v_editors
-     WHERE m.conversation_id = v_id AND (m.readers, m.editors) IS DISTINCT FROM (v_readers, v_editors);
-    UPDATE memory.conversation_summaries s SET readers = v_readers, editors = v_editors
-     WHERE s.conversation_id = v_id AND (s.readers, s.editors) IS DISTINCT FROM (v_readers, v_editors);
-    RETURN NULL;
+""" + each_carrying_the_rule("""    UPDATE memory.{t} r SET readers = v_readers, editors = v_editors
+     WHERE r.conversation_id = v_id AND (r.readers, r.editors) IS DISTINCT FROM (v_readers, v_editors);
+""") + """    RETURN NULL;
 END $f$;
 CREATE TRIGGER members_rewrite_the_rule AFTER INSERT OR UPDATE OR DELETE ON memory.conversation_members
     FOR EACH ROW EXECUTE FUNCTION memory._members_rewrite_the_rule();
@@ -249,6 +279,11 @@ CREATE POLICY summaries_add ON memory.conversation_summaries FOR INSERT
     WITH CHECK (owner = memory.current_user_id() OR memory.current_user_id() = ANY (editors));
 CREATE POLICY summaries_remove ON memory.conversation_summaries FOR DELETE
     USING (owner = memory.current_user_id());
+CREATE POLICY message_days_rollup_read ON memory.message_days_rollup FOR SELECT
+    USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
+CREATE POLICY message_days_marks_read ON memory.message_days_marks FOR SELECT
+    USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
+CREATE POLICY share_links_owner ON memory.share_links FOR SELECT USING (owner = memory.current_user_id());
 CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
     USING (user_id = memory.current_user_id() OR owner_id = memory.current_user_id());
 
@@ -266,6 +301,64 @@ BEGIN
                     WHERE c.agent_id = _reads_a_conversation_with.agent_id AND c.user_id = _reads_a_conversation_with.owner
                       AND (c.user_id = v_me OR v_me = ANY (c.readers)));
 END $f$;
+-- The worker's rollup of the daily figures, a conversation at a time: Citus locks rows only in a
+-- query routed to one shard (a multi-shard FOR NO KEY UPDATE is refused), so the conversations
+-- behind their marks are found first and each locked on its own node, and what follows reads
+-- after the lock (an append or delete holds that lock until it commits)
+CREATE OR REPLACE FUNCTION memory._roll_up_message_days(p_limit integer) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_id   uuid;
+    v_last bigint;
+    v_from bigint;
+    v_done integer := 0;
+BEGIN
+    FOR v_id IN SELECT c.id FROM memory.conversations c LEFT JOIN memory.message_days_marks k ON k.conversation_id = c.id
+                 WHERE c.last_seq > coalesce(k.through_seq, 0) LIMIT p_limit LOOP
+        SELECT c.last_seq INTO v_last FROM memory.conversations c WHERE c.id = v_id FOR NO KEY UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        v_from := coalesce((SELECT k.through_seq FROM memory.message_days_marks k WHERE k.conversation_id = v_id), 0);
+        INSERT INTO memory.message_days_rollup AS d (conversation_id, day, author_id, messages, tokens, tool_calls, last_activity)
+        SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*), sum(m.token_count),
+               sum(memory._tool_call_count(m.tool_calls)), max(m.created_at)
+          FROM memory.conversation_messages m
+         WHERE m.conversation_id = v_id AND m.seq > v_from AND m.seq <= v_last
+         GROUP BY 1, 2, 3
+        ON CONFLICT (conversation_id, day, author_id) DO UPDATE
+           SET messages = d.messages + excluded.messages,
+               tokens = d.tokens + excluded.tokens,
+               tool_calls = d.tool_calls + excluded.tool_calls,
+               last_activity = greatest(d.last_activity, excluded.last_activity);
+        INSERT INTO memory.message_days_marks AS k (conversation_id, through_seq) VALUES (v_id, v_last)
+        ON CONFLICT (conversation_id) DO UPDATE SET through_seq = excluded.through_seq;
+        v_done := v_done + 1;
+    END LOOP;
+    RETURN v_done;
+END $f$;
+
+-- The daily figures as a query of the co-located tables alone: one server's view adds the messages
+-- after the marks through a function (memory._message_days_tail), which Citus would ship to the
+-- conversation's shard with the rest of a routed query, where its own query of the distributed
+-- tables is refused. (Only the coordinator reads the view: it is not propagated.)
+SET citus.enable_ddl_propagation = off;
+CREATE OR REPLACE VIEW memory.message_days WITH (security_invoker = true) AS
+SELECT d.conversation_id, d.day, d.author_id,
+       sum(d.messages)::bigint AS messages,
+       sum(d.tokens)::bigint AS tokens,
+       sum(d.tool_calls)::bigint AS tool_calls,
+       max(d.last_activity) AS last_activity
+  FROM (SELECT r.conversation_id, r.day, r.author_id, r.messages, r.tokens, r.tool_calls, r.last_activity
+          FROM memory.message_days_rollup r
+        UNION ALL
+        SELECT m.conversation_id, (m.created_at AT TIME ZONE 'UTC')::date, m.author_id, count(*),
+               sum(m.token_count)::bigint, sum(memory._tool_call_count(m.tool_calls))::bigint, max(m.created_at)
+          FROM memory.conversation_messages m
+          LEFT JOIN memory.message_days_marks k ON k.conversation_id = m.conversation_id
+         WHERE m.seq > coalesce(k.through_seq, 0)
+         GROUP BY 1, 2, 3) d
+ GROUP BY d.conversation_id, d.day, d.author_id;
+RESET citus.enable_ddl_propagation;
+
 -- memory.chat records its call after the caller's own append: the definer must not read the
 -- conversation's placement the caller has just written (Citus refuses a read of placements
 -- "modified in this transaction by a different user"), so the caller is recorded as the user
