@@ -189,10 +189,12 @@ BEGIN
         RAISE EXCEPTION 'user % already offers 100 conversations', v_owner
             USING ERRCODE = 'program_limit_exceeded', HINT = 'Offers end when accepted or declined; memory.decline_transfer withdraws one.';
     END IF;
+    -- a renewed offer is dated now: excluded.created_at is its default, now() (Citus allows only
+    -- immutable functions in DO UPDATE SET)
     INSERT INTO memory.conversation_transfers AS t (conversation_id, from_user_id, to_user_id)
     VALUES (_transfer_conversation.conversation_id, v_owner, _transfer_conversation.user_id)
     ON CONFLICT ON CONSTRAINT conversation_transfers_pkey DO UPDATE SET from_user_id = excluded.from_user_id, to_user_id = excluded.to_user_id,
-                                                created_at = now();
+                                                                        created_at = excluded.created_at;
     RETURN v_row;
 END $$;
 

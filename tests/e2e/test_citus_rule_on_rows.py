@@ -192,7 +192,12 @@ def test_a_transfer_moves_the_owner_on_every_row(layout):
                         "VALUES (%s, 1, 'a gift', 'by hand') RETURNING id", cid)
     one(layout, ALICE, "SELECT memory.transfer_conversation(%s, %s)", cid, DAVE)
     assert one(layout, DAVE, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 0
+    # the offer, on the conversation's shard: its sender and recipient see it, no one else
+    offer = "SELECT conversation_id::text, from_user_id::text, to_user_id::text FROM memory.conversation_transfers"
+    assert call(layout, DAVE, offer) == call(layout, ALICE, offer) == [(str(cid), ALICE, DAVE)]
+    assert call(layout, MALLORY, offer) == []
     one(layout, DAVE, "SELECT memory.accept_transfer(%s)", cid)
+    assert call(layout, DAVE, offer) == []
     assert one(layout, DAVE, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", cid) == 1
     (owner, readers, editors), = rule_on_messages(layout, cid)
     assert str(owner) == DAVE
@@ -250,7 +255,7 @@ def test_deletes_keep_the_counters_and_the_daily_figures_on_the_shards(layout):
 def test_erasure_reaches_every_shard(layout):
     """memory.erase_user on the layout: the user's conversations with everything on their shards,
     what it wrote in others' (their counters and figures follow), its memberships (the lists on the
-    rows forget it) and its share links, which open nothing afterwards."""
+    rows forget it), the transfer it offered, and its share links, which open nothing afterwards."""
     mine = one(layout, ERIN, "SELECT (memory.create_conversation(%s, 'to forget')).id", AGENT)
     for i in range(3):
         one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', %s)).seq", mine, f"erin's line {i}")
@@ -258,6 +263,7 @@ def test_erasure_reaches_every_shard(layout):
                        "VALUES (%s, 2, 'erin in short', 'by hand') RETURNING id", mine)
     one(layout, ERIN, "SELECT (memory.share_conversation(%s, %s, 'viewer')).role", mine, FRED)
     token = one(layout, ERIN, "SELECT memory.create_share_link(%s)", mine)
+    one(layout, ERIN, "SELECT memory.transfer_conversation(%s, %s)", mine, FRED)
     assert one(layout, MALLORY, "SELECT memory.get_shared_conversation(%s)", token)["messages"][0]["content"] == "erin's line 0"
     theirs = one(layout, FRED, "SELECT (memory.create_conversation(%s, 'fred and erin')).id", AGENT)
     one(layout, FRED, "SELECT (memory.add_message(%s, 'user', 'fred writes')).seq", theirs)
@@ -267,8 +273,9 @@ def test_erasure_reaches_every_shard(layout):
     with connect(layout) as su:
         erased = su.execute("SELECT memory.erase_user(%s)", (ERIN,)).fetchone()[0]
     assert {k: erased[k] for k in ("conversations", "conversation_messages", "authored_messages", "conversation_summaries",
-                                   "share_links")} == {"conversations": 2, "conversation_messages": 5, "authored_messages": 1,
-                                                       "conversation_summaries": 1, "share_links": 1}
+                                   "share_links", "conversation_transfers")} == {
+        "conversations": 2, "conversation_messages": 5, "authored_messages": 1, "conversation_summaries": 1, "share_links": 1,
+        "conversation_transfers": 1}
     # (its two conversations: this one and the one of the test before)
     for table in DISTRIBUTED:
         column = "id" if table == "conversations" else "conversation_id"

@@ -32,7 +32,7 @@ def apply(c, *scripts):
 
 # the tables DISTRIBUTE distributes; the others stay on the coordinator with their policies
 DISTRIBUTED = ("conversations", "conversation_messages", "conversation_members", "conversation_summaries",
-               "message_days_rollup", "message_days_marks", "share_links")
+               "message_days_rollup", "message_days_marks", "share_links", "conversation_transfers", "fact_progress")
 # the distributed tables whose rows carry their conversation's rule (owner, readers, editors), and
 # those of them that take it, when written, in a row trigger of the layout (the messages take it
 # from memory_ext's insert trigger)
@@ -95,6 +95,10 @@ ALTER TABLE memory.share_links DROP CONSTRAINT share_links_pkey, ADD PRIMARY KEY
     DROP CONSTRAINT share_links_token_hash_key, ADD UNIQUE (conversation_id, token_hash);
 CREATE INDEX share_links_token_hash_idx ON memory.share_links (token_hash);
 SELECT create_distributed_table('memory.share_links', 'conversation_id', colocate_with => 'memory.conversations');
+-- one row per conversation: a transfer offered (its sender and recipient see it, no rule needed),
+-- how far the extract jobs have read (memory_ext's own)
+SELECT create_distributed_table('memory.conversation_transfers', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.fact_progress', 'conversation_id', colocate_with => 'memory.conversations');
 """
 
 # memory.can_read, can_write and can_manage, answered from the rule on the row (RULE_FUNCTIONS)
@@ -284,6 +288,8 @@ CREATE POLICY message_days_rollup_read ON memory.message_days_rollup FOR SELECT
 CREATE POLICY message_days_marks_read ON memory.message_days_marks FOR SELECT
     USING (owner = memory.current_user_id() OR memory.current_user_id() = ANY (readers));
 CREATE POLICY share_links_owner ON memory.share_links FOR SELECT USING (owner = memory.current_user_id());
+CREATE POLICY transfers_visible ON memory.conversation_transfers FOR SELECT
+    USING (from_user_id = memory.current_user_id() OR to_user_id = memory.current_user_id());
 CREATE POLICY members_visible ON memory.conversation_members FOR SELECT
     USING (user_id = memory.current_user_id() OR owner_id = memory.current_user_id());
 
