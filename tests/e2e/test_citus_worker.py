@@ -6,15 +6,13 @@ reply — lands on the conversation's shard with the conversation's rule, and us
 under that rule. Users call as an application server does: one transaction per call, the caller
 passed (memory.pass_caller)."""
 import contextlib
-import os
-import subprocess
 import uuid
 
 import pytest
 from psycopg import errors
 
 from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
-from support.pg import CITUS_WORKERS, ROOT, TEST_ROOT, admin_on, app_on, call_passing_the_caller, llm_cluster, wait_for
+from support.pg import CITUS_WORKERS, TEST_ROOT, admin_on, app_on, call_passing_the_caller, cluster_sh, llm_cluster, start_new_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, with Citus workers of its own")
 
@@ -29,23 +27,14 @@ ALICE, BOB, MALLORY = (str(uuid.uuid4()) for _ in range(3))
 def citus_workers(name, ports):
     """Two clusters (Citus preloaded, as the stage does) with the citus extension in database
     postgres and the shared settings, stopped on exit."""
-    cluster_sh = os.path.join(ROOT, "scripts/cluster.sh")
     roots = [f"{TEST_ROOT}/{name}{i}" for i in range(len(ports))]
     try:
         for root, port in zip(roots, ports):
-            subprocess.run([cluster_sh, "stop", root], check=True)
-            subprocess.run(["rm", "-rf", root], check=True)
-            subprocess.run([cluster_sh, "start", root, str(port)], check=True)
-            with admin_on(port) as c:
-                c.execute("CREATE EXTENSION citus")
-                for key, value in NODE_SETTINGS.items():
-                    c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
-            subprocess.run([cluster_sh, "stop", root], check=True)
-            subprocess.run([cluster_sh, "start", root, str(port)], check=True)
+            start_new_cluster(root, port, lambda c: c.execute("CREATE EXTENSION citus"), NODE_SETTINGS)
         yield ports
     finally:
         for root in roots:
-            subprocess.run([cluster_sh, "stop", root], check=True)
+            cluster_sh("stop", root)
 
 
 @pytest.fixture(scope="module")

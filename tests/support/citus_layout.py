@@ -197,7 +197,7 @@ CREATE TRIGGER messages_keep_the_rule BEFORE UPDATE ON memory.conversation_messa
     FOR EACH ROW EXECUTE FUNCTION memory._message_keeps_the_rule();
 
 -- A summary is written alone (by the worker, an import, a fork or a user's INSERT), the daily
--- figures a few rows per statement: a row reads its conversation's rule here, on the shard,
+-- figures and share links a few rows per statement: a row reads its conversation's rule here, on the shard,
 -- whatever the writer supplied; a policy's WITH CHECK then judges the writer by it. Users have no
 -- UPDATE on these tables.
 CREATE OR REPLACE FUNCTION memory._row_takes_the_rule() RETURNS trigger
@@ -230,7 +230,7 @@ END $f$;
 CREATE TRIGGER conversations_keep_the_rule BEFORE INSERT OR UPDATE ON memory.conversations
     FOR EACH ROW EXECUTE FUNCTION memory._conversation_keeps_the_rule();
 
--- A transfer moves the owner on the conversation's messages too.
+-- A transfer moves the owner on every row of the conversation that carries the rule.
 CREATE OR REPLACE FUNCTION memory._conversation_owner_moves() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN

@@ -80,33 +80,47 @@ def rpc(conn, sql, *args):
     return conn.execute(sql, args).fetchone()[0]
 
 
+def cluster_sh(*args):
+    """scripts/cluster.sh with `args` (start ROOT PORT, stop ROOT), failing where it fails."""
+    subprocess.run([os.path.join(ROOT, "scripts/cluster.sh"), *map(str, args)], check=True)
+
+
+def start_new_cluster(root, port, prepare, settings):
+    """A new cluster under `root` on `port` (any earlier one there removed): `prepare` runs on a
+    superuser connection to its database postgres, `settings` are written with ALTER SYSTEM (in
+    postgresql.auto.conf: restarts keep them; a key is never on a command line), and a restart
+    applies them."""
+    cluster_sh("stop", root)
+    subprocess.run(["rm", "-rf", root], check=True)
+    cluster_sh("start", root, port)
+    with psycopg.connect(dsn(port=port), autocommit=True) as c:
+        prepare(c)
+        for key, value in settings.items():
+            c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+    cluster_sh("stop", root)
+    cluster_sh("start", root, port)
+
+
 @contextlib.contextmanager
 def llm_cluster(name, port, settings):
     """A cluster of its own (under TEST_ROOT/name, on `port`) whose settings, e.g. the fake LLM's
-    address and key, are written with ALTER SYSTEM (in postgresql.auto.conf: restarts keep
-    them; the key is never on a command line), with memory_ext created in database postgres.
+    address and key, are written with ALTER SYSTEM, with memory_ext created in database postgres.
     Yields the port."""
-    root = f"{TEST_ROOT}/{name}"
-    cluster_sh = os.path.join(ROOT, "scripts/cluster.sh")
-    subprocess.run([cluster_sh, "stop", root], check=True)
-    subprocess.run(["rm", "-rf", root], check=True)
-    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
-    with psycopg.connect(dsn(port=port), autocommit=True) as c:
+    def prepare(c):
         if CITUS_WORKERS:
             # the Citus stage preloads Citus everywhere (MEMORY_EXT_PRELOAD): here a one-node
             # Citus cluster, Citus active around the worker and every turn
             c.execute("CREATE EXTENSION citus")
         c.execute("CREATE EXTENSION memory_ext CASCADE")
         create_roles(c)
-        for key, value in settings.items():
-            c.execute(f"ALTER SYSTEM SET {key} = '{value}'")
-    subprocess.run([cluster_sh, "stop", root], check=True)
-    subprocess.run([cluster_sh, "start", root, str(port)], check=True)
+
+    root = f"{TEST_ROOT}/{name}"
+    start_new_cluster(root, port, prepare, settings)
     time.sleep(0.5)
     try:
         yield port
     finally:
-        subprocess.run([cluster_sh, "stop", root], check=True)
+        cluster_sh("stop", root)
 
 
 def app_on(port, user_id):
