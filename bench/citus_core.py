@@ -3,7 +3,7 @@ bench/results/citus-core.md).
 
 The same data on one node and on a coordinator with two workers, where `conversations`,
 `conversation_messages` and `conversation_members` are distributed by conversation (co-located)
-the way the distributed layout will do it (tests/support/citus_layout.py), measured two ways:
+the way the distributed layout does it (sql/citus/, applied by tests/support/citus_layout.py), measured two ways:
 
 - routing: the policies dropped on both sides and every call made by the superuser — what the
   routing alone costs add_message, build_context and search_messages;
@@ -24,7 +24,7 @@ import uuid
 import psycopg
 
 # tests/ is on PYTHONPATH (bench/citus.sh)
-from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
+from support.citus_layout import DROP_POLICIES, ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply
 
 USERS = [str(uuid.UUID(int=0x1111 + i)) for i in range(20)]  # conversation i is USERS[i % 20]'s
 ME = USERS[0]
@@ -32,13 +32,14 @@ LOGIN = "bench_app"  # an application server's login: it may assert memory.user_
 
 
 def prepare(dsn, citus, rule, conversations, messages):
-    """Loads the data; returns ME's conversations and the bytes per message."""
+    """Loads the data; returns ME's conversations, the bytes per message and, for the layout under
+    the rule, the seconds its conversion of the loaded install took."""
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("DROP EXTENSION IF EXISTS memory_ext CASCADE")
         c.execute("CREATE EXTENSION memory_ext CASCADE")
-        if citus:
-            apply(c, DROP_POLICIES, DROP_WORKER_POLICIES, DISTRIBUTE)
-        elif not rule:
+        if citus and not rule:
+            apply(c, ROUTE_BY_CONVERSATION)
+        elif not citus and not rule:
             apply(c, DROP_POLICIES)
         if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (LOGIN,)).fetchone():
             c.execute(f"CREATE ROLE {LOGIN} LOGIN")
@@ -54,17 +55,19 @@ def prepare(dsn, citus, rule, conversations, messages):
                          SELECT %s, CASE WHEN g %% 2 = 1 THEN 'user' ELSE 'assistant' END,
                                 'some words of message ' || g
                            FROM generate_series(1, %s) g""", (cid, messages))
+        converted = None
         if citus and rule:
-            # the rule applied to the loaded data, as a conversion of an install would (its backfill
-            # rewrites every message: VACUUM FULL, so that the size counts the rows and not their
-            # old versions)
-            apply(c, RULE_ON_ROWS)
+            # the install converted as scripts/distribute.sh does it (its rule's backfill rewrites
+            # every message: VACUUM FULL, so that the size counts the rows and not their old versions)
+            started = time.perf_counter()
+            apply(c, ROUTE_BY_CONVERSATION, RULE_ON_ROWS)
+            converted = time.perf_counter() - started
             c.execute("VACUUM FULL memory.conversations, memory.conversation_messages")
         c.execute("ANALYZE memory.conversations, memory.conversation_messages")
         size_fn = "citus_total_relation_size" if citus else "pg_total_relation_size"
         size = c.execute(f"SELECT {size_fn}('memory.conversation_messages')").fetchone()[0]
         count = c.execute("SELECT count(*) FROM memory.conversation_messages").fetchone()[0]
-        return ids[::len(USERS)], size / count
+        return ids[::len(USERS)], size / count, converted
 
 
 def per_call(c, sql, args_list, rule, citus):
@@ -89,9 +92,9 @@ CALLS = {
 
 
 def measure(dsn, citus, rule, conversations, messages, calls, reps):
-    ids, bytes_per_message = prepare(dsn, citus, rule, conversations, messages)
+    ids, bytes_per_message, converted = prepare(dsn, citus, rule, conversations, messages)
     rng = random.Random(5)
-    out = {"bytes": bytes_per_message}
+    out = {"bytes": bytes_per_message, "convert": "—" if converted is None else converted * 1e6 / (conversations * messages)}
     with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=LOGIN) if rule else dsn, autocommit=True) as c:
         c.execute("SELECT set_config('memory.user_id', %s, false)", (ME,))
         for name, sql in CALLS.items():
@@ -132,7 +135,8 @@ def main():
     rows = [("bytes", "bytes per message with its indexes", 2),
             ("add_message", "`add_message`, µs per call", 1),
             ("build_context", "`build_context` (2,000 tokens), µs per call", 1),
-            ("search_messages", "`search_messages` (first page of 20), µs per call", 1)]
+            ("search_messages", "`search_messages` (first page of 20), µs per call", 1),
+            ("convert", "`scripts/distribute.sh` on the loaded install, µs per message", 1)]
     for total in scales:
         conversations = max(len(USERS), total // a.messages)
         for rule, how in ((False, "routing: no policies, the superuser"), (True, "under the rule: a user")):
@@ -141,6 +145,8 @@ def main():
             three = measure(a.coordinator, True, rule, conversations, a.messages, a.calls, a.reps)
             print(f"{total:,} messages, {how}: measured in {time.perf_counter() - started:.0f} s", flush=True)
             for key, label, digits in rows:
+                if key == "convert" and not rule:
+                    continue
                 lines.append(f"| {total:,} | {label} — {how} | {cell(one[key])} | {cell(three[key])} | "
                              f"{ratio(one[key], three[key], digits)} |")
     text = "\n".join(lines)

@@ -15,6 +15,7 @@ DECLARE
     v_counts jsonb := '{}';
     v_n      bigint;
     v_table  text;
+    v_ids    uuid[];
 BEGIN
     IF NOT memory._caller_bypasses_rls() THEN
         RAISE EXCEPTION 'memory.erase_user is for superusers and roles that bypass row-level security'
@@ -51,6 +52,13 @@ BEGIN
     DELETE FROM memory.conversation_members m WHERE m.user_id = _erase_user.user_id;
     DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = _erase_user.user_id;
     DELETE FROM memory.jobs j WHERE j.user_id = _erase_user.user_id;
+    -- what hangs on the conversations from the tables outside their shard group goes here rather
+    -- than by the foreign keys' cascade alone: the distributed layout drops those keys
+    SELECT coalesce(array_agg(c.id), '{}') INTO v_ids FROM memory.conversations c WHERE c.user_id = _erase_user.user_id;
+    DELETE FROM memory.jobs j WHERE j.conversation_id = ANY (v_ids);
+    DELETE FROM memory.branch_messages b WHERE b.conversation_id = ANY (v_ids);
+    DELETE FROM memory.message_embeddings e WHERE e.conversation_id = ANY (v_ids);
+    UPDATE memory.facts f SET conversation_id = NULL WHERE f.conversation_id = ANY (v_ids);
     DELETE FROM memory.conversations c WHERE c.user_id = _erase_user.user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('conversations', v_n);

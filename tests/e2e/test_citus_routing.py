@@ -7,7 +7,7 @@ the workers' shards keep the counters exact, and build_context and search_messag
 to the shards and assembled on the coordinator — answer exactly what one node answers."""
 import pytest
 
-from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, apply
+from support.citus_layout import DROP_POLICIES, ROUTE_BY_CONVERSATION, apply
 from support.pg import CITUS_WORKERS, connect, search
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
@@ -36,10 +36,7 @@ def one_node(db):
 @pytest.fixture(scope="module")
 def distributed(db):
     with connect(db) as c:
-        apply(c, DROP_POLICIES, DROP_WORKER_POLICIES, DISTRIBUTE)
-        # a shard's NOTIFY cannot be part of a transaction Citus commits in two phases
-        # (docs/scaling.md); Citus copies the setting to the workers' databases
-        c.execute(f"ALTER DATABASE {db} SET memory.notify_messages = off")
+        apply(c, ROUTE_BY_CONVERSATION)
         # (citus_shards leaves out the tables of an extension: the catalog itself)
         nodes = c.execute("""SELECT count(DISTINCT p.groupid) FROM pg_dist_shard s JOIN pg_dist_placement p USING (shardid)
                               WHERE s.logicalrelid = 'memory.conversation_messages'::regclass""").fetchone()[0]

@@ -1,7 +1,7 @@
 """The authorization rule carried by the rows, on the Citus stage's two workers (Citus stage only).
 
 `conversations`, `conversation_messages`, `conversation_members` and `conversation_summaries` are distributed by
-conversation with the rule on the rows (tests/support/citus_layout.py RULE_ON_ROWS): each row
+conversation with the rule on the rows (sql/citus/rule_on_rows.sql): each row
 names its owner, readers and editors, the policies compare them with the caller and nothing
 else, and the caller reaches the workers signed (memory.pass_caller). Every call is made as an
 application server does it — an ordinary login, memory.user_id, one transaction per call with the
@@ -9,8 +9,9 @@ caller passed, as PostgREST's db-pre-request does — and is judged on the worke
 import pytest
 from psycopg import errors
 
-from support.citus_layout import CARRY_THE_RULE, DISTRIBUTE, DISTRIBUTED, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
-from support.pg import CITUS_WORKERS, PORT, as_guc_user, call_passing_the_caller, connect, new_user, set_node_secret
+from support.citus_layout import CARRY_THE_RULE, DISTRIBUTED, ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply
+from support.pg import CITUS_WORKERS, PORT, as_guc_user, connect, new_user, set_node_secret
+from support.pg import call_as as call
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, on its two workers")
 
@@ -23,17 +24,9 @@ ALICE, BOB, CAROL, DAVE, MALLORY = (new_user() for _ in range(5))
 def layout(db):
     set_node_secret(SECRET, [PORT, *CITUS_WORKERS])
     with connect(db) as c:
-        apply(c, DROP_POLICIES, DROP_WORKER_POLICIES, DISTRIBUTE, RULE_ON_ROWS)
-        # a shard's NOTIFY cannot be part of a transaction Citus commits in two phases (docs/scaling.md)
-        c.execute(f"ALTER DATABASE {db} SET memory.notify_messages = off")
+        apply(c, ROUTE_BY_CONVERSATION, RULE_ON_ROWS)
     yield db
     set_node_secret(None, [PORT, *CITUS_WORKERS])
-
-
-def call(db, user, query, *args):
-    """One call as `user`, in its own transaction with the caller passed; all its rows."""
-    with as_guc_user(db, user) as c:
-        return call_passing_the_caller(c, query, *args)
 
 
 def one(db, user, query, *args):
@@ -270,6 +263,16 @@ def test_erasure_reaches_every_shard(layout):
     one(layout, FRED, "SELECT (memory.share_conversation(%s, %s, 'editor')).role", theirs, ERIN)
     one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', 'erin writes back')).seq", theirs)
 
+    # and what hangs on the conversation from the coordinator's tables, which keep no foreign key
+    # into it on the layout: another user's job, a stored branch message, a message's vector
+    with connect(layout) as su:
+        su.execute("INSERT INTO memory.jobs (kind, conversation_id, user_id, status) VALUES ('summary', %s, %s, 'done')",
+                   (mine, FRED))
+        su.execute("""INSERT INTO memory.branch_messages (id, conversation_id, seq, message)
+                      VALUES (gen_random_uuid(), %s, 9, '{}')""", (mine,))
+        su.execute("""INSERT INTO memory.message_embeddings (message_id, conversation_id, model, embedding)
+                      SELECT m.id, m.conversation_id, 'm', '[1,2,3]' FROM memory.conversation_messages m
+                       WHERE m.conversation_id = %s LIMIT 1""", (mine,))
     with connect(layout) as su:
         erased = su.execute("SELECT memory.erase_user(%s)", (ERIN,)).fetchone()[0]
     assert {k: erased[k] for k in ("conversations", "conversation_messages", "authored_messages", "conversation_summaries",
@@ -283,6 +286,8 @@ def test_erasure_reaches_every_shard(layout):
         assert left == 0, table
     for table in CARRY_THE_RULE:
         assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE owner = %s", ERIN) == [(0,)], table
+    for table in ("jobs", "branch_messages", "message_embeddings"):
+        assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE conversation_id = %s", mine) == [(0,)], table
     assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversations WHERE user_id = %s", ERIN) == [(0,)]
     assert rows_as_superuser(layout, """SELECT count(*) FROM memory.conversation_messages WHERE author_id = %s""", ERIN) == [(0,)]
     assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversation_members WHERE %s IN (user_id, owner_id)",

@@ -1,6 +1,6 @@
 """The background worker on the distributed layout (Citus stage only): a coordinator whose worker
 calls the fake LLM, two Citus workers of this module's own, and conversations, messages, members
-and summaries distributed with the rule on the rows (tests/support/citus_layout.py). The worker
+and summaries distributed with the rule on the rows (sql/citus/). The worker
 runs on the coordinator and claims its jobs there; what it writes — a summary, an agent's
 reply — lands on the conversation's shard with the conversation's rule, and users read it there
 under that rule. Users call as an application server does: one transaction per call, the caller
@@ -11,7 +11,7 @@ import uuid
 import pytest
 from psycopg import errors
 
-from support.citus_layout import DISTRIBUTE, DROP_POLICIES, DROP_WORKER_POLICIES, RULE_ON_ROWS, apply
+from support.citus_layout import ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply
 from support.pg import CITUS_WORKERS, TEST_ROOT, admin_on, app_on, call_passing_the_caller, cluster_sh, llm_cluster, start_new_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, with Citus workers of its own")
@@ -52,7 +52,7 @@ def pg(cluster, llm):
                 for worker in workers:
                     c.execute("SELECT citus_add_node('127.0.0.1', %s)", (worker,))
                 assert c.execute("SELECT count(*) FROM citus_get_active_worker_nodes()").fetchone()[0] == 2
-                apply(c, DROP_POLICIES, DROP_WORKER_POLICIES, DISTRIBUTE, RULE_ON_ROWS)
+                apply(c, ROUTE_BY_CONVERSATION, RULE_ON_ROWS)
             yield port
 
 

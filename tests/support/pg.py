@@ -182,6 +182,13 @@ def call_passing_the_caller(c, query, *args):
         return c.execute(query, args).fetchall()
 
 
+def call_as(db, user, query, *args):
+    """One call as `user` through the application login, in its own transaction with the caller
+    passed; all its rows."""
+    with as_guc_user(db, user) as c:
+        return call_passing_the_caller(c, query, *args)
+
+
 def set_node_secret(value, ports):
     """memory.node_secret on each node (ALTER SYSTEM and a reload), waiting until new sessions see it."""
     for port in ports:

@@ -1,0 +1,108 @@
+-- memory_ext's distributed layout on Citus, step 1 of 2: the tables of a conversation distributed by
+-- its id and co-located, so that a conversation, its messages, members, summaries, daily figures,
+-- share links, transfer offer and extract progress live on one node and each call about it is
+-- routed there. Run by scripts/distribute.sh on the coordinator of a Citus cluster whose nodes all
+-- have memory_ext; docs/scaling.md explains the layout.
+--
+-- This step alone leaves the distributed tables with no policy (row-level security still on, so
+-- an ordinary login reads and writes nothing in them): step 2, rule_on_rows.sql, gives them the
+-- policies Citus can run on the shards.
+--
+-- One statement per query (psql -f does it): Citus forwards a DDL statement to the workers with the
+-- text of the query that held it, and a worker refuses several statements in one.
+
+-- On every node, the coordinator and each worker, with Citus's DDL propagation off for the block (a
+-- worker refuses DDL on the extension's objects otherwise):
+-- - Citus refuses to distribute a table whose policies hold subqueries, as one server's do. The
+--   workers' copies of memory_ext's tables (made by CREATE EXTENSION there) become the workers'
+--   view of the distributed tables and keep their policies: theirs go too.
+-- - No NOTIFY of new messages: the shards' trigger would notify on the worker, and Citus cannot
+--   commit in two phases a transaction that notified (a write over several shards).
+DO $layout$
+DECLARE
+    v_drop text := format($cmd$DO $w$ DECLARE r record; v_was text := current_setting('citus.enable_ddl_propagation'); BEGIN
+        PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+        FOR r IN SELECT policyname, tablename FROM pg_policies
+                  WHERE schemaname = 'memory' AND tablename = ANY (%L::text[]) LOOP
+            EXECUTE format('DROP POLICY %%I ON memory.%%I', r.policyname, r.tablename);
+        END LOOP;
+        PERFORM set_config('citus.enable_ddl_propagation', v_was, true);
+    END $w$$cmd$, ARRAY['conversations', 'conversation_messages', 'conversation_members', 'conversation_summaries',
+                        'message_days_rollup', 'message_days_marks', 'share_links', 'conversation_transfers',
+                        'fact_progress']);
+    v_quiet text := format($cmd$DO $w$ DECLARE v_was text := current_setting('citus.enable_ddl_propagation'); BEGIN
+        PERFORM set_config('citus.enable_ddl_propagation', 'off', true);
+        ALTER DATABASE %I SET memory.notify_messages = off;
+        PERFORM set_config('citus.enable_ddl_propagation', v_was, true);
+    END $w$$cmd$, current_database());
+    v_cmd text;
+    r record;
+BEGIN
+    IF to_regclass('pg_dist_partition') IS NULL THEN
+        RAISE EXCEPTION 'the distributed layout needs the citus extension in this database'
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' AND isactive) THEN
+        RAISE EXCEPTION 'the distributed layout needs worker nodes: add them with citus_add_node first'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'memory.conversations'::regclass) THEN
+        RAISE EXCEPTION 'memory_ext is distributed already in this database'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    FOREACH v_cmd IN ARRAY ARRAY[v_drop, v_quiet] LOOP
+        EXECUTE v_cmd;
+        FOR r IN SELECT * FROM run_command_on_workers(v_cmd) LOOP
+            IF NOT r.success THEN
+                RAISE EXCEPTION 'on the worker %:%: %', r.nodename, r.nodeport, r.result;
+            END IF;
+        END LOOP;
+    END LOOP;
+END $layout$;
+
+-- memory_ext's triggers run on the shards: the counters, checks and rule are kept where the rows are
+SET citus.enable_unsafe_triggers = on;
+-- one connection per node for the whole transaction: each later statement sees what the earlier
+-- ones did on the shards (new columns, the rows copied)
+SET LOCAL citus.multi_shard_modify_mode = 'sequential';
+-- Distributing a table copies its rows to the shards, where memory_ext's triggers would take them
+-- for new rows (numbered again, counted again, checked against conversations the shards cannot
+-- see yet): the copies run with no trigger, on every node the transaction reaches
+SET LOCAL citus.propagate_set_commands = 'local';
+SET LOCAL session_replication_role = replica;
+-- The tables that stay on the coordinator keep no foreign key into the distributed ones. Such a
+-- key's check reads the conversation's placement as the table's owner, which Citus refuses after a
+-- user's own write in the same transaction ("modified in this transaction by a different user"),
+-- and its cascade does not fire for a deletion made on a shard: erasure removes their rows itself.
+ALTER TABLE memory.jobs DROP CONSTRAINT jobs_conversation_id_fkey;
+ALTER TABLE memory.facts DROP CONSTRAINT facts_conversation_id_fkey;
+ALTER TABLE memory.branch_messages DROP CONSTRAINT branch_messages_conversation_id_fkey;
+ALTER TABLE memory.message_embeddings DROP CONSTRAINT message_embeddings_conversation_id_fkey,
+    DROP CONSTRAINT message_embeddings_message_id_fkey;
+ALTER TABLE memory.llm_calls DROP CONSTRAINT llm_calls_conversation_id_fkey;
+-- a distributed table's unique keys hold its distribution column
+ALTER TABLE memory.conversation_messages DROP CONSTRAINT conversation_messages_pkey,
+    ADD PRIMARY KEY (conversation_id, id);
+SELECT create_distributed_table('memory.conversations', 'id');
+SELECT create_distributed_table('memory.conversation_messages', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.conversation_members', 'conversation_id', colocate_with => 'memory.conversations');
+ALTER TABLE memory.conversation_summaries DROP CONSTRAINT conversation_summaries_pkey,
+    ADD PRIMARY KEY (conversation_id, id);
+SELECT create_distributed_table('memory.conversation_summaries', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.message_days_rollup', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.message_days_marks', 'conversation_id', colocate_with => 'memory.conversations');
+-- a link is found by its token's hash alone (a query of every shard): the hash stays unique within
+-- its conversation only, as 32 random bytes make it anyway
+ALTER TABLE memory.share_links DROP CONSTRAINT share_links_pkey, ADD PRIMARY KEY (conversation_id, id),
+    DROP CONSTRAINT share_links_token_hash_key, ADD UNIQUE (conversation_id, token_hash);
+CREATE INDEX share_links_token_hash_idx ON memory.share_links (token_hash);
+SELECT create_distributed_table('memory.share_links', 'conversation_id', colocate_with => 'memory.conversations');
+-- one row per conversation: a transfer offered (its sender and recipient see it, no rule needed),
+-- how far the extract jobs have read (memory_ext's own)
+SELECT create_distributed_table('memory.conversation_transfers', 'conversation_id', colocate_with => 'memory.conversations');
+SELECT create_distributed_table('memory.fact_progress', 'conversation_id', colocate_with => 'memory.conversations');
+SET LOCAL session_replication_role = origin;
+-- The rows copied to the shards leave the coordinator's own storage of the tables, where they would
+-- stay on disk, hidden from queries and out of erasure's reach
+SELECT truncate_local_data_after_distributing_table(p.logicalrelid)
+  FROM pg_dist_partition p WHERE p.logicalrelid::regclass::text LIKE 'memory.%';
