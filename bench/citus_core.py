@@ -1,9 +1,9 @@
 """What Citus costs memory_ext's own calls (bench/citus.sh runs it; results in
 bench/results/citus-core.md).
 
-The same data on one node and on a coordinator with two workers, where `conversations`,
-`conversation_messages` and `conversation_members` are distributed by conversation (co-located)
-the way the distributed layout does it (sql/citus/, applied by tests/support/citus_layout.py), measured two ways:
+The same data on one node and on a coordinator with two workers, where the conversation's tables
+are distributed by conversation (co-located) by the distributed layout (sql/citus/, applied by
+tests/support/citus_layout.py), measured two ways:
 
 - routing: the policies dropped on both sides and every call made by the superuser — what the
   routing alone costs add_message, build_context and search_messages;
@@ -156,11 +156,11 @@ def main():
             f.write("# memory_ext's calls on one node and routed by Citus (bench/citus.sh)\n\n"
                     f"{a.messages} messages per conversation, the conversations of {len(USERS)} users, the calls one "
                     f"user's; one client, prepared statements, median of {a.reps} rounds of {a.calls} calls. "
-                    "`conversations`, `conversation_messages`, `conversation_members` and `conversation_summaries` "
-                    "distributed by conversation on three nodes. Routing: policies dropped on both sides, every call as the superuser (its search "
-                    "covers every conversation). Under the rule: an ordinary login, one transaction per call; one "
-                    "node under memory_ext's policies, three under the rule on the rows with the caller passed "
-                    "(see docs/scaling.md).\n\n" + text + "\n")
+                    "The conversation's tables distributed by conversation on three nodes (sql/citus/). Routing: "
+                    "policies dropped on both sides, every call as the superuser (its search covers every "
+                    "conversation). Under the rule: an ordinary login, one transaction per call; one node under "
+                    "memory_ext's policies, three under the rule on the rows with the caller passed, the loaded "
+                    "install converted by the layout's scripts (see docs/scaling.md).\n\n" + text + "\n")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@
 -- an ordinary login reads and writes nothing in them): step 2, rule_on_rows.sql, gives them the
 -- policies Citus can run on the shards.
 --
--- One statement per query (psql -f does it): Citus forwards a DDL statement to the workers with the
--- text of the query that held it, and a worker refuses several statements in one.
+-- Both steps run in one transaction (their SET LOCALs count on it), one statement per query (psql -f
+-- does it): Citus forwards a DDL statement to the workers with the text of the query that held it,
+-- and a worker refuses several statements in one.
 
 -- On every node, the coordinator and each worker, with Citus's DDL propagation off for the block (a
 -- worker refuses DDL on the extension's objects otherwise):
@@ -42,6 +43,14 @@ BEGIN
         RAISE EXCEPTION 'the distributed layout needs the citus extension in this database'
             USING ERRCODE = 'feature_not_supported';
     END IF;
+    -- the release these scripts are written for: they replace some of its functions (bumped with
+    -- Cargo.toml's version when a release is cut)
+    IF (SELECT e.extversion FROM pg_extension e WHERE e.extname = 'memory_ext') IS DISTINCT FROM '0.3.0' THEN
+        RAISE EXCEPTION 'the distributed layout is written for memory_ext 0.3.0; this database has %',
+            coalesce((SELECT e.extversion FROM pg_extension e WHERE e.extname = 'memory_ext'), 'no memory_ext')
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'ALTER EXTENSION memory_ext UPDATE first';
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' AND isactive) THEN
         RAISE EXCEPTION 'the distributed layout needs worker nodes: add them with citus_add_node first'
             USING ERRCODE = 'object_not_in_prerequisite_state';
@@ -62,8 +71,8 @@ END $layout$;
 
 -- memory_ext's triggers run on the shards: the counters, checks and rule are kept where the rows are
 SET citus.enable_unsafe_triggers = on;
--- one connection per node for the whole transaction: each later statement sees what the earlier
--- ones did on the shards (new columns, the rows copied)
+-- one connection per node for the whole transaction, as Citus advises for a transaction that mixes
+-- DDL and writes on distributed tables (in parallel mode it may refuse one after the other)
 SET LOCAL citus.multi_shard_modify_mode = 'sequential';
 -- Distributing a table copies its rows to the shards, where memory_ext's triggers would take them
 -- for new rows (numbered again, counted again, checked against conversations the shards cannot

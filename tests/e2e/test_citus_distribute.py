@@ -1,8 +1,9 @@
 """scripts/distribute.sh on an install that already holds users' conversations (Citus stage only):
 it turns them into the distributed layout (sql/citus/) in one transaction on the coordinator, and
 every user sees afterwards exactly what they saw before; a failed run leaves the install as it was,
-a second run and a database without Citus or without workers are refused."""
+a second run, a database without Citus or without workers, and another release are refused."""
 import os
+import re
 import subprocess
 
 import psycopg
@@ -18,6 +19,8 @@ SECRET = "a node secret for distributing an install, 32 characters"
 AGENT = "00000000-0000-0000-0000-0000000000a1"
 ALICE, BOB, MALLORY = (new_user() for _ in range(3))
 WINDOW = "SELECT memory.build_context(%s, 1000)"
+with open(os.path.join(ROOT, "Cargo.toml")) as _f:
+    CURRENT = re.search(r'^version = "([^"]+)"', _f.read(), re.M).group(1)
 
 
 def distribute(db):
@@ -120,10 +123,12 @@ def test_a_second_run_is_refused(install):
     assert as_superuser(db, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == [(5,)]
 
 
-@pytest.mark.parametrize("citus, error", [
-    (False, "the distributed layout needs the citus extension in this database"),
-    (True, "the distributed layout needs worker nodes: add them with citus_add_node first")])
-def test_a_database_without_citus_or_workers_is_refused(install, citus, error):
+@pytest.mark.parametrize("citus, version, error", [
+    (False, None, "the distributed layout needs the citus extension in this database"),
+    (True, None, "the distributed layout needs worker nodes: add them with citus_add_node first"),
+    # the layout replaces functions of the release it is written for
+    (True, "0.2.0", f"the distributed layout is written for memory_ext {CURRENT}; this database has 0.2.0")])
+def test_a_database_without_citus_or_workers_or_at_another_release_is_refused(install, citus, version, error):
     db = install[0] + "_one_node"
     with connect("postgres") as c:
         c.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
@@ -132,7 +137,7 @@ def test_a_database_without_citus_or_workers_is_refused(install, citus, error):
         with connect(db) as c:
             if citus:
                 c.execute("CREATE EXTENSION citus")
-            c.execute("CREATE EXTENSION memory_ext CASCADE")
+            c.execute("CREATE EXTENSION memory_ext " + (f"VERSION '{version}' " if version else "") + "CASCADE")
         before = policies(db)
         run = distribute(db)
         assert run.returncode != 0 and error in run.stderr

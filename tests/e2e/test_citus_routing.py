@@ -1,8 +1,8 @@
 """memory_ext's calls on tables Citus has distributed by conversation (Citus stage only).
 
-`conversations` and `conversation_messages` are distributed and co-located as the distributed
-layout will do it, with the policies dropped (Citus refuses today's, docs/scaling.md) and every
-call made by the superuser; a one-node database next to it gets the same conversation. Appends on
+The conversation's tables are distributed and co-located by the layout's first step
+(sql/citus/route_by_conversation.sql), which leaves them with no policy, and every call is made by
+the superuser; a one-node database next to it gets the same conversation. Appends on
 the workers' shards keep the counters exact, and build_context and search_messages — fanned out
 to the shards and assembled on the coordinator — answer exactly what one node answers."""
 import pytest
