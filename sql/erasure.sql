@@ -2,6 +2,19 @@
 
 -- ---- erasure -----------------------------------------------------------------------------------
 
+-- What hangs on conversations from the tables outside their shard group — their jobs, stored
+-- branch messages and vectors, and facts' link to them — removed with the conversations by whoever
+-- deletes them for users (erasure here; on the distributed layout, delete_conversation and
+-- retention too) rather than by the foreign keys' cascade alone: the distributed layout drops those
+-- keys (docs/scaling.md). On one server the cascade has done it already, and this finds nothing.
+CREATE OR REPLACE FUNCTION memory._forget_conversations(ids uuid[]) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM memory.jobs j WHERE j.conversation_id = ANY ($1);
+    DELETE FROM memory.branch_messages b WHERE b.conversation_id = ANY ($1);
+    DELETE FROM memory.message_embeddings e WHERE e.conversation_id = ANY ($1);
+    UPDATE memory.facts f SET conversation_id = NULL WHERE f.conversation_id = ANY ($1);
+$$;
+
 -- Removes everything of one user, in one transaction: its conversations (with their messages,
 -- summaries, jobs, members, share links and transfer offers), the messages it wrote in others'
 -- conversations (as any deletion of messages: a call takes its results along, and build_context
@@ -52,13 +65,8 @@ BEGIN
     DELETE FROM memory.conversation_members m WHERE m.user_id = _erase_user.user_id;
     DELETE FROM memory.conversation_transfers t WHERE t.to_user_id = _erase_user.user_id;
     DELETE FROM memory.jobs j WHERE j.user_id = _erase_user.user_id;
-    -- what hangs on the conversations from the tables outside their shard group goes here rather
-    -- than by the foreign keys' cascade alone: the distributed layout drops those keys
     SELECT coalesce(array_agg(c.id), '{}') INTO v_ids FROM memory.conversations c WHERE c.user_id = _erase_user.user_id;
-    DELETE FROM memory.jobs j WHERE j.conversation_id = ANY (v_ids);
-    DELETE FROM memory.branch_messages b WHERE b.conversation_id = ANY (v_ids);
-    DELETE FROM memory.message_embeddings e WHERE e.conversation_id = ANY (v_ids);
-    UPDATE memory.facts f SET conversation_id = NULL WHERE f.conversation_id = ANY (v_ids);
+    PERFORM memory._forget_conversations(v_ids);
     DELETE FROM memory.conversations c WHERE c.user_id = _erase_user.user_id;
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_counts := v_counts || jsonb_build_object('conversations', v_n);
@@ -78,5 +86,6 @@ $$;
 
 -- internal (see CONTRIBUTING.md): not executable by PUBLIC
 REVOKE EXECUTE ON FUNCTION
+    memory._forget_conversations(uuid[]),
     memory._erase_user(uuid)
 FROM PUBLIC;

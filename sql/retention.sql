@@ -5,11 +5,14 @@
 
 -- The conversations past their retention period: not updated for their agent's retention_days
 -- when their agent sets one (0: kept forever), otherwise for `days` (the server's
--- memory.retention_days; 0: kept). Invoker: RLS applies to whoever calls it.
+-- memory.retention_days; 0: kept). Invoker: RLS applies to whoever calls it. PL/pgSQL: Citus
+-- cannot plan a parameterised SQL function's query over distributed conversations.
 CREATE OR REPLACE FUNCTION memory._retention_due(days integer)
 RETURNS TABLE (conversation_id uuid, user_id uuid, title text, updated_at timestamptz, message_count integer,
                retention_days integer)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     SELECT c.id, c.user_id, c.title, c.updated_at, c.message_count, d.days
       FROM memory.conversations c
       LEFT JOIN memory.agents a ON memory._agent_applies(a, c.agent_id, c.user_id)
@@ -17,7 +20,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      -- with no operator period, the agent's own applies
      CROSS JOIN LATERAL (SELECT coalesce(least(nullif(a.retention_days, 0), nullif(_retention_due.days, 0)), 0) AS days) d
      WHERE d.days > 0 AND c.updated_at < now() - make_interval(days => d.days);
-$$;
+END $$;
 
 -- What the worker's retention jobs will delete, oldest first, with the retention period that
 -- applies to each; `days` stands in for memory.retention_days (default: the setting; agents'

@@ -115,3 +115,79 @@ SET LOCAL session_replication_role = origin;
 -- stay on disk, hidden from queries and out of erasure's reach
 SELECT truncate_local_data_after_distributing_table(p.logicalrelid)
   FROM pg_dist_partition p WHERE p.logicalrelid::regclass::text LIKE 'memory.%';
+
+-- Deleting conversations for users, with what the dropped keys cascaded to: their jobs, stored
+-- branch messages and vectors on the coordinator, and facts' link to them
+-- (memory._forget_conversations). Both run on the coordinator only (CREATE OR REPLACE of an
+-- extension's function is not propagated, and nothing on a shard calls them).
+--
+-- delete_conversation deletes as its definer, for an owner or a role that bypasses RLS, as the
+-- policy on conversations lets them: the coordinator's tables are not the caller's to write, and a
+-- definer may not touch a placement the caller has written in the same transaction. Who the caller
+-- is, is answered here, on the coordinator, and sent as a value (a question about the caller that
+-- travels with a query is answered on the worker about the definer).
+CREATE OR REPLACE FUNCTION memory.delete_conversation(id uuid) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_me     uuid := memory.current_user_id();
+    v_bypass boolean := memory._caller_bypasses_rls();
+BEGIN
+    DELETE FROM memory.conversations c
+     WHERE c.id = delete_conversation.id AND (v_bypass OR c.user_id = v_me);
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM memory._forget_conversations(ARRAY[delete_conversation.id]);
+    RETURN true;
+END $f$;
+
+-- The worker's retention batch, a conversation at a time: Citus locks rows only in a query routed
+-- to one shard (a multi-shard FOR UPDATE is refused), so the due conversations are found first and
+-- each locked on its own node, skipped if it is being written or was written since
+CREATE OR REPLACE FUNCTION memory._retention_batch(days integer, batch integer, OUT conversations bigint, OUT messages bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    r      record;
+    v_n    integer;
+    v_gone uuid[] := '{}';
+BEGIN
+    messages := 0;
+    FOR r IN SELECT d.conversation_id, d.updated_at FROM memory._retention_due(_retention_batch.days) d
+              ORDER BY d.updated_at, d.conversation_id LIMIT _retention_batch.batch LOOP
+        PERFORM 1 FROM memory.conversations c WHERE c.id = r.conversation_id AND c.updated_at = r.updated_at
+            FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        DELETE FROM memory.conversations c WHERE c.id = r.conversation_id RETURNING c.message_count INTO v_n;
+        messages := messages + v_n;
+        v_gone := v_gone || r.conversation_id;
+    END LOOP;
+    PERFORM memory._forget_conversations(v_gone);
+    conversations := cardinality(v_gone);
+END $f$;
+
+-- For operators: the coordinator's rows about conversations deleted otherwise than by memory_ext's
+-- functions (a user's plain DELETE through PostgREST, say), found by reading every conversation id
+-- those tables hold (the whole of their conversation indexes) and asking the shards which are gone.
+-- Returns how many conversations were forgotten.
+CREATE OR REPLACE FUNCTION memory.forget_deleted_conversations() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    v_held uuid[];
+    v_live uuid[];
+    v_gone uuid[];
+BEGIN
+    IF NOT memory._caller_bypasses_rls() THEN
+        RAISE EXCEPTION 'memory.forget_deleted_conversations is for superusers and roles that bypass row-level security'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT coalesce(array_agg(t.id), '{}') INTO v_held
+      FROM (SELECT j.conversation_id FROM memory.jobs j UNION SELECT b.conversation_id FROM memory.branch_messages b
+            UNION SELECT e.conversation_id FROM memory.message_embeddings e
+            UNION SELECT f.conversation_id FROM memory.facts f) t(id)
+     WHERE t.id IS NOT NULL;
+    SELECT coalesce(array_agg(c.id), '{}') INTO v_live FROM memory.conversations c WHERE c.id = ANY (v_held);
+    SELECT coalesce(array_agg(h.id), '{}') INTO v_gone FROM unnest(v_held) h(id) WHERE h.id <> ALL (v_live);
+    PERFORM memory._forget_conversations(v_gone);
+    RETURN cardinality(v_gone);
+END $f$;
+REVOKE EXECUTE ON FUNCTION memory.forget_deleted_conversations() FROM PUBLIC;

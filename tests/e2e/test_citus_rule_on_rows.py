@@ -9,7 +9,16 @@ caller passed, as PostgREST's db-pre-request does — and is judged on the worke
 import pytest
 from psycopg import errors
 
-from support.citus_layout import CARRY_THE_RULE, DISTRIBUTED, ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply
+from support.citus_layout import (
+    CARRY_THE_RULE,
+    DISTRIBUTED,
+    NOTHING_LEFT,
+    ROUTE_BY_CONVERSATION,
+    RULE_ON_ROWS,
+    apply,
+    hang_on_the_coordinator,
+    left_on_the_coordinator,
+)
 from support.pg import CITUS_WORKERS, PORT, as_guc_user, connect, new_user, set_node_secret
 from support.pg import call_as as call
 
@@ -245,6 +254,57 @@ def test_deletes_keep_the_counters_and_the_daily_figures_on_the_shards(layout):
     assert [m["role"] for m in window["messages"]] == ["user", "assistant"]
 
 
+def coordinator_rows(db, cid):
+    with connect(db) as su:
+        return left_on_the_coordinator(su, cid)
+
+
+def test_deleting_a_conversation_takes_the_coordinators_rows_about_it(layout):
+    """memory.delete_conversation on the layout: a stranger's and a member's call delete nothing
+    (false, every row kept), the owner's removes the conversation from its shards, and its jobs,
+    stored branch messages and vectors from the coordinator, whose tables keep no foreign key into
+    it; a fact learnt from it stays its user's and forgets it. Nobody's delete of a missing
+    conversation does anything."""
+    cid = one(layout, FRED, "SELECT (memory.create_conversation(%s, 'to delete')).id", AGENT)
+    for i in range(2):
+        one(layout, FRED, "SELECT (memory.add_message(%s, 'user', %s)).seq", cid, f"fred's line {i}")
+    one(layout, FRED, "SELECT (memory.share_conversation(%s, %s, 'editor')).role", cid, DAVE)
+    with connect(layout) as su:
+        hang_on_the_coordinator(su, cid, DAVE)
+    for user in (MALLORY, DAVE):
+        assert one(layout, user, "SELECT memory.delete_conversation(%s)", cid) is False
+    assert rows_as_superuser(layout, "SELECT message_count FROM memory.conversations WHERE id = %s", cid) == [(2,)]
+    assert coordinator_rows(layout, cid) == {t: 1 for t in NOTHING_LEFT}
+
+    assert one(layout, FRED, "SELECT memory.delete_conversation(%s)", cid) is True
+    for table in DISTRIBUTED:
+        column = "id" if table == "conversations" else "conversation_id"
+        assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE {column} = %s", cid) == [(0,)], table
+    assert coordinator_rows(layout, cid) == NOTHING_LEFT
+    assert rows_as_superuser(layout, "SELECT count(*) FROM memory.facts WHERE user_id = %s AND content = 'likes rivers'",
+                             DAVE) == [(1,)]
+    assert one(layout, FRED, "SELECT memory.delete_conversation(%s)", cid) is False
+
+
+def test_an_operator_forgets_what_a_plain_delete_left_on_the_coordinator(layout):
+    """A plain DELETE of a conversation (PostgREST's DELETE, say) runs on its shard, and leaves the
+    coordinator's rows about it: memory.forget_deleted_conversations(), for operators, finds and
+    removes them, and leaves those of live conversations alone; a user may not call it."""
+    gone, kept = (one(layout, FRED, "SELECT (memory.create_conversation(%s, %s)).id", AGENT, t) for t in ("gone", "kept"))
+    for cid in (gone, kept):
+        one(layout, FRED, "SELECT (memory.add_message(%s, 'user', 'a line')).seq", cid)
+        with connect(layout) as su:
+            hang_on_the_coordinator(su, cid, FRED)
+    assert call(layout, FRED, "DELETE FROM memory.conversations WHERE id = %s RETURNING 1", gone) == [(1,)]
+    assert coordinator_rows(layout, gone) == {t: 1 for t in NOTHING_LEFT}
+    with pytest.raises(errors.InsufficientPrivilege):
+        call(layout, FRED, "SELECT memory.forget_deleted_conversations()")
+    with connect(layout) as su:
+        assert su.execute("SELECT memory.forget_deleted_conversations()").fetchone()[0] >= 1
+    assert coordinator_rows(layout, gone) == NOTHING_LEFT
+    assert coordinator_rows(layout, kept) == {t: 1 for t in NOTHING_LEFT}
+
+
 def test_erasure_reaches_every_shard(layout):
     """memory.erase_user on the layout: the user's conversations with everything on their shards,
     what it wrote in others' (their counters and figures follow), its memberships (the lists on the
@@ -263,16 +323,8 @@ def test_erasure_reaches_every_shard(layout):
     one(layout, FRED, "SELECT (memory.share_conversation(%s, %s, 'editor')).role", theirs, ERIN)
     one(layout, ERIN, "SELECT (memory.add_message(%s, 'user', 'erin writes back')).seq", theirs)
 
-    # and what hangs on the conversation from the coordinator's tables, which keep no foreign key
-    # into it on the layout: another user's job, a stored branch message, a message's vector
     with connect(layout) as su:
-        su.execute("INSERT INTO memory.jobs (kind, conversation_id, user_id, status) VALUES ('summary', %s, %s, 'done')",
-                   (mine, FRED))
-        su.execute("""INSERT INTO memory.branch_messages (id, conversation_id, seq, message)
-                      VALUES (gen_random_uuid(), %s, 9, '{}')""", (mine,))
-        su.execute("""INSERT INTO memory.message_embeddings (message_id, conversation_id, model, embedding)
-                      SELECT m.id, m.conversation_id, 'm', '[1,2,3]' FROM memory.conversation_messages m
-                       WHERE m.conversation_id = %s LIMIT 1""", (mine,))
+        hang_on_the_coordinator(su, mine, FRED)
     with connect(layout) as su:
         erased = su.execute("SELECT memory.erase_user(%s)", (ERIN,)).fetchone()[0]
     assert {k: erased[k] for k in ("conversations", "conversation_messages", "authored_messages", "conversation_summaries",
@@ -286,8 +338,7 @@ def test_erasure_reaches_every_shard(layout):
         assert left == 0, table
     for table in CARRY_THE_RULE:
         assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE owner = %s", ERIN) == [(0,)], table
-    for table in ("jobs", "branch_messages", "message_embeddings"):
-        assert rows_as_superuser(layout, f"SELECT count(*) FROM memory.{table} WHERE conversation_id = %s", mine) == [(0,)], table
+    assert coordinator_rows(layout, mine) == NOTHING_LEFT
     assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversations WHERE user_id = %s", ERIN) == [(0,)]
     assert rows_as_superuser(layout, """SELECT count(*) FROM memory.conversation_messages WHERE author_id = %s""", ERIN) == [(0,)]
     assert rows_as_superuser(layout, "SELECT count(*) FROM memory.conversation_members WHERE %s IN (user_id, owner_id)",

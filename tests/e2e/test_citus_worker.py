@@ -11,7 +11,7 @@ import uuid
 import pytest
 from psycopg import errors
 
-from support.citus_layout import ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply
+from support.citus_layout import DISTRIBUTED, NOTHING_LEFT, ROUTE_BY_CONVERSATION, RULE_ON_ROWS, apply, hang_on_the_coordinator, left_on_the_coordinator
 from support.pg import CITUS_WORKERS, TEST_ROOT, admin_on, app_on, call_passing_the_caller, cluster_sh, llm_cluster, start_new_cluster, wait_for
 
 pytestmark = pytest.mark.skipif(not CITUS_WORKERS, reason="runs in the Citus stage, with Citus workers of its own")
@@ -183,3 +183,48 @@ def test_the_workers_rollup_counts_the_days_on_the_shards(pg, talk):
     kept = """SELECT day, author_id::text, messages, tokens FROM memory.message_days WHERE conversation_id = %s ORDER BY 1, 2"""
     assert call(pg, BOB, kept, talk) == truth
     assert call(pg, MALLORY, kept, talk) == []
+
+
+def test_retention_deletes_what_is_due_from_the_shards_and_the_coordinator(pg):
+    """memory.retention_days on the layout: the worker's retention job deletes the conversations not
+    updated for that long from their shards, a conversation at a time (Citus locks rows only in a
+    query routed to one shard), with the coordinator's rows about them; a younger one is kept."""
+    old = [one(pg, ALICE, "SELECT (memory.create_conversation(gen_random_uuid(), %s)).id", f"old {i}") for i in range(3)]
+    young = one(pg, ALICE, "SELECT (memory.create_conversation(gen_random_uuid(), 'young')).id")
+    for cid in (*old, young):
+        one(pg, ALICE, "SELECT (memory.add_message(%s, 'user', 'hello')).seq", cid)
+    with admin_on(pg) as su:
+        for cid in (old[0], young):
+            hang_on_the_coordinator(su, cid, BOB)
+        # back-dated with no trigger (the update trigger would stamp now()), on the workers too
+        with su.transaction():
+            su.execute("SET LOCAL citus.propagate_set_commands = 'local'")
+            su.execute("SET LOCAL session_replication_role = replica")
+            su.execute("UPDATE memory.conversations SET updated_at = now() - interval '40 days' WHERE id = ANY (%s)", (old,))
+        assert {r[0] for r in su.execute("SELECT conversation_id FROM memory.retention_preview(30) WHERE user_id = %s",
+                                         (ALICE,))} == set(old)
+    try:
+        with admin_on(pg) as su:
+            for k, v in (("memory.retention_days", 30), ("memory.retention_batch", 2), ("memory.retention_interval", 1)):
+                su.execute(f"ALTER SYSTEM SET {k} = {v}")
+            su.execute("SELECT pg_reload_conf()")
+        wait_for(lambda: superuser_rows(pg, "SELECT count(*) FROM memory.conversations WHERE id = ANY (%s)", old) == [(0,)],
+                 timeout=30)
+    finally:
+        with admin_on(pg) as su:
+            for k in ("memory.retention_days", "memory.retention_batch", "memory.retention_interval"):
+                su.execute(f"ALTER SYSTEM RESET {k}")
+            su.execute("SELECT pg_reload_conf()")
+    for table in DISTRIBUTED:
+        column = "id" if table == "conversations" else "conversation_id"
+        assert superuser_rows(pg, f"SELECT count(*) FROM memory.{table} WHERE {column} = ANY (%s)", old) == [(0,)], table
+    with admin_on(pg) as su:
+        assert left_on_the_coordinator(su, old[0]) == NOTHING_LEFT
+        assert left_on_the_coordinator(su, young) == {t: 1 for t in NOTHING_LEFT}
+        assert su.execute("SELECT count(*) FROM memory.facts WHERE user_id = %s AND content = 'likes rivers'",
+                          (BOB,)).fetchone()[0] == 2
+        # retention jobs done (more may be queued), none failed or retried
+        jobs = su.execute("SELECT status, attempts, last_error FROM memory.jobs WHERE kind = 'retention'").fetchall()
+        assert ("done", 0, "retention batch done") in jobs, jobs
+        assert all(status != "failed" and attempts == 0 for status, attempts, _ in jobs), jobs
+    assert one(pg, ALICE, "SELECT message_count FROM memory.conversations WHERE id = %s", young) == 1

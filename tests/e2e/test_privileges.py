@@ -229,6 +229,7 @@ REVIEWED = {
     "_retention_batch(integer,integer)": ("pinned", False, False),       # the worker's
     "erase_user(uuid)": ("pinned", True, True),
     "_erase_user(uuid)": ("pinned", True, False),                         # superusers and BYPASSRLS roles only
+    "_forget_conversations(uuid[])": ("pinned", False, False),            # called by whoever deleted the conversations
 }
 
 TABLES = {

@@ -49,3 +49,28 @@ def apply(c, *scripts):
             for statement in statements(script):
                 if code(statement).strip():
                     c.execute(statement)
+
+
+# the coordinator's tables that keep rows about a conversation with no foreign key into it on the
+# layout (memory._forget_conversations removes them), with none left
+NOTHING_LEFT = {"jobs": 0, "branch_messages": 0, "message_embeddings": 0, "facts": 0}
+
+
+def hang_on_the_coordinator(su, cid, user):
+    """Gives conversation `cid` one row in each of those tables, as superuser connection `su`:
+    `user`'s job, a stored branch message, a message's vector, `user`'s fact learnt from it."""
+    su.execute("INSERT INTO memory.jobs (kind, conversation_id, user_id, status) VALUES ('summary', %s, %s, 'done')",
+               (cid, user))
+    su.execute("INSERT INTO memory.branch_messages (id, conversation_id, seq, message) VALUES (gen_random_uuid(), %s, 9, '{}')",
+               (cid,))
+    su.execute("""INSERT INTO memory.message_embeddings (message_id, conversation_id, model, embedding)
+                  SELECT m.id, m.conversation_id, 'm', '[1,2,3]' FROM memory.conversation_messages m
+                   WHERE m.conversation_id = %s LIMIT 1""", (cid,))
+    su.execute("INSERT INTO memory.facts (user_id, conversation_id, content) VALUES (%s, %s, 'likes rivers')", (user, cid))
+    assert left_on_the_coordinator(su, cid) == {t: 1 for t in NOTHING_LEFT}
+
+
+def left_on_the_coordinator(su, cid):
+    """How many rows about `cid` each of those tables holds."""
+    return {t: su.execute(f"SELECT count(*) FROM memory.{t} WHERE conversation_id = %s", (cid,)).fetchone()[0]
+            for t in NOTHING_LEFT}
