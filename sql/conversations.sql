@@ -139,6 +139,8 @@ DECLARE
            AND ($8 IS NULL OR (c.archived_at IS NOT NULL) = $8)
          ORDER BY c.updated_at DESC, c.id
          LIMIT $2$f$;
+    v_columns constant text := 'c.id, c.agent_id, c.user_id, c.title, c.encoding, c.total_tokens, c.message_count, '
+                               'c.last_seq, c.metadata, c.created_at, c.updated_at, c.archived_at';
 BEGIN
     IF _list_conversations."limit" IS NULL OR _list_conversations."limit" < 1 OR _list_conversations."limit" > 1000 THEN
         RAISE EXCEPTION 'limit must be between 1 and 1000, got %', coalesce(_list_conversations."limit"::text, 'NULL')
@@ -151,19 +153,20 @@ BEGIN
         RAISE EXCEPTION 'before_id needs updated_before (the last row''s updated_at)' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Two sources, each cut at the page size, merged: the caller's own conversations (in the order
-    -- of the index on user_id, updated_at) and those shared with it.
+    -- of the index on user_id, updated_at) and those shared with it. The columns are named: the
+    -- distributed layout adds its own to conversations.
     RETURN QUERY EXECUTE format($q$
         SELECT x.* FROM (
-            (SELECT c.*, 'owner'::text AS access FROM memory.conversations c
+            (SELECT %2$s, 'owner'::text AS access FROM memory.conversations c
               WHERE $9 IS NOT TRUE AND c.user_id = $10 %1$s)
             UNION ALL
-            (SELECT c.*, m.role FROM unnest(memory._shared_with($10, false)) AS s(id)
+            (SELECT %2$s, m.role FROM unnest(memory._shared_with($10, false)) AS s(id)
                JOIN memory.conversations c ON c.id = s.id
                JOIN memory.conversation_members m ON m.conversation_id = s.id AND m.user_id = $10
               WHERE $9 IS NOT FALSE %1$s)
         ) x
         ORDER BY x.updated_at DESC, x.id
-        LIMIT $2$q$, v_filter)
+        LIMIT $2$q$, v_filter, v_columns)
     USING _list_conversations.agent_id, _list_conversations."limit", _list_conversations.metadata, _list_conversations.title, _list_conversations.updated_before, _list_conversations.updated_after, _list_conversations.before_id, _list_conversations.archived, _list_conversations.shared, memory.current_user_id();
 END $$;
 

@@ -360,3 +360,28 @@ BEGIN
     END LOOP;
 END $layout$;
 DROP TABLE memory_ext_carry_the_rule;
+
+-- What the layout does not run yet — branches (edits, regenerations, rewinds and their listing),
+-- forks and imports, whose tables stay on the coordinator or whose SQL Citus cannot plan — refuses
+-- at once with feature_not_supported and a message that says so, rather than with Citus's planner
+-- errors or, for an edit, a distributed deadlock. docs/scaling.md lists them.
+DO $layout$
+DECLARE
+    v_f    regprocedure;
+    v_name text;
+BEGIN
+    FOREACH v_f IN ARRAY ARRAY['memory.edit_message(uuid, text)', 'memory.regenerate(uuid)',
+                               'memory.switch_branch(uuid, uuid)', 'memory.list_branches(uuid)',
+                               'memory.message_siblings(uuid)', 'memory.rewind_conversation(uuid, bigint)',
+                               'memory.fork_conversation(uuid, bigint, text)',
+                               'memory.import_conversation(jsonb, uuid, text)']::regprocedure[] LOOP
+        v_name := format('memory.%I', (SELECT p.proname FROM pg_proc p WHERE p.oid = v_f));
+        EXECUTE format($def$CREATE OR REPLACE FUNCTION %s(%s) RETURNS %s
+            LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $b$
+            BEGIN
+                RAISE EXCEPTION '%s is not available on the distributed layout yet' USING ERRCODE = 'feature_not_supported',
+                    HINT = 'docs/scaling.md lists what the layout runs';
+            END $b$$def$,
+            v_name, pg_get_function_arguments(v_f), pg_get_function_result(v_f), v_name);
+    END LOOP;
+END $layout$;

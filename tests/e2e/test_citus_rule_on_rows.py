@@ -77,6 +77,43 @@ def test_every_row_carries_the_conversations_rule(layout, talk):
     assert placed == [(1,)]
 
 
+def test_each_user_lists_what_the_rule_lets_it_read(layout, talk):
+    """list_conversations on the layout: the owner lists its conversation, each member the one
+    shared with it, by its role, and a stranger nothing; the columns are the conversation's own,
+    without the layout's lists."""
+    listed = """SELECT id, user_id::text, title, access FROM memory.list_conversations(%s) WHERE id = %s"""
+    for user, access in ((ALICE, "owner"), (BOB, "viewer"), (CAROL, "editor")):
+        assert call(layout, user, listed, AGENT, talk) == [(talk, ALICE, "a talk", access)], user
+    assert call(layout, MALLORY, "SELECT count(*) FROM memory.list_conversations()") == [(0,)]
+    assert call(layout, BOB, "SELECT count(*) FROM memory.list_conversations(shared => false)") == [(0,)]
+    row = call(layout, ALICE, "SELECT to_jsonb(l) FROM memory.list_conversations() l WHERE l.id = %s", talk)[0][0]
+    assert "readers" not in row and row["message_count"] >= 3
+
+
+def test_what_the_layout_does_not_run_yet_is_refused_and_changes_nothing(layout, talk):
+    """Branches, rewinds, forks and imports are not built for the layout: each call fails at once
+    with feature_not_supported (0A000) and a message naming the function, and the conversation,
+    its messages and the caller's list are as they were."""
+    first = call(layout, ALICE, "SELECT id FROM memory.conversation_messages WHERE conversation_id = %s AND seq = 1", talk)[0][0]
+    def state():
+        return (call(layout, ALICE, "SELECT last_seq, message_count FROM memory.conversations WHERE id = %s", talk),
+                call(layout, ALICE, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", talk),
+                call(layout, ALICE, "SELECT count(*) FROM memory.list_conversations()"))
+    before = state()
+    for name, query, args in (
+            ("edit_message", "SELECT memory.edit_message(%s, 'edited')", (first,)),
+            ("regenerate", "SELECT memory.regenerate(%s)", (first,)),
+            ("switch_branch", "SELECT memory.switch_branch(%s, %s)", (talk, first)),
+            ("list_branches", "SELECT memory.list_branches(%s)", (talk,)),
+            ("message_siblings", "SELECT memory.message_siblings(%s)", (first,)),
+            ("rewind_conversation", "SELECT memory.rewind_conversation(%s, 1)", (talk,)),
+            ("fork_conversation", "SELECT memory.fork_conversation(%s)", (talk,)),
+            ("import_conversation", "SELECT memory.import_conversation(memory.export_conversation(%s))", (talk,))):
+        with pytest.raises(errors.FeatureNotSupported, match=f"memory.{name} is not available on the distributed layout"):
+            call(layout, ALICE, query, *args)
+    assert state() == before
+
+
 def test_members_read_and_editors_write_on_the_workers(layout, talk):
     assert one(layout, BOB, "SELECT count(*) FROM memory.conversation_messages WHERE conversation_id = %s", talk) >= 3
     window = one(layout, BOB, "SELECT memory.build_context(%s, 1000)", talk)
