@@ -12,6 +12,20 @@
 -- does it): Citus forwards a DDL statement to the workers with the text of the query that held it,
 -- and a worker refuses several statements in one.
 
+-- Runs a command on every worker through Citus's own connections (each commits on its worker as
+-- it goes); a worker's error stops the script. A function of this session, for both steps.
+CREATE FUNCTION pg_temp.memory_ext_on_every_worker(cmd text) RETURNS void
+LANGUAGE plpgsql AS $f$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT * FROM run_command_on_workers(cmd) LOOP
+        IF NOT r.success THEN
+            RAISE EXCEPTION 'on the worker %:%: %', r.nodename, r.nodeport, r.result;
+        END IF;
+    END LOOP;
+END $f$;
+
 -- On every node, the coordinator and each worker, with Citus's DDL propagation off for the block (a
 -- worker refuses DDL on the extension's objects otherwise):
 -- - Citus refuses to distribute a table whose policies hold subqueries, as one server's do. The
@@ -37,7 +51,6 @@ DECLARE
         PERFORM set_config('citus.enable_ddl_propagation', v_was, true);
     END $w$$cmd$, current_database());
     v_cmd text;
-    r record;
 BEGIN
     IF to_regclass('pg_dist_partition') IS NULL THEN
         RAISE EXCEPTION 'the distributed layout needs the citus extension in this database'
@@ -61,11 +74,7 @@ BEGIN
     END IF;
     FOREACH v_cmd IN ARRAY ARRAY[v_drop, v_quiet] LOOP
         EXECUTE v_cmd;
-        FOR r IN SELECT * FROM run_command_on_workers(v_cmd) LOOP
-            IF NOT r.success THEN
-                RAISE EXCEPTION 'on the worker %:%: %', r.nodename, r.nodeport, r.result;
-            END IF;
-        END LOOP;
+        PERFORM pg_temp.memory_ext_on_every_worker(v_cmd);
     END LOOP;
 END $layout$;
 

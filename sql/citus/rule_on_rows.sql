@@ -344,19 +344,14 @@ END $f$;
 DO $layout$
 DECLARE
     v_f regprocedure;
-    r   record;
 BEGIN
     FOREACH v_f IN ARRAY ARRAY['memory._can_write_conversation(uuid, uuid, uuid)', 'memory._tool_key_taken(text[])',
                                'memory.can_read(uuid)', 'memory.can_write(uuid)', 'memory.can_manage(uuid)',
                                'memory._shared_with(uuid, boolean)']::regprocedure[] LOOP
-        FOR r IN SELECT * FROM run_command_on_workers(format(
-                     'DO $w$ BEGIN PERFORM set_config(''citus.enable_ddl_propagation'', ''off'', true);
-                      PERFORM set_config(''check_function_bodies'', ''off'', true); EXECUTE %L; END $w$',
-                     pg_get_functiondef(v_f))) LOOP
-            IF NOT r.success THEN
-                RAISE EXCEPTION 'on the worker %:%: %', r.nodename, r.nodeport, r.result;
-            END IF;
-        END LOOP;
+        PERFORM pg_temp.memory_ext_on_every_worker(format(
+            'DO $w$ BEGIN PERFORM set_config(''citus.enable_ddl_propagation'', ''off'', true);
+             PERFORM set_config(''check_function_bodies'', ''off'', true); EXECUTE %L; END $w$',
+            pg_get_functiondef(v_f)));
     END LOOP;
 END $layout$;
 DROP TABLE memory_ext_carry_the_rule;
